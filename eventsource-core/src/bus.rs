@@ -1,0 +1,86 @@
+//! The `EventBus` trait every backend implements.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{DeadLetterQueue, EventEnvelope, Result, Subscription, SubscriptionHandle};
+
+/// Publishes events and delivers them to subscriptions.
+///
+/// Object-safe: applications hold an `Arc<dyn EventBus>` and the backend is
+/// chosen by configuration. Every backend keeps the same delivery contract,
+/// checked by the conformance suite (`testkit` feature):
+///
+/// - at-least-once delivery to each consumer group; one member per group
+///   handles each event;
+/// - the events of one aggregate are handled in order within a group;
+/// - a handler that fails or panics is retried per its
+///   [`RetryPolicy`](crate::RetryPolicy), then the message goes to the
+///   dead-letter queue and the consumer moves on;
+/// - `shutdown` stops fetching and lets in-flight handlers finish.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// A short name of the backend (`memory`, `redis`, ...), for logs.
+    fn backend(&self) -> &'static str;
+
+    /// Publishes `events` in order. Returns when the backend has accepted
+    /// them (durably, for brokers that confirm).
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<()>;
+
+    /// Starts delivering to `subscription`'s handler.
+    async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle>;
+
+    /// The dead-letter queue.
+    fn dead_letters(&self) -> Arc<dyn DeadLetterQueue>;
+
+    /// Counters and per-group state.
+    async fn stats(&self) -> Result<BusStats>;
+
+    /// Stops accepting publishes, stops fetching, waits up to `timeout` for
+    /// in-flight handlers, and reports what it did.
+    async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport>;
+}
+
+/// Counters since the bus started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BusStats {
+    /// Events accepted by `publish`.
+    pub published: u64,
+    /// Handler calls that succeeded.
+    pub handled: u64,
+    /// Handler calls that failed (each failed attempt counts).
+    pub failed_attempts: u64,
+    /// Messages moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Dead letters replayed.
+    pub replayed: u64,
+    /// Per consumer group.
+    pub groups: BTreeMap<String, GroupStats>,
+}
+
+/// The state of one consumer group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStats {
+    /// Members (subscriptions) currently consuming.
+    pub members: usize,
+    /// Events waiting to be delivered (lag).
+    pub pending: u64,
+    /// Events being handled right now (delivered, not yet acked).
+    pub in_flight: u64,
+    /// Dead letters of this group.
+    pub dead_letters: u64,
+}
+
+/// What `shutdown` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownReport {
+    /// Whether every in-flight handler finished within the timeout.
+    pub drained: bool,
+    /// Handlers still running when the timeout passed; their messages are
+    /// not acked and will be redelivered (on a durable backend).
+    pub abandoned: usize,
+}

@@ -1,0 +1,103 @@
+//! Dead letters: messages a consumer group gave up on, and what to do with them.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{EventEnvelope, Result};
+
+/// A message that a consumer group could not handle, with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The backend's id of this dead letter (stream entry id, message id, offset...).
+    pub id: String,
+    /// The consumer group that failed.
+    pub group: String,
+    /// Where the message came from: stream, queue or topic (with partition
+    /// and offset where the backend has them).
+    pub source: String,
+    /// The event, when it could be decoded.
+    pub envelope: Option<EventEnvelope>,
+    /// The raw message, when it could not be decoded into an envelope.
+    pub raw: Option<String>,
+    /// The last error, as text.
+    pub error: String,
+    /// How many times delivery was attempted.
+    pub attempts: u32,
+    /// When the first attempt failed.
+    pub first_failed_at: DateTime<Utc>,
+    /// When the last attempt failed.
+    pub last_failed_at: DateTime<Utc>,
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterQuery {
+    /// Only this consumer group's.
+    pub group: Option<String>,
+    /// At most this many (default: all).
+    pub limit: Option<usize>,
+}
+
+impl DeadLetterQuery {
+    /// All dead letters.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// One group's dead letters.
+    pub fn group(group: impl Into<String>) -> Self {
+        DeadLetterQuery {
+            group: Some(group.into()),
+            limit: None,
+        }
+    }
+
+    /// Caps the number returned.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// The operator's view of a bus's dead-letter queue.
+///
+/// `replay` puts a message back where it came from *for its group only*:
+/// other groups, which handled it the first time, do not see it again.
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync {
+    /// Dead letters, oldest first.
+    async fn list(&self, query: &DeadLetterQuery) -> Result<Vec<DeadLetter>>;
+
+    /// One dead letter by id, or `None`.
+    async fn get(&self, id: &str) -> Result<Option<DeadLetter>>;
+
+    /// Redelivers one dead letter to its group and removes it from the queue.
+    /// Fails with [`Error::NotFound`](crate::Error::NotFound) for an unknown id.
+    async fn replay(&self, id: &str) -> Result<()>;
+
+    /// Replays every dead letter the query selects; returns how many.
+    async fn replay_all(&self, query: &DeadLetterQuery) -> Result<usize> {
+        let letters = self.list(query).await?;
+        for letter in &letters {
+            self.replay(&letter.id).await?;
+        }
+        Ok(letters.len())
+    }
+
+    /// Deletes one dead letter; returns whether it existed.
+    async fn delete(&self, id: &str) -> Result<bool>;
+
+    /// Deletes every dead letter the query selects; returns how many.
+    async fn purge(&self, query: &DeadLetterQuery) -> Result<usize> {
+        let letters = self.list(query).await?;
+        let mut n = 0;
+        for letter in &letters {
+            if self.delete(&letter.id).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

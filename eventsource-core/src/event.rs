@@ -1,0 +1,50 @@
+//! Domain events: the facts an aggregate records.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A typed domain event.
+///
+/// Usually an enum with one variant per fact. The whole value is serialized
+/// with serde into the envelope's `payload`, so decoding it back is
+/// `serde_json::from_value` — an internally tagged enum is a good fit.
+///
+/// ```
+/// use eventsource_core::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// #[serde(tag = "type")]
+/// enum OrderEvent {
+///     Placed { customer: String, total_cents: u64 },
+///     Shipped,
+/// }
+///
+/// impl DomainEvent for OrderEvent {
+///     fn event_type(&self) -> &str {
+///         match self {
+///             OrderEvent::Placed { .. } => "Placed",
+///             OrderEvent::Shipped => "Shipped",
+///         }
+///     }
+///     fn aggregate_type(&self) -> &str {
+///         "Order"
+///     }
+/// }
+///
+/// assert_eq!(OrderEvent::Shipped.event_type(), "Shipped");
+/// ```
+pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The event's type name, e.g. `Placed`. Together with
+    /// [`aggregate_type`](Self::aggregate_type) it forms the routing key
+    /// `{aggregate_type}.{event_type}`, so it should not contain `.`.
+    fn event_type(&self) -> &str;
+
+    /// The type of aggregate that records this event, e.g. `Order`.
+    fn aggregate_type(&self) -> &str;
+
+    /// The schema version of this event's payload (default 1). Bump it when
+    /// the payload changes shape so consumers and snapshots can tell.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+}

@@ -1,0 +1,231 @@
+//! Which events a subscription receives.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, EventEnvelope, Result};
+
+/// Selects the events a subscription receives.
+///
+/// Patterns are AMQP topic patterns matched against the routing key
+/// `{aggregate_type}.{event_type}`: words are separated by `.`, `*` matches
+/// exactly one word and `#` matches zero or more words. RabbitMQ turns a
+/// filter into queue bindings ([`binding_keys`](Self::binding_keys)); the
+/// other backends match it client-side with [`matches`](Self::matches).
+///
+/// ```
+/// use eventsource_core::EventFilter;
+///
+/// let f = EventFilter::patterns(["user.*", "#.completed"])?;
+/// assert!(f.matches_key("user.registered"));
+/// assert!(f.matches_key("order.payment.completed"));
+/// assert!(!f.matches_key("order.placed"));
+/// # Ok::<(), eventsource_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum EventFilter {
+    /// Every event.
+    All,
+    /// Events whose `event_type` is one of these.
+    EventTypes(Vec<String>),
+    /// Events whose `aggregate_type` is this one.
+    AggregateType(String),
+    /// Events whose routing key matches one of these AMQP-style patterns.
+    Patterns(Vec<String>),
+}
+
+impl Default for EventFilter {
+    fn default() -> Self {
+        EventFilter::All
+    }
+}
+
+impl EventFilter {
+    /// Events of exactly one event type.
+    pub fn event_type(event_type: impl Into<String>) -> Self {
+        EventFilter::EventTypes(vec![event_type.into()])
+    }
+
+    /// Events of any of these event types.
+    pub fn event_types<I, S>(types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        EventFilter::EventTypes(types.into_iter().map(Into::into).collect())
+    }
+
+    /// Events of one aggregate type.
+    pub fn aggregate_type(aggregate_type: impl Into<String>) -> Self {
+        EventFilter::AggregateType(aggregate_type.into())
+    }
+
+    /// Events whose routing key matches `pattern`; the pattern is validated.
+    pub fn pattern(pattern: impl Into<String>) -> Result<Self> {
+        Self::patterns([pattern])
+    }
+
+    /// Events whose routing key matches any of `patterns`; each is validated.
+    pub fn patterns<I, S>(patterns: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let patterns: Vec<String> = patterns.into_iter().map(Into::into).collect();
+        let filter = EventFilter::Patterns(patterns);
+        filter.validate()?;
+        Ok(filter)
+    }
+
+    /// Checks the filter is usable: no empty lists, names or pattern words.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            EventFilter::All => Ok(()),
+            EventFilter::EventTypes(types) => {
+                if types.is_empty() || types.iter().any(|t| t.trim().is_empty()) {
+                    return Err(Error::config(
+                        "event type filter needs at least one non-empty event type",
+                    ));
+                }
+                Ok(())
+            }
+            EventFilter::AggregateType(t) => {
+                if t.trim().is_empty() {
+                    return Err(Error::config("aggregate type filter must not be empty"));
+                }
+                Ok(())
+            }
+            EventFilter::Patterns(patterns) => {
+                if patterns.is_empty() {
+                    return Err(Error::config("pattern filter needs at least one pattern"));
+                }
+                for p in patterns {
+                    if p.is_empty() || p.split('.').any(|w| w.is_empty() || w.contains(char::is_whitespace)) {
+                        return Err(Error::config(format!(
+                            "invalid pattern `{p}`: use words separated by `.`, with `*` for one word and `#` for any number"
+                        )));
+                    }
+                    if p.split('.').any(|w| w != "*" && w != "#" && (w.contains('*') || w.contains('#'))) {
+                        return Err(Error::config(format!(
+                            "invalid pattern `{p}`: `*` and `#` must stand alone as a whole word"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `envelope` passes this filter.
+    pub fn matches(&self, envelope: &EventEnvelope) -> bool {
+        match self {
+            EventFilter::All => true,
+            EventFilter::EventTypes(types) => types.iter().any(|t| *t == envelope.event_type),
+            EventFilter::AggregateType(t) => *t == envelope.aggregate_type,
+            EventFilter::Patterns(_) => self.matches_key(&envelope.routing_key()),
+        }
+    }
+
+    /// Whether a routing key `{aggregate_type}.{event_type}` passes this filter.
+    pub fn matches_key(&self, routing_key: &str) -> bool {
+        match self {
+            EventFilter::All => true,
+            EventFilter::EventTypes(types) => types
+                .iter()
+                .any(|t| routing_key.strip_suffix(t.as_str()).is_some_and(|rest| rest.ends_with('.'))),
+            EventFilter::AggregateType(t) => routing_key
+                .strip_prefix(t.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+            EventFilter::Patterns(patterns) => {
+                let key: Vec<&str> = routing_key.split('.').collect();
+                patterns.iter().any(|p| {
+                    let pat: Vec<&str> = p.split('.').collect();
+                    topic_match(&pat, &key)
+                })
+            }
+        }
+    }
+
+    /// The AMQP binding keys that deliver exactly what this filter matches.
+    pub fn binding_keys(&self) -> Vec<String> {
+        match self {
+            EventFilter::All => vec!["#".to_owned()],
+            EventFilter::EventTypes(types) => types.iter().map(|t| format!("#.{t}")).collect(),
+            EventFilter::AggregateType(t) => vec![format!("{t}.#")],
+            EventFilter::Patterns(p) => p.clone(),
+        }
+    }
+}
+
+/// AMQP topic matching: `*` is one word, `#` zero or more.
+fn topic_match(pattern: &[&str], key: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => key.is_empty(),
+        Some((&"#", rest)) => (0..=key.len()).any(|skip| topic_match(rest, &key[skip..])),
+        Some((&word, rest)) => match key.split_first() {
+            Some((k, key_rest)) => (word == "*" || word == *k) && topic_match(rest, key_rest),
+            None => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pattern: &str) -> EventFilter {
+        EventFilter::pattern(pattern).expect("valid pattern")
+    }
+
+    #[test]
+    fn amqp_patterns_match_like_rabbitmq() {
+        assert!(p("user.*").matches_key("user.registered"));
+        assert!(!p("user.*").matches_key("user.profile.updated"));
+        assert!(p("user.#").matches_key("user.profile.updated"));
+        assert!(p("user.#").matches_key("user"));
+        assert!(p("*.registered").matches_key("user.registered"));
+        assert!(!p("*.registered").matches_key("user.deregistered"));
+        assert!(p("#.completed").matches_key("order.payment.completed"));
+        assert!(p("#.completed").matches_key("completed"));
+        assert!(p("#").matches_key("anything.at.all"));
+        assert!(p("Order.#.Shipped").matches_key("Order.Shipped"));
+        assert!(!p("Order.*").matches_key("Invoice.Created"));
+    }
+
+    #[test]
+    fn type_filters_match_on_word_boundaries() {
+        let f = EventFilter::event_types(["Created", "Deleted"]);
+        assert!(f.matches_key("Order.Created"));
+        assert!(!f.matches_key("Order.PreCreated"));
+        let f = EventFilter::aggregate_type("Order");
+        assert!(f.matches_key("Order.Created"));
+        assert!(!f.matches_key("OrderLine.Created"));
+    }
+
+    #[test]
+    fn bad_patterns_are_typed_errors() {
+        for bad in ["", "a..b", "a.b*", "#x", "a. b"] {
+            let err = EventFilter::pattern(bad).expect_err(bad);
+            assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+        }
+        assert!(EventFilter::EventTypes(vec![]).validate().is_err());
+        assert!(EventFilter::aggregate_type(" ").validate().is_err());
+    }
+
+    #[test]
+    fn binding_keys_agree_with_client_side_matching() {
+        let filters = [
+            EventFilter::All,
+            EventFilter::event_types(["Created"]),
+            EventFilter::aggregate_type("Order"),
+            p("*.Created"),
+        ];
+        let keys = ["Order.Created", "Order.Shipped", "User.Created", "Order.line.Created"];
+        for f in &filters {
+            let via_bindings = EventFilter::patterns(f.binding_keys()).expect("valid bindings");
+            for k in keys {
+                assert_eq!(f.matches_key(k), via_bindings.matches_key(k), "{f:?} on {k}");
+            }
+        }
+    }
+}

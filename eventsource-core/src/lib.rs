@@ -1,0 +1,58 @@
+//! # eventsource-core
+//!
+//! The contract of the eventsource framework: typed [`DomainEvent`]s wrapped
+//! in [`EventEnvelope`]s, [`Aggregate`]s saved through a [`Repository`] into
+//! an [`EventStore`] and published to an [`EventBus`], where
+//! [`Subscription`]s in consumer groups handle them with a [`RetryPolicy`]
+//! and a [`DeadLetterQueue`] for what keeps failing.
+//!
+//! Backends live in their own crates (`eventsource-bus-memory`,
+//! `eventsource-bus-redis`, ...); this crate knows no broker. With the
+//! `testkit` feature it also ships [`testkit`], the conformance suite every
+//! backend runs.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use eventsource_core::{handler_fn, EventBus, EventFilter, Subscription};
+//!
+//! async fn wire(bus: Arc<dyn EventBus>) -> eventsource_core::Result<()> {
+//!     let sub = Subscription::builder("inventory")
+//!         .filter(EventFilter::pattern("Order.*")?)
+//!         .handler(handler_fn(|event| async move {
+//!             println!("reserving stock for {}", event.aggregate_id);
+//!             Ok(())
+//!         }))
+//!         .build()?;
+//!     let _handle = bus.subscribe(sub).await?;
+//!     Ok(())
+//! }
+//! ```
+
+mod aggregate;
+mod bus;
+mod dlq;
+mod envelope;
+mod error;
+mod event;
+mod filter;
+mod handler;
+mod repository;
+mod retry;
+mod store;
+mod subscription;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use aggregate::Aggregate;
+pub use bus::{BusStats, EventBus, GroupStats, ShutdownReport};
+pub use dlq::{DeadLetter, DeadLetterQuery, DeadLetterQueue};
+pub use envelope::{stream_name, EventEnvelope};
+pub use error::{BoxError, Error, Result};
+pub use event::DomainEvent;
+pub use filter::EventFilter;
+pub use handler::{handler_fn, EventHandler, FnHandler, HandlerError, HandlerResult};
+pub use repository::{AggregateRoot, Repository, SaveContext};
+pub use retry::{Backoff, RetryPolicy};
+pub use store::{AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent};
+pub use subscription::{validate_name, Subscription, SubscriptionBuilder, SubscriptionHandle};

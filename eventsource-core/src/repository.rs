@@ -1,0 +1,233 @@
+//! Loading and saving aggregates, with auto-publish of saved events.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::{
+    stream_name, Aggregate, Error, EventBus, EventEnvelope, EventStore, ExpectedVersion, Result,
+};
+
+/// An aggregate's state plus what the repository tracks about it: its id,
+/// the version it was loaded at and the events recorded since.
+#[derive(Debug)]
+pub struct AggregateRoot<A: Aggregate> {
+    id: String,
+    version: u64,
+    state: A,
+    uncommitted: Vec<A::Event>,
+}
+
+impl<A: Aggregate> AggregateRoot<A> {
+    /// A new, empty aggregate (version 0).
+    pub fn new(id: impl Into<String>) -> Self {
+        AggregateRoot {
+            id: id.into(),
+            version: 0,
+            state: A::default(),
+            uncommitted: Vec::new(),
+        }
+    }
+
+    /// The aggregate's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The version stored (events recorded but not saved are not counted).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The current state, uncommitted events applied.
+    pub fn state(&self) -> &A {
+        &self.state
+    }
+
+    /// Events recorded since the last load or save.
+    pub fn uncommitted(&self) -> &[A::Event] {
+        &self.uncommitted
+    }
+
+    /// Whether the aggregate has never been saved and records nothing.
+    pub fn is_new(&self) -> bool {
+        self.version == 0 && self.uncommitted.is_empty()
+    }
+
+    /// Runs `command`: the aggregate decides the events, they are applied to
+    /// the state and kept for the next save. A rejected command changes
+    /// nothing and returns [`Error::Command`].
+    pub fn execute(&mut self, command: A::Command) -> Result<&[A::Event]> {
+        let events = self.state.handle(command).map_err(|e| Error::Command {
+            aggregate_type: A::TYPE,
+            aggregate_id: self.id.clone(),
+            source: Box::new(e),
+        })?;
+        for e in &events {
+            self.state.apply(e);
+        }
+        let start = self.uncommitted.len();
+        self.uncommitted.extend(events);
+        Ok(&self.uncommitted[start..])
+    }
+}
+
+/// Headers stamped on every event of one save.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaveContext {
+    /// Correlation id for all events of the save.
+    pub correlation_id: Option<String>,
+    /// The id of the command or message that caused them.
+    pub causation_id: Option<String>,
+    /// Extra metadata headers.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Loads aggregates from an [`EventStore`] and saves their new events with
+/// optimistic concurrency, then publishes them to the bus if one is set.
+///
+/// ```
+/// # use eventsource_core::*;
+/// # use serde::{Deserialize, Serialize};
+/// # use std::sync::Arc;
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # struct Incremented { by: u32 }
+/// # impl DomainEvent for Incremented {
+/// #     fn event_type(&self) -> &str { "Incremented" }
+/// #     fn aggregate_type(&self) -> &str { "Counter" }
+/// # }
+/// # #[derive(Default)] struct Counter { value: u32 }
+/// # impl Aggregate for Counter {
+/// #     const TYPE: &'static str = "Counter";
+/// #     type Event = Incremented; type Command = u32; type Error = std::io::Error;
+/// #     fn apply(&mut self, e: &Incremented) { self.value += e.by; }
+/// #     fn handle(&self, by: u32) -> Result<Vec<Incremented>, std::io::Error> { Ok(vec![Incremented { by }]) }
+/// # }
+/// # tokio_test(async {
+/// let repo = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new()));
+/// let mut counter = repo.load("c-1").await?;
+/// counter.execute(2)?;
+/// repo.save(&mut counter).await?;
+/// assert_eq!(repo.load("c-1").await?.state().value, 2);
+/// # Ok::<(), Error>(())
+/// # });
+/// # fn tokio_test<F: std::future::Future<Output = Result<()>>>(f: F) {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f).unwrap();
+/// # }
+/// ```
+pub struct Repository<A: Aggregate> {
+    store: Arc<dyn EventStore>,
+    bus: Option<Arc<dyn EventBus>>,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: Arc::clone(&self.store),
+            bus: self.bus.clone(),
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository that stores but does not publish.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Repository {
+            store,
+            bus: None,
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Publishes every saved batch to `bus` right after the append.
+    #[must_use]
+    pub fn with_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// The stream an aggregate id is stored in.
+    pub fn stream_of(id: &str) -> String {
+        stream_name(A::TYPE, id)
+    }
+
+    /// Loads an aggregate by replaying its stream; an unknown id gives a new,
+    /// empty aggregate at version 0.
+    pub async fn load(&self, id: &str) -> Result<AggregateRoot<A>> {
+        let stream = Self::stream_of(id);
+        let events = self
+            .store
+            .read_stream(&stream, 1)
+            .instrument(tracing::debug_span!("eventsource.load", %stream))
+            .await?;
+        let mut root = AggregateRoot::<A>::new(id);
+        for envelope in &events {
+            let event = envelope.decode::<A::Event>()?;
+            root.state.apply(&event);
+            root.version = envelope.aggregate_version;
+        }
+        Ok(root)
+    }
+
+    /// Saves the aggregate's new events; see [`save_with`](Self::save_with).
+    pub async fn save(&self, root: &mut AggregateRoot<A>) -> Result<Vec<EventEnvelope>> {
+        self.save_with(root, &SaveContext::default()).await
+    }
+
+    /// Appends the aggregate's uncommitted events, expecting the stream to
+    /// be at the version it was loaded at, then publishes them.
+    ///
+    /// On [`Error::Concurrency`] nothing was stored: load again and retry the
+    /// command. On [`Error::PublishAfterAppend`] the events *are* stored
+    /// (the root is updated) but the bus did not take them.
+    pub async fn save_with(
+        &self,
+        root: &mut AggregateRoot<A>,
+        ctx: &SaveContext,
+    ) -> Result<Vec<EventEnvelope>> {
+        if root.uncommitted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = Self::stream_of(&root.id);
+        let span = tracing::info_span!("eventsource.save", %stream, events = root.uncommitted.len());
+        let envelopes = root
+            .uncommitted
+            .iter()
+            .zip(root.version + 1..)
+            .map(|(event, version)| {
+                let mut env = EventEnvelope::new(root.id.clone(), version, event)?;
+                env.correlation_id.clone_from(&ctx.correlation_id);
+                env.causation_id.clone_from(&ctx.causation_id);
+                env.metadata.extend(ctx.metadata.clone());
+                Ok(env)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let expected = if root.version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(root.version)
+        };
+        let appended = self
+            .store
+            .append(&stream, expected, &envelopes)
+            .instrument(span.clone())
+            .await?;
+        root.version = appended.version;
+        root.uncommitted.clear();
+        if let Some(bus) = &self.bus {
+            bus.publish(&envelopes)
+                .instrument(span)
+                .await
+                .map_err(|e| Error::PublishAfterAppend {
+                    stream,
+                    stored: envelopes.len(),
+                    source: Box::new(e),
+                })?;
+        }
+        Ok(envelopes)
+    }
+}
