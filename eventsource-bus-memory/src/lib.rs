@@ -1,1 +1,22 @@
-pub fn x(){}
+//! # eventsource-bus-memory
+//!
+//! The in-process [`EventBus`](eventsource_core::EventBus) of eventsource:
+//! the embedded default, and the reference the broker backends are checked
+//! against. It keeps the whole delivery contract — consumer groups with
+//! competing members and fan-out across groups, per-aggregate order with
+//! concurrency across aggregates, retries per
+//! [`RetryPolicy`](eventsource_core::RetryPolicy), a dead-letter queue that
+//! can be listed, replayed and purged, bounded buffers that make `publish`
+//! wait rather than drop, and a draining `shutdown`.
+//!
+//! Layout: [`MemoryBus`] in `bus.rs`, the per-group queue in `group.rs`,
+//! the worker loop in `consumer.rs`, dead letters in `dlq.rs`.
+
+mod bus;
+mod config;
+mod consumer;
+mod dlq;
+mod group;
+
+pub use bus::MemoryBus;
+pub use config::{MemoryBusConfig, MemoryBusConfigBuilder};

@@ -130,7 +130,8 @@ impl EventEnvelope {
             target: std::any::type_name::<E>(),
             reason,
         };
-        let event: E = serde_json::from_value(self.payload.clone()).map_err(|e| fail(e.to_string()))?;
+        let event: E =
+            serde_json::from_value(self.payload.clone()).map_err(|e| fail(e.to_string()))?;
         if event.event_type() != self.event_type {
             return Err(fail(format!(
                 "payload decodes as event type `{}`",
@@ -175,10 +176,16 @@ mod tests {
 
     #[test]
     fn envelope_carries_event_fields_and_round_trips() {
-        let env = EventEnvelope::new("a-1", 3, &Account::Opened { owner: "ada".into() })
-            .expect("encode")
-            .with_causation_id("cmd-1")
-            .with_metadata("tenant", "t1");
+        let env = EventEnvelope::new(
+            "a-1",
+            3,
+            &Account::Opened {
+                owner: "ada".into(),
+            },
+        )
+        .expect("encode")
+        .with_causation_id("cmd-1")
+        .with_metadata("tenant", "t1");
         assert_eq!(env.event_type, "Opened");
         assert_eq!(env.aggregate_type, "Account");
         assert_eq!(env.schema_version, 2);
@@ -189,7 +196,12 @@ mod tests {
         let json = serde_json::to_string(&env).expect("serialize");
         let back: EventEnvelope = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, env);
-        assert_eq!(back.decode::<Account>().expect("decode"), Account::Opened { owner: "ada".into() });
+        assert_eq!(
+            back.decode::<Account>().expect("decode"),
+            Account::Opened {
+                owner: "ada".into()
+            }
+        );
     }
 
     #[test]
@@ -203,7 +215,11 @@ mod tests {
         let mut env = EventEnvelope::new("a-1", 1, &Account::Closed).expect("encode");
         env.event_type = "Opened".into();
         let err = env.decode::<Account>().expect_err("type mismatch");
-        assert!(err.to_string().contains("payload decodes as event type `Closed`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("payload decodes as event type `Closed`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub enum Error {
     },
 
     /// Optimistic concurrency check failed on append.
-    #[error("concurrency conflict on stream `{stream}`: expected {expected}, found version {actual}")]
+    #[error(
+        "concurrency conflict on stream `{stream}`: expected {expected}, found version {actual}"
+    )]
     Concurrency {
         /// The stream appended to.
         stream: String,

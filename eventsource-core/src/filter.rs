@@ -21,10 +21,11 @@ use crate::{Error, EventEnvelope, Result};
 /// assert!(!f.matches_key("order.placed"));
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum EventFilter {
     /// Every event.
+    #[default]
     All,
     /// Events whose `event_type` is one of these.
     EventTypes(Vec<String>),
@@ -32,12 +33,6 @@ pub enum EventFilter {
     AggregateType(String),
     /// Events whose routing key matches one of these AMQP-style patterns.
     Patterns(Vec<String>),
-}
-
-impl Default for EventFilter {
-    fn default() -> Self {
-        EventFilter::All
-    }
 }
 
 impl EventFilter {
@@ -100,12 +95,17 @@ impl EventFilter {
                     return Err(Error::config("pattern filter needs at least one pattern"));
                 }
                 for p in patterns {
-                    if p.is_empty() || p.split('.').any(|w| w.is_empty() || w.contains(char::is_whitespace)) {
+                    if p.is_empty()
+                        || p.split('.')
+                            .any(|w| w.is_empty() || w.contains(char::is_whitespace))
+                    {
                         return Err(Error::config(format!(
                             "invalid pattern `{p}`: use words separated by `.`, with `*` for one word and `#` for any number"
                         )));
                     }
-                    if p.split('.').any(|w| w != "*" && w != "#" && (w.contains('*') || w.contains('#'))) {
+                    if p.split('.')
+                        .any(|w| w != "*" && w != "#" && (w.contains('*') || w.contains('#')))
+                    {
                         return Err(Error::config(format!(
                             "invalid pattern `{p}`: `*` and `#` must stand alone as a whole word"
                         )));
@@ -120,7 +120,7 @@ impl EventFilter {
     pub fn matches(&self, envelope: &EventEnvelope) -> bool {
         match self {
             EventFilter::All => true,
-            EventFilter::EventTypes(types) => types.iter().any(|t| *t == envelope.event_type),
+            EventFilter::EventTypes(types) => types.contains(&envelope.event_type),
             EventFilter::AggregateType(t) => *t == envelope.aggregate_type,
             EventFilter::Patterns(_) => self.matches_key(&envelope.routing_key()),
         }
@@ -130,9 +130,11 @@ impl EventFilter {
     pub fn matches_key(&self, routing_key: &str) -> bool {
         match self {
             EventFilter::All => true,
-            EventFilter::EventTypes(types) => types
-                .iter()
-                .any(|t| routing_key.strip_suffix(t.as_str()).is_some_and(|rest| rest.ends_with('.'))),
+            EventFilter::EventTypes(types) => types.iter().any(|t| {
+                routing_key
+                    .strip_suffix(t.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+            }),
             EventFilter::AggregateType(t) => routing_key
                 .strip_prefix(t.as_str())
                 .is_some_and(|rest| rest.starts_with('.')),
@@ -220,11 +222,20 @@ mod tests {
             EventFilter::aggregate_type("Order"),
             p("*.Created"),
         ];
-        let keys = ["Order.Created", "Order.Shipped", "User.Created", "Order.line.Created"];
+        let keys = [
+            "Order.Created",
+            "Order.Shipped",
+            "User.Created",
+            "Order.line.Created",
+        ];
         for f in &filters {
             let via_bindings = EventFilter::patterns(f.binding_keys()).expect("valid bindings");
             for k in keys {
-                assert_eq!(f.matches_key(k), via_bindings.matches_key(k), "{f:?} on {k}");
+                assert_eq!(
+                    f.matches_key(k),
+                    via_bindings.matches_key(k),
+                    "{f:?} on {k}"
+                );
             }
         }
     }

@@ -193,7 +193,8 @@ impl<A: Aggregate> Repository<A> {
             return Ok(Vec::new());
         }
         let stream = Self::stream_of(&root.id);
-        let span = tracing::info_span!("eventsource.save", %stream, events = root.uncommitted.len());
+        let span =
+            tracing::info_span!("eventsource.save", %stream, events = root.uncommitted.len());
         let envelopes = root
             .uncommitted
             .iter()

@@ -95,7 +95,9 @@ impl RetryPolicy {
     /// A validated policy.
     pub fn new(max_attempts: u32, backoff: Backoff) -> Result<Self> {
         if max_attempts == 0 {
-            return Err(Error::config("retry policy: max_attempts must be at least 1"));
+            return Err(Error::config(
+                "retry policy: max_attempts must be at least 1",
+            ));
         }
         if let Backoff::Exponential {
             initial,
@@ -219,7 +221,10 @@ mod tests {
             .expect("valid");
         for _ in 0..200 {
             let d = p.delay_before(3);
-            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(200) && d <= Duration::from_millis(400),
+                "{d:?}"
+            );
         }
     }
 
@@ -252,6 +257,9 @@ mod tests {
         let bad = serde_json::from_str::<RetryPolicy>(
             r#"{"max_attempts":0,"backoff":{"kind":"fixed","delay":"1s"}}"#,
         );
-        assert!(bad.expect_err("invalid").to_string().contains("max_attempts"));
+        assert!(bad
+            .expect_err("invalid")
+            .to_string()
+            .contains("max_attempts"));
     }
 }

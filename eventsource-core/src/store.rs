@@ -153,7 +153,11 @@ impl EventStore for InMemoryEventStore {
                 stream: stream.to_owned(),
                 envelope: e.clone(),
             });
-            state.streams.entry(stream.to_owned()).or_default().push(index);
+            state
+                .streams
+                .entry(stream.to_owned())
+                .or_default()
+                .push(index);
         }
         Ok(AppendResult {
             version: current + events.len() as u64,
@@ -178,7 +182,9 @@ impl EventStore for InMemoryEventStore {
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         let state = self.inner.read().await;
-        let start = usize::try_from(after_position).unwrap_or(usize::MAX).min(state.log.len());
+        let start = usize::try_from(after_position)
+            .unwrap_or(usize::MAX)
+            .min(state.log.len());
         Ok(state.log[start..].iter().take(limit).cloned().collect())
     }
 }

@@ -223,8 +223,15 @@ mod tests {
         assert!(Subscription::builder("a b").handler(ok()).build().is_err());
         assert!(Subscription::builder("").handler(ok()).build().is_err());
         assert!(Subscription::builder("g").build().is_err());
-        assert!(Subscription::builder("g").concurrency(0).handler(ok()).build().is_err());
-        let s = Subscription::builder("g.1_x-y").handler(ok()).build().expect("valid");
+        assert!(Subscription::builder("g")
+            .concurrency(0)
+            .handler(ok())
+            .build()
+            .is_err());
+        let s = Subscription::builder("g.1_x-y")
+            .handler(ok())
+            .build()
+            .expect("valid");
         assert_eq!(s.concurrency(), 1);
         assert_eq!(s.filter(), &EventFilter::All);
     }

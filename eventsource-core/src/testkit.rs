@@ -1,0 +1,975 @@
+//! The conformance suite: one async function per promise of the delivery
+//! contract, run by every backend against a fresh bus.
+//!
+//! A backend's integration test implements [`BusFactory`] and expands
+//! [`conformance_suite!`](crate::conformance_suite), which writes one
+//! `#[tokio::test]` per case:
+//!
+//! `eventsource-bus-memory/tests/conformance.rs` is the whole of it for the
+//! memory bus: a `BusFactory` whose `bus()` returns a new `MemoryBus`, and
+//! `eventsource_core::conformance_suite!(Factory);`.
+//!
+//! Every case asserts with a message that says what was expected; waits are
+//! channels and polls with a deadline, never bare sleeps. Absence (no
+//! duplicate, no delivery after unsubscribe) is checked over
+//! [`BusFactory::quiet`] after a positive control has arrived.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::{
+    handler_fn, DeadLetter, DeadLetterQuery, DomainEvent, Error, EventBus, EventEnvelope,
+    EventFilter, EventHandler, HandlerError, RetryPolicy, Subscription, SubscriptionHandle,
+};
+
+/// Makes buses for the conformance suite.
+#[async_trait]
+pub trait BusFactory: Send + Sync + 'static {
+    /// A fresh bus that shares nothing with buses made before (its own
+    /// stream, queue or topic namespace).
+    async fn bus(&self) -> Arc<dyn EventBus>;
+
+    /// How long to wait for an expected delivery before failing.
+    fn patience(&self) -> Duration {
+        Duration::from_secs(15)
+    }
+
+    /// How long to watch for a delivery that must not happen.
+    fn quiet(&self) -> Duration {
+        Duration::from_millis(400)
+    }
+}
+
+/// Writes one `#[tokio::test]` per conformance case, each calling the case
+/// with the given [`BusFactory`] expression.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr) => {
+        $crate::conformance_suite!(@cases $factory;
+            delivers_once_to_one_group,
+            fans_out_to_every_group,
+            unsubscribe_stops_delivery,
+            filters_select_events,
+            failing_handler_does_not_affect_other_groups,
+            retries_then_succeeds,
+            dead_letters_after_max_attempts_with_metadata,
+            replay_redelivers_only_to_the_failing_group,
+            keeps_per_aggregate_order_under_concurrency,
+            competing_consumers_split_work_without_loss_or_duplicates,
+            undecodable_payload_goes_to_dlq_without_stopping_the_consumer,
+            panicking_handler_is_retried_like_a_failure,
+            dead_letters_can_be_deleted_and_purged,
+            shutdown_lets_in_flight_handlers_finish,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let factory = $factory;
+                $crate::testkit::$case(&factory).await;
+            }
+        )*
+    };
+}
+
+/// The event type the suite publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Probe {
+    /// `Probe.Created`
+    Created {
+        /// A sequence number.
+        n: u64,
+    },
+    /// `Probe.Updated`
+    Updated {
+        /// A sequence number.
+        n: u64,
+    },
+}
+
+impl DomainEvent for Probe {
+    fn event_type(&self) -> &str {
+        match self {
+            Probe::Created { .. } => "Created",
+            Probe::Updated { .. } => "Updated",
+        }
+    }
+    fn aggregate_type(&self) -> &str {
+        "Probe"
+    }
+}
+
+/// A second aggregate type, for filters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherCreated {
+    /// A sequence number.
+    pub n: u64,
+}
+
+impl DomainEvent for OtherCreated {
+    fn event_type(&self) -> &str {
+        "Created"
+    }
+    fn aggregate_type(&self) -> &str {
+        "Other"
+    }
+}
+
+/// `Probe.Created { n }` for `aggregate` at `version`.
+pub fn probe(aggregate: &str, version: u64, n: u64) -> EventEnvelope {
+    EventEnvelope::new(aggregate, version, &Probe::Created { n }).expect("Probe encodes")
+}
+
+/// A handler that sends every event it handles to a channel.
+pub struct Recorder {
+    rx: mpsc::UnboundedReceiver<EventEnvelope>,
+    label: String,
+}
+
+impl Recorder {
+    /// A recorder and the handler that feeds it.
+    pub fn new(label: &str) -> (Self, impl EventHandler) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handler = handler_fn(move |e: EventEnvelope| {
+            let tx = tx.clone();
+            async move {
+                // The test may have finished and dropped the receiver.
+                let _ = tx.send(e);
+                Ok(())
+            }
+        });
+        (
+            Recorder {
+                rx,
+                label: label.to_owned(),
+            },
+            handler,
+        )
+    }
+
+    /// Waits for `n` events, failing the test after `patience`.
+    pub async fn expect(&mut self, n: usize, patience: Duration) -> Vec<EventEnvelope> {
+        let mut got = Vec::with_capacity(n);
+        let deadline = tokio::time::Instant::now() + patience;
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(e)) => got.push(e),
+                Ok(None) => panic!(
+                    "{}: handler dropped after {} of {n} events",
+                    self.label,
+                    got.len()
+                ),
+                Err(_) => panic!(
+                    "{}: received {} of {n} expected events within {patience:?}: {:?}",
+                    self.label,
+                    got.len(),
+                    got.iter()
+                        .map(|e| (&e.aggregate_id, e.aggregate_version))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+        got
+    }
+
+    /// Fails the test if anything arrives within `quiet`.
+    pub async fn expect_nothing(&mut self, quiet: Duration) {
+        if let Ok(Some(e)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            panic!(
+                "{}: expected no more events, got {} {}/{} v{}",
+                self.label, e.event_id, e.aggregate_type, e.aggregate_id, e.aggregate_version
+            );
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing after `patience`.
+pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {patience:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `group` has `n` dead letters and returns them.
+pub async fn dead_letters_of(
+    bus: &Arc<dyn EventBus>,
+    group: &str,
+    n: usize,
+    patience: Duration,
+) -> Vec<DeadLetter> {
+    let dlq = bus.dead_letters();
+    eventually(
+        &format!("{n} dead letter(s) of group `{group}`"),
+        patience,
+        || {
+            let dlq = Arc::clone(&dlq);
+            async move {
+                let letters = dlq
+                    .list(&DeadLetterQuery::group(group))
+                    .await
+                    .expect("listing dead letters");
+                (letters.len() >= n).then_some(letters)
+            }
+        },
+    )
+    .await
+}
+
+fn sub(group: &str, handler: impl EventHandler) -> Subscription {
+    Subscription::builder(group)
+        .handler(handler)
+        .build()
+        .expect("valid subscription")
+}
+
+fn fast_retry(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy::fixed(max_attempts, Duration::from_millis(20)).expect("valid policy")
+}
+
+async fn subscribe(bus: &Arc<dyn EventBus>, s: Subscription) -> SubscriptionHandle {
+    bus.subscribe(s).await.expect("subscribe")
+}
+
+async fn publish(bus: &Arc<dyn EventBus>, events: &[EventEnvelope]) {
+    bus.publish(events).await.expect("publish");
+}
+
+async fn finish(bus: Arc<dyn EventBus>) {
+    let report = bus
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    assert!(
+        report.drained,
+        "bus did not drain at the end of the case: {report:?}"
+    );
+}
+
+/// One event, one group: handled exactly once, payload intact.
+pub async fn delivers_once_to_one_group(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let (mut rec, h) = Recorder::new("group `solo`");
+    let _s = subscribe(&bus, sub("solo", h)).await;
+    let sent = probe("agg-1", 1, 7)
+        .with_correlation_id("corr-1")
+        .with_metadata("tenant", "t1");
+    publish(&bus, std::slice::from_ref(&sent)).await;
+    let got = rec.expect(1, f.patience()).await;
+    assert_eq!(
+        got[0], sent,
+        "the delivered envelope must equal the published one"
+    );
+    assert_eq!(
+        got[0].decode::<Probe>().expect("decodes"),
+        Probe::Created { n: 7 }
+    );
+    rec.expect_nothing(f.quiet()).await;
+    let stats = bus.stats().await.expect("stats");
+    assert!(
+        stats.published >= 1 && stats.handled >= 1,
+        "stats must count: {stats:?}"
+    );
+    finish(bus).await;
+}
+
+/// Two groups each get every event (fan-out).
+pub async fn fans_out_to_every_group(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let (mut a, ha) = Recorder::new("group `a`");
+    let (mut b, hb) = Recorder::new("group `b`");
+    let _sa = subscribe(&bus, sub("a", ha)).await;
+    let _sb = subscribe(&bus, sub("b", hb)).await;
+    let events: Vec<_> = (1..=3).map(|v| probe("agg-1", v, v)).collect();
+    publish(&bus, &events).await;
+    for rec in [&mut a, &mut b] {
+        let got = rec.expect(3, f.patience()).await;
+        let versions: Vec<u64> = got.iter().map(|e| e.aggregate_version).collect();
+        assert_eq!(
+            versions,
+            vec![1, 2, 3],
+            "{}: one aggregate, in order",
+            rec.label
+        );
+    }
+    a.expect_nothing(f.quiet()).await;
+    b.expect_nothing(Duration::ZERO).await;
+    finish(bus).await;
+}
+
+/// After `unsubscribe` a group's handler sees nothing more, while another
+/// group still does.
+pub async fn unsubscribe_stops_delivery(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let (mut gone, h) = Recorder::new("unsubscribed group");
+    let (mut control, hc) = Recorder::new("control group");
+    let s = subscribe(&bus, sub("leaving", h)).await;
+    let _c = subscribe(&bus, sub("staying", hc)).await;
+    publish(&bus, &[probe("agg-1", 1, 1)]).await;
+    gone.expect(1, f.patience()).await;
+    control.expect(1, f.patience()).await;
+    s.unsubscribe().await;
+    publish(&bus, &[probe("agg-1", 2, 2)]).await;
+    control.expect(1, f.patience()).await;
+    gone.expect_nothing(f.quiet()).await;
+    finish(bus).await;
+}
+
+/// Type, type list, aggregate type, `*` and `#` patterns, and all.
+pub async fn filters_select_events(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let cases: Vec<(&str, EventFilter, Vec<&str>)> = vec![
+        (
+            "all",
+            EventFilter::All,
+            vec!["Probe.Created", "Probe.Updated", "Other.Created"],
+        ),
+        (
+            "one-type",
+            EventFilter::event_type("Updated"),
+            vec!["Probe.Updated"],
+        ),
+        (
+            "type-list",
+            EventFilter::event_types(["Created", "Updated"]),
+            vec!["Probe.Created", "Probe.Updated", "Other.Created"],
+        ),
+        (
+            "aggregate",
+            EventFilter::aggregate_type("Other"),
+            vec!["Other.Created"],
+        ),
+        (
+            "star",
+            EventFilter::pattern("Probe.*").expect("pattern"),
+            vec!["Probe.Created", "Probe.Updated"],
+        ),
+        (
+            "hash",
+            EventFilter::pattern("#.Created").expect("pattern"),
+            vec!["Probe.Created", "Other.Created"],
+        ),
+    ];
+    let mut recorders = Vec::new();
+    let mut handles = Vec::new();
+    for (group, filter, expected) in &cases {
+        let (rec, h) = Recorder::new(&format!("filter group `{group}`"));
+        let s = Subscription::builder(*group)
+            .filter(filter.clone())
+            .handler(h)
+            .build()
+            .expect("valid subscription");
+        handles.push(subscribe(&bus, s).await);
+        recorders.push((rec, expected.clone()));
+    }
+    publish(
+        &bus,
+        &[
+            probe("p-1", 1, 1),
+            EventEnvelope::new("p-1", 2, &Probe::Updated { n: 2 }).expect("encodes"),
+            EventEnvelope::new("o-1", 1, &OtherCreated { n: 3 }).expect("encodes"),
+        ],
+    )
+    .await;
+    for (rec, expected) in &mut recorders {
+        let got = rec.expect(expected.len(), f.patience()).await;
+        let mut keys: Vec<String> = got.iter().map(EventEnvelope::routing_key).collect();
+        keys.sort();
+        let mut want: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+        want.sort();
+        assert_eq!(keys, want, "{}", rec.label);
+    }
+    for (rec, _) in &mut recorders {
+        rec.expect_nothing(f.quiet() / 4).await;
+    }
+    finish(bus).await;
+}
+
+/// One group's handler always fails; another group handles everything and
+/// the failing group's events end in its DLQ.
+pub async fn failing_handler_does_not_affect_other_groups(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let failing = Subscription::builder("broken")
+        .retry(fast_retry(2))
+        .handler(handler_fn(|_e| async {
+            Err(HandlerError::transient("always fails"))
+        }))
+        .build()
+        .expect("valid");
+    let _b = subscribe(&bus, failing).await;
+    let (mut good, h) = Recorder::new("healthy group");
+    let _g = subscribe(&bus, sub("healthy", h)).await;
+    let events: Vec<_> = (1..=5).map(|i| probe(&format!("agg-{i}"), 1, i)).collect();
+    publish(&bus, &events).await;
+    let got = good.expect(5, f.patience()).await;
+    let ids: HashSet<_> = got.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), 5, "healthy group gets all five distinct events");
+    let letters = dead_letters_of(&bus, "broken", 5, f.patience()).await;
+    assert_eq!(
+        letters.len(),
+        5,
+        "every event of the failing group is dead-lettered once"
+    );
+    assert!(
+        letters.iter().all(|l| l.attempts == 2),
+        "each tried twice: {letters:?}"
+    );
+    let healthy = bus
+        .dead_letters()
+        .list(&DeadLetterQuery::group("healthy"))
+        .await
+        .expect("list");
+    assert!(
+        healthy.is_empty(),
+        "healthy group has no dead letters: {healthy:?}"
+    );
+    finish(bus).await;
+}
+
+/// Fails twice, succeeds on the third attempt: handled, nothing in the DLQ.
+pub async fn retries_then_succeeds(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let c = Arc::clone(&calls);
+    let s = Subscription::builder("flaky")
+        .retry(fast_retry(3))
+        .handler(handler_fn(move |e: EventEnvelope| {
+            let c = Arc::clone(&c);
+            let tx = tx.clone();
+            async move {
+                let attempt = c.fetch_add(1, Ordering::SeqCst) + 1;
+                if attempt < 3 {
+                    return Err(HandlerError::transient(format!(
+                        "transient failure {attempt}"
+                    )));
+                }
+                let _ = tx.send((attempt, e));
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let _s = subscribe(&bus, s).await;
+    let sent = probe("agg-1", 1, 1);
+    publish(&bus, std::slice::from_ref(&sent)).await;
+    let (attempt, got) = tokio::time::timeout(f.patience(), rx.recv())
+        .await
+        .expect("handled within patience")
+        .expect("channel open");
+    assert_eq!(attempt, 3, "handled on the third attempt");
+    assert_eq!(got.event_id, sent.event_id);
+    assert!(
+        tokio::time::timeout(f.quiet(), rx.recv()).await.is_err(),
+        "no further delivery after success"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "exactly three attempts");
+    let letters = bus
+        .dead_letters()
+        .list(&DeadLetterQuery::all())
+        .await
+        .expect("list");
+    assert!(letters.is_empty(), "nothing dead-lettered: {letters:?}");
+    let stats = bus.stats().await.expect("stats");
+    assert!(
+        stats.failed_attempts >= 2,
+        "two failed attempts counted: {stats:?}"
+    );
+    finish(bus).await;
+}
+
+/// After `max_attempts` the message is in the DLQ with error, attempts,
+/// times, group and source; `get` finds it.
+pub async fn dead_letters_after_max_attempts_with_metadata(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let s = Subscription::builder("doomed")
+        .retry(fast_retry(3))
+        .handler(handler_fn(move |_e| {
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Err(HandlerError::transient(format!("boom #{n}"))) }
+        }))
+        .build()
+        .expect("valid");
+    let _s = subscribe(&bus, s).await;
+    let sent = probe("agg-1", 1, 1);
+    let before = chrono::Utc::now();
+    publish(&bus, std::slice::from_ref(&sent)).await;
+    let letters = dead_letters_of(&bus, "doomed", 1, f.patience()).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let l = &letters[0];
+    assert_eq!(l.group, "doomed");
+    assert_eq!(l.attempts, 3, "attempts recorded");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "handler called max_attempts times"
+    );
+    assert!(
+        l.error.contains("boom #3"),
+        "last error text kept: {}",
+        l.error
+    );
+    assert!(!l.source.is_empty(), "source recorded");
+    assert!(l.first_failed_at >= before - chrono::Duration::seconds(5));
+    assert!(
+        l.first_failed_at <= l.last_failed_at,
+        "first <= last failure"
+    );
+    let env = l.envelope.as_ref().expect("envelope kept");
+    assert_eq!(env.event_id, sent.event_id);
+    assert_eq!(env.payload, sent.payload);
+    let fetched = bus
+        .dead_letters()
+        .get(&l.id)
+        .await
+        .expect("get")
+        .expect("found by id");
+    assert_eq!(&fetched, l);
+    assert!(bus
+        .dead_letters()
+        .get("no-such-id")
+        .await
+        .expect("get")
+        .is_none());
+    let stats = bus.stats().await.expect("stats");
+    assert!(stats.dead_lettered >= 1, "{stats:?}");
+    assert_eq!(
+        stats.groups.get("doomed").map(|g| g.dead_letters),
+        Some(1),
+        "{stats:?}"
+    );
+    finish(bus).await;
+}
+
+/// After the bug is fixed, replay delivers the dead letter to the failing
+/// group only; the other group does not see it twice.
+pub async fn replay_redelivers_only_to_the_failing_group(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let broken = Arc::new(AtomicBool::new(true));
+    let (tx, mut fixed_rx) = mpsc::unbounded_channel();
+    let b = Arc::clone(&broken);
+    let s = Subscription::builder("buggy")
+        .retry(fast_retry(2))
+        .handler(handler_fn(move |e: EventEnvelope| {
+            let b = Arc::clone(&b);
+            let tx = tx.clone();
+            async move {
+                if b.load(Ordering::SeqCst) {
+                    return Err(HandlerError::transient("bug"));
+                }
+                let _ = tx.send(e);
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let _s = subscribe(&bus, s).await;
+    let (mut other, h) = Recorder::new("group that succeeded");
+    let _o = subscribe(&bus, sub("fine", h)).await;
+    let sent = probe("agg-1", 1, 1);
+    publish(&bus, std::slice::from_ref(&sent)).await;
+    other.expect(1, f.patience()).await;
+    let letters = dead_letters_of(&bus, "buggy", 1, f.patience()).await;
+    broken.store(false, Ordering::SeqCst);
+    bus.dead_letters()
+        .replay(&letters[0].id)
+        .await
+        .expect("replay");
+    let got = tokio::time::timeout(f.patience(), fixed_rx.recv())
+        .await
+        .expect("replayed event handled within patience")
+        .expect("channel open");
+    assert_eq!(got.event_id, sent.event_id, "the same event comes back");
+    other.expect_nothing(f.quiet()).await;
+    let left = bus
+        .dead_letters()
+        .list(&DeadLetterQuery::group("buggy"))
+        .await
+        .expect("list");
+    assert!(
+        left.is_empty(),
+        "replayed dead letter leaves the DLQ: {left:?}"
+    );
+    let err = bus
+        .dead_letters()
+        .replay(&letters[0].id)
+        .await
+        .expect_err("already replayed");
+    assert!(
+        matches!(err, Error::NotFound { .. }),
+        "unknown id is NotFound: {err}"
+    );
+    finish(bus).await;
+}
+
+/// 6 events for each of 3 aggregates, concurrency 4: never two events of
+/// one aggregate at once, every aggregate's events in order, and more than
+/// one handler running at once.
+pub async fn keeps_per_aggregate_order_under_concurrency(f: &dyn BusFactory) {
+    const AGGREGATES: u64 = 3;
+    const PER: u64 = 6;
+    let bus = f.bus().await;
+    let seen: Arc<Mutex<BTreeMap<String, Vec<u64>>>> = Arc::default();
+    let running = Arc::new(AtomicUsize::new(0));
+    let max_running = Arc::new(AtomicUsize::new(0));
+    let in_handler: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let overlaps: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (tx, mut done) = mpsc::unbounded_channel::<()>();
+    let (s2, r2, m2) = (
+        Arc::clone(&seen),
+        Arc::clone(&running),
+        Arc::clone(&max_running),
+    );
+    let (i2, o2) = (Arc::clone(&in_handler), Arc::clone(&overlaps));
+    let s = Subscription::builder("ordered")
+        .concurrency(4)
+        .handler(handler_fn(move |e: EventEnvelope| {
+            let (seen, running, max_running, tx) = (
+                Arc::clone(&s2),
+                Arc::clone(&r2),
+                Arc::clone(&m2),
+                tx.clone(),
+            );
+            let (in_handler, overlaps) = (Arc::clone(&i2), Arc::clone(&o2));
+            async move {
+                if !in_handler
+                    .lock()
+                    .expect("lock")
+                    .insert(e.aggregate_id.clone())
+                {
+                    overlaps
+                        .lock()
+                        .expect("lock")
+                        .push(format!("{} v{}", e.aggregate_id, e.aggregate_version));
+                }
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                max_running.fetch_max(now, Ordering::SeqCst);
+                // Simulated work of varying length, so that interleavings differ.
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(2..12))).await;
+                seen.lock()
+                    .expect("lock")
+                    .entry(e.aggregate_id.clone())
+                    .or_default()
+                    .push(e.aggregate_version);
+                running.fetch_sub(1, Ordering::SeqCst);
+                in_handler.lock().expect("lock").remove(&e.aggregate_id);
+                let _ = tx.send(());
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let _s = subscribe(&bus, s).await;
+    let mut events = Vec::new();
+    for v in 1..=PER {
+        for a in 0..AGGREGATES {
+            events.push(probe(&format!("agg-{a}"), v, v));
+        }
+    }
+    publish(&bus, &events).await;
+    let total = usize::try_from(AGGREGATES * PER).expect("small");
+    for i in 0..total {
+        tokio::time::timeout(f.patience(), done.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {i} of {total} events handled; seen {:?}",
+                    seen.lock().expect("lock")
+                )
+            })
+            .expect("channel open");
+    }
+    let seen = seen.lock().expect("lock").clone();
+    let overlaps = overlaps.lock().expect("lock").clone();
+    assert!(
+        overlaps.is_empty(),
+        "events of one aggregate handled at the same time: {overlaps:?}"
+    );
+    assert_eq!(seen.len() as u64, AGGREGATES, "{seen:?}");
+    for (agg, versions) in &seen {
+        assert_eq!(
+            versions,
+            &(1..=PER).collect::<Vec<_>>(),
+            "aggregate {agg} out of order or duplicated"
+        );
+    }
+    assert!(
+        max_running.load(Ordering::SeqCst) >= 2,
+        "different aggregates must run concurrently"
+    );
+    finish(bus).await;
+}
+
+/// Two members of one group: together they handle every event once, and
+/// both do some of the work.
+pub async fn competing_consumers_split_work_without_loss_or_duplicates(f: &dyn BusFactory) {
+    const EVENTS: u64 = 40;
+    let bus = f.bus().await;
+    let by_member: Arc<Mutex<HashMap<&'static str, Vec<uuid::Uuid>>>> = Arc::default();
+    let (tx, mut done) = mpsc::unbounded_channel::<()>();
+    let mut handles = Vec::new();
+    for member in ["member-1", "member-2"] {
+        let (by_member, tx) = (Arc::clone(&by_member), tx.clone());
+        let s = Subscription::builder("workers")
+            .handler(handler_fn(move |e: EventEnvelope| {
+                let (by_member, tx) = (Arc::clone(&by_member), tx.clone());
+                async move {
+                    // Simulated work, so that one member cannot take everything.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    by_member
+                        .lock()
+                        .expect("lock")
+                        .entry(member)
+                        .or_default()
+                        .push(e.event_id);
+                    let _ = tx.send(());
+                    Ok(())
+                }
+            }))
+            .build()
+            .expect("valid");
+        handles.push(subscribe(&bus, s).await);
+    }
+    let events: Vec<_> = (0..EVENTS)
+        .map(|i| probe(&format!("agg-{i}"), 1, i))
+        .collect();
+    publish(&bus, &events).await;
+    for i in 0..EVENTS {
+        tokio::time::timeout(f.patience(), done.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {i} of {EVENTS} events handled"))
+            .expect("channel open");
+    }
+    assert!(
+        tokio::time::timeout(f.quiet(), done.recv()).await.is_err(),
+        "a duplicate delivery arrived"
+    );
+    let by_member = by_member.lock().expect("lock").clone();
+    let all: Vec<uuid::Uuid> = by_member.values().flatten().copied().collect();
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len() as u64, EVENTS, "no duplicates: {by_member:?}");
+    let sent: HashSet<_> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(distinct, sent.iter().collect(), "no loss");
+    assert!(
+        by_member.len() == 2 && by_member.values().all(|v| !v.is_empty()),
+        "both members must get work: {:?}",
+        by_member
+            .iter()
+            .map(|(k, v)| (k, v.len()))
+            .collect::<Vec<_>>()
+    );
+    finish(bus).await;
+}
+
+/// A payload the handler cannot decode goes straight to the DLQ (one
+/// attempt, though five are allowed) and the next event is handled.
+pub async fn undecodable_payload_goes_to_dlq_without_stopping_the_consumer(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = Subscription::builder("typed")
+        .retry(RetryPolicy::fixed(5, Duration::from_secs(2)).expect("valid"))
+        .handler(handler_fn(move |e: EventEnvelope| {
+            let tx = tx.clone();
+            async move {
+                let event: Probe = e.decode()?;
+                let _ = tx.send(event);
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let _s = subscribe(&bus, s).await;
+    let mut bad = probe("agg-bad", 1, 1);
+    bad.payload = serde_json::json!({"type": "Created", "n": "not a number"});
+    publish(&bus, &[bad.clone(), probe("agg-good", 1, 42)]).await;
+    let got = tokio::time::timeout(f.patience(), rx.recv())
+        .await
+        .expect("the good event is handled")
+        .expect("open");
+    assert_eq!(got, Probe::Created { n: 42 });
+    let letters = dead_letters_of(&bus, "typed", 1, Duration::from_secs(3)).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].attempts, 1, "decode failures are not retried");
+    assert!(
+        letters[0].error.contains("cannot decode"),
+        "{}",
+        letters[0].error
+    );
+    assert_eq!(
+        letters[0].envelope.as_ref().map(|e| e.event_id),
+        Some(bad.event_id)
+    );
+    finish(bus).await;
+}
+
+/// A panic counts as a failed attempt: retried, then dead-lettered with the
+/// panic message; the consumer keeps going.
+pub async fn panicking_handler_is_retried_like_a_failure(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let c = Arc::clone(&calls);
+    let s = Subscription::builder("panicky")
+        .retry(fast_retry(2))
+        .handler(handler_fn(move |e: EventEnvelope| {
+            let c = Arc::clone(&c);
+            let tx = tx.clone();
+            async move {
+                let attempt = c.fetch_add(1, Ordering::SeqCst) + 1;
+                let n = e.decode::<Probe>()?;
+                if n == (Probe::Created { n: 1 }) && attempt == 1 {
+                    panic!("first attempt panics");
+                }
+                if n == (Probe::Created { n: 2 }) {
+                    panic!("always panics on n=2");
+                }
+                let _ = tx.send(n);
+                Ok::<(), HandlerError>(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let _s = subscribe(&bus, s).await;
+    publish(&bus, &[probe("agg-1", 1, 1)]).await;
+    let got = tokio::time::timeout(f.patience(), rx.recv())
+        .await
+        .expect("retried after panic")
+        .expect("open");
+    assert_eq!(got, Probe::Created { n: 1 });
+    publish(&bus, &[probe("agg-2", 1, 2), probe("agg-3", 1, 3)]).await;
+    let got = tokio::time::timeout(f.patience(), rx.recv())
+        .await
+        .expect("consumer survives panics")
+        .expect("open");
+    assert_eq!(got, Probe::Created { n: 3 });
+    let letters = dead_letters_of(&bus, "panicky", 1, f.patience()).await;
+    assert_eq!(letters[0].attempts, 2);
+    assert!(
+        letters[0].error.contains("always panics on n=2"),
+        "{}",
+        letters[0].error
+    );
+    finish(bus).await;
+}
+
+/// `delete` removes one dead letter, `purge` a group's, others stay.
+pub async fn dead_letters_can_be_deleted_and_purged(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    for group in ["purge-a", "purge-b"] {
+        let s = Subscription::builder(group)
+            .retry(RetryPolicy::no_retry())
+            .handler(handler_fn(|_e| async {
+                Err(HandlerError::transient("nope"))
+            }))
+            .build()
+            .expect("valid");
+        subscribe(&bus, s).await;
+    }
+    let events: Vec<_> = (1..=3).map(|i| probe(&format!("agg-{i}"), 1, i)).collect();
+    publish(&bus, &events).await;
+    let a = dead_letters_of(&bus, "purge-a", 3, f.patience()).await;
+    dead_letters_of(&bus, "purge-b", 3, f.patience()).await;
+    let dlq = bus.dead_letters();
+    assert!(
+        dlq.delete(&a[0].id).await.expect("delete"),
+        "existing letter deleted"
+    );
+    assert!(
+        !dlq.delete(&a[0].id).await.expect("delete"),
+        "second delete finds nothing"
+    );
+    let limited = dlq
+        .list(&DeadLetterQuery::all().limit(2))
+        .await
+        .expect("list");
+    assert_eq!(limited.len(), 2, "limit respected");
+    assert_eq!(
+        dlq.purge(&DeadLetterQuery::group("purge-a"))
+            .await
+            .expect("purge"),
+        2
+    );
+    assert!(dlq
+        .list(&DeadLetterQuery::group("purge-a"))
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(
+        dlq.list(&DeadLetterQuery::group("purge-b"))
+            .await
+            .expect("list")
+            .len(),
+        3,
+        "other group untouched"
+    );
+    finish(bus).await;
+}
+
+/// `shutdown` waits for a handler that is running, refuses new publishes,
+/// and reports a clean drain.
+pub async fn shutdown_lets_in_flight_handlers_finish(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let finished = Arc::new(AtomicBool::new(false));
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let fin = Arc::clone(&finished);
+    let s = Subscription::builder("slow")
+        .handler(handler_fn(move |_e| {
+            let (fin, started_tx) = (Arc::clone(&fin), started_tx.clone());
+            async move {
+                let _ = started_tx.send(());
+                // Simulated slow work in flight while shutdown begins.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                fin.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let _s = subscribe(&bus, s).await;
+    publish(&bus, &[probe("agg-1", 1, 1)]).await;
+    tokio::time::timeout(f.patience(), started.recv())
+        .await
+        .expect("handler started")
+        .expect("open");
+    let report = bus
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "in-flight handler finished before shutdown returned"
+    );
+    assert!(report.drained && report.abandoned == 0, "{report:?}");
+    let err = bus
+        .publish(&[probe("agg-1", 2, 2)])
+        .await
+        .expect_err("publish after shutdown");
+    assert!(matches!(err, Error::ShutDown(_)), "{err}");
+    let err = bus
+        .subscribe(sub("late", handler_fn(|_e| async { Ok(()) })))
+        .await
+        .expect_err("subscribe after shutdown");
+    assert!(matches!(err, Error::ShutDown(_)), "{err}");
+}

@@ -1,0 +1,317 @@
+//! The in-memory [`EventBus`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventsource_core::{
+    BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, Result, ShutdownReport,
+    Subscription, SubscriptionHandle,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::consumer::run_worker;
+use crate::dlq::{DeadLetters, MemoryDeadLetterQueue};
+use crate::group::{Delivery, Group};
+use crate::MemoryBusConfig;
+
+/// An in-process event bus with the full delivery contract: consumer
+/// groups, per-aggregate order, retries, a dead-letter queue and draining
+/// shutdown. Nothing survives the process.
+///
+/// Consumer groups live as long as the bus: when every member of a group
+/// has unsubscribed, matching events still queue for it (up to
+/// [`MemoryBusConfig::group_capacity`]) and are delivered when a member
+/// subscribes again.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use eventsource_bus_memory::MemoryBus;
+/// use eventsource_core::{handler_fn, EventBus, Subscription};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> eventsource_core::Result<()> {
+/// let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+/// let handle = bus
+///     .subscribe(
+///         Subscription::builder("audit")
+///             .handler(handler_fn(|e| async move { println!("{}", e.routing_key()); Ok(()) }))
+///             .build()?,
+///     )
+///     .await?;
+/// handle.unsubscribe().await;
+/// bus.shutdown(Duration::from_secs(1)).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBus")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    config: MemoryBusConfig,
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    members: Mutex<HashMap<u64, Member>>,
+    next_member: AtomicU64,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) stats: Counters,
+    closed: AtomicBool,
+    shutdown: CancellationToken,
+}
+
+struct Member {
+    group: Arc<Group>,
+    stop: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    published: AtomicU64,
+    handled: AtomicU64,
+    failed_attempts: AtomicU64,
+    dead_lettered: AtomicU64,
+    replayed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn handled(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn failed_attempt(&self) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn replayed(&self) {
+        self.replayed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    pub(crate) fn group(&self, name: &str) -> Option<Arc<Group>> {
+        lock(&self.groups).get(name).cloned()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::ShutDown("memory bus"))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn stop_member(&self, id: u64) {
+        let member = lock(&self.members).remove(&id);
+        if let Some(member) = member {
+            member.stop.cancel();
+            for worker in member.workers {
+                // A worker that panicked outside a handler has nothing left to clean up.
+                let _ = worker.await;
+            }
+            member.group.leave();
+        }
+    }
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBus {
+    /// A bus with the default configuration.
+    pub fn new() -> Self {
+        Self::build(MemoryBusConfig::default())
+    }
+
+    /// A bus with `config`, validated.
+    pub fn with_config(config: MemoryBusConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self::build(config))
+    }
+
+    fn build(config: MemoryBusConfig) -> Self {
+        MemoryBus {
+            inner: Arc::new(Inner {
+                config,
+                groups: Mutex::new(HashMap::new()),
+                members: Mutex::new(HashMap::new()),
+                next_member: AtomicU64::new(0),
+                dead_letters: DeadLetters::default(),
+                stats: Counters::default(),
+                closed: AtomicBool::new(false),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
+        self.inner.check_open()?;
+        let span = tracing::info_span!(
+            "eventsource.publish",
+            backend = "memory",
+            events = events.len()
+        );
+        async {
+            let groups: Vec<Arc<Group>> = lock(&self.inner.groups).values().cloned().collect();
+            for event in events {
+                let event = Arc::new(event.clone());
+                for group in groups.iter().filter(|g| g.filter.matches(&event)) {
+                    group
+                        .push(
+                            Delivery::new(Arc::clone(&event)),
+                            self.inner.config.publish_timeout,
+                        )
+                        .await?;
+                }
+                self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
+        self.inner.check_open()?;
+        let group = {
+            let mut groups = lock(&self.inner.groups);
+            let group = groups
+                .entry(subscription.group().to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Group::new(
+                        subscription.group().to_owned(),
+                        subscription.filter().clone(),
+                        self.inner.config.group_capacity,
+                    ))
+                })
+                .clone();
+            if group.filter != *subscription.filter() {
+                return Err(Error::config(format!(
+                    "memory bus: consumer group `{}` already subscribes with filter {:?}; \
+                     every member of a group must use the same filter (got {:?})",
+                    group.name,
+                    group.filter,
+                    subscription.filter()
+                )));
+            }
+            group
+        };
+        group.join();
+        let id = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
+        let stop = self.inner.shutdown.child_token();
+        let workers = (0..subscription.concurrency())
+            .map(|_| {
+                tokio::spawn(run_worker(
+                    Arc::clone(&self.inner),
+                    Arc::clone(&group),
+                    subscription.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        lock(&self.inner.members).insert(
+            id,
+            Member {
+                group,
+                stop,
+                workers,
+            },
+        );
+        let inner = Arc::clone(&self.inner);
+        Ok(SubscriptionHandle::new(
+            subscription.group(),
+            move || async move {
+                inner.stop_member(id).await;
+            },
+        ))
+    }
+
+    fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {
+        Arc::new(MemoryDeadLetterQueue {
+            inner: Arc::downgrade(&self.inner),
+        })
+    }
+
+    async fn stats(&self) -> Result<BusStats> {
+        let c = &self.inner.stats;
+        let groups = lock(&self.inner.groups)
+            .values()
+            .map(|g| {
+                (
+                    g.name.clone(),
+                    g.stats(self.inner.dead_letters.count_for(&g.name)),
+                )
+            })
+            .collect();
+        Ok(BusStats {
+            published: c.published.load(Ordering::Relaxed),
+            handled: c.handled.load(Ordering::Relaxed),
+            failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
+            groups,
+        })
+    }
+
+    async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.shutdown.cancel();
+        let members: Vec<Member> = lock(&self.inner.members).drain().map(|(_, m)| m).collect();
+        let mut workers: Vec<JoinHandle<()>> = Vec::new();
+        for member in members {
+            member.group.leave();
+            workers.extend(member.workers);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut abandoned = 0;
+        for mut worker in workers {
+            if tokio::time::timeout_at(deadline, &mut worker)
+                .await
+                .is_err()
+            {
+                worker.abort();
+                abandoned += 1;
+            }
+        }
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                ?timeout,
+                "memory bus: handlers still running at shutdown were aborted"
+            );
+        }
+        Ok(ShutdownReport {
+            drained: abandoned == 0,
+            abandoned,
+        })
+    }
+}
