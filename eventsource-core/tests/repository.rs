@@ -252,11 +252,11 @@ async fn store_checks_versions_and_duplicate_ids_atomically() {
     let e1 = EventEnvelope::new("x", 1, &AccountEvent::Deposited { amount: 1 }).expect("enc");
     let e2 = EventEnvelope::new("x", 2, &AccountEvent::Deposited { amount: 2 }).expect("enc");
     store
-        .append("s", ExpectedVersion::NoStream, &[e1.clone()])
+        .append("s", ExpectedVersion::NoStream, std::slice::from_ref(&e1))
         .await
         .expect("append");
     let err = store
-        .append("s", ExpectedVersion::NoStream, &[e2.clone()])
+        .append("s", ExpectedVersion::NoStream, std::slice::from_ref(&e2))
         .await
         .expect_err("exists");
     assert!(matches!(err, Error::Concurrency { .. }));
