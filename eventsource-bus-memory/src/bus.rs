@@ -16,8 +16,9 @@ use tracing::Instrument;
 
 use crate::consumer::run_worker;
 use crate::dlq::{DeadLetters, MemoryDeadLetterQueue};
-use crate::group::{Delivery, Group};
+use crate::group::Group;
 use crate::MemoryBusConfig;
+use eventsource_core::dispatch::{Delivery, Outcome};
 
 /// An in-process event bus with the full delivery contract: consumer
 /// groups, per-aggregate order, retries, a dead-letter queue and draining
@@ -89,14 +90,21 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn handled(&self) {
-        self.handled.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn failed_attempt(&self) {
-        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    /// Counts what one [`attempt`](eventsource_core::dispatch::attempt) did.
+    pub(crate) fn record(&self, delivery: &Delivery<()>, outcome: &Outcome) {
+        let failed = match outcome {
+            Outcome::Handled => {
+                self.handled.fetch_add(1, Ordering::Relaxed);
+                delivery.attempts.saturating_sub(1)
+            }
+            Outcome::DeadLetter { .. } => {
+                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                delivery.attempts
+            }
+            Outcome::Interrupted => delivery.attempts,
+        };
+        self.failed_attempts
+            .fetch_add(u64::from(failed), Ordering::Relaxed);
     }
     pub(crate) fn replayed(&self) {
         self.replayed.fetch_add(1, Ordering::Relaxed);
@@ -186,10 +194,7 @@ impl EventBus for MemoryBus {
                 let event = Arc::new(event.clone());
                 for group in groups.iter().filter(|g| g.filter.matches(&event)) {
                     group
-                        .push(
-                            Delivery::new(Arc::clone(&event)),
-                            self.inner.config.publish_timeout,
-                        )
+                        .push(Arc::clone(&event), self.inner.config.publish_timeout)
                         .await?;
                 }
                 self.inner.stats.published.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Result};
 
 use crate::bus::Inner;
-use crate::group::Delivery;
+use eventsource_core::dispatch::Delivery;
 
 /// Dead letters keyed by a sequence number, oldest first.
 #[derive(Debug, Default)]
@@ -101,7 +101,7 @@ impl DeadLetterQueue for MemoryDeadLetterQueue {
                 )));
             }
         };
-        group.push_replay(Delivery::new(Arc::new(envelope)));
+        group.queue.push_now(Delivery::new(Arc::new(envelope), ()));
         inner.stats.replayed();
         Ok(())
     }

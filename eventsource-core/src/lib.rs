@@ -30,6 +30,7 @@
 
 mod aggregate;
 mod bus;
+pub mod dispatch;
 mod dlq;
 mod envelope;
 mod error;

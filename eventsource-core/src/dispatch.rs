@@ -1,0 +1,422 @@
+//! Building blocks for backend authors: a keyed work queue that keeps each
+//! aggregate's events in order while different aggregates run in parallel,
+//! and the attempt loop that applies a [`RetryPolicy`](crate::RetryPolicy).
+//!
+//! Every backend fetches messages its own way (XREADGROUP, basic.consume,
+//! a Kafka poll), pushes them into a [`KeyedQueue`], and runs workers that
+//! [`take`](KeyedQueue::take) a [`Delivery`], call [`attempt`], then ack,
+//! dead-letter or put back according to the [`Outcome`], and
+//! [`finish`](KeyedQueue::finish) the aggregate.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{EventEnvelope, Subscription};
+
+/// One message on its way to a handler: the event, the backend's token to
+/// ack it with, and its failure history.
+#[derive(Debug, Clone)]
+pub struct Delivery<T> {
+    /// The event.
+    pub envelope: Arc<EventEnvelope>,
+    /// The backend's handle on the message (entry id, delivery tag, offset).
+    pub token: T,
+    /// Attempts already made.
+    pub attempts: u32,
+    /// When the first attempt failed.
+    pub first_failed_at: Option<DateTime<Utc>>,
+}
+
+impl<T> Delivery<T> {
+    /// A fresh delivery.
+    pub fn new(envelope: Arc<EventEnvelope>, token: T) -> Self {
+        Delivery {
+            envelope,
+            token,
+            attempts: 0,
+            first_failed_at: None,
+        }
+    }
+
+    /// The ordering key: the aggregate id.
+    pub fn key(&self) -> &str {
+        &self.envelope.aggregate_id
+    }
+}
+
+struct Queue<T> {
+    /// Deliveries in arrival order, not yet looked at.
+    ready: VecDeque<Delivery<T>>,
+    /// Deliveries whose aggregate is being handled, per aggregate, in order.
+    waiting: HashMap<String, VecDeque<Delivery<T>>>,
+    /// Aggregates with a delivery out right now.
+    busy: HashSet<String>,
+    /// `ready` + `waiting` lengths.
+    queued: usize,
+}
+
+/// A bounded queue that hands out at most one delivery per aggregate at a
+/// time, in arrival order per aggregate.
+///
+/// The worker that [`finish`](Self::finish)es an aggregate gets that
+/// aggregate's next delivery back and must handle it next, so order holds
+/// without another worker racing for it.
+pub struct KeyedQueue<T> {
+    capacity: usize,
+    queue: Mutex<Queue<T>>,
+    work: Notify,
+    room: Notify,
+}
+
+impl<T> std::fmt::Debug for KeyedQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.lock();
+        f.debug_struct("KeyedQueue")
+            .field("capacity", &self.capacity)
+            .field("queued", &q.queued)
+            .field("busy", &q.busy.len())
+            .finish()
+    }
+}
+
+impl<T> KeyedQueue<T> {
+    /// A queue that holds at most `capacity` deliveries not yet taken.
+    pub fn new(capacity: usize) -> Self {
+        KeyedQueue {
+            capacity: capacity.max(1),
+            queue: Mutex::new(Queue {
+                ready: VecDeque::new(),
+                waiting: HashMap::new(),
+                busy: HashSet::new(),
+                queued: 0,
+            }),
+            work: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
+        // Every update below is completed before the guard drops, so a
+        // poisoned lock still holds a consistent queue.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a delivery, waiting for room; gives it back if `deadline`
+    /// passes first.
+    pub async fn push(
+        &self,
+        delivery: Delivery<T>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), Delivery<T>> {
+        let mut delivery = Some(delivery);
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut q = self.lock();
+                if q.queued < self.capacity {
+                    q.queued += 1;
+                    if let Some(d) = delivery.take() {
+                        q.ready.push_back(d);
+                    }
+                    drop(q);
+                    self.work.notify_one();
+                    return Ok(());
+                }
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                        return Err(delivery.take().expect("delivery kept until pushed"));
+                    }
+                }
+                None => room.await,
+            }
+        }
+    }
+
+    /// Appends a delivery regardless of capacity (replays, reclaimed messages).
+    pub fn push_now(&self, delivery: Delivery<T>) {
+        let mut q = self.lock();
+        q.queued += 1;
+        q.ready.push_back(delivery);
+        drop(q);
+        self.work.notify_one();
+    }
+
+    /// Puts back a delivery that was taken but not finished, ahead of
+    /// everything else, and frees its aggregate.
+    pub fn requeue(&self, delivery: Delivery<T>) {
+        let mut q = self.lock();
+        q.busy.remove(delivery.key());
+        q.queued += 1;
+        q.ready.push_front(delivery);
+        drop(q);
+        self.work.notify_one();
+    }
+
+    /// Takes the next delivery whose aggregate is not busy, waiting for one.
+    pub async fn take(&self) -> Delivery<T> {
+        loop {
+            let work = self.work.notified();
+            tokio::pin!(work);
+            work.as_mut().enable();
+            if let Some(d) = self.try_take() {
+                return d;
+            }
+            work.await;
+        }
+    }
+
+    /// Takes the next delivery whose aggregate is not busy, if any.
+    pub fn try_take(&self) -> Option<Delivery<T>> {
+        let mut q = self.lock();
+        while let Some(d) = q.ready.pop_front() {
+            if q.busy.contains(d.key()) {
+                q.waiting
+                    .entry(d.key().to_owned())
+                    .or_default()
+                    .push_back(d);
+                continue;
+            }
+            q.busy.insert(d.key().to_owned());
+            q.queued -= 1;
+            let more = !q.ready.is_empty();
+            drop(q);
+            self.room.notify_one();
+            if more {
+                // Let another idle worker look at the rest.
+                self.work.notify_one();
+            }
+            return Some(d);
+        }
+        None
+    }
+
+    /// Marks `key` finished. Returns the next waiting delivery of the same
+    /// aggregate, which the caller must handle next (the aggregate stays
+    /// busy), or `None` when the aggregate is free again.
+    pub fn finish(&self, key: &str) -> Option<Delivery<T>> {
+        let mut q = self.lock();
+        let next = q.waiting.get_mut(key).and_then(VecDeque::pop_front);
+        if q.waiting.get(key).is_some_and(VecDeque::is_empty) {
+            q.waiting.remove(key);
+        }
+        match next {
+            Some(d) => {
+                q.queued -= 1;
+                drop(q);
+                self.room.notify_one();
+                Some(d)
+            }
+            None => {
+                q.busy.remove(key);
+                drop(q);
+                // Deliveries of other aggregates may have piled up behind this one.
+                self.work.notify_one();
+                None
+            }
+        }
+    }
+
+    /// Deliveries queued and not yet taken.
+    pub fn queued(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Aggregates with a delivery out.
+    pub fn in_flight(&self) -> usize {
+        self.lock().busy.len()
+    }
+
+    /// Removes and returns everything not yet taken (for shutdown).
+    pub fn drain(&self) -> Vec<Delivery<T>> {
+        let mut q = self.lock();
+        let mut all: Vec<Delivery<T>> = q.ready.drain(..).collect();
+        for (_, w) in q.waiting.drain() {
+            all.extend(w);
+        }
+        q.queued = 0;
+        all
+    }
+
+    /// Applies `f` to the tokens of every delivery queued (not taken).
+    pub fn for_each_token(&self, mut f: impl FnMut(&T)) {
+        let q = self.lock();
+        q.ready
+            .iter()
+            .chain(q.waiting.values().flatten())
+            .for_each(|d| f(&d.token));
+    }
+}
+
+/// What [`attempt`] made of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded: ack it.
+    Handled,
+    /// Attempts are used up or the failure is permanent: dead-letter it,
+    /// then ack it.
+    DeadLetter {
+        /// The last error, as text.
+        error: String,
+        /// When the last attempt failed.
+        last_failed_at: DateTime<Utc>,
+    },
+    /// `stop` fired during a retry backoff: leave it unacked for redelivery.
+    Interrupted,
+}
+
+/// Runs the subscription's handler on `delivery` until it succeeds, the
+/// failure is permanent, the attempts run out, or `stop` fires during a
+/// backoff. Panics count as failures. Updates `delivery.attempts` and
+/// `first_failed_at`. A handler already running when `stop` fires is let
+/// finish.
+pub async fn attempt<T>(
+    subscription: &Subscription,
+    delivery: &mut Delivery<T>,
+    stop: &CancellationToken,
+) -> Outcome {
+    let retry = subscription.retry();
+    loop {
+        delivery.attempts += 1;
+        let result = AssertUnwindSafe(subscription.handler().handle(&delivery.envelope))
+            .catch_unwind()
+            .await;
+        let (error, permanent) = match result {
+            Ok(Ok(())) => return Outcome::Handled,
+            Ok(Err(e)) => (e.to_string(), e.is_permanent()),
+            Err(panic) => (
+                format!("handler panicked: {}", panic_message(&*panic)),
+                false,
+            ),
+        };
+        let now = Utc::now();
+        delivery.first_failed_at.get_or_insert(now);
+        if permanent || !retry.should_retry(delivery.attempts) {
+            tracing::warn!(
+                group = subscription.group(),
+                event_id = %delivery.envelope.event_id,
+                attempts = delivery.attempts,
+                %error,
+                "dead-lettering event"
+            );
+            return Outcome::DeadLetter {
+                error,
+                last_failed_at: now,
+            };
+        }
+        let delay: Duration = retry.delay_before(delivery.attempts + 1);
+        tracing::debug!(attempt = delivery.attempts, ?delay, %error, "handler failed, retrying");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return Outcome::Interrupted,
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DomainEvent;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Ping;
+    impl DomainEvent for Ping {
+        fn event_type(&self) -> &str {
+            "Ping"
+        }
+        fn aggregate_type(&self) -> &str {
+            "Test"
+        }
+    }
+
+    fn delivery(agg: &str, version: u64) -> Delivery<()> {
+        Delivery::new(
+            Arc::new(EventEnvelope::new(agg, version, &Ping).expect("encode")),
+            (),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_aggregate_at_a_time_in_order() {
+        let q = KeyedQueue::new(10);
+        for (agg, v) in [("a", 1), ("a", 2), ("b", 1), ("a", 3)] {
+            q.push(delivery(agg, v), None).await.expect("room");
+        }
+        let first = q.try_take().expect("a1");
+        assert_eq!((first.key(), first.envelope.aggregate_version), ("a", 1));
+        let second = q.try_take().expect("b1 skips busy a");
+        assert_eq!(second.key(), "b");
+        assert!(q.try_take().is_none(), "a2 and a3 wait for a1");
+        assert_eq!(
+            q.finish("a")
+                .expect("a2 handed over")
+                .envelope
+                .aggregate_version,
+            2
+        );
+        assert_eq!(
+            q.finish("a")
+                .expect("a3 handed over")
+                .envelope
+                .aggregate_version,
+            3
+        );
+        assert!(q.finish("a").is_none());
+        assert!(q.finish("b").is_none());
+        assert_eq!(q.queued(), 0);
+        assert_eq!(q.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn full_queue_waits_then_gives_the_delivery_back() {
+        let q = KeyedQueue::new(1);
+        q.push(delivery("a", 1), None).await.expect("room");
+        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        let back = q
+            .push(delivery("a", 2), Some(soon))
+            .await
+            .expect_err("no room");
+        assert_eq!(back.envelope.aggregate_version, 2);
+        let _taken = q.try_take().expect("a1");
+        q.push(back, Some(soon + Duration::from_secs(1)))
+            .await
+            .expect("room again");
+    }
+
+    #[tokio::test]
+    async fn requeued_delivery_comes_first_and_frees_its_key() {
+        let q = KeyedQueue::new(10);
+        q.push(delivery("a", 1), None).await.expect("room");
+        q.push(delivery("b", 1), None).await.expect("room");
+        let a1 = q.try_take().expect("a1");
+        q.requeue(a1);
+        assert_eq!(q.try_take().expect("a1 again").key(), "a");
+        let mut tokens = 0;
+        q.for_each_token(|()| tokens += 1);
+        assert_eq!(tokens, 1, "b1 still queued");
+        assert_eq!(q.drain().len(), 1);
+        assert_eq!(q.queued(), 0);
+    }
+}
