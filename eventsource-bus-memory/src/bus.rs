@@ -18,7 +18,7 @@ use crate::consumer::run_worker;
 use crate::dlq::{DeadLetters, MemoryDeadLetterQueue};
 use crate::group::Group;
 use crate::MemoryBusConfig;
-use eventsource_core::dispatch::{Delivery, Outcome};
+use eventsource_core::dispatch::Counters;
 
 /// An in-process event bus with the full delivery contract: consumer
 /// groups, per-aggregate order, retries, a dead-letter queue and draining
@@ -78,37 +78,6 @@ struct Member {
     group: Arc<Group>,
     stop: CancellationToken,
     workers: Vec<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    published: AtomicU64,
-    handled: AtomicU64,
-    failed_attempts: AtomicU64,
-    dead_lettered: AtomicU64,
-    replayed: AtomicU64,
-}
-
-impl Counters {
-    /// Counts what one [`attempt`](eventsource_core::dispatch::attempt) did.
-    pub(crate) fn record(&self, delivery: &Delivery<()>, outcome: &Outcome) {
-        let failed = match outcome {
-            Outcome::Handled => {
-                self.handled.fetch_add(1, Ordering::Relaxed);
-                delivery.attempts.saturating_sub(1)
-            }
-            Outcome::DeadLetter { .. } => {
-                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                delivery.attempts
-            }
-            Outcome::Interrupted => delivery.attempts,
-        };
-        self.failed_attempts
-            .fetch_add(u64::from(failed), Ordering::Relaxed);
-    }
-    pub(crate) fn replayed(&self) {
-        self.replayed.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,7 +166,7 @@ impl EventBus for MemoryBus {
                         .push(Arc::clone(&event), self.inner.config.publish_timeout)
                         .await?;
                 }
-                self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+                self.inner.stats.published(1);
             }
             Ok(())
         }
@@ -267,8 +236,8 @@ impl EventBus for MemoryBus {
     }
 
     async fn stats(&self) -> Result<BusStats> {
-        let c = &self.inner.stats;
-        let groups = lock(&self.inner.groups)
+        let mut stats = self.inner.stats.snapshot();
+        stats.groups = lock(&self.inner.groups)
             .values()
             .map(|g| {
                 (
@@ -277,14 +246,7 @@ impl EventBus for MemoryBus {
                 )
             })
             .collect();
-        Ok(BusStats {
-            published: c.published.load(Ordering::Relaxed),
-            handled: c.handled.load(Ordering::Relaxed),
-            failed_attempts: c.failed_attempts.load(Ordering::Relaxed),
-            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
-            replayed: c.replayed.load(Ordering::Relaxed),
-            groups,
-        })
+        Ok(stats)
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
