@@ -15,11 +15,24 @@ wait_port() { # name port seconds
 }
 
 # Which services the workspace's tests need; later crates add theirs here.
-NEEDED_SERVICES=${NEEDED_SERVICES:-}
+NEEDED_SERVICES=${NEEDED_SERVICES:-redis}
 
 ensure_services() {
     local s
     for s in $NEEDED_SERVICES; do
         "ensure_$s"
     done
+}
+
+ensure_redis() {
+    if port_open 6379; then return 0; fi
+    if ! command -v redis-server >/dev/null; then
+        echo "==> installing redis-server"
+        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    fi
+    echo "==> starting Redis on 127.0.0.1:6379"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    wait_port Redis 6379 30
 }

@@ -1,0 +1,293 @@
+//! Configuration of the Redis Streams bus.
+
+use std::time::Duration;
+
+use eventsource_core::{validate_name, Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// How to reach Redis and how to consume from it.
+///
+/// Keys live under `namespace`: the event stream `{namespace}:events`, one
+/// replay stream `{namespace}:replay:{group}` and one dead-letter stream
+/// `{namespace}:dlq:{group}` per consumer group.
+///
+/// ```
+/// use std::time::Duration;
+/// use eventsource_bus_redis::RedisBusConfig;
+///
+/// let config = RedisBusConfig::builder("redis://127.0.0.1:6379")
+///     .namespace("shop")
+///     .claim_min_idle(Duration::from_secs(60))
+///     .max_len(1_000_000)
+///     .build()?;
+/// assert_eq!(config.events_stream(), "shop:events");
+/// # Ok::<(), eventsource_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisBusConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key the bus uses.
+    pub namespace: String,
+    /// The CloudEvents `source` of published events (the producing service).
+    pub source: String,
+    /// Entries read (or claimed) at most per member and round trip; also
+    /// how many a member holds unacked at once.
+    pub prefetch: usize,
+    /// How long one XREADGROUP blocks waiting for entries.
+    #[serde(with = "humantime_serde")]
+    pub block: Duration,
+    /// How long an entry must sit unacked before another member of its
+    /// group takes it over (XAUTOCLAIM). Live members refresh their own
+    /// entries well within this, so only a dead member's entries move.
+    #[serde(with = "humantime_serde")]
+    pub claim_min_idle: Duration,
+    /// How often a member refreshes its entries and looks for abandoned ones.
+    #[serde(with = "humantime_serde")]
+    pub claim_interval: Duration,
+    /// Approximate cap on the event stream's length (`XADD MAXLEN ~`); none by default.
+    pub max_len: Option<usize>,
+    /// How long a publish keeps retrying while Redis is unreachable.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisBusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBusConfig")
+            .field("url", &redact(&self.url))
+            .field("namespace", &self.namespace)
+            .field("source", &self.source)
+            .field("prefetch", &self.prefetch)
+            .field("block", &self.block)
+            .field("claim_min_idle", &self.claim_min_idle)
+            .field("claim_interval", &self.claim_interval)
+            .field("max_len", &self.max_len)
+            .field("publish_timeout", &self.publish_timeout)
+            .finish()
+    }
+}
+
+impl Default for RedisBusConfig {
+    fn default() -> Self {
+        RedisBusConfig {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            namespace: "eventsource".to_owned(),
+            source: "eventsource".to_owned(),
+            prefetch: 32,
+            block: Duration::from_millis(500),
+            claim_min_idle: Duration::from_secs(30),
+            claim_interval: Duration::from_secs(5),
+            max_len: None,
+            publish_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RedisBusConfig {
+    /// Starts from the defaults with `url`.
+    pub fn builder(url: impl Into<String>) -> RedisBusConfigBuilder {
+        RedisBusConfigBuilder(RedisBusConfig {
+            url: url.into(),
+            ..Self::default()
+        })
+    }
+
+    /// Checks every value; the URL must parse as a Redis URL.
+    pub fn validate(&self) -> Result<()> {
+        redis::Client::open(self.url.as_str()).map_err(|e| {
+            Error::config(format!(
+                "redis: invalid url `{}`: {}",
+                redact(&self.url),
+                e.kind_str()
+            ))
+        })?;
+        validate_name("redis namespace", &self.namespace)?;
+        if self.source.trim().is_empty() {
+            return Err(Error::config("redis: source must not be empty"));
+        }
+        if self.prefetch == 0 || self.prefetch > 10_000 {
+            return Err(Error::config(format!(
+                "redis: prefetch must be between 1 and 10000, got {}",
+                self.prefetch
+            )));
+        }
+        if self.block.is_zero() {
+            return Err(Error::config("redis: block must be more than zero"));
+        }
+        if self.claim_interval.is_zero() || self.claim_min_idle <= self.claim_interval {
+            return Err(Error::config(format!(
+                "redis: claim_min_idle ({:?}) must exceed claim_interval ({:?}), which must be more than zero, \
+                 or live members would lose their own entries",
+                self.claim_min_idle, self.claim_interval
+            )));
+        }
+        if self.max_len == Some(0) {
+            return Err(Error::config("redis: max_len must be at least 1 when set"));
+        }
+        Ok(())
+    }
+
+    /// The stream every event is published to.
+    pub fn events_stream(&self) -> String {
+        format!("{}:events", self.namespace)
+    }
+
+    /// The stream replayed dead letters of `group` go to (read by that group only).
+    pub fn replay_stream(&self, group: &str) -> String {
+        format!("{}:replay:{group}", self.namespace)
+    }
+
+    /// The dead-letter stream of `group`.
+    pub fn dlq_stream(&self, group: &str) -> String {
+        format!("{}:dlq:{group}", self.namespace)
+    }
+
+    /// The set of groups that have dead-letter streams.
+    pub(crate) fn dlq_groups_key(&self) -> String {
+        format!("{}:dlq-groups", self.namespace)
+    }
+
+    /// The URL with any password replaced by `***`, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host` URL with `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+trait KindStr {
+    fn kind_str(&self) -> String;
+}
+
+impl KindStr for redis::RedisError {
+    /// The error without its detail, which may quote the URL.
+    fn kind_str(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}
+
+/// Builds a validated [`RedisBusConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisBusConfigBuilder(RedisBusConfig);
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.0.$name = value.into();
+                self
+            }
+        )*
+    };
+}
+
+impl RedisBusConfigBuilder {
+    setters! {
+        /// See [`RedisBusConfig::namespace`].
+        namespace: impl Into<String>,
+        /// See [`RedisBusConfig::source`].
+        source: impl Into<String>,
+        /// See [`RedisBusConfig::prefetch`].
+        prefetch: usize,
+        /// See [`RedisBusConfig::block`].
+        block: Duration,
+        /// See [`RedisBusConfig::claim_min_idle`].
+        claim_min_idle: Duration,
+        /// See [`RedisBusConfig::claim_interval`].
+        claim_interval: Duration,
+        /// See [`RedisBusConfig::publish_timeout`].
+        publish_timeout: Duration,
+    }
+
+    /// See [`RedisBusConfig::max_len`].
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.0.max_len = Some(max_len);
+        self
+    }
+
+    /// Validates and returns the config.
+    pub fn build(self) -> Result<RedisBusConfig> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://user:s3cret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact("redis://:s3cret@host"), "redis://:***@host");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        let config = RedisBusConfig::builder("redis://u:hunter2@127.0.0.1")
+            .build()
+            .expect("valid");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_at_construction() {
+        let err = RedisBusConfig::builder("http://u:hunter2@x")
+            .build()
+            .expect_err("scheme");
+        assert!(err.to_string().contains("invalid url"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(RedisBusConfig::builder("redis://x")
+            .namespace("a b")
+            .build()
+            .is_err());
+        assert!(RedisBusConfig::builder("redis://x")
+            .prefetch(0)
+            .build()
+            .is_err());
+        assert!(RedisBusConfig::builder("redis://x")
+            .claim_min_idle(Duration::from_secs(1))
+            .claim_interval(Duration::from_secs(2))
+            .build()
+            .is_err());
+        assert!(RedisBusConfig::builder("redis://x")
+            .max_len(0)
+            .build()
+            .is_err());
+    }
+
+    #[test]
+    fn serde_round_trip_with_human_durations() {
+        let c: RedisBusConfig =
+            serde_json::from_str(r#"{"url":"redis://h","block":"2s","claim_min_idle":"1m"}"#)
+                .expect("parse");
+        assert_eq!(c.block, Duration::from_secs(2));
+        assert_eq!(c.claim_min_idle, Duration::from_secs(60));
+        assert_eq!(c.namespace, "eventsource");
+        c.validate().expect("valid");
+    }
+}

@@ -1,0 +1,449 @@
+//! One member of a consumer group: the XREADGROUP reader, the workers that
+//! run the handler and XACK, and the claimer that keeps this member's
+//! entries fresh and takes over entries a dead member left behind.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use eventsource_core::dispatch::{attempt, Delivery, KeyedQueue, Outcome};
+use eventsource_core::{Result, Subscription};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::bus::{is_transient, redis_err, Inner, BACKEND};
+use crate::dlq::{write_dead_letter, DeadBody};
+use crate::wire;
+
+/// What a worker needs to ack an entry; holding it holds a prefetch slot.
+pub(crate) struct Token {
+    stream: Arc<str>,
+    id: String,
+    _slot: OwnedSemaphorePermit,
+}
+
+pub(crate) struct Member {
+    inner: Arc<Inner>,
+    subscription: Subscription,
+    consumer: String,
+    streams: [Arc<str>; 2],
+    queue: KeyedQueue<Token>,
+    /// Entry ids this member holds unacked, per stream.
+    held: Mutex<HashMap<Arc<str>, HashSet<String>>>,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    workers: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Member {
+    /// Creates the group on both streams if needed and starts the tasks.
+    pub(crate) async fn start(inner: Arc<Inner>, subscription: Subscription) -> Result<Arc<Self>> {
+        let config = &inner.config;
+        let group = subscription.group().to_owned();
+        let streams: [Arc<str>; 2] = [
+            config.events_stream().into(),
+            config.replay_stream(&group).into(),
+        ];
+        let consumer = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            group,
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        );
+        let member = Arc::new(Member {
+            stop: inner.shutdown.child_token(),
+            slots: Arc::new(Semaphore::new(config.prefetch)),
+            queue: KeyedQueue::new(config.prefetch),
+            held: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            workers: subscription.concurrency(),
+            inner,
+            subscription,
+            consumer,
+            streams,
+        });
+        // New events only on the shared stream (as a queue bound late would),
+        // everything on the group's own replay stream.
+        member.create_group(0, "$").await?;
+        member.create_group(1, "0").await?;
+        let reader_conn = member
+            .inner
+            .connection(member.inner.config.block + Duration::from_secs(5))
+            .await?;
+        let mut tasks = vec![
+            tokio::spawn(Arc::clone(&member).read_loop(reader_conn)),
+            tokio::spawn(Arc::clone(&member).claim_loop()),
+        ];
+        for _ in 0..member.workers {
+            tasks.push(tokio::spawn(Arc::clone(&member).work_loop()));
+        }
+        *lock(&member.tasks) = tasks;
+        tracing::debug!(group = member.group(), consumer = %member.consumer, "redis member started");
+        Ok(member)
+    }
+
+    fn group(&self) -> &str {
+        self.subscription.group()
+    }
+
+    async fn create_group(&self, stream: usize, from: &str) -> Result<()> {
+        let key = &self.streams[stream];
+        let mut conn = self.inner.conn.clone();
+        let created: redis::RedisResult<String> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&**key)
+            .arg(self.group())
+            .arg(from)
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(redis_err(
+                format!("XGROUP CREATE `{key}` group `{}`", self.group()),
+                e,
+            )),
+        }
+    }
+
+    fn hold(&self, stream: &Arc<str>, id: &str) -> bool {
+        lock(&self.held)
+            .entry(Arc::clone(stream))
+            .or_default()
+            .insert(id.to_owned())
+    }
+
+    fn release(&self, stream: &Arc<str>, id: &str) {
+        if let Some(ids) = lock(&self.held).get_mut(stream) {
+            ids.remove(id);
+        }
+    }
+
+    /// Reads new entries while there are free prefetch slots.
+    async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager) {
+        let block_ms = self.inner.config.block.as_millis().to_string();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let first = tokio::select! {
+                () = self.stop.cancelled() => return,
+                slot = Arc::clone(&self.slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
+            let mut slots = vec![first];
+            while let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+                slots.push(slot);
+            }
+            // Not cancelled midway: an XREADGROUP whose reply were dropped
+            // would leave entries pending until another member claims them.
+            let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(self.group())
+                .arg(&self.consumer)
+                .arg("COUNT")
+                .arg(slots.len())
+                .arg("BLOCK")
+                .arg(&block_ms)
+                .arg("STREAMS")
+                .arg(&*self.streams[0])
+                .arg(&*self.streams[1])
+                .arg(">")
+                .arg(">")
+                .query_async(&mut conn)
+                .await;
+            match reply {
+                Ok(reply) => {
+                    backoff = Duration::from_millis(100);
+                    for key in reply.map(|r| r.keys).unwrap_or_default() {
+                        let Some(stream) = self.streams.iter().find(|s| ***s == *key.key).cloned()
+                        else {
+                            continue;
+                        };
+                        for entry in key.ids {
+                            let slot = match slots.pop() {
+                                Some(slot) => slot,
+                                // COUNT applies per stream: wait for a slot for the extra ones.
+                                None => match Arc::clone(&self.slots).acquire_owned().await {
+                                    Ok(slot) => slot,
+                                    Err(_) => return,
+                                },
+                            };
+                            self.accept(&stream, entry, slot).await;
+                        }
+                    }
+                }
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    // The server lost the group (restarted without persistence):
+                    // recreate it from the start of whatever the stream holds now.
+                    tracing::warn!(
+                        group = self.group(),
+                        "redis consumer group missing, recreating it"
+                    );
+                    for i in 0..2 {
+                        if let Err(e) = self.create_group(i, "0").await {
+                            tracing::warn!(error = %e, "recreating redis consumer group failed");
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !is_transient(&e) {
+                        tracing::error!(group = self.group(), error = %e, "XREADGROUP failed");
+                    } else {
+                        tracing::warn!(group = self.group(), error = %e, ?backoff, "redis unreachable, reader backing off");
+                    }
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Queues an entry for the workers, or acks it at once when the filter
+    /// does not select it, or dead-letters it when it does not decode.
+    async fn accept(&self, stream: &Arc<str>, entry: StreamId, slot: OwnedSemaphorePermit) {
+        if !self.hold(stream, &entry.id) {
+            return; // Already ours (claimed and read in the same round).
+        }
+        let fields = wire::fields_as_text(&entry.map);
+        match wire::decode(&fields) {
+            Ok(envelope) if self.subscription.filter().matches(&envelope) => {
+                let token = Token {
+                    stream: Arc::clone(stream),
+                    id: entry.id,
+                    _slot: slot,
+                };
+                self.queue
+                    .push_now(Delivery::new(Arc::new(envelope), token));
+            }
+            Ok(_) => {
+                self.ack(stream, &entry.id).await;
+            }
+            Err(reason) => {
+                tracing::warn!(group = self.group(), entry = %entry.id, %reason, "undecodable redis entry, dead-lettering it");
+                let now = chrono::Utc::now();
+                let body = DeadBody::Raw(fields);
+                let error = format!("cannot decode stream entry {}: {reason}", entry.id);
+                if let Err(e) = write_dead_letter(
+                    &self.inner,
+                    self.group(),
+                    stream,
+                    &entry.id,
+                    &body,
+                    &error,
+                    0,
+                    now,
+                    now,
+                )
+                .await
+                {
+                    tracing::error!(error = %e, "could not dead-letter an undecodable entry; it stays pending");
+                } else {
+                    self.inner.stats.dead_lettered();
+                }
+                self.release(stream, &entry.id);
+            }
+        }
+    }
+
+    async fn ack(&self, stream: &Arc<str>, id: &str) {
+        let mut conn = self.inner.conn.clone();
+        let acked: redis::RedisResult<i64> = redis::cmd("XACK")
+            .arg(&**stream)
+            .arg(self.group())
+            .arg(id)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = acked {
+            // Not lost: the entry stays pending and is delivered again.
+            tracing::warn!(group = self.group(), entry = id, error = %e, "XACK failed; the entry will be redelivered");
+        }
+        self.release(stream, id);
+    }
+
+    async fn work_loop(self: Arc<Self>) {
+        loop {
+            let mut next = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                d = self.queue.take() => Some(d),
+            };
+            while let Some(mut delivery) = next.take() {
+                let span = tracing::info_span!(
+                    "eventsource.handle",
+                    backend = BACKEND,
+                    group = self.group(),
+                    event_id = %delivery.envelope.event_id,
+                    event_type = %delivery.envelope.event_type,
+                    aggregate_id = %delivery.envelope.aggregate_id,
+                    entry = %delivery.token.id,
+                );
+                let outcome = attempt(&self.subscription, &mut delivery, &self.stop)
+                    .instrument(span)
+                    .await;
+                self.inner.stats.record(&delivery, &outcome);
+                let Delivery {
+                    envelope,
+                    token,
+                    attempts,
+                    first_failed_at,
+                } = match outcome {
+                    Outcome::Interrupted => {
+                        self.queue.requeue(delivery);
+                        return;
+                    }
+                    _ => delivery,
+                };
+                match outcome {
+                    Outcome::DeadLetter {
+                        error,
+                        last_failed_at,
+                    } => {
+                        let body = DeadBody::Envelope((*envelope).clone());
+                        let first = first_failed_at.unwrap_or(last_failed_at);
+                        match write_dead_letter(
+                            &self.inner,
+                            self.group(),
+                            &token.stream,
+                            &token.id,
+                            &body,
+                            &error,
+                            attempts,
+                            first,
+                            last_failed_at,
+                        )
+                        .await
+                        {
+                            Ok(()) => self.release(&token.stream, &token.id),
+                            Err(e) => {
+                                tracing::error!(error = %e, "could not dead-letter; the entry stays pending and will be redelivered")
+                            }
+                        }
+                    }
+                    _ => self.ack(&token.stream, &token.id).await,
+                }
+                drop(token);
+                next = self.queue.finish(&envelope.aggregate_id);
+                if self.stop.is_cancelled() {
+                    if let Some(d) = next.take() {
+                        self.queue.requeue(d);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every `claim_interval`: refresh the idle time of this member's
+    /// entries (XCLAIM ... JUSTID to itself), then take over entries idle
+    /// longer than `claim_min_idle` (XAUTOCLAIM), i.e. a dead member's.
+    async fn claim_loop(self: Arc<Self>) {
+        let config = &self.inner.config;
+        let min_idle = config.claim_min_idle.as_millis().to_string();
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(config.claim_interval) => {}
+            }
+            let mut conn = self.inner.conn.clone();
+            let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.held)
+                .iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
+                .collect();
+            for (stream, ids) in held {
+                let refreshed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+                    .arg(&*stream)
+                    .arg(self.group())
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg(&ids)
+                    .arg("JUSTID")
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = refreshed {
+                    tracing::warn!(error = %e, "refreshing held redis entries failed");
+                }
+            }
+            for stream in self.streams.clone() {
+                let free = self.slots.available_permits();
+                if free == 0 {
+                    break;
+                }
+                let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+                    .arg(&*stream)
+                    .arg(self.group())
+                    .arg(&self.consumer)
+                    .arg(&min_idle)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(free)
+                    .query_async(&mut conn)
+                    .await;
+                match claimed {
+                    Ok(reply) => {
+                        for entry in reply.claimed {
+                            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                                break;
+                            };
+                            tracing::info!(group = self.group(), entry = %entry.id, "took over an entry abandoned by another member");
+                            self.accept(&stream, entry, slot).await;
+                        }
+                    }
+                    Err(e) if e.code() == Some("NOGROUP") => {}
+                    Err(e) => tracing::warn!(error = %e, stream = %stream, "XAUTOCLAIM failed"),
+                }
+            }
+        }
+    }
+
+    /// Stops fetching, lets in-flight handlers finish, and leaves the group
+    /// (deleting the consumer when it holds nothing).
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        let holds_nothing = lock(&self.held).values().all(HashSet::is_empty);
+        if holds_nothing {
+            let mut conn = self.inner.conn.clone();
+            for stream in &self.streams {
+                let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&**stream)
+                    .arg(self.group())
+                    .arg(&self.consumer)
+                    .query_async(&mut conn)
+                    .await;
+            }
+        }
+    }
+
+    /// Waits for the tasks until `deadline`; aborts and counts the rest.
+    pub(crate) async fn join_until(&self, deadline: tokio::time::Instant) -> usize {
+        self.stop.cancel();
+        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        let mut abandoned = 0;
+        for mut t in tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+                abandoned += 1;
+            }
+        }
+        abandoned
+    }
+}
