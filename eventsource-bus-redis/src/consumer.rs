@@ -1,6 +1,6 @@
 //! One member of a consumer group: the XREADGROUP reader, the workers that
-//! run the handler and XACK, and the claimer that keeps this member's
-//! entries fresh and takes over entries a dead member left behind.
+//! run the handler and XACK, the takeover of entries a dead member left
+//! behind, and the refresher that keeps this member's own entries fresh.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -81,7 +81,7 @@ impl Member {
             .await?;
         let mut tasks = vec![
             tokio::spawn(Arc::clone(&member).read_loop(reader_conn)),
-            tokio::spawn(Arc::clone(&member).claim_loop()),
+            tokio::spawn(Arc::clone(&member).refresh_loop()),
         ];
         for _ in 0..member.workers {
             tasks.push(tokio::spawn(Arc::clone(&member).work_loop()));
@@ -133,6 +133,7 @@ impl Member {
     async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager) {
         let block_ms = self.inner.config.block.as_millis().to_string();
         let mut backoff = Duration::from_millis(100);
+        let mut last_claim = tokio::time::Instant::now();
         loop {
             let first = tokio::select! {
                 () = self.stop.cancelled() => return,
@@ -144,6 +145,13 @@ impl Member {
             let mut slots = vec![first];
             while let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
                 slots.push(slot);
+            }
+            if last_claim.elapsed() >= self.inner.config.claim_interval {
+                last_claim = tokio::time::Instant::now();
+                self.take_over(&mut conn, &mut slots).await;
+                if slots.is_empty() {
+                    continue;
+                }
             }
             // Not cancelled midway: an XREADGROUP whose reply were dropped
             // would leave entries pending until another member claims them.
@@ -347,16 +355,46 @@ impl Member {
         }
     }
 
-    /// Every `claim_interval`: refresh the idle time of this member's
-    /// entries (XCLAIM ... JUSTID to itself), then take over entries idle
-    /// longer than `claim_min_idle` (XAUTOCLAIM), i.e. a dead member's.
-    async fn claim_loop(self: Arc<Self>) {
-        let config = &self.inner.config;
-        let min_idle = config.claim_min_idle.as_millis().to_string();
+    /// Takes over entries of this group idle longer than `claim_min_idle`
+    /// (a dead member's), as many as `slots` allows (XAUTOCLAIM).
+    async fn take_over(&self, conn: &mut ConnectionManager, slots: &mut Vec<OwnedSemaphorePermit>) {
+        let min_idle = self.inner.config.claim_min_idle.as_millis().to_string();
+        for stream in &self.streams {
+            if slots.is_empty() {
+                return;
+            }
+            let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+                .arg(&**stream)
+                .arg(self.group())
+                .arg(&self.consumer)
+                .arg(&min_idle)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(slots.len())
+                .query_async(conn)
+                .await;
+            match claimed {
+                Ok(reply) => {
+                    for entry in reply.claimed {
+                        let Some(slot) = slots.pop() else { break };
+                        tracing::info!(group = self.group(), entry = %entry.id, "took over an entry abandoned by another member");
+                        self.accept(stream, entry, slot).await;
+                    }
+                }
+                Err(e) if e.code() == Some("NOGROUP") => {}
+                Err(e) => tracing::warn!(error = %e, stream = %stream, "XAUTOCLAIM failed"),
+            }
+        }
+    }
+
+    /// Every `claim_interval`, resets the idle time of the entries this
+    /// member holds (XCLAIM to itself with JUSTID), so that other members
+    /// take over only a dead member's entries.
+    async fn refresh_loop(self: Arc<Self>) {
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
-                () = tokio::time::sleep(config.claim_interval) => {}
+                () = tokio::time::sleep(self.inner.config.claim_interval) => {}
             }
             let mut conn = self.inner.conn.clone();
             let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.held)
@@ -376,35 +414,6 @@ impl Member {
                     .await;
                 if let Err(e) = refreshed {
                     tracing::warn!(error = %e, "refreshing held redis entries failed");
-                }
-            }
-            for stream in self.streams.clone() {
-                let free = self.slots.available_permits();
-                if free == 0 {
-                    break;
-                }
-                let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
-                    .arg(&*stream)
-                    .arg(self.group())
-                    .arg(&self.consumer)
-                    .arg(&min_idle)
-                    .arg("0-0")
-                    .arg("COUNT")
-                    .arg(free)
-                    .query_async(&mut conn)
-                    .await;
-                match claimed {
-                    Ok(reply) => {
-                        for entry in reply.claimed {
-                            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
-                                break;
-                            };
-                            tracing::info!(group = self.group(), entry = %entry.id, "took over an entry abandoned by another member");
-                            self.accept(&stream, entry, slot).await;
-                        }
-                    }
-                    Err(e) if e.code() == Some("NOGROUP") => {}
-                    Err(e) => tracing::warn!(error = %e, stream = %stream, "XAUTOCLAIM failed"),
                 }
             }
         }
@@ -433,15 +442,19 @@ impl Member {
         }
     }
 
-    /// Waits for the tasks until `deadline`; aborts and counts the rest.
+    /// Waits for the tasks until `deadline`, then aborts the rest; returns
+    /// how many workers (handlers) were still running.
     pub(crate) async fn join_until(&self, deadline: tokio::time::Instant) -> usize {
         self.stop.cancel();
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
         let mut abandoned = 0;
-        for mut t in tasks {
+        // The reader and the refresher come first; the workers after them.
+        for (i, mut t) in tasks.into_iter().enumerate() {
             if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
                 t.abort();
-                abandoned += 1;
+                if i >= 2 {
+                    abandoned += 1;
+                }
             }
         }
         abandoned

@@ -1,0 +1,194 @@
+//! Behaviour particular to the Redis backend: raw entries that do not
+//! decode, takeover of a dead member's entries, trimming, stats.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_bus_redis::RedisBus;
+use eventsource_core::testkit::{dead_letters_of, eventually, probe, Recorder};
+use eventsource_core::{handler_fn, EventBus, Subscription};
+use tokio::sync::mpsc;
+
+async fn raw_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(common::redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis reachable (start it with ./scripts/test.sh)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_entry_is_dead_lettered_raw_and_replayable_after_the_fix() {
+    let config = common::config(&common::redis_url());
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
+    let (mut rec, h) = Recorder::new("group `raw`");
+    let _s = bus
+        .subscribe(
+            Subscription::builder("raw")
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    let mut conn = raw_conn().await;
+    let _: String = redis::cmd("XADD")
+        .arg(config.events_stream())
+        .arg("*")
+        .arg("id")
+        .arg("not-a-uuid")
+        .arg("data")
+        .arg("{}")
+        .query_async(&mut conn)
+        .await
+        .expect("xadd garbage");
+    let good = probe("agg-1", 1, 1);
+    bus.publish(std::slice::from_ref(&good))
+        .await
+        .expect("publish");
+    assert_eq!(
+        rec.expect(1, Duration::from_secs(10)).await[0].event_id,
+        good.event_id
+    );
+
+    let letters = dead_letters_of(&bus, "raw", 1, Duration::from_secs(10)).await;
+    let letter = &letters[0];
+    assert!(letter.envelope.is_none());
+    assert!(
+        letter
+            .raw
+            .as_deref()
+            .is_some_and(|r| r.contains("not-a-uuid")),
+        "{letter:?}"
+    );
+    assert!(
+        letter.error.contains("`id` is not a UUID"),
+        "{}",
+        letter.error
+    );
+    assert!(
+        letter.source.starts_with(&config.events_stream()),
+        "{}",
+        letter.source
+    );
+    assert_eq!(letter.attempts, 0, "never reached the handler");
+
+    // Still undecodable when replayed: it comes back to the DLQ, not to other groups.
+    bus.dead_letters().replay(&letter.id).await.expect("replay");
+    let again = dead_letters_of(&bus, "raw", 1, Duration::from_secs(10)).await;
+    assert!(
+        again[0].source.starts_with(&config.replay_stream("raw")),
+        "{}",
+        again[0].source
+    );
+    rec.expect_nothing(Duration::from_millis(300)).await;
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_members_entries_are_taken_over_automatically() {
+    let config = common::config(&common::redis_url());
+    // Member A takes the entry and hangs in its handler, then dies.
+    let a = common::connect(config.clone()).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    a.subscribe(
+        Subscription::builder("takeover")
+            .handler(handler_fn(move |_e| {
+                let started_tx = started_tx.clone();
+                async move {
+                    let _ = started_tx.send(());
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            }))
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe A");
+    let sent = probe("agg-1", 1, 1);
+    a.publish(std::slice::from_ref(&sent))
+        .await
+        .expect("publish");
+    tokio::time::timeout(Duration::from_secs(10), started.recv())
+        .await
+        .expect("A got the entry")
+        .expect("open");
+    let report = a
+        .shutdown(Duration::from_millis(50))
+        .await
+        .expect("shutdown A");
+    assert_eq!(
+        report.abandoned, 1,
+        "A died with the entry unacked: {report:?}"
+    );
+
+    // Member B of the same group, started afterwards, gets it without any call.
+    let b = common::connect(config).await;
+    let (mut rec, h) = Recorder::new("member B");
+    b.subscribe(
+        Subscription::builder("takeover")
+            .handler(h)
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe B");
+    let got = rec.expect(1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].event_id, sent.event_id);
+    let stats = eventually(
+        "the group to have nothing pending",
+        Duration::from_secs(10),
+        || {
+            let b = b.clone();
+            async move {
+                let stats = b.stats().await.expect("stats");
+                (stats.groups.get("takeover").map(|g| g.in_flight) == Some(0)).then_some(stats)
+            }
+        },
+    )
+    .await;
+    assert_eq!(stats.handled, 1, "{stats:?}");
+    b.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_len_trims_the_event_stream() {
+    let mut config = common::config(&common::redis_url());
+    config.max_len = Some(100);
+    let bus = RedisBus::connect(config.clone()).await.expect("connect");
+    let events: Vec<_> = (1..=1000).map(|v| probe("agg-1", v, v)).collect();
+    for chunk in events.chunks(100) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    let mut conn = raw_conn().await;
+    let len: usize = redis::cmd("XLEN")
+        .arg(config.events_stream())
+        .query_async(&mut conn)
+        .await
+        .expect("xlen");
+    assert!(
+        len < 1000 && len >= 100,
+        "approximate trimming keeps ~100, got {len}"
+    );
+    assert_eq!(bus.stats().await.expect("stats").published, 1000);
+}
+
+#[tokio::test]
+async fn unreachable_server_fails_at_connect_naming_it_without_password() {
+    let config = eventsource_bus_redis::RedisBusConfig::builder("redis://user:hunter2@127.0.0.1:1")
+        .build()
+        .expect("valid");
+    let err = RedisBus::connect(config)
+        .await
+        .expect_err("nothing listens on port 1");
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
