@@ -34,8 +34,14 @@ async fn start_redis(port: u16, dir: &Path) -> Child {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run redis-server ({e}); install it with `apt-get install redis-server` or run ./scripts/test.sh"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "redis-server did not listen on port {port} within 10 s");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis-server did not listen on port {port} within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child
@@ -44,7 +50,8 @@ async fn start_redis(port: u16, dir: &Path) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
     const EVENTS: u64 = 300;
-    let dir = std::env::temp_dir().join(format!("es-redis-fault-{}", uuid::Uuid::now_v7().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("es-redis-fault-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
     let mut server = start_redis(port, &dir).await;
@@ -100,9 +107,14 @@ async fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
 
     let (acked, failed) = publisher.await.expect("publisher task");
     assert!(acked.len() as u64 + failed == EVENTS);
-    assert!(acked.len() as u64 > EVENTS / 2, "most publishes succeed across a short outage: {} failed", failed);
+    assert!(
+        acked.len() as u64 > EVENTS / 2,
+        "most publishes succeed across a short outage: {} failed",
+        failed
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let missing = |seen: &HashSet<uuid::Uuid>| acked.iter().filter(|id| !seen.contains(*id)).count();
+    let missing =
+        |seen: &HashSet<uuid::Uuid>| acked.iter().filter(|id| !seen.contains(*id)).count();
     while missing(&seen) > 0 {
         match tokio::time::timeout_at(deadline, handled.recv()).await {
             Ok(Some(id)) => {
@@ -119,6 +131,8 @@ async fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
         "redis fault test: {} acknowledged, {failed} refused during the outage, all acknowledged handled",
         acked.len()
     );
-    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
     let _ = std::fs::remove_dir_all(&dir);
 }
