@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use eventsource_core::{validate_name, Error, Result};
+use eventsource_core::{redact_url as redact, validate_name, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// How to reach Redis and how to consume from it.
@@ -152,28 +152,6 @@ impl RedisBusConfig {
     /// The URL with any password replaced by `***`, for logs and errors.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
-    }
-}
-
-/// Replaces the password of a `scheme://user:password@host` URL with `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
-            };
-            format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
-        }
-        None => url.to_owned(),
     }
 }
 
