@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::consumer::run_worker;
+use crate::consumer::run_member_worker;
 use crate::dlq::{DeadLetters, MemoryDeadLetterQueue};
 use crate::group::Group;
 use crate::MemoryBusConfig;
@@ -204,7 +204,7 @@ impl EventBus for MemoryBus {
         let stop = self.inner.shutdown.child_token();
         let workers = (0..subscription.concurrency())
             .map(|_| {
-                tokio::spawn(run_worker(
+                tokio::spawn(run_member_worker(
                     Arc::clone(&self.inner),
                     Arc::clone(&group),
                     subscription.clone(),

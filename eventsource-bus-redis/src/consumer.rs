@@ -6,14 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use eventsource_core::dispatch::{attempt, Delivery, KeyedQueue, Outcome};
+use async_trait::async_trait;
+use eventsource_core::dispatch::{run_worker, Delivery, KeyedQueue, Outcome, Settle};
 use eventsource_core::{Result, Subscription};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::bus::{is_transient, redis_err, Inner, BACKEND};
 use crate::dlq::{write_dead_letter, DeadBody};
@@ -42,6 +42,46 @@ pub(crate) struct Member {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait]
+impl Settle<Token> for Member {
+    async fn settle(&self, delivery: Delivery<Token>, outcome: Outcome) {
+        let Delivery {
+            envelope,
+            token,
+            attempts,
+            first_failed_at,
+        } = delivery;
+        match outcome {
+            Outcome::DeadLetter {
+                error,
+                last_failed_at,
+            } => {
+                let body = DeadBody::Envelope((*envelope).clone());
+                let first = first_failed_at.unwrap_or(last_failed_at);
+                let written = write_dead_letter(
+                    &self.inner,
+                    self.group(),
+                    &token.stream,
+                    &token.id,
+                    &body,
+                    &error,
+                    attempts,
+                    first,
+                    last_failed_at,
+                )
+                .await;
+                match written {
+                    Ok(()) => self.release(&token.stream, &token.id),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not dead-letter; the entry stays pending and will be redelivered")
+                    }
+                }
+            }
+            _ => self.ack(&token.stream, &token.id).await,
+        }
+    }
 }
 
 impl Member {
@@ -283,76 +323,15 @@ impl Member {
     }
 
     async fn work_loop(self: Arc<Self>) {
-        loop {
-            let mut next = tokio::select! {
-                biased;
-                () = self.stop.cancelled() => return,
-                d = self.queue.take() => Some(d),
-            };
-            while let Some(mut delivery) = next.take() {
-                let span = tracing::info_span!(
-                    "eventsource.handle",
-                    backend = BACKEND,
-                    group = self.group(),
-                    event_id = %delivery.envelope.event_id,
-                    event_type = %delivery.envelope.event_type,
-                    aggregate_id = %delivery.envelope.aggregate_id,
-                    entry = %delivery.token.id,
-                );
-                let outcome = attempt(&self.subscription, &mut delivery, &self.stop)
-                    .instrument(span)
-                    .await;
-                self.inner.stats.record(&delivery, &outcome);
-                let Delivery {
-                    envelope,
-                    token,
-                    attempts,
-                    first_failed_at,
-                } = match outcome {
-                    Outcome::Interrupted => {
-                        self.queue.requeue(delivery);
-                        return;
-                    }
-                    _ => delivery,
-                };
-                match outcome {
-                    Outcome::DeadLetter {
-                        error,
-                        last_failed_at,
-                    } => {
-                        let body = DeadBody::Envelope((*envelope).clone());
-                        let first = first_failed_at.unwrap_or(last_failed_at);
-                        match write_dead_letter(
-                            &self.inner,
-                            self.group(),
-                            &token.stream,
-                            &token.id,
-                            &body,
-                            &error,
-                            attempts,
-                            first,
-                            last_failed_at,
-                        )
-                        .await
-                        {
-                            Ok(()) => self.release(&token.stream, &token.id),
-                            Err(e) => {
-                                tracing::error!(error = %e, "could not dead-letter; the entry stays pending and will be redelivered")
-                            }
-                        }
-                    }
-                    _ => self.ack(&token.stream, &token.id).await,
-                }
-                drop(token);
-                next = self.queue.finish(&envelope.aggregate_id);
-                if self.stop.is_cancelled() {
-                    if let Some(d) = next.take() {
-                        self.queue.requeue(d);
-                    }
-                    return;
-                }
-            }
-        }
+        run_worker(
+            BACKEND,
+            &self.queue,
+            &self.subscription,
+            &self.stop,
+            &self.inner.stats,
+            &*self,
+        )
+        .await;
     }
 
     /// Takes over entries of this group idle longer than `claim_min_idle`

@@ -382,6 +382,64 @@ pub async fn attempt<T>(
     }
 }
 
+/// What a backend does with a delivery once [`attempt`] is done with it:
+/// ack it ([`Outcome::Handled`]), or dead-letter and ack it
+/// ([`Outcome::DeadLetter`]). [`Outcome::Interrupted`] never reaches it.
+#[async_trait::async_trait]
+pub trait Settle<T>: Send + Sync {
+    /// Acks or dead-letters `delivery`.
+    async fn settle(&self, delivery: Delivery<T>, outcome: Outcome);
+}
+
+/// The worker loop every backend runs `concurrency` times per member:
+/// take a delivery, [`attempt`] it, count it, [`Settle`] it, then take
+/// the same aggregate's next delivery if one is waiting. Returns when
+/// `stop` fires; a handler already running finishes first, and what was
+/// taken but not finished goes back to the queue.
+pub async fn run_worker<T: Send>(
+    backend: &'static str,
+    queue: &KeyedQueue<T>,
+    subscription: &Subscription,
+    stop: &CancellationToken,
+    counters: &Counters,
+    settle: &dyn Settle<T>,
+) {
+    loop {
+        let mut next = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            d = queue.take() => Some(d),
+        };
+        while let Some(mut delivery) = next.take() {
+            let span = tracing::info_span!(
+                "eventsource.handle",
+                backend,
+                group = subscription.group(),
+                event_id = %delivery.envelope.event_id,
+                event_type = %delivery.envelope.event_type,
+                aggregate_id = %delivery.envelope.aggregate_id,
+            );
+            let outcome =
+                tracing::Instrument::instrument(attempt(subscription, &mut delivery, stop), span)
+                    .await;
+            counters.record(&delivery, &outcome);
+            if outcome == Outcome::Interrupted {
+                queue.requeue(delivery);
+                return;
+            }
+            let envelope = Arc::clone(&delivery.envelope);
+            settle.settle(delivery, outcome).await;
+            next = queue.finish(&envelope.aggregate_id);
+            if stop.is_cancelled() {
+                if let Some(d) = next.take() {
+                    queue.requeue(d);
+                }
+                return;
+            }
+        }
+    }
+}
+
 fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
