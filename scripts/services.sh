@@ -15,7 +15,7 @@ wait_port() { # name port seconds
 }
 
 # Which services the workspace's tests need; later crates add theirs here.
-NEEDED_SERVICES=${NEEDED_SERVICES:-redis}
+NEEDED_SERVICES=${NEEDED_SERVICES:-redis rabbitmq}
 
 ensure_services() {
     local s
@@ -35,4 +35,15 @@ ensure_redis() {
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log
     wait_port Redis 6379 30
+}
+
+ensure_rabbitmq() {
+    if port_open 5672; then return 0; fi
+    if ! command -v rabbitmq-server >/dev/null; then
+        echo "==> installing rabbitmq-server"
+        apt-get update -qq && apt-get install -y -qq rabbitmq-server >/dev/null
+    fi
+    echo "==> starting RabbitMQ on 127.0.0.1:5672"
+    rabbitmq-server -detached
+    wait_port RabbitMQ 5672 90
 }

@@ -1,0 +1,242 @@
+//! Configuration of the RabbitMQ bus.
+
+use std::time::Duration;
+
+use eventsource_core::{redact_url, validate_name, Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The kind of the events exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExchangeType {
+    /// Routing keys matched against the subscriptions' patterns (default).
+    #[default]
+    Topic,
+    /// Routing keys matched exactly: only filters of exact routing keys
+    /// (patterns without `*` or `#`) can subscribe.
+    Direct,
+    /// Every group queue gets every event; filters apply client-side.
+    Fanout,
+}
+
+/// How to reach RabbitMQ and how to name and consume the topology.
+///
+/// Names: the exchange `{namespace}.events`, a durable queue
+/// `{namespace}.{group}` per consumer group and its dead-letter queue
+/// `{namespace}.{group}.dlq`.
+///
+/// ```
+/// use eventsource_bus_rabbitmq::{ExchangeType, RabbitBusConfig};
+///
+/// let config = RabbitBusConfig::builder("amqp://guest:guest@127.0.0.1:5672/%2f")
+///     .namespace("shop")
+///     .exchange_type(ExchangeType::Topic)
+///     .prefetch(64)
+///     .build()?;
+/// assert_eq!(config.exchange(), "shop.events");
+/// assert_eq!(config.queue("billing"), "shop.billing");
+/// # Ok::<(), eventsource_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RabbitBusConfig {
+    /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
+    pub url: String,
+    /// Prefix of the exchange and queue names.
+    pub namespace: String,
+    /// The kind of the events exchange.
+    pub exchange_type: ExchangeType,
+    /// The CloudEvents `source` of published events.
+    pub source: String,
+    /// Unacked messages per member (basic.qos).
+    pub prefetch: u16,
+    /// Deletes a group's queues after they have had no consumer for this
+    /// long (`x-expires`); none by default. Meant for tests and short-lived
+    /// environments: an expired queue takes its messages with it.
+    #[serde(with = "humantime_serde")]
+    pub queue_expires: Option<Duration>,
+    /// How long a publish waits for the broker (reconnection included).
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl std::fmt::Debug for RabbitBusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitBusConfig")
+            .field("url", &redact_url(&self.url))
+            .field("namespace", &self.namespace)
+            .field("exchange_type", &self.exchange_type)
+            .field("source", &self.source)
+            .field("prefetch", &self.prefetch)
+            .field("queue_expires", &self.queue_expires)
+            .field("publish_timeout", &self.publish_timeout)
+            .finish()
+    }
+}
+
+impl Default for RabbitBusConfig {
+    fn default() -> Self {
+        RabbitBusConfig {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            namespace: "eventsource".to_owned(),
+            exchange_type: ExchangeType::Topic,
+            source: "eventsource".to_owned(),
+            prefetch: 32,
+            queue_expires: None,
+            publish_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RabbitBusConfig {
+    /// Starts from the defaults with `url`.
+    pub fn builder(url: impl Into<String>) -> RabbitBusConfigBuilder {
+        RabbitBusConfigBuilder(RabbitBusConfig {
+            url: url.into(),
+            ..Self::default()
+        })
+    }
+
+    /// Checks every value; the URL must parse as an AMQP URI.
+    pub fn validate(&self) -> Result<()> {
+        self.url.parse::<lapin::uri::AMQPUri>().map_err(|_| {
+            Error::config(format!(
+                "rabbitmq: invalid url `{}`: expected amqp://user:password@host:port/vhost",
+                redact_url(&self.url)
+            ))
+        })?;
+        validate_name("rabbitmq namespace", &self.namespace)?;
+        if self.namespace.len() > 100 {
+            return Err(Error::config(
+                "rabbitmq: namespace must be at most 100 characters",
+            ));
+        }
+        if self.source.trim().is_empty() {
+            return Err(Error::config("rabbitmq: source must not be empty"));
+        }
+        if self.prefetch == 0 {
+            return Err(Error::config("rabbitmq: prefetch must be at least 1"));
+        }
+        if self
+            .queue_expires
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(Error::config(
+                "rabbitmq: queue_expires must be at least 1 s",
+            ));
+        }
+        if self.publish_timeout.is_zero() {
+            return Err(Error::config(
+                "rabbitmq: publish_timeout must be more than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The exchange events are published to.
+    pub fn exchange(&self) -> String {
+        format!("{}.events", self.namespace)
+    }
+
+    /// The queue of consumer group `group`.
+    pub fn queue(&self, group: &str) -> String {
+        format!("{}.{group}", self.namespace)
+    }
+
+    /// The dead-letter queue of consumer group `group`.
+    pub fn dlq(&self, group: &str) -> String {
+        format!("{}.{group}.dlq", self.namespace)
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Builds a validated [`RabbitBusConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RabbitBusConfigBuilder(RabbitBusConfig);
+
+impl RabbitBusConfigBuilder {
+    /// See [`RabbitBusConfig::namespace`].
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.0.namespace = namespace.into();
+        self
+    }
+
+    /// See [`RabbitBusConfig::exchange_type`].
+    pub fn exchange_type(mut self, kind: ExchangeType) -> Self {
+        self.0.exchange_type = kind;
+        self
+    }
+
+    /// See [`RabbitBusConfig::source`].
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.0.source = source.into();
+        self
+    }
+
+    /// See [`RabbitBusConfig::prefetch`].
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.0.prefetch = prefetch;
+        self
+    }
+
+    /// See [`RabbitBusConfig::queue_expires`].
+    pub fn queue_expires(mut self, after: Duration) -> Self {
+        self.0.queue_expires = Some(after);
+        self
+    }
+
+    /// See [`RabbitBusConfig::publish_timeout`].
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.0.publish_timeout = timeout;
+        self
+    }
+
+    /// Validates and returns the config.
+    pub fn build(self) -> Result<RabbitBusConfig> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_and_redacts() {
+        let err = RabbitBusConfig::builder("http://u:hunter2@x")
+            .build()
+            .expect_err("scheme");
+        assert!(err.to_string().contains("invalid url"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(RabbitBusConfig::builder("amqp://x")
+            .prefetch(0)
+            .build()
+            .is_err());
+        assert!(RabbitBusConfig::builder("amqp://x")
+            .namespace("a b")
+            .build()
+            .is_err());
+        let c = RabbitBusConfig::builder("amqp://u:hunter2@h:5672/%2f")
+            .build()
+            .expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.dlq("g"), "eventsource.g.dlq");
+    }
+
+    #[test]
+    fn serde_reads_human_durations() {
+        let c: RabbitBusConfig = serde_json::from_str(
+            r#"{"url":"amqp://h","exchange_type":"fanout","queue_expires":"5m"}"#,
+        )
+        .expect("parse");
+        assert_eq!(c.exchange_type, ExchangeType::Fanout);
+        assert_eq!(c.queue_expires, Some(Duration::from_secs(300)));
+        c.validate().expect("valid");
+    }
+}

@@ -1,0 +1,317 @@
+//! One member of a consumer group: its own connection consuming the
+//! group's queue (basic.qos = prefetch), the workers, and reconnection.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventsource_core::dispatch::{run_worker, Delivery, KeyedQueue, Outcome, Settle};
+use eventsource_core::{Result, Subscription};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Acker;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{lock, Inner};
+use crate::dlq::{dead_letter_message, DeadBody};
+use crate::topology::{amqp_err, declare_group, short, Session, BACKEND};
+use crate::wire;
+
+/// What a worker needs to settle a message.
+pub(crate) struct Token {
+    acker: Acker,
+    routing_key: String,
+}
+
+pub(crate) struct Member {
+    inner: Arc<Inner>,
+    subscription: Subscription,
+    queue: KeyedQueue<Token>,
+    /// The consuming connection; kept open after `stop` until the workers
+    /// have acked, then closed (unacked messages go back to the queue).
+    session: tokio::sync::Mutex<Option<Session>>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Member {
+    /// Declares the group's topology (so a bad filter or an unreachable
+    /// broker fails here) and starts consuming.
+    pub(crate) async fn start(inner: Arc<Inner>, subscription: Subscription) -> Result<Arc<Self>> {
+        let session = Self::open(&inner, &subscription).await?;
+        let member = Arc::new(Member {
+            queue: KeyedQueue::new(usize::from(inner.config.prefetch)),
+            session: tokio::sync::Mutex::new(None),
+            stop: inner.shutdown.child_token(),
+            tasks: Mutex::new(Vec::new()),
+            inner,
+            subscription,
+        });
+        let mut tasks = vec![tokio::spawn(Arc::clone(&member).consume_loop(session))];
+        for _ in 0..member.subscription.concurrency() {
+            let m = Arc::clone(&member);
+            tasks.push(tokio::spawn(async move {
+                run_worker(
+                    BACKEND,
+                    &m.queue,
+                    &m.subscription,
+                    &m.stop,
+                    &m.inner.stats,
+                    &*m,
+                )
+                .await;
+            }));
+        }
+        *lock(&member.tasks) = tasks;
+        Ok(member)
+    }
+
+    pub(crate) fn group(&self) -> &str {
+        self.subscription.group()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.queue.in_flight()
+    }
+
+    async fn open(inner: &Inner, subscription: &Subscription) -> Result<Session> {
+        let session = Session::open(&inner.config, false).await?;
+        declare_group(
+            &session.channel,
+            &inner.config,
+            subscription.group(),
+            subscription.filter(),
+        )
+        .await?;
+        session
+            .channel
+            .basic_qos(inner.config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| amqp_err("setting prefetch (basic.qos)", e))?;
+        Ok(session)
+    }
+
+    /// Consumes until stopped; on a lost connection, reconnects with
+    /// backoff, declares the topology again and resumes.
+    async fn consume_loop(self: Arc<Self>, first: Session) {
+        let mut next_session = Some(first);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let session = match next_session.take() {
+                Some(s) => s,
+                None => match Self::open(&self.inner, &self.subscription).await {
+                    Ok(s) => {
+                        tracing::info!(group = self.group(), "rabbitmq consumer reconnected");
+                        backoff = Duration::from_millis(200);
+                        s
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = self.group(), error = %e, ?backoff, "rabbitmq reconnect failed");
+                        tokio::select! {
+                            () = self.stop.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            let channel = session.channel.clone();
+            if let Some(old) = self.session.lock().await.replace(session) {
+                old.close().await;
+            }
+            match self.consume(&channel).await {
+                Ok(()) => return, // stopped
+                Err(e) => {
+                    tracing::warn!(group = self.group(), error = %e, "rabbitmq consumer lost its channel");
+                    // What the dead channel delivered goes back to the queue on
+                    // the broker; the local copies must not be handled twice.
+                    let dropped = self.queue.drain().len();
+                    if dropped > 0 {
+                        tracing::debug!(dropped, "dropped local copies of requeued messages");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, channel: &lapin::Channel) -> Result<()> {
+        let queue = self.inner.config.queue(self.group());
+        let mut consumer = channel
+            .basic_consume(
+                short("queue", &queue)?,
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_err(format!("consuming `{queue}`"), e))?;
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => {
+                    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                    return Ok(());
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => self.accept(delivery).await,
+                    Some(Err(e)) => return Err(amqp_err(format!("consuming `{queue}`"), e)),
+                    None => return Err(eventsource_core::Error::backend(BACKEND, format!("consuming `{queue}`"), "the broker cancelled the consumer")),
+                },
+            }
+        }
+    }
+
+    async fn accept(&self, delivery: lapin::message::Delivery) {
+        let routing_key = delivery.routing_key.as_str().to_owned();
+        match wire::decode(&delivery.properties, &delivery.data) {
+            Ok(envelope) if self.subscription.filter().matches(&envelope) => {
+                let token = Token {
+                    acker: delivery.acker,
+                    routing_key,
+                };
+                self.queue
+                    .push_now(Delivery::new(Arc::new(envelope), token));
+            }
+            Ok(_) => {
+                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            }
+            Err(reason) => {
+                tracing::warn!(group = self.group(), %routing_key, %reason, "undecodable rabbitmq message, dead-lettering it");
+                let now = Utc::now();
+                let body = DeadBody::Raw {
+                    properties: delivery.properties.clone(),
+                    body: delivery.data.clone(),
+                };
+                let error = format!("cannot decode message: {reason}");
+                if self
+                    .dead_letter(&body, &routing_key, &error, 0, now, now)
+                    .await
+                {
+                    self.inner.stats.dead_lettered();
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                } else {
+                    let _ = delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Publishes a dead letter to the group's DLQ (confirmed); `true` on success.
+    async fn dead_letter(
+        &self,
+        body: &DeadBody,
+        routing_key: &str,
+        error: &str,
+        attempts: u32,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+    ) -> bool {
+        let config = &self.inner.config;
+        let dlq = config.dlq(self.group());
+        let message = dead_letter_message(
+            config,
+            self.group(),
+            body,
+            routing_key,
+            error,
+            attempts,
+            first,
+            last,
+            &dlq,
+        );
+        match self
+            .inner
+            .publish_confirmed(std::slice::from_ref(&message))
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "could not dead-letter; the message goes back to the queue");
+                false
+            }
+        }
+    }
+
+    /// Stops consuming and waits for the workers (until `deadline`, if
+    /// any, then aborts them); closes the connection. Returns how many
+    /// workers were aborted.
+    pub(crate) async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
+        self.stop.cancel();
+        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        let mut abandoned = 0;
+        for (i, mut t) in tasks.into_iter().enumerate() {
+            let finished = match deadline {
+                Some(d) => tokio::time::timeout_at(d, &mut t).await.is_ok(),
+                None => {
+                    let _ = (&mut t).await;
+                    true
+                }
+            };
+            if !finished {
+                t.abort();
+                if i > 0 {
+                    abandoned += 1;
+                }
+            }
+        }
+        if let Some(session) = self.session.lock().await.take() {
+            session.close().await;
+        }
+        abandoned
+    }
+}
+
+#[async_trait]
+impl Settle<Token> for Member {
+    async fn settle(&self, delivery: Delivery<Token>, outcome: Outcome) {
+        let Delivery {
+            envelope,
+            token,
+            attempts,
+            first_failed_at,
+        } = delivery;
+        if let Outcome::DeadLetter {
+            error,
+            last_failed_at,
+        } = outcome
+        {
+            let body = DeadBody::Envelope((*envelope).clone());
+            let first = first_failed_at.unwrap_or(last_failed_at);
+            if !self
+                .dead_letter(
+                    &body,
+                    &token.routing_key,
+                    &error,
+                    attempts,
+                    first,
+                    last_failed_at,
+                )
+                .await
+            {
+                let _ = token
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                return;
+            }
+        }
+        if let Err(e) = token.acker.ack(BasicAckOptions::default()).await {
+            // The channel is gone: the broker redelivers the message.
+            tracing::warn!(group = self.group(), error = %e, "ack failed; the message will be redelivered");
+        }
+    }
+}

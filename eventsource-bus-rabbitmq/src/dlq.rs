@@ -1,0 +1,324 @@
+//! Dead-letter queues: `{namespace}.{group}.dlq`, one per consumer group.
+//!
+//! A queue cannot be browsed in AMQP, so listing takes messages with
+//! `basic.get` on a channel of its own and closes it without acking: the
+//! broker puts them all back, in order. Replay and delete ack only the one
+//! message they act on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventsource_core::{
+    DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, EventEnvelope, Result,
+};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::BasicProperties;
+
+use crate::bus::{lock, Inner, Outgoing};
+use crate::topology::{amqp_err, queue_counts, short, Session};
+use crate::{wire, RabbitBusConfig};
+
+const H: &str = "x-eventsource-";
+
+/// What a dead letter carries: the event, or the message that did not decode.
+pub(crate) enum DeadBody {
+    Envelope(EventEnvelope),
+    Raw {
+        properties: BasicProperties,
+        body: Vec<u8>,
+    },
+}
+
+fn put(h: &mut FieldTable, name: &str, value: String) {
+    h.insert(
+        ShortString::from(format!("{H}{name}")),
+        AMQPValue::LongString(LongString::from(value)),
+    );
+}
+
+/// The message that goes to the DLQ: the original (re-encoded) event or
+/// raw message, with the failure in `x-eventsource-*` headers and a fresh
+/// message id, the dead letter's id.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dead_letter_message<'a>(
+    config: &RabbitBusConfig,
+    group: &str,
+    body: &DeadBody,
+    routing_key: &str,
+    error: &str,
+    attempts: u32,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    dlq: &'a str,
+) -> Outgoing<'a> {
+    let (properties, payload) = match body {
+        DeadBody::Envelope(e) => wire::encode(e, &config.source),
+        DeadBody::Raw { properties, body } => (properties.clone(), body.clone()),
+    };
+    let mut h = properties.headers().clone().unwrap_or_default();
+    put(&mut h, "error", error.to_owned());
+    put(&mut h, "attempts", attempts.to_string());
+    put(&mut h, "first-failed-at", first.to_rfc3339());
+    put(&mut h, "last-failed-at", last.to_rfc3339());
+    put(&mut h, "group", group.to_owned());
+    put(&mut h, "routing-key", routing_key.to_owned());
+    put(&mut h, "source", config.queue(group));
+    put(
+        &mut h,
+        "decoded",
+        matches!(body, DeadBody::Envelope(_)).to_string(),
+    );
+    let properties = properties
+        .with_headers(h)
+        .with_delivery_mode(2)
+        .with_message_id(uuid::Uuid::now_v7().to_string().into());
+    Outgoing {
+        // The default exchange routes by queue name: straight to this DLQ.
+        exchange: "",
+        routing_key: dlq.to_owned(),
+        properties,
+        body: payload,
+    }
+}
+
+fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> Result<DeadLetter> {
+    let h = wire::headers_as_text(properties);
+    let id = properties
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let bad = |what: &str| {
+        Error::backend(
+            crate::topology::BACKEND,
+            format!("reading dead letter {group}/{id}"),
+            format!("header `{H}{what}` missing or malformed"),
+        )
+    };
+    let text = |name: &str| {
+        h.get(&format!("{H}{name}"))
+            .cloned()
+            .ok_or_else(|| bad(name))
+    };
+    let time = |name: &str| -> Result<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&text(name)?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| bad(name))
+    };
+    let decoded = text("decoded")? == "true";
+    let (envelope, raw) = if decoded {
+        (
+            Some(wire::decode(properties, body).map_err(|_| bad("decoded"))?),
+            None,
+        )
+    } else {
+        let raw: BTreeMap<&str, String> = [("body", String::from_utf8_lossy(body).into_owned())]
+            .into_iter()
+            .chain(
+                h.iter()
+                    .filter(|(k, _)| !k.starts_with(H))
+                    .map(|(k, v)| (k.as_str(), v.clone())),
+            )
+            .collect();
+        (
+            None,
+            Some(serde_json::to_string(&raw).expect("a string map serializes")),
+        )
+    };
+    Ok(DeadLetter {
+        id: format!("{group}/{id}"),
+        group: group.to_owned(),
+        source: format!("{} ({})", text("source")?, text("routing-key")?),
+        envelope,
+        raw,
+        error: text("error")?,
+        attempts: text("attempts")?.parse().map_err(|_| bad("attempts"))?,
+        first_failed_at: time("first-failed-at")?,
+        last_failed_at: time("last-failed-at")?,
+    })
+}
+
+/// The [`DeadLetterQueue`] of a [`RabbitBus`](crate::RabbitBus). Ids are
+/// `{group}/{message id}`. Without a group, `list` covers the groups this
+/// bus has subscribed.
+pub(crate) struct RabbitDeadLetterQueue {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What to do with the dead letter a scan finds.
+enum Act {
+    Replay,
+    Delete,
+}
+
+impl RabbitDeadLetterQueue {
+    /// Takes up to `limit` messages of `group`'s DLQ without acking them,
+    /// and (for `act`) acts on the one with message id `target`. The
+    /// channel is closed at the end, so every other message goes back.
+    async fn scan(
+        &self,
+        group: &str,
+        limit: Option<usize>,
+        target: Option<(&str, Act)>,
+    ) -> Result<(Vec<DeadLetter>, bool)> {
+        let config = &self.inner.config;
+        let dlq = config.dlq(group);
+        let Some((count, _)) = queue_counts(config, &dlq).await? else {
+            return Ok((Vec::new(), false));
+        };
+        let session = Session::open(config, false).await?;
+        let result = self
+            .scan_on(&session, group, &dlq, count, limit, target)
+            .await;
+        session.close().await;
+        result
+    }
+
+    async fn scan_on(
+        &self,
+        session: &Session,
+        group: &str,
+        dlq: &str,
+        count: u32,
+        limit: Option<usize>,
+        target: Option<(&str, Act)>,
+    ) -> Result<(Vec<DeadLetter>, bool)> {
+        let config = &self.inner.config;
+        let mut letters = Vec::new();
+        let max = limit.unwrap_or(usize::MAX).min(count as usize);
+        while letters.len() < max {
+            let got = session
+                .channel
+                .basic_get(short("queue", dlq)?, BasicGetOptions { no_ack: false })
+                .await
+                .map_err(|e| amqp_err(format!("basic.get from `{dlq}`"), e))?;
+            let Some(message) = got else { break };
+            let d = message.delivery;
+            let letter = parse_letter(group, &d.properties, &d.data)?;
+            if let Some((id, act)) = &target {
+                if letter.id.split_once('/').map(|(_, m)| m) == Some(*id) {
+                    if let Act::Replay = act {
+                        let mut h = d.properties.headers().clone().unwrap_or_default();
+                        let cleaned: BTreeMap<ShortString, AMQPValue> = h
+                            .inner()
+                            .iter()
+                            .filter(|(k, _)| !k.as_str().starts_with(H))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        h = FieldTable::from(cleaned);
+                        let queue = config.queue(group);
+                        let message = Outgoing {
+                            exchange: "",
+                            routing_key: queue,
+                            properties: d.properties.clone().with_headers(h),
+                            body: d.data.clone(),
+                        };
+                        self.inner
+                            .publish_confirmed(std::slice::from_ref(&message))
+                            .await?;
+                        self.inner.stats.replayed();
+                    }
+                    d.acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(|e| amqp_err(format!("acking dead letter {}", letter.id), e))?;
+                    return Ok((vec![letter], true));
+                }
+            }
+            letters.push(letter);
+        }
+        Ok((letters, false))
+    }
+
+    fn groups(&self, query: &DeadLetterQuery) -> Vec<String> {
+        match &query.group {
+            Some(g) => vec![g.clone()],
+            None => lock(&self.inner.groups).iter().cloned().collect(),
+        }
+    }
+
+    async fn act(&self, id: &str, act: Act) -> Result<bool> {
+        let Some((group, message_id)) = id.split_once('/') else {
+            return Ok(false);
+        };
+        if eventsource_core::validate_name("group", group).is_err() {
+            return Ok(false);
+        }
+        let (_, found) = self.scan(group, None, Some((message_id, act))).await?;
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for RabbitDeadLetterQueue {
+    async fn list(&self, query: &DeadLetterQuery) -> Result<Vec<DeadLetter>> {
+        let mut all = Vec::new();
+        for group in self.groups(query) {
+            all.extend(self.scan(&group, query.limit, None).await?.0);
+        }
+        all.sort_by_key(|l| l.last_failed_at);
+        if let Some(limit) = query.limit {
+            all.truncate(limit);
+        }
+        Ok(all)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<DeadLetter>> {
+        let Some((group, _)) = id.split_once('/') else {
+            return Ok(None);
+        };
+        if eventsource_core::validate_name("group", group).is_err() {
+            return Ok(None);
+        }
+        Ok(self
+            .scan(group, None, None)
+            .await?
+            .0
+            .into_iter()
+            .find(|l| l.id == id))
+    }
+
+    async fn replay(&self, id: &str) -> Result<()> {
+        if self.act(id, Act::Replay).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("rabbitmq: dead letter `{id}`")))
+        }
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool> {
+        self.act(id, Act::Delete).await
+    }
+
+    async fn purge(&self, query: &DeadLetterQuery) -> Result<usize> {
+        if query.limit.is_some() {
+            // Only some: delete them one by one.
+            let letters = self.list(query).await?;
+            let mut n = 0;
+            for l in &letters {
+                n += usize::from(self.delete(&l.id).await?);
+            }
+            return Ok(n);
+        }
+        let config = &self.inner.config;
+        let mut n = 0;
+        for group in self.groups(query) {
+            let dlq = config.dlq(&group);
+            if queue_counts(config, &dlq).await?.is_none() {
+                continue;
+            }
+            let session = Session::open(config, false).await?;
+            let purged = session
+                .channel
+                .queue_purge(short("queue", &dlq)?, QueuePurgeOptions::default())
+                .await
+                .map_err(|e| amqp_err(format!("purging `{dlq}`"), e));
+            session.close().await;
+            n += purged? as usize;
+        }
+        Ok(n)
+    }
+}

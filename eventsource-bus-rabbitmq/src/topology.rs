@@ -1,0 +1,200 @@
+//! Connections and the topology: the events exchange, a durable queue per
+//! group bound with the group's filter, and the group's dead-letter queue.
+
+use eventsource_core::{Error, EventFilter, Result};
+use lapin::options::{
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::{ExchangeType, RabbitBusConfig};
+
+pub(crate) const BACKEND: &str = "rabbitmq";
+
+/// Maps a lapin error into the core error, saying what was being done.
+pub(crate) fn amqp_err(context: impl Into<String>, e: lapin::Error) -> Error {
+    Error::backend(BACKEND, context, e)
+}
+
+/// A connection and a channel on it.
+pub(crate) struct Session {
+    pub(crate) connection: Connection,
+    pub(crate) channel: Channel,
+}
+
+impl Session {
+    /// Connects and opens a channel, with publisher confirms if `confirm`.
+    pub(crate) async fn open(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
+        let connection = Connection::connect(&config.url, ConnectionProperties::default())
+            .await
+            .map_err(|e| {
+                amqp_err(
+                    format!(
+                        "connecting to {} (is RabbitMQ running? start it with `rabbitmq-server -detached`)",
+                        config.redacted_url()
+                    ),
+                    e,
+                )
+            })?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_err("opening a channel", e))?;
+        if confirm {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| amqp_err("enabling publisher confirms", e))?;
+        }
+        declare_exchange(&channel, config).await?;
+        Ok(Session {
+            connection,
+            channel,
+        })
+    }
+
+    /// Whether the channel can still be used.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Closes the connection (unacked messages go back to their queues).
+    pub(crate) async fn close(&self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+/// A short string, or a typed error naming `what` when longer than 255 bytes.
+pub(crate) fn short(what: &str, s: &str) -> Result<ShortString> {
+    ShortString::try_new(s)
+        .map_err(|_| Error::config(format!("rabbitmq: {what} `{s}` is longer than 255 bytes")))
+}
+
+pub(crate) async fn declare_exchange(channel: &Channel, config: &RabbitBusConfig) -> Result<()> {
+    let kind = match config.exchange_type {
+        ExchangeType::Topic => ExchangeKind::Topic,
+        ExchangeType::Direct => ExchangeKind::Direct,
+        ExchangeType::Fanout => ExchangeKind::Fanout,
+    };
+    let exchange = config.exchange();
+    channel
+        .exchange_declare(
+            short("exchange", &exchange)?,
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err(format!("declaring exchange `{exchange}`"), e))
+}
+
+/// The binding keys of `filter` on this exchange type.
+pub(crate) fn binding_keys(config: &RabbitBusConfig, filter: &EventFilter) -> Result<Vec<String>> {
+    match config.exchange_type {
+        ExchangeType::Topic => Ok(filter.binding_keys()),
+        ExchangeType::Fanout => Ok(vec![String::new()]),
+        ExchangeType::Direct => match filter {
+            EventFilter::Patterns(p) if p.iter().all(|k| !k.split('.').any(|w| w == "*" || w == "#")) => {
+                Ok(p.clone())
+            }
+            other => Err(Error::config(format!(
+                "rabbitmq: a direct exchange routes exact keys only; filter {other:?} needs a topic exchange \
+                 (or list exact routing keys like `Order.Placed`)"
+            ))),
+        },
+    }
+}
+
+fn queue_args(config: &RabbitBusConfig) -> FieldTable {
+    let mut args = FieldTable::default();
+    if let Some(expires) = config.queue_expires {
+        let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+    }
+    args
+}
+
+/// Declares the group's queue and dead-letter queue and binds the queue.
+pub(crate) async fn declare_group(
+    channel: &Channel,
+    config: &RabbitBusConfig,
+    group: &str,
+    filter: &EventFilter,
+) -> Result<()> {
+    let keys = binding_keys(config, filter)?;
+    for name in [config.queue(group), config.dlq(group)] {
+        channel
+            .queue_declare(
+                short("queue", &name)?,
+                QueueDeclareOptions::durable(),
+                queue_args(config),
+            )
+            .await
+            .map_err(|e| amqp_err(format!("declaring queue `{name}`"), e))?;
+    }
+    let queue = config.queue(group);
+    let exchange = config.exchange();
+    for key in keys {
+        channel
+            .queue_bind(
+                short("queue", &queue)?,
+                short("exchange", &exchange)?,
+                short("binding key", &key)?,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_err(format!("binding `{queue}` to `{exchange}` with `{key}`"), e))?;
+    }
+    Ok(())
+}
+
+/// `(messages ready, consumers)` of a queue, or `None` if it does not exist.
+pub(crate) async fn queue_counts(
+    config: &RabbitBusConfig,
+    name: &str,
+) -> Result<Option<(u32, u32)>> {
+    // A passive declare of a missing queue closes the channel: use a fresh one.
+    let session = Session::open(config, false).await?;
+    let result = session
+        .channel
+        .queue_declare(
+            short("queue", name)?,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    session.close().await;
+    Ok(result.ok().map(|q| (q.message_count(), q.consumer_count())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_exchange_takes_exact_keys_only() {
+        let mut config = RabbitBusConfig::default();
+        config.exchange_type = ExchangeType::Direct;
+        let exact = EventFilter::patterns(["Order.Placed"]).expect("valid");
+        assert_eq!(
+            binding_keys(&config, &exact).expect("exact"),
+            vec!["Order.Placed"]
+        );
+        let err = binding_keys(&config, &EventFilter::pattern("Order.*").expect("valid"))
+            .expect_err("wildcard");
+        assert!(err.to_string().contains("topic exchange"), "{err}");
+        config.exchange_type = ExchangeType::Fanout;
+        assert_eq!(
+            binding_keys(&config, &EventFilter::All).expect("fanout"),
+            vec![""]
+        );
+    }
+}
