@@ -181,8 +181,10 @@ mod tests {
 
     #[test]
     fn direct_exchange_takes_exact_keys_only() {
-        let mut config = RabbitBusConfig::default();
-        config.exchange_type = ExchangeType::Direct;
+        let mut config = RabbitBusConfig {
+            exchange_type: ExchangeType::Direct,
+            ..Default::default()
+        };
         let exact = EventFilter::patterns(["Order.Placed"]).expect("valid");
         assert_eq!(
             binding_keys(&config, &exact).expect("exact"),
