@@ -1,0 +1,188 @@
+//! Behaviour particular to the RabbitMQ backend: topic patterns as
+//! bindings, fanout and direct exchanges, raw messages that do not decode,
+//! queue stats.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_bus_rabbitmq::ExchangeType;
+use eventsource_core::testkit::{dead_letters_of, eventually, probe, OtherCreated, Recorder};
+use eventsource_core::{DomainEvent, Error, EventBus, EventEnvelope, EventFilter, Subscription};
+use serde::{Deserialize, Serialize};
+
+/// An event whose types come from its fields, to build any routing key.
+#[derive(Serialize, Deserialize)]
+struct Named {
+    aggregate: String,
+    event: String,
+}
+
+impl DomainEvent for Named {
+    fn event_type(&self) -> &str {
+        &self.event
+    }
+    fn aggregate_type(&self) -> &str {
+        &self.aggregate
+    }
+}
+
+fn named(aggregate: &str, event: &str) -> EventEnvelope {
+    EventEnvelope::new("id-1", 1, &Named { aggregate: aggregate.into(), event: event.into() }).expect("encodes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_patterns_route_through_bindings() {
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(common::config()).await);
+    let cases = [
+        ("user-star", "user.*", vec!["user.registered"]),
+        ("user-hash", "user.#", vec!["user.profile.updated", "user.registered"]),
+        ("star-registered", "*.registered", vec!["user.registered"]),
+        ("hash-completed", "#.completed", vec!["order.completed", "order.payment.completed"]),
+    ];
+    let mut recorders = Vec::new();
+    for (group, pattern, expected) in &cases {
+        let (rec, h) = Recorder::new(&format!("pattern `{pattern}`"));
+        let s = Subscription::builder(*group)
+            .filter(EventFilter::pattern(*pattern).expect("valid"))
+            .handler(h)
+            .build()
+            .expect("valid");
+        bus.subscribe(s).await.expect("subscribe");
+        recorders.push((rec, expected.clone()));
+    }
+    bus.publish(&[
+        named("user", "registered"),
+        named("user", "profile.updated"),
+        named("order", "completed"),
+        named("order", "payment.completed"),
+        named("order", "placed"),
+    ])
+    .await
+    .expect("publish");
+    for (rec, expected) in &mut recorders {
+        let got = rec.expect(expected.len(), Duration::from_secs(10)).await;
+        let mut keys: Vec<String> = got.iter().map(EventEnvelope::routing_key).collect();
+        keys.sort();
+        assert_eq!(&keys, expected);
+        rec.expect_nothing(Duration::from_millis(200)).await;
+    }
+    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_filters_client_side_and_direct_rejects_wildcards() {
+    let mut config = common::config();
+    config.exchange_type = ExchangeType::Fanout;
+    let bus = common::connect(config).await;
+    let (mut rec, h) = Recorder::new("fanout group filtering Probe.*");
+    bus.subscribe(
+        Subscription::builder("fan")
+            .filter(EventFilter::pattern("Probe.*").expect("valid"))
+            .handler(h)
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe");
+    let other = EventEnvelope::new("o-1", 1, &OtherCreated { n: 1 }).expect("encodes");
+    bus.publish(&[other, probe("p-1", 1, 2)]).await.expect("publish");
+    let got = rec.expect(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].aggregate_type, "Probe");
+    rec.expect_nothing(Duration::from_millis(300)).await;
+    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+
+    let mut config = common::config();
+    config.exchange_type = ExchangeType::Direct;
+    let bus = common::connect(config).await;
+    let err = bus
+        .subscribe(
+            Subscription::builder("direct")
+                .filter(EventFilter::pattern("Probe.*").expect("valid"))
+                .handler(Recorder::new("unused").1)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect_err("wildcards need a topic exchange");
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    let (mut rec, h) = Recorder::new("direct group on Probe.Created");
+    bus.subscribe(
+        Subscription::builder("direct")
+            .filter(EventFilter::patterns(["Probe.Created"]).expect("valid"))
+            .handler(h)
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("exact keys work");
+    bus.publish(&[probe("p-1", 1, 1)]).await.expect("publish");
+    rec.expect(1, Duration::from_secs(10)).await;
+    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_message_is_dead_lettered_raw_and_the_consumer_goes_on() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let config = common::config();
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
+    let (mut rec, h) = Recorder::new("group `raw`");
+    bus.subscribe(Subscription::builder("raw").handler(h).build().expect("valid"))
+        .await
+        .expect("subscribe");
+    let conn = lapin::Connection::connect(&config.url, lapin::ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ reachable");
+    let channel = conn.create_channel().await.expect("channel");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    channel
+        .basic_publish(
+            config.exchange().into(),
+            "Probe.Created".into(),
+            BasicPublishOptions::default(),
+            b"not json at all",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let good = probe("agg-1", 1, 1);
+    bus.publish(std::slice::from_ref(&good)).await.expect("publish");
+    assert_eq!(rec.expect(1, Duration::from_secs(10)).await[0].event_id, good.event_id);
+    let letters = dead_letters_of(&bus, "raw", 1, Duration::from_secs(10)).await;
+    assert!(letters[0].envelope.is_none());
+    assert!(letters[0].raw.as_deref().is_some_and(|r| r.contains("not json at all")), "{:?}", letters[0]);
+    assert!(letters[0].error.contains("cloudEvents:id"), "{}", letters[0].error);
+    assert!(letters[0].source.contains("Probe.Created"), "{}", letters[0].source);
+    let _ = conn.close(200, "bye".into()).await;
+    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_show_a_groups_backlog() {
+    let bus = common::connect(common::config()).await;
+    let (mut rec, h) = Recorder::new("group `lagging`");
+    let s = bus
+        .subscribe(Subscription::builder("lagging").handler(h).build().expect("valid"))
+        .await
+        .expect("subscribe");
+    bus.publish(&[probe("a", 1, 1)]).await.expect("publish");
+    rec.expect(1, Duration::from_secs(10)).await;
+    s.unsubscribe().await;
+    let events: Vec<_> = (2..=4).map(|v| probe("a", v, v)).collect();
+    bus.publish(&events).await.expect("publish");
+    let stats = eventually("three messages waiting", Duration::from_secs(10), || {
+        let bus = bus.clone();
+        async move {
+            let stats = bus.stats().await.expect("stats");
+            (stats.groups.get("lagging").map(|g| g.pending) == Some(3)).then_some(stats)
+        }
+    })
+    .await;
+    let g = &stats.groups["lagging"];
+    assert_eq!(g.members, 0, "{g:?}");
+    assert_eq!(stats.published, 4);
+    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+}
