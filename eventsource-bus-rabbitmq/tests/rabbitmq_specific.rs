@@ -29,7 +29,15 @@ impl DomainEvent for Named {
 }
 
 fn named(aggregate: &str, event: &str) -> EventEnvelope {
-    EventEnvelope::new("id-1", 1, &Named { aggregate: aggregate.into(), event: event.into() }).expect("encodes")
+    EventEnvelope::new(
+        "id-1",
+        1,
+        &Named {
+            aggregate: aggregate.into(),
+            event: event.into(),
+        },
+    )
+    .expect("encodes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,9 +45,17 @@ async fn seed_patterns_route_through_bindings() {
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(common::config()).await);
     let cases = [
         ("user-star", "user.*", vec!["user.registered"]),
-        ("user-hash", "user.#", vec!["user.profile.updated", "user.registered"]),
+        (
+            "user-hash",
+            "user.#",
+            vec!["user.profile.updated", "user.registered"],
+        ),
         ("star-registered", "*.registered", vec!["user.registered"]),
-        ("hash-completed", "#.completed", vec!["order.completed", "order.payment.completed"]),
+        (
+            "hash-completed",
+            "#.completed",
+            vec!["order.completed", "order.payment.completed"],
+        ),
     ];
     let mut recorders = Vec::new();
     for (group, pattern, expected) in &cases {
@@ -68,7 +84,9 @@ async fn seed_patterns_route_through_bindings() {
         assert_eq!(&keys, expected);
         rec.expect_nothing(Duration::from_millis(200)).await;
     }
-    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,11 +105,15 @@ async fn fanout_filters_client_side_and_direct_rejects_wildcards() {
     .await
     .expect("subscribe");
     let other = EventEnvelope::new("o-1", 1, &OtherCreated { n: 1 }).expect("encodes");
-    bus.publish(&[other, probe("p-1", 1, 2)]).await.expect("publish");
+    bus.publish(&[other, probe("p-1", 1, 2)])
+        .await
+        .expect("publish");
     let got = rec.expect(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].aggregate_type, "Probe");
     rec.expect_nothing(Duration::from_millis(300)).await;
-    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
 
     let mut config = common::config();
     config.exchange_type = ExchangeType::Direct;
@@ -119,7 +141,9 @@ async fn fanout_filters_client_side_and_direct_rejects_wildcards() {
     .expect("exact keys work");
     bus.publish(&[probe("p-1", 1, 1)]).await.expect("publish");
     rec.expect(1, Duration::from_secs(10)).await;
-    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,14 +152,22 @@ async fn garbage_message_is_dead_lettered_raw_and_the_consumer_goes_on() {
     let config = common::config();
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
     let (mut rec, h) = Recorder::new("group `raw`");
-    bus.subscribe(Subscription::builder("raw").handler(h).build().expect("valid"))
-        .await
-        .expect("subscribe");
+    bus.subscribe(
+        Subscription::builder("raw")
+            .handler(h)
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe");
     let conn = lapin::Connection::connect(&config.url, lapin::ConnectionProperties::default())
         .await
         .expect("RabbitMQ reachable");
     let channel = conn.create_channel().await.expect("channel");
-    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
     channel
         .basic_publish(
             config.exchange().into(),
@@ -149,15 +181,37 @@ async fn garbage_message_is_dead_lettered_raw_and_the_consumer_goes_on() {
         .await
         .expect("confirm");
     let good = probe("agg-1", 1, 1);
-    bus.publish(std::slice::from_ref(&good)).await.expect("publish");
-    assert_eq!(rec.expect(1, Duration::from_secs(10)).await[0].event_id, good.event_id);
+    bus.publish(std::slice::from_ref(&good))
+        .await
+        .expect("publish");
+    assert_eq!(
+        rec.expect(1, Duration::from_secs(10)).await[0].event_id,
+        good.event_id
+    );
     let letters = dead_letters_of(&bus, "raw", 1, Duration::from_secs(10)).await;
     assert!(letters[0].envelope.is_none());
-    assert!(letters[0].raw.as_deref().is_some_and(|r| r.contains("not json at all")), "{:?}", letters[0]);
-    assert!(letters[0].error.contains("cloudEvents:id"), "{}", letters[0].error);
-    assert!(letters[0].source.contains("Probe.Created"), "{}", letters[0].source);
+    assert!(
+        letters[0]
+            .raw
+            .as_deref()
+            .is_some_and(|r| r.contains("not json at all")),
+        "{:?}",
+        letters[0]
+    );
+    assert!(
+        letters[0].error.contains("cloudEvents:id"),
+        "{}",
+        letters[0].error
+    );
+    assert!(
+        letters[0].source.contains("Probe.Created"),
+        "{}",
+        letters[0].source
+    );
     let _ = conn.close(200, "bye".into()).await;
-    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +219,12 @@ async fn stats_show_a_groups_backlog() {
     let bus = common::connect(common::config()).await;
     let (mut rec, h) = Recorder::new("group `lagging`");
     let s = bus
-        .subscribe(Subscription::builder("lagging").handler(h).build().expect("valid"))
+        .subscribe(
+            Subscription::builder("lagging")
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
         .await
         .expect("subscribe");
     bus.publish(&[probe("a", 1, 1)]).await.expect("publish");
@@ -184,5 +243,7 @@ async fn stats_show_a_groups_backlog() {
     let g = &stats.groups["lagging"];
     assert_eq!(g.members, 0, "{g:?}");
     assert_eq!(stats.published, 4);
-    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
 }

@@ -102,6 +102,7 @@ async fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
         seen.insert(id);
     }
     server.kill().await.expect("kill redis-server");
+    assert!(!publisher.is_finished(), "the outage must land mid-stream");
     tokio::time::sleep(Duration::from_millis(500)).await; // the outage itself
     let _server = start_redis(port, &dir).await;
 
