@@ -31,6 +31,36 @@ impl<A: Aggregate> AggregateRoot<A> {
         }
     }
 
+    /// Rebuilds an aggregate from a snapshot of its state at `version`,
+    /// for loaders that keep snapshots; apply the events after it with
+    /// [`apply_stored`](Self::apply_stored).
+    pub fn restore(id: impl Into<String>, version: u64, state: A) -> Self {
+        AggregateRoot {
+            id: id.into(),
+            version,
+            state,
+            uncommitted: Vec::new(),
+        }
+    }
+
+    /// Applies one stored event: decodes it, evolves the state and moves
+    /// the version to the event's. Fails with [`Error::Decode`] when the
+    /// payload does not decode, and with [`Error::Concurrency`] when the
+    /// event is not the next version.
+    pub fn apply_stored(&mut self, envelope: &EventEnvelope) -> Result<()> {
+        if envelope.aggregate_version != self.version + 1 {
+            return Err(Error::Concurrency {
+                stream: envelope.stream_name(),
+                expected: format!("event version {} next", self.version + 1),
+                actual: envelope.aggregate_version,
+            });
+        }
+        let event = envelope.decode::<A::Event>()?;
+        self.state.apply(&event);
+        self.version = envelope.aggregate_version;
+        Ok(())
+    }
+
     /// The aggregate's id.
     pub fn id(&self) -> &str {
         &self.id
@@ -155,6 +185,11 @@ impl<A: Aggregate> Repository<A> {
         stream_name(A::TYPE, id)
     }
 
+    /// The event store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
     /// Loads an aggregate by replaying its stream; an unknown id gives a new,
     /// empty aggregate at version 0.
     pub async fn load(&self, id: &str) -> Result<AggregateRoot<A>> {
@@ -166,9 +201,7 @@ impl<A: Aggregate> Repository<A> {
             .await?;
         let mut root = AggregateRoot::<A>::new(id);
         for envelope in &events {
-            let event = envelope.decode::<A::Event>()?;
-            root.state.apply(&event);
-            root.version = envelope.aggregate_version;
+            root.apply_stored(envelope)?;
         }
         Ok(root)
     }
