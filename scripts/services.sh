@@ -15,7 +15,7 @@ wait_port() { # name port seconds
 }
 
 # Which services the workspace's tests need; later crates add theirs here.
-NEEDED_SERVICES=${NEEDED_SERVICES:-redis rabbitmq}
+NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis rabbitmq}
 
 ensure_services() {
     local s
@@ -46,4 +46,17 @@ ensure_rabbitmq() {
     echo "==> starting RabbitMQ on 127.0.0.1:5672"
     rabbitmq-server -detached
     wait_port RabbitMQ 5672 90
+}
+
+ensure_postgres() {
+    if port_open 5432; then return 0; fi
+    if ! command -v pg_ctlcluster >/dev/null; then
+        echo "==> installing postgresql"
+        apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    fi
+    echo "==> starting PostgreSQL on 127.0.0.1:5432"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+    wait_port PostgreSQL 5432 60
+    # The tests connect as postgres without a password, to database `test`.
+    su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='test'\" | grep -q 1 || createdb test" || true
 }

@@ -1,0 +1,167 @@
+//! Catch-up reading for projections: from a stored checkpoint through
+//! everything stored, then following new events as they are appended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use eventsource_core::{BoxError, Error, EventStore, RecordedEvent, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{db_err, ts};
+use crate::SqlEventStore;
+
+/// Builds a read model from events in global order.
+#[async_trait]
+pub trait ProjectionHandler: Send + Sync {
+    /// Handles one event. An error stops the runner; the checkpoint stays
+    /// at the last completed batch, so the batch is handled again on the
+    /// next run (make handlers idempotent, e.g. by position).
+    async fn handle(&self, event: &RecordedEvent) -> std::result::Result<(), BoxError>;
+}
+
+/// Named checkpoints (the last position a projection completed), in the SQL store.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    store: SqlEventStore,
+}
+
+impl Checkpoints {
+    /// Checkpoints kept in `store`'s database.
+    pub fn new(store: SqlEventStore) -> Self {
+        Checkpoints { store }
+    }
+
+    /// The position `name` has completed (0 if never run).
+    pub async fn load(&self, name: &str) -> Result<u64> {
+        let p: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM es_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.store.pool)
+                .await
+                .map_err(|e| {
+                    db_err(
+                        self.store.backend(),
+                        format!("reading checkpoint `{name}`"),
+                        e,
+                    )
+                })?;
+        Ok(p.and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
+    }
+
+    /// Records that `name` has completed `position`.
+    pub async fn save(&self, name: &str, position: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO es_checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .bind(ts(Utc::now()))
+        .execute(&self.store.pool)
+        .await
+        .map_err(|e| db_err(self.store.backend(), format!("saving checkpoint `{name}`"), e))?;
+        Ok(())
+    }
+}
+
+/// Runs a [`ProjectionHandler`] over `read_all`, from its checkpoint.
+pub struct CatchUpRunner {
+    name: String,
+    store: Arc<dyn EventStore>,
+    checkpoints: Checkpoints,
+    handler: Arc<dyn ProjectionHandler>,
+    batch_size: usize,
+    poll_interval: Duration,
+}
+
+impl CatchUpRunner {
+    /// A runner for projection `name` (batches of 500, polling every 100 ms when live).
+    pub fn new(
+        name: impl Into<String>,
+        store: Arc<dyn EventStore>,
+        checkpoints: Checkpoints,
+        handler: Arc<dyn ProjectionHandler>,
+    ) -> Self {
+        CatchUpRunner {
+            name: name.into(),
+            store,
+            checkpoints,
+            handler,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// Events read per batch (one checkpoint per batch).
+    #[must_use]
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// How often to look for new events once caught up.
+    #[must_use]
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Handles one batch after `position`; returns the new position and how many were handled.
+    async fn step(&self, position: u64) -> Result<(u64, usize)> {
+        let batch = self.store.read_all(position, self.batch_size).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
+            return Ok((position, 0));
+        };
+        for event in &batch {
+            self.handler
+                .handle(event)
+                .await
+                .map_err(|e| Error::Backend {
+                    backend: "projection",
+                    context: format!(
+                        "projection `{}` failed at position {}",
+                        self.name, event.position
+                    ),
+                    source: e,
+                })?;
+        }
+        self.checkpoints.save(&self.name, last).await?;
+        Ok((last, batch.len()))
+    }
+
+    /// Handles everything stored after the checkpoint and returns the
+    /// position reached (for rebuilds and tests).
+    pub async fn catch_up(&self) -> Result<u64> {
+        let mut position = self.checkpoints.load(&self.name).await?;
+        loop {
+            let (next, n) = self.step(position).await?;
+            if n == 0 {
+                return Ok(position);
+            }
+            position = next;
+            tracing::info!(projection = %self.name, position, "catching up");
+        }
+    }
+
+    /// Catches up, then follows new events until `stop` is cancelled.
+    /// Returns the error of a failing handler or store.
+    pub async fn run(&self, stop: CancellationToken) -> Result<()> {
+        let mut position = self.checkpoints.load(&self.name).await?;
+        tracing::info!(projection = %self.name, position, "projection starting");
+        loop {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let (next, n) = self.step(position).await?;
+            position = next;
+            if n == 0 {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                }
+            }
+        }
+    }
+}

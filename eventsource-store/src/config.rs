@@ -1,0 +1,144 @@
+//! Configuration of the SQL event store.
+
+use std::time::Duration;
+
+use eventsource_core::{redact_url, Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// `sqlite://path.db` or `sqlite::memory:` — the embedded default.
+    Sqlite,
+    /// `postgres://user:password@host/db` — for production.
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect of `url`, or a configuration error.
+    pub fn of(url: &str) -> Result<Dialect> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else {
+            Err(Error::config(format!(
+                "event store: unsupported url `{}`: use sqlite://FILE or postgres://USER@HOST/DB",
+                redact_url(url)
+            )))
+        }
+    }
+
+    /// The backend name used in errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+/// How to open the store.
+///
+/// ```
+/// use eventsource_store::StoreConfig;
+///
+/// let config = StoreConfig::builder("sqlite://events.db").outbox(true).build()?;
+/// assert!(config.outbox);
+/// assert!(StoreConfig::builder("mysql://x").build().is_err());
+/// # Ok::<(), eventsource_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// `sqlite://FILE` (created if missing) or `postgres://USER:PASSWORD@HOST/DB`.
+    pub url: String,
+    /// Writes an outbox row for every appended event, in the same
+    /// transaction, for an [`OutboxRelay`](crate::OutboxRelay) to publish.
+    pub outbox: bool,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a connection (and, on SQLite, for the write lock).
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("outbox", &self.outbox)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://eventsource.db".to_owned(),
+            outbox: false,
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Starts from the defaults with `url`.
+    pub fn builder(url: impl Into<String>) -> StoreConfigBuilder {
+        StoreConfigBuilder(StoreConfig {
+            url: url.into(),
+            ..Self::default()
+        })
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<Dialect> {
+        let dialect = Dialect::of(&self.url)?;
+        if self.max_connections == 0 {
+            return Err(Error::config(
+                "event store: max_connections must be at least 1",
+            ));
+        }
+        if self.acquire_timeout.is_zero() {
+            return Err(Error::config(
+                "event store: acquire_timeout must be more than zero",
+            ));
+        }
+        Ok(dialect)
+    }
+}
+
+/// Builds a validated [`StoreConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct StoreConfigBuilder(StoreConfig);
+
+impl StoreConfigBuilder {
+    /// See [`StoreConfig::outbox`].
+    pub fn outbox(mut self, enabled: bool) -> Self {
+        self.0.outbox = enabled;
+        self
+    }
+
+    /// See [`StoreConfig::max_connections`].
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.0.max_connections = n;
+        self
+    }
+
+    /// See [`StoreConfig::acquire_timeout`].
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.0.acquire_timeout = timeout;
+        self
+    }
+
+    /// Validates and returns the config.
+    pub fn build(self) -> Result<StoreConfig> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+}

@@ -1,0 +1,138 @@
+//! Embedded migrations, one list per dialect, applied in order at connect.
+
+use eventsource_core::Result;
+use sqlx::AnyPool;
+
+use crate::store::db_err;
+use crate::Dialect;
+
+/// `(version, statements)`; append new versions, never edit old ones.
+fn migrations(dialect: Dialect) -> Vec<(i64, Vec<&'static str>)> {
+    match dialect {
+        Dialect::Postgres => vec![(
+            1,
+            vec![
+                "CREATE TABLE IF NOT EXISTS es_events (
+                    position BIGSERIAL PRIMARY KEY,
+                    stream TEXT NOT NULL,
+                    version BIGINT NOT NULL,
+                    event_id TEXT NOT NULL UNIQUE,
+                    event_type TEXT NOT NULL,
+                    schema_version INTEGER NOT NULL,
+                    aggregate_type TEXT NOT NULL,
+                    aggregate_id TEXT NOT NULL,
+                    occurred_at TEXT NOT NULL,
+                    correlation_id TEXT,
+                    causation_id TEXT,
+                    metadata TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    UNIQUE (stream, version))",
+                "CREATE TABLE IF NOT EXISTS es_outbox (
+                    id BIGSERIAL PRIMARY KEY,
+                    event_id TEXT NOT NULL,
+                    envelope TEXT NOT NULL,
+                    created_at TEXT NOT NULL,
+                    sent_at TEXT,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT)",
+                "CREATE INDEX IF NOT EXISTS es_outbox_unsent ON es_outbox (id) WHERE sent_at IS NULL",
+                "CREATE TABLE IF NOT EXISTS es_snapshots (
+                    stream TEXT PRIMARY KEY,
+                    version BIGINT NOT NULL,
+                    schema_version INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    taken_at TEXT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS es_checkpoints (
+                    name TEXT PRIMARY KEY,
+                    position BIGINT NOT NULL,
+                    updated_at TEXT NOT NULL)",
+            ],
+        )],
+        Dialect::Sqlite => vec![(
+            1,
+            vec![
+                "CREATE TABLE IF NOT EXISTS es_events (
+                    position INTEGER PRIMARY KEY AUTOINCREMENT,
+                    stream TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    event_id TEXT NOT NULL UNIQUE,
+                    event_type TEXT NOT NULL,
+                    schema_version INTEGER NOT NULL,
+                    aggregate_type TEXT NOT NULL,
+                    aggregate_id TEXT NOT NULL,
+                    occurred_at TEXT NOT NULL,
+                    correlation_id TEXT,
+                    causation_id TEXT,
+                    metadata TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    UNIQUE (stream, version))",
+                "CREATE TABLE IF NOT EXISTS es_outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    event_id TEXT NOT NULL,
+                    envelope TEXT NOT NULL,
+                    created_at TEXT NOT NULL,
+                    sent_at TEXT,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT)",
+                "CREATE INDEX IF NOT EXISTS es_outbox_unsent ON es_outbox (id) WHERE sent_at IS NULL",
+                "CREATE TABLE IF NOT EXISTS es_snapshots (
+                    stream TEXT PRIMARY KEY,
+                    version INTEGER NOT NULL,
+                    schema_version INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    taken_at TEXT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS es_checkpoints (
+                    name TEXT PRIMARY KEY,
+                    position INTEGER NOT NULL,
+                    updated_at TEXT NOT NULL)",
+            ],
+        )],
+    }
+}
+
+/// Applies the migrations not yet applied, each in its own transaction.
+pub(crate) async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<()> {
+    let backend = dialect.name();
+    sqlx::query("CREATE TABLE IF NOT EXISTS es_schema_version (version BIGINT PRIMARY KEY)")
+        .execute(pool)
+        .await
+        .map_err(|e| db_err(backend, "creating es_schema_version", e))?;
+    for (version, statements) in migrations(dialect) {
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| db_err(backend, "starting a migration", e))?;
+        if dialect == Dialect::Postgres {
+            // Two processes migrating at once take turns.
+            sqlx::query("SELECT pg_advisory_xact_lock(7426000)")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_err(backend, "locking for migration", e))?;
+        }
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM es_schema_version WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| db_err(backend, "reading es_schema_version", e))?;
+        if applied.is_some() {
+            continue;
+        }
+        for statement in statements {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_err(backend, format!("applying migration {version}"), e))?;
+        }
+        sqlx::query("INSERT INTO es_schema_version (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_err(backend, "recording migration", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| db_err(backend, "committing migration", e))?;
+        tracing::info!(version, backend, "applied event store migration");
+    }
+    Ok(())
+}

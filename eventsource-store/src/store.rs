@@ -1,0 +1,328 @@
+//! [`SqlEventStore`]: the [`EventStore`] on SQLite or PostgreSQL.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use eventsource_core::{
+    redact_url, AppendResult, Error, EventEnvelope, EventStore, ExpectedVersion, RecordedEvent,
+    Result,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::{schema, Dialect, StoreConfig};
+
+/// Maps a sqlx error into the core error, naming the database and the operation.
+pub(crate) fn db_err(backend: &'static str, context: impl Into<String>, e: sqlx::Error) -> Error {
+    Error::backend(backend, context, e)
+}
+
+/// Timestamps are stored as RFC 3339 text in UTC with nanoseconds, so an
+/// envelope reads back exactly as it was appended.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// An event store on SQLite (embedded) or PostgreSQL (production), chosen by URL.
+///
+/// Appends run in one transaction per batch: the expected version is
+/// checked, every event inserted (a duplicate `event_id` rejects the
+/// whole batch), and — when the outbox is enabled — an outbox row written
+/// per event, committed together with the events. Appends are serialized
+/// (a PostgreSQL advisory lock, SQLite's write lock), so global positions
+/// are committed in order and a `read_all` reader never skips an event that
+/// commits later with a lower position.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use eventsource_core::EventStore;
+/// use eventsource_store::{SqlEventStore, StoreConfig};
+///
+/// # async fn run() -> eventsource_core::Result<()> {
+/// let store: Arc<dyn EventStore> =
+///     Arc::new(SqlEventStore::connect(StoreConfig::builder("sqlite://events.db").build()?).await?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqlEventStore {
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
+    pub(crate) config: StoreConfig,
+}
+
+impl std::fmt::Debug for SqlEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlEventStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "position, stream, version, event_id, event_type, schema_version, aggregate_type, \
+     aggregate_id, occurred_at, correlation_id, causation_id, metadata, payload";
+
+impl SqlEventStore {
+    /// Connects (creating a SQLite file if missing) and applies migrations.
+    pub async fn connect(config: StoreConfig) -> Result<Self> {
+        let dialect = config.validate()?;
+        sqlx::any::install_default_drivers();
+        let url = match dialect {
+            Dialect::Sqlite
+                if !config.url.contains("mode=") && !config.url.contains(":memory:") =>
+            {
+                let sep = if config.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}mode=rwc", config.url)
+            }
+            _ => config.url.clone(),
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout);
+        if dialect == Dialect::Sqlite {
+            let busy_ms = config.acquire_timeout.as_millis();
+            options = options.after_connect(move |conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query(&format!("PRAGMA busy_timeout = {busy_ms}"))
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await.map_err(|e| {
+            db_err(
+                dialect.name(),
+                format!("connecting to {}", redact_url(&config.url)),
+                e,
+            )
+        })?;
+        schema::migrate(&pool, dialect).await?;
+        Ok(SqlEventStore {
+            pool,
+            dialect,
+            config,
+        })
+    }
+
+    /// The database kind.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The connection pool (for projections that share the database).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn backend(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    /// Starts a write transaction: `BEGIN IMMEDIATE` on SQLite, so the
+    /// write lock is taken up front instead of failing on upgrade.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        };
+        tx.map_err(|e| db_err(self.backend(), "starting a transaction", e))
+    }
+
+    async fn append_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventEnvelope],
+    ) -> Result<AppendResult> {
+        let backend = self.backend();
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7426001)")
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| db_err(backend, "locking for append", e))?;
+        }
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM es_events WHERE stream = $1")
+                .bind(stream)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(|e| db_err(backend, format!("reading the version of `{stream}`"), e))?;
+        let current = u64::try_from(current).unwrap_or(0);
+        expected.check(stream, current)?;
+        let mut ids = HashSet::new();
+        for (i, e) in events.iter().enumerate() {
+            if !ids.insert(e.event_id) {
+                return Err(Error::DuplicateEvent {
+                    stream: stream.to_owned(),
+                    event_id: e.event_id.to_string(),
+                });
+            }
+            let want = current + 1 + i as u64;
+            if e.aggregate_version != want {
+                return Err(Error::Concurrency {
+                    stream: stream.to_owned(),
+                    expected: format!("event {} to carry version {want}", e.event_id),
+                    actual: e.aggregate_version,
+                });
+            }
+        }
+        let now = ts(Utc::now());
+        let mut last_position = 0;
+        for e in events {
+            let version = i64::try_from(e.aggregate_version).map_err(|_| {
+                Error::config(format!(
+                    "aggregate version {} is too large",
+                    e.aggregate_version
+                ))
+            })?;
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO es_events (stream, version, event_id, event_type, schema_version, aggregate_type, \
+                 aggregate_id, occurred_at, correlation_id, causation_id, metadata, payload) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING position",
+            )
+            .bind(stream)
+            .bind(version)
+            .bind(e.event_id.to_string())
+            .bind(&e.event_type)
+            .bind(i64::from(e.schema_version))
+            .bind(&e.aggregate_type)
+            .bind(&e.aggregate_id)
+            .bind(ts(e.occurred_at))
+            .bind(e.correlation_id.clone())
+            .bind(e.causation_id.clone())
+            .bind(serde_json::to_string(&e.metadata).expect("a string map serializes"))
+            .bind(e.payload.to_string())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.is_unique_violation() && db.message().contains("event_id") => {
+                    Error::DuplicateEvent {
+                        stream: stream.to_owned(),
+                        event_id: e.event_id.to_string(),
+                    }
+                }
+                sqlx::Error::Database(db) if db.is_unique_violation() => Error::Concurrency {
+                    stream: stream.to_owned(),
+                    expected: expected.to_string(),
+                    actual: current,
+                },
+                _ => db_err(backend, format!("appending to `{stream}`"), err),
+            })?;
+            last_position = position;
+            if self.config.outbox {
+                sqlx::query(
+                    "INSERT INTO es_outbox (event_id, envelope, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(e.event_id.to_string())
+                .bind(serde_json::to_string(e).expect("an envelope serializes"))
+                .bind(&now)
+                .execute(&mut **tx)
+                .await
+                .map_err(|err| db_err(backend, "writing the outbox", err))?;
+            }
+        }
+        Ok(AppendResult {
+            version: current + events.len() as u64,
+            last_position: u64::try_from(last_position).unwrap_or(0),
+        })
+    }
+}
+
+pub(crate) fn envelope_from_row(row: &AnyRow, backend: &'static str) -> Result<RecordedEvent> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        Error::backend(
+            backend,
+            "reading an event row",
+            format!("column `{what}`: {e}"),
+        )
+    };
+    let get_s = |name: &str| row.try_get::<String, _>(name).map_err(|e| bad(name, &e));
+    let get_i = |name: &str| row.try_get::<i64, _>(name).map_err(|e| bad(name, &e));
+    let occurred_at = DateTime::parse_from_rfc3339(&get_s("occurred_at")?)
+        .map_err(|e| bad("occurred_at", &e))?
+        .with_timezone(&Utc);
+    let envelope = EventEnvelope {
+        event_id: get_s("event_id")?
+            .parse()
+            .map_err(|e| bad("event_id", &e))?,
+        event_type: get_s("event_type")?,
+        schema_version: u32::try_from(get_i("schema_version")?)
+            .map_err(|e| bad("schema_version", &e))?,
+        aggregate_type: get_s("aggregate_type")?,
+        aggregate_id: get_s("aggregate_id")?,
+        aggregate_version: u64::try_from(get_i("version")?).map_err(|e| bad("version", &e))?,
+        occurred_at,
+        correlation_id: row
+            .try_get::<Option<String>, _>("correlation_id")
+            .map_err(|e| bad("correlation_id", &e))?,
+        causation_id: row
+            .try_get::<Option<String>, _>("causation_id")
+            .map_err(|e| bad("causation_id", &e))?,
+        metadata: serde_json::from_str(&get_s("metadata")?).map_err(|e| bad("metadata", &e))?,
+        payload: serde_json::from_str(&get_s("payload")?).map_err(|e| bad("payload", &e))?,
+    };
+    Ok(RecordedEvent {
+        position: u64::try_from(get_i("position")?).map_err(|e| bad("position", &e))?,
+        stream: get_s("stream")?,
+        envelope,
+    })
+}
+
+#[async_trait]
+impl EventStore for SqlEventStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventEnvelope],
+    ) -> Result<AppendResult> {
+        let mut tx = self.begin_write().await?;
+        let result = self.append_in(&mut tx, stream, expected, events).await?;
+        tx.commit().await.map_err(|e| {
+            db_err(
+                self.backend(),
+                format!("committing the append to `{stream}`"),
+                e,
+            )
+        })?;
+        Ok(result)
+    }
+
+    async fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<EventEnvelope>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM es_events WHERE stream = $1 AND version >= $2 ORDER BY version"
+        ))
+        .bind(stream)
+        .bind(i64::try_from(from_version).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(self.backend(), format!("reading `{stream}`"), e))?;
+        rows.iter()
+            .map(|r| envelope_from_row(r, self.backend()).map(|r| r.envelope))
+            .collect()
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM es_events WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .bind(i64::try_from(after_position).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(self.backend(), "reading all streams", e))?;
+        rows.iter()
+            .map(|r| envelope_from_row(r, self.backend()))
+            .collect()
+    }
+}
