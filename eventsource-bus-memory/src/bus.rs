@@ -18,7 +18,7 @@ use crate::consumer::run_member_worker;
 use crate::dlq::{DeadLetters, MemoryDeadLetterQueue};
 use crate::group::Group;
 use crate::MemoryBusConfig;
-use eventsource_core::dispatch::Counters;
+use eventsource_core::dispatch::{join_tasks, Counters};
 
 /// An in-process event bus with the full delivery contract: consumer
 /// groups, per-aggregate order, retries, a dead-letter queue and draining
@@ -101,10 +101,7 @@ impl Inner {
         let member = lock(&self.members).remove(&id);
         if let Some(member) = member {
             member.stop.cancel();
-            for worker in member.workers {
-                // A worker that panicked outside a handler has nothing left to clean up.
-                let _ = worker.await;
-            }
+            join_tasks(member.workers, 0, None).await;
             member.group.leave();
         }
     }

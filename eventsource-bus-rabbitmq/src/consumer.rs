@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventsource_core::dispatch::{run_worker, Delivery, KeyedQueue, Outcome, Settle};
+use eventsource_core::dispatch::{join_tasks, run_worker, Delivery, KeyedQueue, Outcome, Settle};
 use eventsource_core::{Result, Subscription};
 use futures::StreamExt;
 use lapin::options::{
@@ -249,22 +249,7 @@ impl Member {
     pub(crate) async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
         self.stop.cancel();
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
-        let mut abandoned = 0;
-        for (i, mut t) in tasks.into_iter().enumerate() {
-            let finished = match deadline {
-                Some(d) => tokio::time::timeout_at(d, &mut t).await.is_ok(),
-                None => {
-                    let _ = (&mut t).await;
-                    true
-                }
-            };
-            if !finished {
-                t.abort();
-                if i > 0 {
-                    abandoned += 1;
-                }
-            }
-        }
+        let abandoned = join_tasks(tasks, 1, deadline).await;
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
         }

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
-use eventsource_core::EventEnvelope;
+use eventsource_core::{cloudevents, EventEnvelope};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 
@@ -22,34 +21,8 @@ fn put(headers: &mut FieldTable, name: &str, value: impl Into<String>) {
 /// Properties (persistent, JSON, message id = event id) and body.
 pub(crate) fn encode(envelope: &EventEnvelope, source: &str) -> (BasicProperties, Vec<u8>) {
     let mut h = FieldTable::default();
-    put(&mut h, "specversion", "1.0");
-    put(&mut h, "id", envelope.event_id.to_string());
-    put(&mut h, "type", envelope.event_type.clone());
-    put(&mut h, "source", source);
-    put(&mut h, "subject", envelope.aggregate_id.clone());
-    put(&mut h, "time", envelope.occurred_at.to_rfc3339());
-    put(&mut h, "aggregatetype", envelope.aggregate_type.clone());
-    put(
-        &mut h,
-        "aggregateversion",
-        envelope.aggregate_version.to_string(),
-    );
-    put(&mut h, "schemaversion", envelope.schema_version.to_string());
-    if let Some(c) = &envelope.correlation_id {
-        put(&mut h, "correlationid", c.clone());
-    }
-    if let Some(c) = &envelope.causation_id {
-        put(&mut h, "causationid", c.clone());
-    }
-    if let Some(t) = envelope.metadata.get("traceparent") {
-        put(&mut h, "traceparent", t.clone());
-    }
-    if !envelope.metadata.is_empty() {
-        put(
-            &mut h,
-            "metadata",
-            serde_json::to_string(&envelope.metadata).expect("a string map serializes"),
-        );
+    for (name, value) in cloudevents::to_attributes(envelope, source) {
+        put(&mut h, name, value);
     }
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
@@ -90,45 +63,7 @@ fn value_text(v: &AMQPValue) -> String {
 
 /// Decodes a message into an envelope, or says what is wrong.
 pub(crate) fn decode(props: &BasicProperties, body: &[u8]) -> Result<EventEnvelope, String> {
-    let h = headers_as_text(props);
-    let get = |name: &str| {
-        h.get(&format!("{PREFIX}{name}"))
-            .ok_or_else(|| format!("message has no `{PREFIX}{name}` header"))
-    };
-    let event_id = get("id")?
-        .parse()
-        .map_err(|e| format!("`{PREFIX}id` is not a UUID: {e}"))?;
-    let occurred_at: DateTime<Utc> = DateTime::parse_from_rfc3339(get("time")?)
-        .map_err(|e| format!("`{PREFIX}time` is not RFC 3339: {e}"))?
-        .with_timezone(&Utc);
-    let aggregate_version = get("aggregateversion")?
-        .parse()
-        .map_err(|e| format!("`{PREFIX}aggregateversion` is not a number: {e}"))?;
-    let schema_version = match h.get(&format!("{PREFIX}schemaversion")) {
-        Some(v) => v
-            .parse()
-            .map_err(|e| format!("`{PREFIX}schemaversion` is not a number: {e}"))?,
-        None => 1,
-    };
-    let metadata = match h.get(&format!("{PREFIX}metadata")) {
-        Some(m) => serde_json::from_str(m)
-            .map_err(|e| format!("`{PREFIX}metadata` is not a JSON string map: {e}"))?,
-        None => BTreeMap::new(),
-    };
-    let payload = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    Ok(EventEnvelope {
-        event_id,
-        event_type: get("type")?.clone(),
-        schema_version,
-        aggregate_type: get("aggregatetype")?.clone(),
-        aggregate_id: get("subject")?.clone(),
-        aggregate_version,
-        occurred_at,
-        correlation_id: h.get(&format!("{PREFIX}correlationid")).cloned(),
-        causation_id: h.get(&format!("{PREFIX}causationid")).cloned(),
-        metadata,
-        payload,
-    })
+    cloudevents::from_attributes(PREFIX, &headers_as_text(props), "body", Some(body))
 }
 
 #[cfg(test)]

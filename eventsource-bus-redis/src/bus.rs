@@ -224,7 +224,7 @@ impl EventBus for RedisBus {
         Ok(SubscriptionHandle::new(group, move || async move {
             let member = lock(&inner.members).remove(&id);
             if let Some(member) = member {
-                member.stop().await;
+                member.stop(None).await;
             }
         }))
     }
@@ -280,7 +280,7 @@ impl EventBus for RedisBus {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut abandoned = 0;
         for member in members {
-            abandoned += member.join_until(deadline).await;
+            abandoned += member.stop(Some(deadline)).await;
         }
         if abandoned > 0 {
             tracing::warn!(abandoned, ?timeout, "redis bus: handlers still running at shutdown were aborted; their entries stay pending");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::dispatch::{run_worker, Delivery, KeyedQueue, Outcome, Settle};
+use eventsource_core::dispatch::{join_tasks, run_worker, Delivery, KeyedQueue, Outcome, Settle};
 use eventsource_core::{Result, Subscription};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -398,14 +398,14 @@ impl Member {
         }
     }
 
-    /// Stops fetching, lets in-flight handlers finish, and leaves the group
-    /// (deleting the consumer when it holds nothing).
-    pub(crate) async fn stop(&self) {
+    /// Stops fetching, lets in-flight handlers finish (until `deadline`,
+    /// if any, then aborts them), and leaves the group — deleting the
+    /// consumer when it holds nothing. Returns how many workers were aborted.
+    pub(crate) async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
         self.stop.cancel();
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
-        for t in tasks {
-            let _ = t.await;
-        }
+        // The reader and the refresher come first; the workers after them.
+        let abandoned = join_tasks(tasks, 2, deadline).await;
         let holds_nothing = lock(&self.held).values().all(HashSet::is_empty);
         if holds_nothing {
             let mut conn = self.inner.conn.clone();
@@ -417,23 +417,6 @@ impl Member {
                     .arg(&self.consumer)
                     .query_async(&mut conn)
                     .await;
-            }
-        }
-    }
-
-    /// Waits for the tasks until `deadline`, then aborts the rest; returns
-    /// how many workers (handlers) were still running.
-    pub(crate) async fn join_until(&self, deadline: tokio::time::Instant) -> usize {
-        self.stop.cancel();
-        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
-        let mut abandoned = 0;
-        // The reader and the refresher come first; the workers after them.
-        for (i, mut t) in tasks.into_iter().enumerate() {
-            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
-                t.abort();
-                if i >= 2 {
-                    abandoned += 1;
-                }
             }
         }
         abandoned

@@ -2,45 +2,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
-use eventsource_core::EventEnvelope;
+use eventsource_core::{cloudevents, EventEnvelope};
 use redis::Value;
 
-/// Encodes an envelope as stream entry fields.
-///
-/// `id`, `type`, `source`, `subject` (aggregate id), `time`,
-/// `datacontenttype`, the extensions `aggregatetype`, `aggregateversion`,
-/// `schemaversion`, `correlationid`, `causationid`, `traceparent`, then
-/// `metadata` (a JSON object of the remaining headers) and `data` (the
-/// JSON payload).
+/// Encodes an envelope as stream entry fields: the CloudEvents attributes
+/// (see [`eventsource_core::cloudevents`]), `datacontenttype`, and `data`
+/// (the JSON payload).
 pub(crate) fn encode(envelope: &EventEnvelope, source: &str) -> Vec<(&'static str, String)> {
-    let mut fields = vec![
-        ("specversion", "1.0".to_owned()),
-        ("id", envelope.event_id.to_string()),
-        ("type", envelope.event_type.clone()),
-        ("source", source.to_owned()),
-        ("subject", envelope.aggregate_id.clone()),
-        ("time", envelope.occurred_at.to_rfc3339()),
-        ("datacontenttype", "application/json".to_owned()),
-        ("aggregatetype", envelope.aggregate_type.clone()),
-        ("aggregateversion", envelope.aggregate_version.to_string()),
-        ("schemaversion", envelope.schema_version.to_string()),
-    ];
-    if let Some(c) = &envelope.correlation_id {
-        fields.push(("correlationid", c.clone()));
-    }
-    if let Some(c) = &envelope.causation_id {
-        fields.push(("causationid", c.clone()));
-    }
-    if let Some(t) = envelope.metadata.get("traceparent") {
-        fields.push(("traceparent", t.clone()));
-    }
-    if !envelope.metadata.is_empty() {
-        fields.push((
-            "metadata",
-            serde_json::to_string(&envelope.metadata).expect("a string map serializes"),
-        ));
-    }
+    let mut fields = cloudevents::to_attributes(envelope, source);
+    fields.push(("datacontenttype", "application/json".to_owned()));
     fields.push(("data", envelope.payload.to_string()));
     fields
 }
@@ -62,46 +32,8 @@ pub(crate) fn fields_as_text(map: &HashMap<String, Value>) -> BTreeMap<String, S
 
 /// Decodes entry fields into an envelope, or says what is wrong.
 pub(crate) fn decode(fields: &BTreeMap<String, String>) -> Result<EventEnvelope, String> {
-    let get = |name: &str| {
-        fields
-            .get(name)
-            .ok_or_else(|| format!("entry has no `{name}` field"))
-    };
-    let event_id = get("id")?
-        .parse()
-        .map_err(|e| format!("`id` is not a UUID: {e}"))?;
-    let occurred_at: DateTime<Utc> = DateTime::parse_from_rfc3339(get("time")?)
-        .map_err(|e| format!("`time` is not RFC 3339: {e}"))?
-        .with_timezone(&Utc);
-    let aggregate_version = get("aggregateversion")?
-        .parse()
-        .map_err(|e| format!("`aggregateversion` is not a number: {e}"))?;
-    let schema_version = match fields.get("schemaversion") {
-        Some(v) => v
-            .parse()
-            .map_err(|e| format!("`schemaversion` is not a number: {e}"))?,
-        None => 1,
-    };
-    let metadata = match fields.get("metadata") {
-        Some(m) => serde_json::from_str(m)
-            .map_err(|e| format!("`metadata` is not a JSON string map: {e}"))?,
-        None => BTreeMap::new(),
-    };
-    let payload =
-        serde_json::from_str(get("data")?).map_err(|e| format!("`data` is not JSON: {e}"))?;
-    Ok(EventEnvelope {
-        event_id,
-        event_type: get("type")?.clone(),
-        schema_version,
-        aggregate_type: get("aggregatetype")?.clone(),
-        aggregate_id: get("subject")?.clone(),
-        aggregate_version,
-        occurred_at,
-        correlation_id: fields.get("correlationid").cloned(),
-        causation_id: fields.get("causationid").cloned(),
-        metadata,
-        payload,
-    })
+    let data = fields.get("data").map(String::as_bytes);
+    cloudevents::from_attributes("", fields, "field `data`", data)
 }
 
 #[cfg(test)]
@@ -149,7 +81,9 @@ mod tests {
         let env = EventEnvelope::new("u-1", 1, &Registered { name: "x".into() }).expect("encode");
         let mut fields = as_map(encode(&env, "svc"));
         fields.insert("data".into(), "{not json".into());
-        assert!(decode(&fields).expect_err("bad data").contains("`data`"));
+        assert!(decode(&fields)
+            .expect_err("bad data")
+            .contains("field `data` is not JSON"));
         fields.remove("id");
         assert!(decode(&fields).expect_err("no id").contains("`id`"));
     }

@@ -64,7 +64,7 @@ async fn garbage_entry_is_dead_lettered_raw_and_replayable_after_the_fix() {
         "{letter:?}"
     );
     assert!(
-        letter.error.contains("`id` is not a UUID"),
+        letter.error.contains("`id` is malformed"),
         "{}",
         letter.error
     );

@@ -440,6 +440,35 @@ pub async fn run_worker<T: Send>(
     }
 }
 
+/// Waits for a member's tasks — `helpers` tasks first (reader, refresher),
+/// then its workers — until `deadline` (or for as long as they take
+/// without one), aborting those still running then. Returns how many
+/// *workers* were aborted: handlers cut off mid-flight.
+pub async fn join_tasks(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    helpers: usize,
+    deadline: Option<tokio::time::Instant>,
+) -> usize {
+    let mut abandoned = 0;
+    for (i, mut task) in tasks.into_iter().enumerate() {
+        let finished = match deadline {
+            Some(d) => tokio::time::timeout_at(d, &mut task).await.is_ok(),
+            None => {
+                // A task that panicked has nothing left to clean up.
+                let _ = (&mut task).await;
+                true
+            }
+        };
+        if !finished {
+            task.abort();
+            if i >= helpers {
+                abandoned += 1;
+            }
+        }
+    }
+    abandoned
+}
+
 fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()

@@ -30,6 +30,7 @@
 
 mod aggregate;
 mod bus;
+pub mod cloudevents;
 pub mod dispatch;
 mod dlq;
 mod envelope;
@@ -55,5 +56,7 @@ pub use filter::EventFilter;
 pub use handler::{handler_fn, EventHandler, FnHandler, HandlerError, HandlerResult};
 pub use repository::{AggregateRoot, Repository, SaveContext};
 pub use retry::{Backoff, RetryPolicy};
-pub use store::{AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent};
+pub use store::{
+    check_batch, AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent,
+};
 pub use subscription::{validate_name, Subscription, SubscriptionBuilder, SubscriptionHandle};

@@ -50,6 +50,30 @@ impl fmt::Display for ExpectedVersion {
     }
 }
 
+/// Checks a batch about to be appended to `stream` at version `current`:
+/// no event id twice, and versions `current + 1, current + 2, …`. Store
+/// implementations call it inside their append transaction.
+pub fn check_batch(stream: &str, current: u64, events: &[EventEnvelope]) -> Result<()> {
+    let mut ids = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        if !ids.insert(e.event_id) {
+            return Err(Error::DuplicateEvent {
+                stream: stream.to_owned(),
+                event_id: e.event_id.to_string(),
+            });
+        }
+        let want = current + 1 + i as u64;
+        if e.aggregate_version != want {
+            return Err(Error::Concurrency {
+                stream: stream.to_owned(),
+                expected: format!("event {} to carry version {want}", e.event_id),
+                actual: e.aggregate_version,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// An event as stored, with its global position.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
@@ -127,22 +151,12 @@ impl EventStore for InMemoryEventStore {
             .and_then(|idx| idx.last())
             .map_or(0, |&i| state.log[i].envelope.aggregate_version);
         expected.check(stream, current)?;
-        let mut batch_ids = HashSet::new();
-        for (i, e) in events.iter().enumerate() {
-            if state.ids.contains(&e.event_id) || !batch_ids.insert(e.event_id) {
-                return Err(Error::DuplicateEvent {
-                    stream: stream.to_owned(),
-                    event_id: e.event_id.to_string(),
-                });
-            }
-            let want = current + 1 + i as u64;
-            if e.aggregate_version != want {
-                return Err(Error::Concurrency {
-                    stream: stream.to_owned(),
-                    expected: format!("event {} to carry version {want}", e.event_id),
-                    actual: e.aggregate_version,
-                });
-            }
+        check_batch(stream, current, events)?;
+        if let Some(e) = events.iter().find(|e| state.ids.contains(&e.event_id)) {
+            return Err(Error::DuplicateEvent {
+                stream: stream.to_owned(),
+                event_id: e.event_id.to_string(),
+            });
         }
         for e in events {
             let position = state.log.len() as u64 + 1;

@@ -1,12 +1,10 @@
 //! [`SqlEventStore`]: the [`EventStore`] on SQLite or PostgreSQL.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use eventsource_core::{
-    redact_url, AppendResult, Error, EventEnvelope, EventStore, ExpectedVersion, RecordedEvent,
-    Result,
+    check_batch, redact_url, AppendResult, Error, EventEnvelope, EventStore, ExpectedVersion,
+    RecordedEvent, Result,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -159,23 +157,7 @@ impl SqlEventStore {
                 .map_err(|e| db_err(backend, format!("reading the version of `{stream}`"), e))?;
         let current = u64::try_from(current).unwrap_or(0);
         expected.check(stream, current)?;
-        let mut ids = HashSet::new();
-        for (i, e) in events.iter().enumerate() {
-            if !ids.insert(e.event_id) {
-                return Err(Error::DuplicateEvent {
-                    stream: stream.to_owned(),
-                    event_id: e.event_id.to_string(),
-                });
-            }
-            let want = current + 1 + i as u64;
-            if e.aggregate_version != want {
-                return Err(Error::Concurrency {
-                    stream: stream.to_owned(),
-                    expected: format!("event {} to carry version {want}", e.event_id),
-                    actual: e.aggregate_version,
-                });
-            }
-        }
+        check_batch(stream, current, events)?;
         let now = ts(Utc::now());
         let mut last_position = 0;
         for e in events {

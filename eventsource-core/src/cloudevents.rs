@@ -1,0 +1,145 @@
+//! The CloudEvents 1.0 attributes of an envelope, for backends that carry
+//! them as headers or fields (binary content mode): each backend adds its
+//! own prefix (`ce_` on Kafka, `cloudEvents:` on AMQP, none on Redis).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::EventEnvelope;
+
+/// The attributes of `envelope` (without a prefix): `specversion`, `id`,
+/// `type`, `source`, `subject` (the aggregate id), `time`, and the
+/// extensions `aggregatetype`, `aggregateversion`, `schemaversion`,
+/// `correlationid`, `causationid`, `traceparent` (from the metadata) and
+/// `metadata` (all metadata headers as a JSON object). The payload travels
+/// as the message body, `datacontenttype` as the backend's content type.
+pub fn to_attributes(envelope: &EventEnvelope, source: &str) -> Vec<(&'static str, String)> {
+    let mut attributes = vec![
+        ("specversion", "1.0".to_owned()),
+        ("id", envelope.event_id.to_string()),
+        ("type", envelope.event_type.clone()),
+        ("source", source.to_owned()),
+        ("subject", envelope.aggregate_id.clone()),
+        ("time", envelope.occurred_at.to_rfc3339()),
+        ("aggregatetype", envelope.aggregate_type.clone()),
+        ("aggregateversion", envelope.aggregate_version.to_string()),
+        ("schemaversion", envelope.schema_version.to_string()),
+    ];
+    if let Some(c) = &envelope.correlation_id {
+        attributes.push(("correlationid", c.clone()));
+    }
+    if let Some(c) = &envelope.causation_id {
+        attributes.push(("causationid", c.clone()));
+    }
+    if let Some(t) = envelope.metadata.get("traceparent") {
+        attributes.push(("traceparent", t.clone()));
+    }
+    if !envelope.metadata.is_empty() {
+        attributes.push((
+            "metadata",
+            serde_json::to_string(&envelope.metadata).expect("a string map serializes"),
+        ));
+    }
+    attributes
+}
+
+/// Rebuilds an envelope from attributes looked up as `{prefix}{name}` in
+/// `attributes` and the JSON `data`; the error says which attribute (or
+/// `data_name`) is missing or malformed.
+pub fn from_attributes(
+    prefix: &str,
+    attributes: &BTreeMap<String, String>,
+    data_name: &str,
+    data: Option<&[u8]>,
+) -> Result<EventEnvelope, String> {
+    let opt = |name: &str| attributes.get(&format!("{prefix}{name}"));
+    let get = |name: &str| opt(name).ok_or_else(|| format!("no `{prefix}{name}` attribute"));
+    let bad = |name: &str, e: &dyn std::fmt::Display| format!("`{prefix}{name}` is malformed: {e}");
+    let event_id = get("id")?.parse().map_err(|e| bad("id", &e))?;
+    let occurred_at: DateTime<Utc> = DateTime::parse_from_rfc3339(get("time")?)
+        .map_err(|e| bad("time", &e))?
+        .with_timezone(&Utc);
+    let schema_version = match opt("schemaversion") {
+        Some(v) => v.parse().map_err(|e| bad("schemaversion", &e))?,
+        None => 1,
+    };
+    let metadata = match opt("metadata") {
+        Some(m) => serde_json::from_str(m).map_err(|e| bad("metadata", &e))?,
+        None => BTreeMap::new(),
+    };
+    let data = data.ok_or_else(|| format!("no {data_name}"))?;
+    let payload =
+        serde_json::from_slice(data).map_err(|e| format!("{data_name} is not JSON: {e}"))?;
+    Ok(EventEnvelope {
+        event_id,
+        event_type: get("type")?.clone(),
+        schema_version,
+        aggregate_type: get("aggregatetype")?.clone(),
+        aggregate_id: get("subject")?.clone(),
+        aggregate_version: get("aggregateversion")?
+            .parse()
+            .map_err(|e| bad("aggregateversion", &e))?,
+        occurred_at,
+        correlation_id: opt("correlationid").cloned(),
+        causation_id: opt("causationid").cloned(),
+        metadata,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DomainEvent;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Registered {
+        name: String,
+    }
+    impl DomainEvent for Registered {
+        fn event_type(&self) -> &str {
+            "registered"
+        }
+        fn aggregate_type(&self) -> &str {
+            "user"
+        }
+    }
+
+    #[test]
+    fn round_trips_with_any_prefix_and_names_what_is_wrong() {
+        let env = EventEnvelope::new("u-1", 2, &Registered { name: "ada".into() })
+            .expect("encode")
+            .with_correlation_id("c")
+            .with_metadata(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            );
+        let attrs: BTreeMap<String, String> = to_attributes(&env, "svc")
+            .into_iter()
+            .map(|(k, v)| (format!("ce_{k}"), v))
+            .collect();
+        assert_eq!(attrs["ce_subject"], "u-1");
+        assert!(attrs["ce_traceparent"].starts_with("00-"));
+        let data = env.payload.to_string();
+        assert_eq!(
+            from_attributes("ce_", &attrs, "value", Some(data.as_bytes())).expect("decode"),
+            env
+        );
+        let err = from_attributes("ce_", &attrs, "value", Some(b"{")).expect_err("bad data");
+        assert!(err.starts_with("value is not JSON"), "{err}");
+        let mut broken = attrs.clone();
+        broken.insert("ce_id".into(), "nope".into());
+        assert!(
+            from_attributes("ce_", &broken, "value", Some(data.as_bytes()))
+                .expect_err("bad id")
+                .contains("`ce_id`")
+        );
+        let mut broken = attrs.clone();
+        broken.remove("ce_time");
+        assert!(from_attributes("ce_", &broken, "value", None)
+            .expect_err("no time")
+            .contains("`ce_time`"));
+    }
+}
