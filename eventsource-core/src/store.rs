@@ -151,13 +151,13 @@ impl EventStore for InMemoryEventStore {
             .and_then(|idx| idx.last())
             .map_or(0, |&i| state.log[i].envelope.aggregate_version);
         expected.check(stream, current)?;
-        check_batch(stream, current, events)?;
         if let Some(e) = events.iter().find(|e| state.ids.contains(&e.event_id)) {
             return Err(Error::DuplicateEvent {
                 stream: stream.to_owned(),
                 event_id: e.event_id.to_string(),
             });
         }
+        check_batch(stream, current, events)?;
         for e in events {
             let position = state.log.len() as u64 + 1;
             state.ids.insert(e.event_id);
