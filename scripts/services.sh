@@ -15,7 +15,7 @@ wait_port() { # name port seconds
 }
 
 # Which services the workspace's tests need; later crates add theirs here.
-NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis rabbitmq}
+NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis rabbitmq tansu}
 
 ensure_services() {
     local s
@@ -59,4 +59,22 @@ ensure_postgres() {
     wait_port PostgreSQL 5432 60
     # The tests connect as postgres without a password, to database `test`.
     su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='test'\" | grep -q 1 || createdb test" || true
+}
+
+# The Kafka-compatible broker for the Kafka tests: tansu, from crates.io.
+TANSU_BIN="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+TANSU_LOG="${TMPDIR:-/tmp}/eventsource-tansu.log"
+
+ensure_tansu() {
+    if port_open 9092; then return 0; fi
+    if [ ! -x "$TANSU_BIN" ]; then
+        echo "==> installing tansu (a Kafka-compatible broker; builds once, about 7 minutes on 2 cores)"
+        cargo install tansu --locked --features dynostore,libsql
+    fi
+    echo "==> starting tansu on 127.0.0.1:9092 (log: $TANSU_LOG)"
+    nohup "$TANSU_BIN" broker \
+        --listener-url tcp://127.0.0.1:9092 \
+        --advertised-listener-url tcp://127.0.0.1:9092 \
+        --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
+    wait_port tansu 9092 60
 }

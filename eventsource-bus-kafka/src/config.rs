@@ -1,0 +1,288 @@
+//! Configuration of the Kafka bus.
+
+use std::time::Duration;
+
+use eventsource_core::{validate_name, Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Producer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// No compression (default).
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// How to reach Kafka and name the topics.
+///
+/// Topics: `{topic_prefix}.events` for every event (key = aggregate id, so
+/// an aggregate stays in one partition), and per consumer group
+/// `{topic_prefix}.{group}.replay` (replayed dead letters, read by that
+/// group only), `{topic_prefix}.{group}.dlq` and `{topic_prefix}.{group}.dlq-done`
+/// (ids of dead letters replayed or deleted). The Kafka group id is
+/// `{topic_prefix}.{group}`. Missing topics are created with `partitions`.
+///
+/// ```
+/// use eventsource_bus_kafka::KafkaBusConfig;
+///
+/// let config = KafkaBusConfig::from_url("kafka://127.0.0.1:9092")?
+///     .topic_prefix("shop")
+///     .partitions(6)
+///     .build()?;
+/// assert_eq!(config.events_topic(), "shop.events");
+/// assert_eq!(config.bootstrap_servers, "127.0.0.1:9092");
+/// # Ok::<(), eventsource_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaBusConfig {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// Prefix of every topic and group id.
+    pub topic_prefix: String,
+    /// Partitions of the topics the bus creates.
+    pub partitions: i32,
+    /// Replication factor of the topics the bus creates.
+    pub replication: i32,
+    /// Producer compression.
+    pub compression: Compression,
+    /// The CloudEvents `source` of published events.
+    pub source: String,
+    /// Messages a member holds unhandled at most.
+    pub prefetch: usize,
+    /// How long `publish` waits for the broker's acknowledgement.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// Consumer session timeout (a dead member's partitions move after it).
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// How often finished offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// How long `subscribe` waits for the group to assign partitions.
+    #[serde(with = "humantime_serde")]
+    pub assignment_timeout: Duration,
+}
+
+impl Default for KafkaBusConfig {
+    fn default() -> Self {
+        KafkaBusConfig {
+            bootstrap_servers: "127.0.0.1:9092".to_owned(),
+            topic_prefix: "eventsource".to_owned(),
+            partitions: 3,
+            replication: 1,
+            compression: Compression::None,
+            source: "eventsource".to_owned(),
+            prefetch: 256,
+            publish_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(10),
+            commit_interval: Duration::from_millis(200),
+            assignment_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl KafkaBusConfig {
+    /// Starts from the defaults with these bootstrap servers.
+    pub fn builder(bootstrap_servers: impl Into<String>) -> KafkaBusConfigBuilder {
+        KafkaBusConfigBuilder(KafkaBusConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            ..Self::default()
+        })
+    }
+
+    /// Starts from a `kafka://host:port[,host:port]` URL.
+    pub fn from_url(url: &str) -> Result<KafkaBusConfigBuilder> {
+        let servers = url.strip_prefix("kafka://").ok_or_else(|| {
+            Error::config(format!(
+                "kafka: url `{url}` must look like kafka://host:port[,host:port]"
+            ))
+        })?;
+        Ok(Self::builder(servers.trim_end_matches('/')))
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<()> {
+        let servers_ok = !self.bootstrap_servers.is_empty()
+            && self.bootstrap_servers.split(',').all(|s| {
+                s.rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            });
+        if !servers_ok {
+            return Err(Error::config(format!(
+                "kafka: bootstrap servers `{}` must be host:port[,host:port]",
+                self.bootstrap_servers
+            )));
+        }
+        validate_name("kafka topic prefix", &self.topic_prefix)?;
+        if self.topic_prefix.len() > 150 {
+            return Err(Error::config(
+                "kafka: topic_prefix must be at most 150 characters",
+            ));
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            return Err(Error::config(
+                "kafka: partitions and replication must be at least 1",
+            ));
+        }
+        if self.source.trim().is_empty() {
+            return Err(Error::config("kafka: source must not be empty"));
+        }
+        if self.prefetch == 0 {
+            return Err(Error::config("kafka: prefetch must be at least 1"));
+        }
+        for (name, d) in [
+            ("publish_timeout", self.publish_timeout),
+            ("session_timeout", self.session_timeout),
+            ("commit_interval", self.commit_interval),
+            ("assignment_timeout", self.assignment_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::config(format!(
+                    "kafka: {name} must be more than zero"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The topic every event is published to.
+    pub fn events_topic(&self) -> String {
+        format!("{}.events", self.topic_prefix)
+    }
+
+    /// The topic replayed dead letters of `group` go to.
+    pub fn replay_topic(&self, group: &str) -> String {
+        format!("{}.{group}.replay", self.topic_prefix)
+    }
+
+    /// The dead-letter topic of `group`.
+    pub fn dlq_topic(&self, group: &str) -> String {
+        format!("{}.{group}.dlq", self.topic_prefix)
+    }
+
+    /// The topic of dead-letter ids that were replayed or deleted.
+    pub fn dlq_done_topic(&self, group: &str) -> String {
+        format!("{}.{group}.dlq-done", self.topic_prefix)
+    }
+
+    /// The Kafka group id of consumer group `group`.
+    pub fn group_id(&self, group: &str) -> String {
+        format!("{}.{group}", self.topic_prefix)
+    }
+}
+
+/// Builds a validated [`KafkaBusConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct KafkaBusConfigBuilder(KafkaBusConfig);
+
+impl KafkaBusConfigBuilder {
+    /// See [`KafkaBusConfig::topic_prefix`].
+    pub fn topic_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.0.topic_prefix = prefix.into();
+        self
+    }
+
+    /// See [`KafkaBusConfig::partitions`].
+    pub fn partitions(mut self, n: i32) -> Self {
+        self.0.partitions = n;
+        self
+    }
+
+    /// See [`KafkaBusConfig::replication`].
+    pub fn replication(mut self, n: i32) -> Self {
+        self.0.replication = n;
+        self
+    }
+
+    /// See [`KafkaBusConfig::compression`].
+    pub fn compression(mut self, c: Compression) -> Self {
+        self.0.compression = c;
+        self
+    }
+
+    /// See [`KafkaBusConfig::source`].
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.0.source = source.into();
+        self
+    }
+
+    /// See [`KafkaBusConfig::prefetch`].
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.0.prefetch = n;
+        self
+    }
+
+    /// See [`KafkaBusConfig::publish_timeout`].
+    pub fn publish_timeout(mut self, d: Duration) -> Self {
+        self.0.publish_timeout = d;
+        self
+    }
+
+    /// See [`KafkaBusConfig::session_timeout`].
+    pub fn session_timeout(mut self, d: Duration) -> Self {
+        self.0.session_timeout = d;
+        self
+    }
+
+    /// Validates and returns the config.
+    pub fn build(self) -> Result<KafkaBusConfig> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_values_are_checked() {
+        assert!(KafkaBusConfig::from_url("http://x:1").is_err());
+        assert!(KafkaBusConfig::from_url("kafka://x")
+            .expect("prefix")
+            .build()
+            .is_err());
+        assert!(KafkaBusConfig::from_url("kafka://a:1,b:2")
+            .expect("prefix")
+            .build()
+            .is_ok());
+        assert!(KafkaBusConfig::builder("a:1")
+            .partitions(0)
+            .build()
+            .is_err());
+        assert!(KafkaBusConfig::builder("a:1")
+            .topic_prefix("bad prefix")
+            .build()
+            .is_err());
+        let c: KafkaBusConfig = serde_json::from_str(
+            r#"{"bootstrap_servers":"h:9092","compression":"lz4","commit_interval":"1s"}"#,
+        )
+        .expect("parse");
+        assert_eq!(c.compression, Compression::Lz4);
+        assert_eq!(c.commit_interval, Duration::from_secs(1));
+        c.validate().expect("valid");
+    }
+}

@@ -1,0 +1,300 @@
+//! Dead-letter topics: `{prefix}.{group}.dlq`, and `{prefix}.{group}.dlq-done`
+//! for the ids of dead letters replayed or deleted (a topic cannot delete
+//! one record, so done ones are marked and left out of listings).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Result};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::bus::{client_config, kafka_err, lock, Inner, BACKEND};
+use crate::{wire, KafkaBusConfig};
+
+const H: &str = "eventsource_";
+
+/// The record that goes to a group's DLQ topic: the original key, value and
+/// `ce_` headers, plus the failure in `eventsource_*` headers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dead_letter_record(
+    config: &KafkaBusConfig,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    key: &str,
+    mut headers: BTreeMap<String, String>,
+    payload: Vec<u8>,
+    error: &str,
+    attempts: u32,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    decoded: bool,
+) -> (String, String, OwnedHeaders, Vec<u8>) {
+    for (k, v) in [
+        ("error", error.to_owned()),
+        ("attempts", attempts.to_string()),
+        ("first_failed_at", first.to_rfc3339()),
+        ("last_failed_at", last.to_rfc3339()),
+        ("group", group.to_owned()),
+        ("topic", topic.to_owned()),
+        ("partition", partition.to_string()),
+        ("offset", offset.to_string()),
+        ("decoded", decoded.to_string()),
+    ] {
+        headers.insert(format!("{H}{k}"), v);
+    }
+    let owned = wire::headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    (config.dlq_topic(group), key.to_owned(), owned, payload)
+}
+
+/// One record read back from a topic.
+struct Record {
+    partition: i32,
+    offset: i64,
+    key: String,
+    headers: BTreeMap<String, String>,
+    payload: Vec<u8>,
+}
+
+/// Reads every record of `topic` up to its high watermarks.
+async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>> {
+    let consumer: StreamConsumer = client_config(config)
+        .set("group.id", format!("{}.dlq-reader", config.topic_prefix))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| kafka_err("creating a dead-letter reader", e))?;
+    let consumer = Arc::new(consumer);
+    let (c, t) = (Arc::clone(&consumer), topic.to_owned());
+    let bounds = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>> {
+        let metadata = c
+            .fetch_metadata(Some(&t), Duration::from_secs(10))
+            .map_err(|e| kafka_err(format!("reading metadata of `{t}`"), e))?;
+        let mut bounds = Vec::new();
+        for p in metadata.topics().iter().flat_map(|m| m.partitions()) {
+            let (low, high) = c
+                .fetch_watermarks(&t, p.id(), Duration::from_secs(10))
+                .map_err(|e| kafka_err(format!("reading watermarks of `{t}`"), e))?;
+            if high > low {
+                bounds.push((p.id(), low, high));
+            }
+        }
+        Ok(bounds)
+    })
+    .await
+    .map_err(|e| Error::backend(BACKEND, "reading watermarks", e))??;
+    if bounds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, low, _) in &bounds {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*low))
+            .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
+    let mut remaining: BTreeMap<i32, i64> = bounds.iter().map(|(p, _, high)| (*p, *high)).collect();
+    let mut records = Vec::new();
+    while !remaining.is_empty() {
+        let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!("kafka: reading `{topic}` to its end"),
+                after: Duration::from_secs(10),
+            })?
+            .map_err(|e| kafka_err(format!("reading `{topic}`"), e))?;
+        let (p, o) = (message.partition(), message.offset());
+        if remaining.get(&p).is_some_and(|high| o + 1 >= *high) {
+            remaining.remove(&p);
+        }
+        records.push(Record {
+            partition: p,
+            offset: o,
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            headers: wire::headers_as_text(message.headers()),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        });
+    }
+    Ok(records)
+}
+
+fn parse_letter(group: &str, r: &Record) -> Result<DeadLetter> {
+    let id = format!("{group}/{}/{}", r.partition, r.offset);
+    let bad = |what: &str| {
+        Error::backend(
+            BACKEND,
+            format!("reading dead letter {id}"),
+            format!("header `{H}{what}` missing or malformed"),
+        )
+    };
+    let text = |name: &str| {
+        r.headers
+            .get(&format!("{H}{name}"))
+            .cloned()
+            .ok_or_else(|| bad(name))
+    };
+    let time = |name: &str| -> Result<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&text(name)?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| bad(name))
+    };
+    let (envelope, raw) = if text("decoded")? == "true" {
+        (
+            Some(wire::decode(&r.headers, Some(&r.payload)).map_err(|_| bad("decoded"))?),
+            None,
+        )
+    } else {
+        let mut raw: BTreeMap<&str, String> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(H))
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        raw.insert("value", String::from_utf8_lossy(&r.payload).into_owned());
+        (
+            None,
+            Some(serde_json::to_string(&raw).expect("a string map serializes")),
+        )
+    };
+    Ok(DeadLetter {
+        id: id.clone(),
+        group: group.to_owned(),
+        source: format!(
+            "{}[{}]@{}",
+            text("topic")?,
+            text("partition")?,
+            text("offset")?
+        ),
+        envelope,
+        raw,
+        error: text("error")?,
+        attempts: text("attempts")?.parse().map_err(|_| bad("attempts"))?,
+        first_failed_at: time("first_failed_at")?,
+        last_failed_at: time("last_failed_at")?,
+    })
+}
+
+/// The [`DeadLetterQueue`] of a [`KafkaBus`](crate::KafkaBus). Ids are
+/// `{group}/{partition}/{offset}` in the group's DLQ topic. Without a
+/// group, `list` covers the groups this bus has subscribed.
+pub(crate) struct KafkaDeadLetterQueue {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl KafkaDeadLetterQueue {
+    /// The group's dead letters not yet replayed or deleted, with their records.
+    async fn letters(&self, group: &str) -> Result<Vec<(DeadLetter, Record)>> {
+        let config = &self.inner.config;
+        self.inner
+            .ensure_topics(&[config.dlq_topic(group), config.dlq_done_topic(group)])
+            .await?;
+        let done: HashSet<String> = read_topic(config, &config.dlq_done_topic(group))
+            .await?
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect();
+        let mut letters = Vec::new();
+        for r in read_topic(config, &config.dlq_topic(group)).await? {
+            let letter = parse_letter(group, &r)?;
+            if !done.contains(&letter.id) {
+                letters.push((letter, r));
+            }
+        }
+        letters.sort_by_key(|(l, _)| l.last_failed_at);
+        Ok(letters)
+    }
+
+    fn groups(&self, query: &DeadLetterQuery) -> Vec<String> {
+        match &query.group {
+            Some(g) => vec![g.clone()],
+            None => lock(&self.inner.groups).iter().cloned().collect(),
+        }
+    }
+
+    async fn find(&self, id: &str) -> Result<Option<(DeadLetter, Record)>> {
+        let Some((group, _)) = id.split_once('/') else {
+            return Ok(None);
+        };
+        if eventsource_core::validate_name("group", group).is_err() {
+            return Ok(None);
+        }
+        Ok(self
+            .letters(group)
+            .await?
+            .into_iter()
+            .find(|(l, _)| l.id == id))
+    }
+
+    async fn mark_done(&self, letter: &DeadLetter) -> Result<()> {
+        let config = &self.inner.config;
+        let record = (
+            config.dlq_done_topic(&letter.group),
+            letter.id.clone(),
+            OwnedHeaders::new(),
+            letter.id.clone().into_bytes(),
+        );
+        self.inner.produce(vec![record]).await
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for KafkaDeadLetterQueue {
+    async fn list(&self, query: &DeadLetterQuery) -> Result<Vec<DeadLetter>> {
+        let mut all = Vec::new();
+        for group in self.groups(query) {
+            all.extend(self.letters(&group).await?.into_iter().map(|(l, _)| l));
+        }
+        all.sort_by_key(|l| l.last_failed_at);
+        if let Some(limit) = query.limit {
+            all.truncate(limit);
+        }
+        Ok(all)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<DeadLetter>> {
+        Ok(self.find(id).await?.map(|(l, _)| l))
+    }
+
+    async fn replay(&self, id: &str) -> Result<()> {
+        let (letter, record) = self
+            .find(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("kafka: dead letter `{id}`")))?;
+        let headers: Vec<(&str, &str)> = record
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(H))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let replay = (
+            self.inner.config.replay_topic(&letter.group),
+            record.key.clone(),
+            wire::headers(headers),
+            record.payload.clone(),
+        );
+        self.inner.produce(vec![replay]).await?;
+        self.mark_done(&letter).await?;
+        self.inner.stats.replayed();
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool> {
+        match self.find(id).await? {
+            Some((letter, _)) => {
+                self.mark_done(&letter).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
