@@ -157,7 +157,9 @@ impl EventBus for MemoryBus {
         async {
             let groups: Vec<Arc<Group>> = lock(&self.inner.groups).values().cloned().collect();
             for event in events {
-                let event = Arc::new(event.clone());
+                let mut event = event.clone();
+                eventsource_core::trace::stamp(&mut event);
+                let event = Arc::new(event);
                 for group in groups.iter().filter(|g| g.filter.matches(&event)) {
                     group
                         .push(Arc::clone(&event), self.inner.config.publish_timeout)

@@ -11,7 +11,8 @@ use crate::EventEnvelope;
 /// The attributes of `envelope` (without a prefix): `specversion`, `id`,
 /// `type`, `source`, `subject` (the aggregate id), `time`, and the
 /// extensions `aggregatetype`, `aggregateversion`, `schemaversion`,
-/// `correlationid`, `causationid`, `traceparent` (from the metadata) and
+/// `correlationid`, `causationid`, `traceparent` (from the metadata, else
+/// the current span; see [`crate::trace`]) and
 /// `metadata` (all metadata headers as a JSON object). The payload travels
 /// as the message body, `datacontenttype` as the backend's content type.
 pub fn to_attributes(envelope: &EventEnvelope, source: &str) -> Vec<(&'static str, String)> {
@@ -32,8 +33,13 @@ pub fn to_attributes(envelope: &EventEnvelope, source: &str) -> Vec<(&'static st
     if let Some(c) = &envelope.causation_id {
         attributes.push(("causationid", c.clone()));
     }
-    if let Some(t) = envelope.metadata.get("traceparent") {
-        attributes.push(("traceparent", t.clone()));
+    match envelope.metadata.get(crate::trace::TRACEPARENT) {
+        Some(t) => attributes.push(("traceparent", t.clone())),
+        None => {
+            if let Some(t) = crate::trace::current_traceparent() {
+                attributes.push(("traceparent", t));
+            }
+        }
     }
     if !envelope.metadata.is_empty() {
         attributes.push((
@@ -64,10 +70,15 @@ pub fn from_attributes(
         Some(v) => v.parse().map_err(|e| bad("schemaversion", &e))?,
         None => 1,
     };
-    let metadata = match opt("metadata") {
+    let mut metadata: BTreeMap<String, String> = match opt("metadata") {
         Some(m) => serde_json::from_str(m).map_err(|e| bad("metadata", &e))?,
         None => BTreeMap::new(),
     };
+    if let Some(tp) = opt("traceparent") {
+        metadata
+            .entry(crate::trace::TRACEPARENT.to_owned())
+            .or_insert_with(|| tp.clone());
+    }
     let data = data.ok_or_else(|| format!("no {data_name}"))?;
     let payload =
         serde_json::from_slice(data).map_err(|e| format!("{data_name} is not JSON: {e}"))?;

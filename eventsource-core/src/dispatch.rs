@@ -419,6 +419,7 @@ pub async fn run_worker<T: Send>(
                 event_type = %delivery.envelope.event_type,
                 aggregate_id = %delivery.envelope.aggregate_id,
             );
+            crate::trace::set_parent(&span, &delivery.envelope);
             let outcome =
                 tracing::Instrument::instrument(attempt(subscription, &mut delivery, stop), span)
                     .await;

@@ -42,6 +42,7 @@ mod repository;
 mod retry;
 mod store;
 mod subscription;
+pub mod trace;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

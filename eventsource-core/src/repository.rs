@@ -237,6 +237,7 @@ impl<A: Aggregate> Repository<A> {
                 env.correlation_id.clone_from(&ctx.correlation_id);
                 env.causation_id.clone_from(&ctx.causation_id);
                 env.metadata.extend(ctx.metadata.clone());
+                crate::trace::stamp(&mut env);
                 Ok(env)
             })
             .collect::<Result<Vec<_>>>()?;
