@@ -6,88 +6,53 @@ use sqlx::AnyPool;
 use crate::store::db_err;
 use crate::Dialect;
 
+/// Migration 1, with `{SERIAL}` (an auto-increment primary key) and
+/// `{INT64}` filled in per dialect.
+const V1: [&str; 5] = [
+    "CREATE TABLE IF NOT EXISTS es_events (
+        position {SERIAL},
+        stream TEXT NOT NULL,
+        version {INT64} NOT NULL,
+        event_id TEXT NOT NULL UNIQUE,
+        event_type TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        correlation_id TEXT,
+        causation_id TEXT,
+        metadata TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        UNIQUE (stream, version))",
+    "CREATE TABLE IF NOT EXISTS es_outbox (
+        id {SERIAL},
+        event_id TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_at TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT)",
+    "CREATE INDEX IF NOT EXISTS es_outbox_unsent ON es_outbox (id) WHERE sent_at IS NULL",
+    "CREATE TABLE IF NOT EXISTS es_snapshots (
+        stream TEXT PRIMARY KEY,
+        version {INT64} NOT NULL,
+        schema_version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        taken_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS es_checkpoints (
+        name TEXT PRIMARY KEY,
+        position {INT64} NOT NULL,
+        updated_at TEXT NOT NULL)",
+];
+
 /// `(version, statements)`; append new versions, never edit old ones.
-fn migrations(dialect: Dialect) -> Vec<(i64, Vec<&'static str>)> {
-    match dialect {
-        Dialect::Postgres => vec![(
-            1,
-            vec![
-                "CREATE TABLE IF NOT EXISTS es_events (
-                    position BIGSERIAL PRIMARY KEY,
-                    stream TEXT NOT NULL,
-                    version BIGINT NOT NULL,
-                    event_id TEXT NOT NULL UNIQUE,
-                    event_type TEXT NOT NULL,
-                    schema_version INTEGER NOT NULL,
-                    aggregate_type TEXT NOT NULL,
-                    aggregate_id TEXT NOT NULL,
-                    occurred_at TEXT NOT NULL,
-                    correlation_id TEXT,
-                    causation_id TEXT,
-                    metadata TEXT NOT NULL,
-                    payload TEXT NOT NULL,
-                    UNIQUE (stream, version))",
-                "CREATE TABLE IF NOT EXISTS es_outbox (
-                    id BIGSERIAL PRIMARY KEY,
-                    event_id TEXT NOT NULL,
-                    envelope TEXT NOT NULL,
-                    created_at TEXT NOT NULL,
-                    sent_at TEXT,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    last_error TEXT)",
-                "CREATE INDEX IF NOT EXISTS es_outbox_unsent ON es_outbox (id) WHERE sent_at IS NULL",
-                "CREATE TABLE IF NOT EXISTS es_snapshots (
-                    stream TEXT PRIMARY KEY,
-                    version BIGINT NOT NULL,
-                    schema_version INTEGER NOT NULL,
-                    state TEXT NOT NULL,
-                    taken_at TEXT NOT NULL)",
-                "CREATE TABLE IF NOT EXISTS es_checkpoints (
-                    name TEXT PRIMARY KEY,
-                    position BIGINT NOT NULL,
-                    updated_at TEXT NOT NULL)",
-            ],
-        )],
-        Dialect::Sqlite => vec![(
-            1,
-            vec![
-                "CREATE TABLE IF NOT EXISTS es_events (
-                    position INTEGER PRIMARY KEY AUTOINCREMENT,
-                    stream TEXT NOT NULL,
-                    version INTEGER NOT NULL,
-                    event_id TEXT NOT NULL UNIQUE,
-                    event_type TEXT NOT NULL,
-                    schema_version INTEGER NOT NULL,
-                    aggregate_type TEXT NOT NULL,
-                    aggregate_id TEXT NOT NULL,
-                    occurred_at TEXT NOT NULL,
-                    correlation_id TEXT,
-                    causation_id TEXT,
-                    metadata TEXT NOT NULL,
-                    payload TEXT NOT NULL,
-                    UNIQUE (stream, version))",
-                "CREATE TABLE IF NOT EXISTS es_outbox (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    event_id TEXT NOT NULL,
-                    envelope TEXT NOT NULL,
-                    created_at TEXT NOT NULL,
-                    sent_at TEXT,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    last_error TEXT)",
-                "CREATE INDEX IF NOT EXISTS es_outbox_unsent ON es_outbox (id) WHERE sent_at IS NULL",
-                "CREATE TABLE IF NOT EXISTS es_snapshots (
-                    stream TEXT PRIMARY KEY,
-                    version INTEGER NOT NULL,
-                    schema_version INTEGER NOT NULL,
-                    state TEXT NOT NULL,
-                    taken_at TEXT NOT NULL)",
-                "CREATE TABLE IF NOT EXISTS es_checkpoints (
-                    name TEXT PRIMARY KEY,
-                    position INTEGER NOT NULL,
-                    updated_at TEXT NOT NULL)",
-            ],
-        )],
-    }
+fn migrations(dialect: Dialect) -> Vec<(i64, Vec<String>)> {
+    let (serial, int64) = match dialect {
+        Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT"),
+        Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"),
+    };
+    let fill = |sql: &str| sql.replace("{SERIAL}", serial).replace("{INT64}", int64);
+    vec![(1, V1.iter().map(|s| fill(s)).collect())]
 }
 
 /// Applies the migrations not yet applied, each in its own transaction.
@@ -118,7 +83,7 @@ pub(crate) async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<()> {
         if applied.is_some() {
             continue;
         }
-        for statement in statements {
+        for statement in &statements {
             sqlx::query(statement)
                 .execute(&mut *tx)
                 .await

@@ -101,13 +101,15 @@ async fn concurrent_writers_never_make_a_reader_skip(db: &TestDb) {
             let mut seen = Vec::new();
             let mut position = 0;
             loop {
+                // Stop only on an empty read that began after the writers finished.
+                let writers_done = stop.is_cancelled();
                 let batch = store.read_all(position, 7).await.expect("read_all");
                 if let Some(last) = batch.last() {
                     position = last.position;
                 }
                 let empty = batch.is_empty();
                 seen.extend(batch.into_iter().map(|r| (r.position, r.envelope.event_id)));
-                if empty && stop.is_cancelled() {
+                if empty && writers_done {
                     return seen;
                 }
                 if empty {
