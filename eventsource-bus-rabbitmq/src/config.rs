@@ -51,7 +51,8 @@ pub struct RabbitBusConfig {
     /// Unacked messages per member (basic.qos).
     pub prefetch: u16,
     /// Deletes a group's queues after they have had no consumer for this
-    /// long (`x-expires`); none by default. Meant for tests and short-lived
+    /// long (`x-expires`), and makes the exchange auto-delete with its last
+    /// binding; none by default. Meant for tests and short-lived
     /// environments: an expired queue takes its messages with it.
     #[serde(with = "humantime_serde")]
     pub queue_expires: Option<Duration>,

@@ -84,6 +84,8 @@ pub(crate) async fn declare_exchange(channel: &Channel, config: &RabbitBusConfig
             kind,
             ExchangeDeclareOptions {
                 durable: true,
+                // With expiring queues the exchange goes when its last binding does.
+                auto_delete: config.queue_expires.is_some(),
                 ..Default::default()
             },
             FieldTable::default(),
