@@ -129,6 +129,21 @@ impl OutboxRelay {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// Deletes rows sent more than `older_than` ago; returns how many.
+    /// Sent rows are kept for inspection until pruned; run this now and
+    /// then (unsent rows are never touched).
+    pub async fn prune_sent(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(older_than)
+                .map_err(|_| Error::config("outbox prune: older_than is too large"))?;
+        let done = sqlx::query("DELETE FROM es_outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(ts(cutoff))
+            .execute(&self.store.pool)
+            .await
+            .map_err(|e| db_err(self.store.backend(), "pruning sent outbox rows", e))?;
+        Ok(done.rows_affected())
+    }
+
     /// Publishes one batch; returns how many rows it sent (0 when the
     /// outbox is empty or another relay holds the turn).
     pub async fn relay_once(&self) -> Result<usize> {

@@ -174,6 +174,20 @@ async fn bus_outage_during_saves_loses_nothing(db: &TestDb) {
         );
     }
     assert_eq!(relay.stats().published, 20);
+    assert_eq!(
+        relay
+            .prune_sent(Duration::from_secs(3600))
+            .await
+            .expect("prune"),
+        0,
+        "nothing that old"
+    );
+    assert_eq!(
+        relay.prune_sent(Duration::ZERO).await.expect("prune"),
+        20,
+        "every sent row"
+    );
+    assert_eq!(relay.pending().await.expect("pending"), 0);
 }
 
 mod sqlite {
