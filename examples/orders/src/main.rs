@@ -10,16 +10,17 @@
 //!   limit is raised, as an operator would after fixing a bug);
 //! - `notification` tells the customer about everything that happens.
 //!
-//! Run it with `cargo run -p orders`.
+//! Run it with `cargo run -p orders` (in-process bus), or on a broker
+//! without changing a line of it: `cargo run -p orders -- redis://127.0.0.1:6379`,
+//! `-- amqp://guest:guest@127.0.0.1:5672/%2f` or `-- kafka://127.0.0.1:9092`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_bus_memory::MemoryBus;
-use eventsource_core::{
-    handler_fn, Aggregate, DeadLetterQuery, DomainEvent, EventBus, EventFilter, EventStore,
-    HandlerError, InMemoryEventStore, Repository, RetryPolicy, Subscription,
+use eventsource::{
+    handler_fn, Aggregate, BusConfig, DeadLetterQuery, DomainEvent, EventBus, EventFilter,
+    EventStore, HandlerError, InMemoryEventStore, Repository, RetryPolicy, Subscription,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -121,7 +122,15 @@ impl Aggregate for Order {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    // The one line that picks the backend. A namespace of its own per run
+    // keeps runs on a shared broker apart.
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "memory://".to_owned());
+    let namespace = format!("orders-example-{}", std::process::id());
+    let bus: Arc<dyn EventBus> =
+        eventsource::connect_bus(&BusConfig::from_url(&url)?.with_namespace(&namespace)).await?;
+    println!("Bus: {} ({url})", bus.backend());
     let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
     let orders = Repository::<Order>::new(Arc::clone(&store)).with_bus(Arc::clone(&bus));
 
