@@ -24,15 +24,19 @@ pub(crate) fn encode(envelope: &EventEnvelope, source: &str) -> (BasicProperties
     for (name, value) in cloudevents::to_attributes(envelope, source) {
         put(&mut h, name, value);
     }
-    let props = BasicProperties::default()
+    let mut props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
         .with_message_id(envelope.event_id.to_string().into())
-        .with_type(envelope.event_type.clone().into())
-        .with_app_id(ShortString::from(
-            source.chars().take(200).collect::<String>(),
-        ))
         .with_headers(h);
+    // AMQP short strings hold 255 bytes; the full values travel in the
+    // cloudEvents: headers either way.
+    if let Ok(t) = ShortString::try_new(envelope.event_type.clone()) {
+        props = props.with_type(t);
+    }
+    if let Ok(app) = ShortString::try_new(source) {
+        props = props.with_app_id(app);
+    }
     (props, envelope.payload.to_string().into_bytes())
 }
 
@@ -105,5 +109,13 @@ mod tests {
         assert!(err.contains("body is not JSON"), "{err}");
         let err = decode(&BasicProperties::default(), &body).expect_err("no headers");
         assert!(err.contains("cloudEvents:id"), "{err}");
+
+        // A type longer than an AMQP short string neither panics nor is lost.
+        let long = "é".repeat(200);
+        let mut env = env.clone();
+        env.event_type = long.clone();
+        let (props, body) = encode(&env, &long);
+        assert!(props.kind().is_none());
+        assert_eq!(decode(&props, &body).expect("decode").event_type, long);
     }
 }
