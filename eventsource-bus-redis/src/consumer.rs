@@ -11,7 +11,7 @@ use eventsource_core::dispatch::{join_tasks, run_worker, Delivery, KeyedQueue, O
 use eventsource_core::{Result, Subscription};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +26,9 @@ pub(crate) struct Token {
     _slot: OwnedSemaphorePermit,
 }
 
+/// An entry to ack: its stream and id.
+type Ack = (Arc<str>, String);
+
 pub(crate) struct Member {
     inner: Arc<Inner>,
     subscription: Subscription,
@@ -38,6 +41,10 @@ pub(crate) struct Member {
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     workers: usize,
+    /// Acks go to one task that sends them in batches: one XACK per stream
+    /// for everything finished since its last round trip.
+    acks: Mutex<Option<mpsc::UnboundedSender<Ack>>>,
+    acker: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,7 +86,7 @@ impl Settle<Token> for Member {
                     }
                 }
             }
-            _ => self.ack(&token.stream, &token.id).await,
+            _ => self.ack(&token.stream, &token.id),
         }
     }
 }
@@ -106,6 +113,8 @@ impl Member {
             held: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             workers: subscription.concurrency(),
+            acks: Mutex::new(None),
+            acker: Mutex::new(None),
             inner,
             subscription,
             consumer,
@@ -119,6 +128,9 @@ impl Member {
             .inner
             .connection(member.inner.config.block + Duration::from_secs(5))
             .await?;
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        *lock(&member.acks) = Some(ack_tx);
+        *lock(&member.acker) = Some(tokio::spawn(Arc::clone(&member).ack_loop(ack_rx)));
         let mut tasks = vec![
             tokio::spawn(Arc::clone(&member).read_loop(reader_conn)),
             tokio::spawn(Arc::clone(&member).refresh_loop()),
@@ -278,7 +290,7 @@ impl Member {
                     .push_now(Delivery::new(Arc::new(envelope), token));
             }
             Ok(_) => {
-                self.ack(stream, &entry.id).await;
+                self.ack(stream, &entry.id);
             }
             Err(reason) => {
                 tracing::warn!(group = self.group(), entry = %entry.id, %reason, "undecodable redis entry, dead-lettering it");
@@ -307,19 +319,49 @@ impl Member {
         }
     }
 
-    async fn ack(&self, stream: &Arc<str>, id: &str) {
-        let mut conn = self.inner.conn.clone();
-        let acked: redis::RedisResult<i64> = redis::cmd("XACK")
-            .arg(&**stream)
-            .arg(self.group())
-            .arg(id)
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = acked {
-            // Not lost: the entry stays pending and is delivered again.
-            tracing::warn!(group = self.group(), entry = id, error = %e, "XACK failed; the entry will be redelivered");
+    /// Queues an ack; the entry stays held until the XACK is sent.
+    fn ack(&self, stream: &Arc<str>, id: &str) {
+        match lock(&self.acks).as_ref() {
+            Some(tx) if tx.send((Arc::clone(stream), id.to_owned())).is_ok() => {}
+            // Stopping: the entry stays pending and is delivered again.
+            _ => tracing::debug!(
+                group = self.group(),
+                entry = id,
+                "ack after stop; the entry will be redelivered"
+            ),
         }
-        self.release(stream, id);
+    }
+
+    /// Sends queued acks, as many per round trip as have piled up.
+    async fn ack_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Ack>) {
+        let mut conn = self.inner.conn.clone();
+        while let Some((stream, id)) = rx.recv().await {
+            let mut batch: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+            batch.entry(stream).or_default().push(id);
+            let mut n = 1;
+            while n < 1_000 {
+                let Ok((stream, id)) = rx.try_recv() else {
+                    break;
+                };
+                batch.entry(stream).or_default().push(id);
+                n += 1;
+            }
+            for (stream, ids) in batch {
+                let acked: redis::RedisResult<i64> = redis::cmd("XACK")
+                    .arg(&*stream)
+                    .arg(self.group())
+                    .arg(&ids)
+                    .query_async(&mut conn)
+                    .await;
+                if let Err(e) = acked {
+                    // Not lost: the entries stay pending and are delivered again.
+                    tracing::warn!(group = self.group(), entries = ids.len(), error = %e, "XACK failed; the entries will be redelivered");
+                }
+                for id in &ids {
+                    self.release(&stream, id);
+                }
+            }
+        }
     }
 
     async fn work_loop(self: Arc<Self>) {
@@ -406,6 +448,12 @@ impl Member {
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
         // The reader and the refresher come first; the workers after them.
         let abandoned = join_tasks(tasks, 2, deadline).await;
+        // No more acks can come: let the acker send what is queued, then end.
+        drop(lock(&self.acks).take());
+        let acker = lock(&self.acker).take();
+        if let Some(acker) = acker {
+            let _ = acker.await;
+        }
         let holds_nothing = lock(&self.held).values().all(HashSet::is_empty);
         if holds_nothing {
             let mut conn = self.inner.conn.clone();
