@@ -246,6 +246,12 @@ impl EventBus for RedisBus {
             .await
             .map_err(|e| redis_err(format!("EXISTS `{stream}`"), e))?;
         if exists {
+            let length: u64 = redis::cmd("XLEN")
+                .arg(&stream)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_err(format!("XLEN `{stream}`"), e))?;
+            stats.streams.insert(stream.clone(), length);
             let info: StreamInfoGroupsReply = redis::cmd("XINFO")
                 .arg("GROUPS")
                 .arg(&stream)

@@ -177,7 +177,13 @@ async fn max_len_trims_the_event_stream() {
         (100..1000).contains(&len),
         "approximate trimming keeps ~100, got {len}"
     );
-    assert_eq!(bus.stats().await.expect("stats").published, 1000);
+    let stats = bus.stats().await.expect("stats");
+    assert_eq!(stats.published, 1000);
+    assert_eq!(
+        stats.streams.get(&config.events_stream()),
+        Some(&(len as u64)),
+        "the stream's length is in the stats"
+    );
 }
 
 #[tokio::test]

@@ -60,6 +60,10 @@ pub struct BusStats {
     pub replayed: u64,
     /// Per consumer group.
     pub groups: BTreeMap<String, GroupStats>,
+    /// Length of each stream, queue or topic the bus publishes to, where
+    /// the backend can tell (e.g. Redis `XLEN`).
+    #[serde(default)]
+    pub streams: BTreeMap<String, u64>,
 }
 
 /// The state of one consumer group.

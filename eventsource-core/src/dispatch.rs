@@ -313,6 +313,7 @@ impl Counters {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
             groups: Default::default(),
+            streams: Default::default(),
         }
     }
 }
