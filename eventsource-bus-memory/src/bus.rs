@@ -1,7 +1,6 @@
 //! The in-memory [`EventBus`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use crate::consumer::run_member_worker;
 use crate::dlq::{DeadLetters, MemoryDeadLetterQueue};
 use crate::group::Group;
 use crate::MemoryBusConfig;
-use eventsource_core::dispatch::{join_tasks, Counters};
+use eventsource_core::dispatch::{join_tasks, Counters, Member, Members};
 
 /// An in-process event bus with the full delivery contract: consumer
 /// groups, per-aggregate order, retries, a dead-letter queue and draining
@@ -66,18 +65,27 @@ impl std::fmt::Debug for MemoryBus {
 pub(crate) struct Inner {
     config: MemoryBusConfig,
     groups: Mutex<HashMap<String, Arc<Group>>>,
-    members: Mutex<HashMap<u64, Member>>,
-    next_member: AtomicU64,
+    members: Arc<Members<MemoryMember>>,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) stats: Counters,
-    closed: AtomicBool,
-    shutdown: CancellationToken,
 }
 
-struct Member {
+/// One subscription: its group and its workers.
+struct MemoryMember {
     group: Arc<Group>,
     stop: CancellationToken,
-    workers: Vec<JoinHandle<()>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[async_trait]
+impl Member for MemoryMember {
+    async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
+        self.stop.cancel();
+        let workers: Vec<JoinHandle<()>> = lock(&self.workers).drain(..).collect();
+        let abandoned = join_tasks(workers, 0, deadline).await;
+        self.group.leave();
+        abandoned
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,23 +95,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inner {
     pub(crate) fn group(&self, name: &str) -> Option<Arc<Group>> {
         lock(&self.groups).get(name).cloned()
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(Error::ShutDown("memory bus"))
-        } else {
-            Ok(())
-        }
-    }
-
-    async fn stop_member(&self, id: u64) {
-        let member = lock(&self.members).remove(&id);
-        if let Some(member) = member {
-            member.stop.cancel();
-            join_tasks(member.workers, 0, None).await;
-            member.group.leave();
-        }
     }
 }
 
@@ -130,12 +121,9 @@ impl MemoryBus {
             inner: Arc::new(Inner {
                 config,
                 groups: Mutex::new(HashMap::new()),
-                members: Mutex::new(HashMap::new()),
-                next_member: AtomicU64::new(0),
+                members: Members::new("memory bus"),
                 dead_letters: DeadLetters::default(),
                 stats: Counters::default(),
-                closed: AtomicBool::new(false),
-                shutdown: CancellationToken::new(),
             }),
         }
     }
@@ -148,7 +136,7 @@ impl EventBus for MemoryBus {
     }
 
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
-        self.inner.check_open()?;
+        self.inner.members.check_open()?;
         let span = tracing::info_span!(
             "eventsource.publish",
             backend = "memory",
@@ -174,7 +162,7 @@ impl EventBus for MemoryBus {
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
-        self.inner.check_open()?;
+        self.inner.members.check_open()?;
         let group = {
             let mut groups = lock(&self.inner.groups);
             let group = groups
@@ -199,8 +187,7 @@ impl EventBus for MemoryBus {
             group
         };
         group.join();
-        let id = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
-        let stop = self.inner.shutdown.child_token();
+        let stop = self.inner.members.stop_token();
         let workers = (0..subscription.concurrency())
             .map(|_| {
                 tokio::spawn(run_member_worker(
@@ -211,21 +198,15 @@ impl EventBus for MemoryBus {
                 ))
             })
             .collect();
-        lock(&self.inner.members).insert(
-            id,
-            Member {
-                group,
-                stop,
-                workers,
-            },
-        );
-        let inner = Arc::clone(&self.inner);
-        Ok(SubscriptionHandle::new(
-            subscription.group(),
-            move || async move {
-                inner.stop_member(id).await;
-            },
-        ))
+        let member = MemoryMember {
+            group,
+            stop,
+            workers: Mutex::new(workers),
+        };
+        Ok(self
+            .inner
+            .members
+            .register(subscription.group(), Arc::new(member)))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {
@@ -249,35 +230,6 @@ impl EventBus for MemoryBus {
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.shutdown.cancel();
-        let members: Vec<Member> = lock(&self.inner.members).drain().map(|(_, m)| m).collect();
-        let mut workers: Vec<JoinHandle<()>> = Vec::new();
-        for member in members {
-            member.group.leave();
-            workers.extend(member.workers);
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut abandoned = 0;
-        for mut worker in workers {
-            if tokio::time::timeout_at(deadline, &mut worker)
-                .await
-                .is_err()
-            {
-                worker.abort();
-                abandoned += 1;
-            }
-        }
-        if abandoned > 0 {
-            tracing::warn!(
-                abandoned,
-                ?timeout,
-                "memory bus: handlers still running at shutdown were aborted"
-            );
-        }
-        Ok(ShutdownReport {
-            drained: abandoned == 0,
-            abandoned,
-        })
+        Ok(self.inner.members.shutdown(timeout).await)
     }
 }

@@ -471,6 +471,98 @@ pub async fn join_tasks(
     abandoned
 }
 
+/// A running subscription member that a backend can stop.
+#[async_trait::async_trait]
+pub trait Member: Send + Sync + 'static {
+    /// Stops fetching, lets in-flight handlers finish (until `deadline`,
+    /// if any, then aborts them) and leaves the group; returns how many
+    /// handlers were aborted.
+    async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize;
+}
+
+/// The members of a bus and its open/closed state: what every backend's
+/// `subscribe`, `unsubscribe` and `shutdown` share.
+pub struct Members<M: Member> {
+    bus: &'static str,
+    members: Mutex<HashMap<u64, Arc<M>>>,
+    next: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+    shutdown: CancellationToken,
+}
+
+impl<M: Member> Members<M> {
+    /// No members yet; `bus` names the bus in errors (`"redis bus"`).
+    pub fn new(bus: &'static str) -> Arc<Self> {
+        Arc::new(Members {
+            bus,
+            members: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<M>>> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Error::ShutDown`](crate::Error::ShutDown) once [`shutdown`](Self::shutdown) began.
+    pub fn check_open(&self) -> crate::Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(crate::Error::ShutDown(self.bus))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A token cancelled at shutdown, for a new member's tasks.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.shutdown.child_token()
+    }
+
+    /// The members running now.
+    pub fn all(&self) -> Vec<Arc<M>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Registers a started member; its handle's `unsubscribe` stops it.
+    pub fn register(self: &Arc<Self>, group: &str, member: Arc<M>) -> crate::SubscriptionHandle {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, member);
+        let members = Arc::clone(self);
+        crate::SubscriptionHandle::new(group, move || async move {
+            let member = members.lock().remove(&id);
+            if let Some(member) = member {
+                member.stop(None).await;
+            }
+        })
+    }
+
+    /// Refuses new work, stops every member within `timeout` and reports.
+    pub async fn shutdown(&self, timeout: Duration) -> crate::ShutdownReport {
+        self.closed.store(true, Ordering::Release);
+        self.shutdown.cancel();
+        let members: Vec<Arc<M>> = self.lock().drain().map(|(_, m)| m).collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut abandoned = 0;
+        for member in members {
+            abandoned += member.stop(Some(deadline)).await;
+        }
+        if abandoned > 0 {
+            tracing::warn!(
+                bus = self.bus,
+                abandoned,
+                ?timeout,
+                "handlers still running at shutdown were aborted; their messages are redelivered"
+            );
+        }
+        crate::ShutdownReport {
+            drained: abandoned == 0,
+            abandoned,
+        }
+    }
+}
+
 fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
