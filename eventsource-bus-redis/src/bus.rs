@@ -1,19 +1,16 @@
 //! The Redis Streams [`EventBus`].
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::dispatch::Counters;
+use eventsource_core::dispatch::{Counters, Members};
 use eventsource_core::{
     BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, GroupStats, Result, ShutdownReport,
     Subscription, SubscriptionHandle,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamInfoGroupsReply;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::consumer::Member;
@@ -68,14 +65,7 @@ pub(crate) struct Inner {
     /// Shared by publishes, acks and dead-lettering (multiplexed).
     pub(crate) conn: ConnectionManager,
     pub(crate) stats: Counters,
-    members: Mutex<HashMap<u64, Arc<Member>>>,
-    next_member: AtomicU64,
-    closed: AtomicBool,
-    pub(crate) shutdown: CancellationToken,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) members: Arc<Members<Member>>,
 }
 
 /// Maps a Redis error into the core error, saying what was being done.
@@ -137,10 +127,7 @@ impl RedisBus {
                 client,
                 conn,
                 stats: Counters::default(),
-                members: Mutex::new(HashMap::new()),
-                next_member: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
-                shutdown: CancellationToken::new(),
+                members: Members::new("redis bus"),
             }),
         })
     }
@@ -150,13 +137,6 @@ impl RedisBus {
         &self.inner.config
     }
 
-    fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::ShutDown("redis bus"))
-        } else {
-            Ok(())
-        }
-    }
 }
 
 #[async_trait]
@@ -166,7 +146,7 @@ impl EventBus for RedisBus {
     }
 
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
-        self.check_open()?;
+        self.inner.members.check_open()?;
         if events.is_empty() {
             return Ok(());
         }
@@ -215,18 +195,10 @@ impl EventBus for RedisBus {
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
-        self.check_open()?;
-        let id = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
+        self.inner.members.check_open()?;
         let group = subscription.group().to_owned();
         let member = Member::start(Arc::clone(&self.inner), subscription).await?;
-        lock(&self.inner.members).insert(id, Arc::clone(&member));
-        let inner = Arc::clone(&self.inner);
-        Ok(SubscriptionHandle::new(group, move || async move {
-            let member = lock(&inner.members).remove(&id);
-            if let Some(member) = member {
-                member.stop(None).await;
-            }
-        }))
+        Ok(self.inner.members.register(&group, member))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {
@@ -280,20 +252,6 @@ impl EventBus for RedisBus {
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.shutdown.cancel();
-        let members: Vec<Arc<Member>> = lock(&self.inner.members).drain().map(|(_, m)| m).collect();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut abandoned = 0;
-        for member in members {
-            abandoned += member.stop(Some(deadline)).await;
-        }
-        if abandoned > 0 {
-            tracing::warn!(abandoned, ?timeout, "redis bus: handlers still running at shutdown were aborted; their entries stay pending");
-        }
-        Ok(ShutdownReport {
-            drained: abandoned == 0,
-            abandoned,
-        })
+        Ok(self.inner.members.shutdown(timeout).await)
     }
 }

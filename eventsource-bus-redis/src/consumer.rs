@@ -107,7 +107,7 @@ impl Member {
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
         let member = Arc::new(Member {
-            stop: inner.shutdown.child_token(),
+            stop: inner.members.stop_token(),
             slots: Arc::new(Semaphore::new(config.prefetch)),
             queue: KeyedQueue::new(config.prefetch),
             held: Mutex::new(HashMap::new()),
@@ -440,10 +440,14 @@ impl Member {
         }
     }
 
+}
+
+#[async_trait]
+impl eventsource_core::dispatch::Member for Member {
     /// Stops fetching, lets in-flight handlers finish (until `deadline`,
     /// if any, then aborts them), and leaves the group — deleting the
     /// consumer when it holds nothing. Returns how many workers were aborted.
-    pub(crate) async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
+    async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
         self.stop.cancel();
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
         // The reader and the refresher come first; the workers after them.
