@@ -1,12 +1,11 @@
 //! The Kafka [`EventBus`]: topics, the idempotent producer, subscriptions.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::dispatch::Counters;
+use eventsource_core::dispatch::{Counters, Members};
 use eventsource_core::{
     BusStats, DeadLetterQuery, DeadLetterQueue, Error, EventBus, EventEnvelope, GroupStats, Result,
     ShutdownReport, Subscription, SubscriptionHandle,
@@ -17,7 +16,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::consumer::Member;
@@ -74,11 +72,8 @@ pub(crate) struct Inner {
     admin: AdminClient<DefaultClientContext>,
     created: Mutex<HashSet<String>>,
     pub(crate) stats: Counters,
-    members: Mutex<HashMap<u64, Arc<Member>>>,
+    pub(crate) members: Arc<Members<Member>>,
     pub(crate) groups: Mutex<BTreeSet<String>>,
-    next_member: AtomicU64,
-    closed: AtomicBool,
-    pub(crate) shutdown: CancellationToken,
 }
 
 /// The client settings every producer, consumer and admin client shares.
@@ -208,11 +203,8 @@ impl KafkaBus {
             admin,
             created: Mutex::new(HashSet::new()),
             stats: Counters::default(),
-            members: Mutex::new(HashMap::new()),
+            members: Members::new("kafka bus"),
             groups: Mutex::new(BTreeSet::new()),
-            next_member: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-            shutdown: CancellationToken::new(),
         };
         inner.ensure_topics(&[inner.config.events_topic()]).await?;
         Ok(KafkaBus {
@@ -224,14 +216,6 @@ impl KafkaBus {
     pub fn config(&self) -> &KafkaBusConfig {
         &self.inner.config
     }
-
-    fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::ShutDown("kafka bus"))
-        } else {
-            Ok(())
-        }
-    }
 }
 
 #[async_trait]
@@ -241,7 +225,7 @@ impl EventBus for KafkaBus {
     }
 
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
-        self.check_open()?;
+        self.inner.members.check_open()?;
         let topic = self.inner.config.events_topic();
         let records = events
             .iter()
@@ -257,19 +241,11 @@ impl EventBus for KafkaBus {
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
-        self.check_open()?;
+        self.inner.members.check_open()?;
         let group = subscription.group().to_owned();
         let member = Member::start(Arc::clone(&self.inner), subscription).await?;
         lock(&self.inner.groups).insert(group.clone());
-        let id = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
-        lock(&self.inner.members).insert(id, Arc::clone(&member));
-        let inner = Arc::clone(&self.inner);
-        Ok(SubscriptionHandle::new(group, move || async move {
-            let member = lock(&inner.members).remove(&id);
-            if let Some(member) = member {
-                member.stop(None).await;
-            }
-        }))
+        Ok(self.inner.members.register(&group, member))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {
@@ -280,7 +256,7 @@ impl EventBus for KafkaBus {
 
     async fn stats(&self) -> Result<BusStats> {
         let mut stats = self.inner.stats.snapshot();
-        let members: Vec<Arc<Member>> = lock(&self.inner.members).values().cloned().collect();
+        let members: Vec<Arc<Member>> = self.inner.members.all();
         let groups: Vec<String> = lock(&self.inner.groups).iter().cloned().collect();
         let dlq = self.dead_letters();
         for group in groups {
@@ -303,22 +279,12 @@ impl EventBus for KafkaBus {
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.shutdown.cancel();
-        let members: Vec<Arc<Member>> = lock(&self.inner.members).drain().map(|(_, m)| m).collect();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut abandoned = 0;
-        for m in members {
-            abandoned += m.stop(Some(deadline)).await;
-        }
+        let report = self.inner.members.shutdown(timeout).await;
         let producer = self.inner.producer.clone();
         let flush = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5)));
         if let Ok(Err(e)) = flush.await {
             tracing::warn!(error = %e, "kafka producer flush at shutdown failed");
         }
-        Ok(ShutdownReport {
-            drained: abandoned == 0,
-            abandoned,
-        })
+        Ok(report)
     }
 }

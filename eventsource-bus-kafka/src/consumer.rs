@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventsource_core::dispatch::{join_tasks, run_worker, Delivery, KeyedQueue, Outcome, Settle};
+use eventsource_core::dispatch::{
+    join_tasks, run_worker, Delivery, KeyedQueue, Member as _, Outcome, Settle,
+};
 use eventsource_core::{Error, Result, Subscription};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -158,7 +160,7 @@ impl Member {
         let member = Arc::new(Member {
             queue: KeyedQueue::new(config.prefetch),
             slots: Arc::new(Semaphore::new(config.prefetch)),
-            stop: inner.shutdown.child_token(),
+            stop: inner.members.stop_token(),
             tasks: Mutex::new(Vec::new()),
             consumer: Arc::new(consumer),
             trackers,
@@ -335,11 +337,14 @@ impl Member {
             }
         }
     }
+}
 
+#[async_trait]
+impl eventsource_core::dispatch::Member for Member {
     /// Stops polling, waits for the workers (until `deadline`, if any),
     /// commits what finished and leaves the group. Returns how many
     /// workers were aborted.
-    pub(crate) async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
+    async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
         self.stop.cancel();
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
         let abandoned = join_tasks(tasks, 1, deadline).await;

@@ -1,19 +1,17 @@
 //! The RabbitMQ [`EventBus`] and its confirmed publisher.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::dispatch::Counters;
+use eventsource_core::dispatch::{Counters, Members};
 use eventsource_core::{
     BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, GroupStats, Result, ShutdownReport,
     Subscription, SubscriptionHandle,
 };
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Confirmation};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::consumer::Member;
@@ -61,12 +59,9 @@ pub(crate) struct Inner {
     pub(crate) config: RabbitBusConfig,
     publisher: tokio::sync::Mutex<Option<Session>>,
     pub(crate) stats: Counters,
-    members: Mutex<HashMap<u64, Arc<Member>>>,
+    pub(crate) members: Arc<Members<Member>>,
     /// Groups this bus has subscribed, for listing dead letters of all groups.
     pub(crate) groups: Mutex<BTreeSet<String>>,
-    next_member: AtomicU64,
-    closed: AtomicBool,
-    pub(crate) shutdown: CancellationToken,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,11 +162,8 @@ impl RabbitBus {
                 config,
                 publisher: tokio::sync::Mutex::new(Some(session)),
                 stats: Counters::default(),
-                members: Mutex::new(HashMap::new()),
+                members: Members::new("rabbitmq bus"),
                 groups: Mutex::new(BTreeSet::new()),
-                next_member: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
-                shutdown: CancellationToken::new(),
             }),
         })
     }
@@ -179,14 +171,6 @@ impl RabbitBus {
     /// The configuration this bus runs with.
     pub fn config(&self) -> &RabbitBusConfig {
         &self.inner.config
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            Err(Error::ShutDown("rabbitmq bus"))
-        } else {
-            Ok(())
-        }
     }
 }
 
@@ -197,7 +181,7 @@ impl EventBus for RabbitBus {
     }
 
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
-        self.check_open()?;
+        self.inner.members.check_open()?;
         let config = &self.inner.config;
         let exchange = config.exchange();
         let messages: Vec<Outgoing<'_>> = events
@@ -222,20 +206,12 @@ impl EventBus for RabbitBus {
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
-        self.check_open()?;
+        self.inner.members.check_open()?;
         let group = subscription.group().to_owned();
         crate::topology::binding_keys(&self.inner.config, subscription.filter())?;
         let member = Member::start(Arc::clone(&self.inner), subscription).await?;
         lock(&self.inner.groups).insert(group.clone());
-        let id = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
-        lock(&self.inner.members).insert(id, Arc::clone(&member));
-        let inner = Arc::clone(&self.inner);
-        Ok(SubscriptionHandle::new(group, move || async move {
-            let member = lock(&inner.members).remove(&id);
-            if let Some(member) = member {
-                member.stop(None).await;
-            }
-        }))
+        Ok(self.inner.members.register(&group, member))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {
@@ -248,8 +224,10 @@ impl EventBus for RabbitBus {
         let mut stats = self.inner.stats.snapshot();
         let groups: Vec<String> = lock(&self.inner.groups).iter().cloned().collect();
         let in_flight: HashMap<String, u64> =
-            lock(&self.inner.members)
-                .values()
+            self.inner
+                .members
+                .all()
+                .iter()
                 .fold(HashMap::new(), |mut m, member| {
                     *m.entry(member.group().to_owned()).or_default() += member.in_flight() as u64;
                     m
@@ -276,23 +254,10 @@ impl EventBus for RabbitBus {
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.shutdown.cancel();
-        let members: Vec<Arc<Member>> = lock(&self.inner.members).drain().map(|(_, m)| m).collect();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut abandoned = 0;
-        for member in members {
-            abandoned += member.stop(Some(deadline)).await;
-        }
+        let report = self.inner.members.shutdown(timeout).await;
         if let Some(session) = self.inner.publisher.lock().await.take() {
             session.close().await;
         }
-        if abandoned > 0 {
-            tracing::warn!(abandoned, ?timeout, "rabbitmq bus: handlers still running at shutdown were aborted; their messages go back to the queue");
-        }
-        Ok(ShutdownReport {
-            drained: abandoned == 0,
-            abandoned,
-        })
+        Ok(report)
     }
 }

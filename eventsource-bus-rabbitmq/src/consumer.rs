@@ -47,7 +47,7 @@ impl Member {
         let member = Arc::new(Member {
             queue: KeyedQueue::new(usize::from(inner.config.prefetch)),
             session: tokio::sync::Mutex::new(None),
-            stop: inner.shutdown.child_token(),
+            stop: inner.members.stop_token(),
             tasks: Mutex::new(Vec::new()),
             inner,
             subscription,
@@ -242,11 +242,14 @@ impl Member {
             }
         }
     }
+}
 
+#[async_trait]
+impl eventsource_core::dispatch::Member for Member {
     /// Stops consuming and waits for the workers (until `deadline`, if
     /// any, then aborts them); closes the connection. Returns how many
     /// workers were aborted.
-    pub(crate) async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
+    async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
         self.stop.cancel();
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
         let abandoned = join_tasks(tasks, 1, deadline).await;

@@ -136,7 +136,6 @@ impl RedisBus {
     pub fn config(&self) -> &RedisBusConfig {
         &self.inner.config
     }
-
 }
 
 #[async_trait]

@@ -439,7 +439,6 @@ impl Member {
             }
         }
     }
-
 }
 
 #[async_trait]
