@@ -259,6 +259,15 @@ impl EventBus for KafkaBus {
         let members: Vec<Arc<Member>> = self.inner.members.all();
         let groups: Vec<String> = lock(&self.inner.groups).iter().cloned().collect();
         let dlq = self.dead_letters();
+        if let Some(member) = members.first() {
+            let topic = self.inner.config.events_topic();
+            let bounds = crate::dlq::topic_bounds(member.consumer(), &topic).await?;
+            let length = bounds
+                .iter()
+                .map(|(_, low, high)| (high - low).max(0) as u64)
+                .sum();
+            stats.streams.insert(topic, length);
+        }
         for group in groups {
             let dead = dlq.list(&DeadLetterQuery::group(&group)).await?.len() as u64;
             let mine = members.iter().filter(|m| m.group() == group);

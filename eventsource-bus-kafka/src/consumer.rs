@@ -199,6 +199,10 @@ impl Member {
         self.subscription.group()
     }
 
+    pub(crate) fn consumer(&self) -> Arc<StreamConsumer<MemberContext>> {
+        Arc::clone(&self.consumer)
+    }
+
     pub(crate) fn queued(&self) -> usize {
         self.queue.queued()
     }

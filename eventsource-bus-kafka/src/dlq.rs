@@ -62,6 +62,30 @@ struct Record {
     payload: Vec<u8>,
 }
 
+/// `(partition, low, high)` watermarks of every partition of `topic`.
+pub(crate) async fn topic_bounds<X, C>(client: Arc<C>, topic: &str) -> Result<Vec<(i32, i64, i64)>>
+where
+    X: rdkafka::consumer::ConsumerContext + 'static,
+    C: Consumer<X> + Send + Sync + 'static,
+{
+    let t = topic.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>> {
+        let metadata = client
+            .fetch_metadata(Some(&t), Duration::from_secs(10))
+            .map_err(|e| kafka_err(format!("reading metadata of `{t}`"), e))?;
+        let mut bounds = Vec::new();
+        for p in metadata.topics().iter().flat_map(|m| m.partitions()) {
+            let (low, high) = client
+                .fetch_watermarks(&t, p.id(), Duration::from_secs(10))
+                .map_err(|e| kafka_err(format!("reading watermarks of `{t}`"), e))?;
+            bounds.push((p.id(), low, high));
+        }
+        Ok(bounds)
+    })
+    .await
+    .map_err(|e| Error::backend(BACKEND, "reading watermarks", e))?
+}
+
 /// Reads every record of `topic` up to its high watermarks.
 async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>> {
     let consumer: StreamConsumer = client_config(config)
@@ -71,24 +95,11 @@ async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>>
         .create()
         .map_err(|e| kafka_err("creating a dead-letter reader", e))?;
     let consumer = Arc::new(consumer);
-    let (c, t) = (Arc::clone(&consumer), topic.to_owned());
-    let bounds = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>> {
-        let metadata = c
-            .fetch_metadata(Some(&t), Duration::from_secs(10))
-            .map_err(|e| kafka_err(format!("reading metadata of `{t}`"), e))?;
-        let mut bounds = Vec::new();
-        for p in metadata.topics().iter().flat_map(|m| m.partitions()) {
-            let (low, high) = c
-                .fetch_watermarks(&t, p.id(), Duration::from_secs(10))
-                .map_err(|e| kafka_err(format!("reading watermarks of `{t}`"), e))?;
-            if high > low {
-                bounds.push((p.id(), low, high));
-            }
-        }
-        Ok(bounds)
-    })
-    .await
-    .map_err(|e| Error::backend(BACKEND, "reading watermarks", e))??;
+    let bounds: Vec<(i32, i64, i64)> = topic_bounds(Arc::clone(&consumer), topic)
+        .await?
+        .into_iter()
+        .filter(|(_, low, high)| high > low)
+        .collect();
     if bounds.is_empty() {
         return Ok(Vec::new());
     }

@@ -57,6 +57,17 @@ async fn garbage_record_is_dead_lettered_raw_and_the_consumer_goes_on() {
     );
     assert!(l.error.contains("ce_id"), "{}", l.error);
     assert!(l.source.starts_with(&config.events_topic()), "{}", l.source);
+    let stats = bus.stats().await.expect("stats");
+    assert_eq!(
+        stats.streams.get(&config.events_topic()),
+        Some(&2),
+        "raw + good record: {stats:?}"
+    );
+    assert_eq!(
+        stats.groups.get("raw").map(|g| g.dead_letters),
+        Some(1),
+        "{stats:?}"
+    );
     bus.shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown");
