@@ -59,6 +59,12 @@ pub struct RabbitBusConfig {
     /// How long a publish waits for the broker (reconnection included).
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// Declares group queues with `x-single-active-consumer`: one member of
+    /// a group consumes at a time and the others stand by, so an
+    /// aggregate's events stay in order across the whole group (not just
+    /// within a member), at the cost of spreading work over members. Fixed
+    /// when a group's queue is first declared.
+    pub single_active_consumer: bool,
 }
 
 impl std::fmt::Debug for RabbitBusConfig {
@@ -71,6 +77,7 @@ impl std::fmt::Debug for RabbitBusConfig {
             .field("prefetch", &self.prefetch)
             .field("queue_expires", &self.queue_expires)
             .field("publish_timeout", &self.publish_timeout)
+            .field("single_active_consumer", &self.single_active_consumer)
             .finish()
     }
 }
@@ -85,6 +92,7 @@ impl Default for RabbitBusConfig {
             prefetch: 32,
             queue_expires: None,
             publish_timeout: Duration::from_secs(30),
+            single_active_consumer: false,
         }
     }
 }
@@ -194,6 +202,12 @@ impl RabbitBusConfigBuilder {
     /// See [`RabbitBusConfig::publish_timeout`].
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.0.publish_timeout = timeout;
+        self
+    }
+
+    /// See [`RabbitBusConfig::single_active_consumer`].
+    pub fn single_active_consumer(mut self, enabled: bool) -> Self {
+        self.0.single_active_consumer = enabled;
         self
     }
 

@@ -111,11 +111,14 @@ pub(crate) fn binding_keys(config: &RabbitBusConfig, filter: &EventFilter) -> Re
     }
 }
 
-fn queue_args(config: &RabbitBusConfig) -> FieldTable {
+fn queue_args(config: &RabbitBusConfig, dlq: bool) -> FieldTable {
     let mut args = FieldTable::default();
     if let Some(expires) = config.queue_expires {
         let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
         args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+    }
+    if config.single_active_consumer && !dlq {
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
     args
 }
@@ -128,12 +131,12 @@ pub(crate) async fn declare_group(
     filter: &EventFilter,
 ) -> Result<()> {
     let keys = binding_keys(config, filter)?;
-    for name in [config.queue(group), config.dlq(group)] {
+    for (name, dlq) in [(config.queue(group), false), (config.dlq(group), true)] {
         channel
             .queue_declare(
                 short("queue", &name)?,
                 QueueDeclareOptions::durable(),
-                queue_args(config),
+                queue_args(config, dlq),
             )
             .await
             .map_err(|e| amqp_err(format!("declaring queue `{name}`"), e))?;
