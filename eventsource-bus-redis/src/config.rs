@@ -51,6 +51,12 @@ pub struct RedisBusConfig {
     /// How long a publish keeps retrying while Redis is unreachable.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// One member of a group reads at a time, holding a lease
+    /// (`{namespace}:lease:{group}`, renewed every `claim_interval`, lost
+    /// after `claim_min_idle`); the others stand by and take over when it
+    /// goes. An aggregate's events then stay in order across the whole
+    /// group, not just within a member, at the cost of spreading work.
+    pub single_active_member: bool,
 }
 
 impl std::fmt::Debug for RedisBusConfig {
@@ -65,6 +71,7 @@ impl std::fmt::Debug for RedisBusConfig {
             .field("claim_interval", &self.claim_interval)
             .field("max_len", &self.max_len)
             .field("publish_timeout", &self.publish_timeout)
+            .field("single_active_member", &self.single_active_member)
             .finish()
     }
 }
@@ -81,6 +88,7 @@ impl Default for RedisBusConfig {
             claim_interval: Duration::from_secs(5),
             max_len: None,
             publish_timeout: Duration::from_secs(10),
+            single_active_member: false,
         }
     }
 }
@@ -144,6 +152,11 @@ impl RedisBusConfig {
         format!("{}:dlq:{group}", self.namespace)
     }
 
+    /// The lease key of `group` (with [`single_active_member`](Self::single_active_member)).
+    pub fn lease_key(&self, group: &str) -> String {
+        format!("{}:lease:{group}", self.namespace)
+    }
+
     /// The set of groups that have dead-letter streams.
     pub(crate) fn dlq_groups_key(&self) -> String {
         format!("{}:dlq-groups", self.namespace)
@@ -199,6 +212,12 @@ impl RedisBusConfigBuilder {
         claim_interval: Duration,
         /// See [`RedisBusConfig::publish_timeout`].
         publish_timeout: Duration,
+    }
+
+    /// See [`RedisBusConfig::single_active_member`].
+    pub fn single_active_member(mut self, enabled: bool) -> Self {
+        self.0.single_active_member = enabled;
+        self
     }
 
     /// See [`RedisBusConfig::max_len`].

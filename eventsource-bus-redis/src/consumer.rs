@@ -45,6 +45,9 @@ pub(crate) struct Member {
     /// for everything finished since its last round trip.
     acks: Mutex<Option<mpsc::UnboundedSender<Ack>>>,
     acker: Mutex<Option<JoinHandle<()>>>,
+    /// Whether this member reads: always, or while it holds the group's
+    /// lease with `single_active_member`.
+    active: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,6 +118,7 @@ impl Member {
             workers: subscription.concurrency(),
             acks: Mutex::new(None),
             acker: Mutex::new(None),
+            active: std::sync::atomic::AtomicBool::new(true),
             inner,
             subscription,
             consumer,
@@ -128,6 +132,13 @@ impl Member {
             .inner
             .connection(member.inner.config.block + Duration::from_secs(5))
             .await?;
+        if member.inner.config.single_active_member {
+            let mut conn = member.inner.conn.clone();
+            let active = member.hold_lease(&mut conn).await;
+            member
+                .active
+                .store(active, std::sync::atomic::Ordering::Release);
+        }
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         *lock(&member.acks) = Some(ack_tx);
         *lock(&member.acker) = Some(tokio::spawn(Arc::clone(&member).ack_loop(ack_rx)));
@@ -181,12 +192,79 @@ impl Member {
         }
     }
 
+    /// With `single_active_member`: takes or keeps the group's lease.
+    /// Returns whether this member may read. Always `true` without it.
+    async fn hold_lease(&self, conn: &mut ConnectionManager) -> bool {
+        let config = &self.inner.config;
+        if !config.single_active_member {
+            return true;
+        }
+        let ttl = config.claim_min_idle.as_millis().to_string();
+        // Take it if free, or extend it if ours; anything else: stand by.
+        let held: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(
+                "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+                 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
+                 return 0",
+            )
+            .arg(1)
+            .arg(config.lease_key(self.group()))
+            .arg(&self.consumer)
+            .arg(&ttl)
+            .query_async(conn)
+            .await;
+        match held {
+            Ok(1) => true,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(group = self.group(), error = %e, "could not check the group lease; standing by");
+                false
+            }
+        }
+    }
+
+    /// Gives the lease up if this member holds it.
+    async fn release_lease(&self) {
+        if !self.inner.config.single_active_member {
+            return;
+        }
+        let mut conn = self.inner.conn.clone();
+        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+            .arg(1)
+            .arg(self.inner.config.lease_key(self.group()))
+            .arg(&self.consumer)
+            .query_async(&mut conn)
+            .await;
+    }
+
     /// Reads new entries while there are free prefetch slots.
     async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager) {
         let block_ms = self.inner.config.block.as_millis().to_string();
         let mut backoff = Duration::from_millis(100);
         let mut last_claim = tokio::time::Instant::now();
+        let mut active = !self.inner.config.single_active_member;
+        let mut lease_checked = tokio::time::Instant::now();
         loop {
+            if self.inner.config.single_active_member
+                && (!active || lease_checked.elapsed() >= self.inner.config.claim_interval)
+            {
+                lease_checked = tokio::time::Instant::now();
+                let was_active = active;
+                active = self.hold_lease(&mut conn).await;
+                if !active {
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = tokio::time::sleep(self.inner.config.claim_interval) => {}
+                    }
+                    continue;
+                }
+                if !was_active {
+                    tracing::info!(group = self.group(), consumer = %self.consumer, "this member is now the group's active reader");
+                    // Take over what the previous holder left before reading anything new.
+                    last_claim = tokio::time::Instant::now() - self.inner.config.claim_interval;
+                }
+            }
             let first = tokio::select! {
                 () = self.stop.cancelled() => return,
                 slot = Arc::clone(&self.slots).acquire_owned() => match slot {
@@ -418,6 +496,11 @@ impl Member {
                 () = tokio::time::sleep(self.inner.config.claim_interval) => {}
             }
             let mut conn = self.inner.conn.clone();
+            if self.inner.config.single_active_member {
+                let active = self.hold_lease(&mut conn).await;
+                self.active
+                    .store(active, std::sync::atomic::Ordering::Release);
+            }
             let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.held)
                 .iter()
                 .filter(|(_, ids)| !ids.is_empty())
@@ -451,6 +534,7 @@ impl eventsource_core::dispatch::Member for Member {
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
         // The reader and the refresher come first; the workers after them.
         let abandoned = join_tasks(tasks, 2, deadline).await;
+        self.release_lease().await;
         // No more acks can come: let the acker send what is queued, then end.
         drop(lock(&self.acks).take());
         let acker = lock(&self.acker).take();

@@ -199,3 +199,52 @@ async fn unreachable_server_fails_at_connect_naming_it_without_password() {
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_active_member_keeps_one_reader_and_fails_over() {
+    let mut config = common::config(&common::redis_url());
+    config.single_active_member = true;
+    let bus = common::connect(config).await;
+    let (mut first, h1) = Recorder::new("active member");
+    let (mut second, h2) = Recorder::new("standby member");
+    let s1 = bus
+        .subscribe(
+            Subscription::builder("sam")
+                .concurrency(4)
+                .handler(h1)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe first");
+    bus.subscribe(
+        Subscription::builder("sam")
+            .concurrency(4)
+            .handler(h2)
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe second");
+    let events: Vec<_> = (1..=6).map(|v| probe("agg-1", v, v)).collect();
+    bus.publish(&events).await.expect("publish");
+    let got = first.expect(6, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    second.expect_nothing(Duration::from_millis(500)).await;
+
+    s1.unsubscribe().await; // gives the lease up
+    let more: Vec<_> = (7..=9).map(|v| probe("agg-1", v, v)).collect();
+    bus.publish(&more).await.expect("publish");
+    let got = second.expect(3, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
+        vec![7, 8, 9],
+        "the standby took over"
+    );
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
