@@ -1,7 +1,8 @@
 //! The Kafka [`EventBus`]: topics, the idempotent producer, subscriptions.
 
+pub(crate) use eventsource_core::dispatch::lock;
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,10 +27,6 @@ pub(crate) const BACKEND: &str = "kafka";
 
 pub(crate) fn kafka_err(context: impl Into<String>, e: KafkaError) -> Error {
     Error::backend(BACKEND, context, e)
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// An [`EventBus`] on Kafka.

@@ -1,7 +1,8 @@
 //! The in-memory [`EventBus`].
 
+use eventsource_core::dispatch::lock;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -86,10 +87,6 @@ impl Member for MemoryMember {
         self.group.leave();
         abandoned
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {

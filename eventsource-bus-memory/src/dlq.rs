@@ -18,7 +18,7 @@ pub(crate) struct DeadLetters {
 
 impl DeadLetters {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, DeadLetter>> {
-        self.letters.lock().unwrap_or_else(|p| p.into_inner())
+        eventsource_core::dispatch::lock(&self.letters)
     }
 
     /// Stores a dead letter, giving it the next id.

@@ -1,7 +1,8 @@
 //! The RabbitMQ [`EventBus`] and its confirmed publisher.
 
+pub(crate) use eventsource_core::dispatch::lock;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -62,10 +63,6 @@ pub(crate) struct Inner {
     pub(crate) members: Arc<Members<Member>>,
     /// Groups this bus has subscribed, for listing dead letters of all groups.
     pub(crate) groups: Mutex<BTreeSet<String>>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One message to publish: where to, and what.

@@ -2,8 +2,9 @@
 //! run the handler and XACK, the takeover of entries a dead member left
 //! behind, and the refresher that keeps this member's own entries fresh.
 
+use eventsource_core::dispatch::lock;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,10 +49,6 @@ pub(crate) struct Member {
     /// Whether this member reads: always, or while it holds the group's
     /// lease with `single_active_member`.
     active: std::sync::atomic::AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[async_trait]

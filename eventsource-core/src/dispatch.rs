@@ -22,6 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{EventEnvelope, Subscription};
 
+/// Locks a mutex, ignoring poisoning: every critical section in the
+/// backends completes its update before the guard drops, so a panic
+/// elsewhere never leaves the data half-changed.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// One message on its way to a handler: the event, the backend's token to
 /// ack it with, and its failure history.
 #[derive(Debug, Clone)]
@@ -105,9 +112,7 @@ impl<T> KeyedQueue<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue<T>> {
-        // Every update below is completed before the guard drops, so a
-        // poisoned lock still holds a consistent queue.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.queue)
     }
 
     /// Appends a delivery, waiting for room; gives it back if `deadline`
@@ -503,7 +508,7 @@ impl<M: Member> Members<M> {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<M>>> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.members)
     }
 
     /// [`Error::ShutDown`](crate::Error::ShutDown) once [`shutdown`](Self::shutdown) began.
