@@ -172,14 +172,12 @@ impl EventBus for MemoryBus {
                     ))
                 })
                 .clone();
-            if group.filter != *subscription.filter() {
-                return Err(Error::config(format!(
-                    "memory bus: consumer group `{}` already subscribes with filter {:?}; \
-                     every member of a group must use the same filter (got {:?})",
-                    group.name,
-                    group.filter,
-                    subscription.filter()
-                )));
+            if group.filter.canonical() != subscription.filter().canonical() {
+                return Err(Error::GroupFilterConflict {
+                    group: group.name.clone(),
+                    existing: group.filter.to_string(),
+                    requested: subscription.filter().to_string(),
+                });
             }
             group
         };
@@ -200,10 +198,7 @@ impl EventBus for MemoryBus {
             stop,
             workers: Mutex::new(workers),
         };
-        Ok(self
-            .inner
-            .members
-            .register(subscription.group(), Arc::new(member)))
+        Ok(self.inner.members.register(&subscription, Arc::new(member)))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

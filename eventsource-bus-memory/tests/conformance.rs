@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventsource_bus_memory::MemoryBus;
-use eventsource_core::testkit::BusFactory;
+use eventsource_core::testkit::{BusFactory, Features};
 use eventsource_core::EventBus;
 
 struct Memory;
@@ -13,6 +13,16 @@ struct Memory;
 impl BusFactory for Memory {
     async fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(MemoryBus::new())
+    }
+
+    /// A group's members share one keyed queue, so order holds across
+    /// them; nothing outlives the bus.
+    fn features(&self) -> Features {
+        Features {
+            ordered_across_members: true,
+            spreads_work: true,
+            durable: false,
+        }
     }
 }
 

@@ -204,11 +204,12 @@ impl EventBus for RabbitBus {
 
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
         self.inner.members.check_open()?;
+        self.inner.members.check_filter(&subscription)?;
         let group = subscription.group().to_owned();
         crate::topology::binding_keys(&self.inner.config, subscription.filter())?;
-        let member = Member::start(Arc::clone(&self.inner), subscription).await?;
+        let member = Member::start(Arc::clone(&self.inner), subscription.clone()).await?;
         lock(&self.inner.groups).insert(group.clone());
-        Ok(self.inner.members.register(&group, member))
+        Ok(self.inner.members.register(&subscription, member))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

@@ -195,9 +195,9 @@ impl EventBus for RedisBus {
 
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
         self.inner.members.check_open()?;
-        let group = subscription.group().to_owned();
-        let member = Member::start(Arc::clone(&self.inner), subscription).await?;
-        Ok(self.inner.members.register(&group, member))
+        self.inner.members.check_filter(&subscription)?;
+        let member = Member::start(Arc::clone(&self.inner), subscription.clone()).await?;
+        Ok(self.inner.members.register(&subscription, member))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

@@ -1,20 +1,66 @@
-//! The conformance suite against the real Redis.
+//! The conformance suite against the real Redis: once with the defaults
+//! (work spread over a group's members, order within a member), once with
+//! `single_active_member` (order across the group).
 
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::testkit::BusFactory;
+use eventsource_bus_redis::RedisBusConfig;
+use eventsource_core::testkit::{BusFactory, Features};
 use eventsource_core::EventBus;
 
-struct Redis;
+/// Buses on the real server; `single_active` picks the mode.
+struct Redis {
+    single_active: bool,
+}
+
+impl Redis {
+    /// The test config, with the default `claim_min_idle` (30 s): a clean
+    /// leave must hand over at once, not when a dead member's entries would.
+    fn config(&self) -> RedisBusConfig {
+        let mut config = common::config(&common::redis_url());
+        config.claim_min_idle = Duration::from_secs(30);
+        config.single_active_member = self.single_active;
+        config.validate().expect("valid test config");
+        config
+    }
+}
 
 #[async_trait]
 impl BusFactory for Redis {
     async fn bus(&self) -> Arc<dyn EventBus> {
-        Arc::new(common::connect(common::config(&common::redis_url())).await)
+        Arc::new(common::connect(self.config()).await)
+    }
+
+    async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
+        let config = self.config();
+        let mut buses: Vec<Arc<dyn EventBus>> = Vec::new();
+        for _ in 0..n {
+            buses.push(Arc::new(common::connect(config.clone()).await));
+        }
+        buses
+    }
+
+    fn features(&self) -> Features {
+        Features {
+            ordered_across_members: self.single_active,
+            spreads_work: !self.single_active,
+            durable: true,
+        }
     }
 }
 
-eventsource_core::conformance_suite!(Redis);
+eventsource_core::conformance_suite!(Redis {
+    single_active: false
+});
+
+/// The membership cases again with one active member per group.
+mod single_active_member {
+    use super::Redis;
+    eventsource_core::membership_suite!(Redis {
+        single_active: true
+    });
+}

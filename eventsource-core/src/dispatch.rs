@@ -485,11 +485,18 @@ pub trait Member: Send + Sync + 'static {
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize;
 }
 
+struct Registered<M> {
+    group: String,
+    filter: String,
+    member: Arc<M>,
+}
+
 /// The members of a bus and its open/closed state: what every backend's
 /// `subscribe`, `unsubscribe` and `shutdown` share.
 pub struct Members<M: Member> {
     bus: &'static str,
-    members: Mutex<HashMap<u64, Arc<M>>>,
+    /// Each running member with its group and canonical filter.
+    members: Mutex<HashMap<u64, Registered<M>>>,
     next: AtomicU64,
     closed: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
@@ -507,8 +514,28 @@ impl<M: Member> Members<M> {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<M>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Registered<M>>> {
         lock(&self.members)
+    }
+
+    /// Refuses `subscription` when a running member of its group (on this
+    /// bus) uses another filter: [`Error::GroupFilterConflict`](crate::Error::GroupFilterConflict).
+    /// Backends whose members live in other processes too check the broker
+    /// as well.
+    pub fn check_filter(&self, subscription: &Subscription) -> crate::Result<()> {
+        let requested = subscription.filter().canonical();
+        let members = self.lock();
+        let other = members
+            .values()
+            .find(|r| r.group == subscription.group() && r.filter != requested);
+        match other {
+            Some(r) => Err(crate::Error::GroupFilterConflict {
+                group: r.group.clone(),
+                existing: format!("`{}`", r.filter),
+                requested: format!("`{requested}`"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// [`Error::ShutDown`](crate::Error::ShutDown) once [`shutdown`](Self::shutdown) began.
@@ -527,18 +554,33 @@ impl<M: Member> Members<M> {
 
     /// The members running now.
     pub fn all(&self) -> Vec<Arc<M>> {
-        self.lock().values().cloned().collect()
+        self.lock()
+            .values()
+            .map(|r| Arc::clone(&r.member))
+            .collect()
     }
 
-    /// Registers a started member; its handle's `unsubscribe` stops it.
-    pub fn register(self: &Arc<Self>, group: &str, member: Arc<M>) -> crate::SubscriptionHandle {
+    /// Registers a started member of `subscription`'s group; its handle's
+    /// `unsubscribe` stops it.
+    pub fn register(
+        self: &Arc<Self>,
+        subscription: &Subscription,
+        member: Arc<M>,
+    ) -> crate::SubscriptionHandle {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, member);
+        self.lock().insert(
+            id,
+            Registered {
+                group: subscription.group().to_owned(),
+                filter: subscription.filter().canonical(),
+                member,
+            },
+        );
         let members = Arc::clone(self);
-        crate::SubscriptionHandle::new(group, move || async move {
-            let member = members.lock().remove(&id);
-            if let Some(member) = member {
-                member.stop(None).await;
+        crate::SubscriptionHandle::new(subscription.group(), move || async move {
+            let registered = members.lock().remove(&id);
+            if let Some(r) = registered {
+                r.member.stop(None).await;
             }
         })
     }
@@ -547,7 +589,7 @@ impl<M: Member> Members<M> {
     pub async fn shutdown(&self, timeout: Duration) -> crate::ShutdownReport {
         self.closed.store(true, Ordering::Release);
         self.shutdown.cancel();
-        let members: Vec<Arc<M>> = self.lock().drain().map(|(_, m)| m).collect();
+        let members: Vec<Arc<M>> = self.lock().drain().map(|(_, r)| r.member).collect();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut abandoned = 0;
         for member in members {

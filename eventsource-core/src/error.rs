@@ -72,6 +72,24 @@ pub enum Error {
     #[error("the {0} has been shut down")]
     ShutDown(&'static str),
 
+    /// A subscription joined a consumer group whose members use another
+    /// filter. Every member of a group must use the same filter: a member
+    /// acks what its own filter skips, so a narrower member would drop
+    /// events the others' filter selects.
+    #[error(
+        "consumer group `{group}` already has members with filter {existing}; \
+         a member with filter {requested} is refused (every member of a group must use \
+         the same filter: use another group name, or stop the group's members first)"
+    )]
+    GroupFilterConflict {
+        /// The consumer group.
+        group: String,
+        /// The filter of the group's running members.
+        existing: String,
+        /// The filter of the refused subscription.
+        requested: String,
+    },
+
     /// An operation did not finish in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {

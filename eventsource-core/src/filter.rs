@@ -148,6 +148,31 @@ impl EventFilter {
         }
     }
 
+    /// One spelling per filter, whatever the order of its lists: the form
+    /// backends store to check that a group's members agree
+    /// ([`Error::GroupFilterConflict`]).
+    ///
+    /// ```
+    /// use eventsource_core::EventFilter;
+    /// let a = EventFilter::patterns(["b.*", "a.#"])?;
+    /// let b = EventFilter::patterns(["a.#", "b.*", "a.#"])?;
+    /// assert_eq!(a.canonical(), b.canonical());
+    /// assert_eq!(a.canonical(), "patterns [a.#, b.*]");
+    /// # Ok::<(), eventsource_core::Error>(())
+    /// ```
+    pub fn canonical(&self) -> String {
+        fn list(items: &[String]) -> String {
+            let set: std::collections::BTreeSet<&str> = items.iter().map(String::as_str).collect();
+            set.into_iter().collect::<Vec<_>>().join(", ")
+        }
+        match self {
+            EventFilter::All => "all".to_owned(),
+            EventFilter::EventTypes(t) => format!("event types [{}]", list(t)),
+            EventFilter::AggregateType(t) => format!("aggregate type {t}"),
+            EventFilter::Patterns(p) => format!("patterns [{}]", list(p)),
+        }
+    }
+
     /// The AMQP binding keys that deliver exactly what this filter matches.
     pub fn binding_keys(&self) -> Vec<String> {
         match self {
@@ -156,6 +181,13 @@ impl EventFilter {
             EventFilter::AggregateType(t) => vec![format!("{t}.#")],
             EventFilter::Patterns(p) => p.clone(),
         }
+    }
+}
+
+impl std::fmt::Display for EventFilter {
+    /// The [`canonical`](Self::canonical) form, in backquotes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`", self.canonical())
     }
 }
 

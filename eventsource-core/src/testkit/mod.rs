@@ -45,6 +45,54 @@ pub trait BusFactory: Send + Sync + 'static {
     fn quiet(&self) -> Duration {
         Duration::from_millis(400)
     }
+
+    /// What this backend promises beyond the common contract.
+    fn features(&self) -> Features {
+        Features::default()
+    }
+
+    /// `n` buses on one fresh namespace, as `n` processes of one service
+    /// would each hold: members subscribed through different peers compete
+    /// in the same groups. The default is one bus shared `n` times (an
+    /// in-process bus has no other way to share a group).
+    async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
+        let bus = self.bus().await;
+        vec![bus; n.max(1)]
+    }
+
+    /// How long a group may take to hand a leaving member's unfinished
+    /// events to the members that stay (or to the next one to join).
+    fn handover(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// What a backend promises beyond the common contract, stated in code so
+/// that one case asserts the right thing on each (as Watermill's universal
+/// tests declare `GuaranteedOrder` or `Persistent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// An aggregate's events are handled in order, one at a time, across
+    /// all members of a group, not only within one member.
+    pub ordered_across_members: bool,
+    /// The members of a group share the work (`false` when one member is
+    /// active and the others stand by).
+    pub spreads_work: bool,
+    /// What a group has not finished outlives the bus value that read it
+    /// (a broker keeps it): another peer's member picks it up after that
+    /// bus shuts down. `false` for an in-process bus.
+    pub durable: bool,
+}
+
+impl Default for Features {
+    /// A broker backend: work spread over members, order within a member only.
+    fn default() -> Self {
+        Features {
+            ordered_across_members: false,
+            spreads_work: true,
+            durable: true,
+        }
+    }
 }
 
 /// Writes one `#[tokio::test]` per conformance case, each calling the case
@@ -68,6 +116,7 @@ macro_rules! conformance_suite {
             dead_letters_can_be_deleted_and_purged,
             shutdown_lets_in_flight_handlers_finish,
         );
+        $crate::membership_suite!($factory);
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
@@ -79,6 +128,26 @@ macro_rules! conformance_suite {
         )*
     };
 }
+
+/// Writes one `#[tokio::test]` per case of the membership suite (groups
+/// whose members join, leave and differ); [`conformance_suite!`](crate::conformance_suite)
+/// includes it. A backend with a mode that changes what it promises (one
+/// active member per group) runs it again with that mode's factory.
+#[macro_export]
+macro_rules! membership_suite {
+    ($factory:expr) => {
+        $crate::conformance_suite!(@cases $factory;
+            keeps_order_with_ten_members,
+            keeps_order_while_members_join_and_leave,
+            clean_leave_hands_over_promptly,
+            members_with_different_filters_are_refused,
+            new_member_after_shutdown_with_handlers_in_flight_loses_nothing,
+        );
+    };
+}
+
+mod membership;
+pub use membership::*;
 
 /// The event type the suite publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

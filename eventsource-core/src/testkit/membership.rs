@@ -1,0 +1,484 @@
+//! The membership cases: groups whose members join, leave, shut down with
+//! work in flight, or disagree on the filter. Each case watches every
+//! handler call through a [`GroupWatch`]: nothing may be lost, duplicates
+//! are counted and bounded, and where the backend promises order across
+//! members ([`Features::ordered_across_members`]) no aggregate is handled
+//! by two members at once and its events are first handled in order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{probe, publish, subscribe, BusFactory, Features};
+use crate::{
+    handler_fn, Error, EventBus, EventEnvelope, EventFilter, Subscription, SubscriptionHandle,
+};
+
+/// Redeliveries one membership change may explain: the events a leaving
+/// member had read ahead or had in flight when it went.
+const REDELIVERIES_PER_CHANGE: usize = 64;
+
+#[derive(Default)]
+struct WatchState {
+    /// Aggregates being handled right now.
+    in_handler: HashSet<String>,
+    /// `aggregate vN` handled while another event of its aggregate was.
+    overlaps: Vec<String>,
+    /// Per aggregate, versions in the order their first handling began.
+    first_started: BTreeMap<String, Vec<u64>>,
+    /// Event ids whose handler finished, and how often.
+    finished: HashMap<uuid::Uuid, usize>,
+    /// Handler runs finished, per member label.
+    by_member: BTreeMap<String, usize>,
+}
+
+/// Records what the handlers of one group do, across all its members.
+#[derive(Default)]
+pub struct GroupWatch {
+    state: Mutex<WatchState>,
+    changed: Notify,
+}
+
+/// Leaves the aggregate's handler slot when the handler ends, or is
+/// aborted (its future dropped) at shutdown.
+struct InHandler {
+    watch: Arc<GroupWatch>,
+    aggregate: String,
+}
+
+impl Drop for InHandler {
+    fn drop(&mut self) {
+        self.watch.lock().in_handler.remove(&self.aggregate);
+    }
+}
+
+impl GroupWatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        crate::dispatch::lock(&self.state)
+    }
+
+    /// A subscription of `group` for the member `label`, whose handler
+    /// works for `work` per event.
+    pub fn subscription(
+        self: &Arc<Self>,
+        group: &str,
+        label: &str,
+        work: Duration,
+        filter: EventFilter,
+    ) -> Subscription {
+        let (watch, label) = (Arc::clone(self), label.to_owned());
+        Subscription::builder(group)
+            .filter(filter)
+            .concurrency(2)
+            .handler(handler_fn(move |e: EventEnvelope| {
+                let (watch, label) = (Arc::clone(&watch), label.clone());
+                async move {
+                    let _slot = watch.started(&e);
+                    // Simulated work, so that members and aggregates interleave.
+                    tokio::time::sleep(work).await;
+                    watch.finished(&e, &label);
+                    Ok(())
+                }
+            }))
+            .build()
+            .expect("valid subscription")
+    }
+
+    fn started(self: &Arc<Self>, e: &EventEnvelope) -> InHandler {
+        let mut s = self.lock();
+        if !s.in_handler.insert(e.aggregate_id.clone()) {
+            s.overlaps
+                .push(format!("{} v{}", e.aggregate_id, e.aggregate_version));
+        }
+        let first = s.first_started.entry(e.aggregate_id.clone()).or_default();
+        if !first.contains(&e.aggregate_version) {
+            first.push(e.aggregate_version);
+        }
+        InHandler {
+            watch: Arc::clone(self),
+            aggregate: e.aggregate_id.clone(),
+        }
+    }
+
+    fn finished(&self, e: &EventEnvelope, label: &str) {
+        {
+            let mut s = self.lock();
+            *s.finished.entry(e.event_id).or_default() += 1;
+            *s.by_member.entry(label.to_owned()).or_default() += 1;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// How many of `events` have been handled to the end at least once.
+    pub fn handled_of(&self, events: &[EventEnvelope]) -> usize {
+        let s = self.lock();
+        events
+            .iter()
+            .filter(|e| s.finished.contains_key(&e.event_id))
+            .count()
+    }
+
+    /// Waits until at least `n` of `events` are handled, failing after `patience`.
+    pub async fn wait_handled(
+        &self,
+        events: &[EventEnvelope],
+        n: usize,
+        patience: Duration,
+        what: &str,
+    ) {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let done = self.handled_of(events);
+            if done >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let s = self.lock();
+                panic!(
+                    "{what}: {done} of the {n} events expected were handled within {patience:?} \
+                     (handled per member: {:?})",
+                    s.by_member
+                );
+            }
+        }
+    }
+
+    /// Asserts the contract over `events` once all are handled: no
+    /// overlap and first handling in order where `features` promise order
+    /// across members, and at most `max_duplicates` extra handler runs.
+    /// Returns the number of duplicates.
+    pub fn check(
+        &self,
+        events: &[EventEnvelope],
+        features: Features,
+        max_duplicates: usize,
+        what: &str,
+    ) -> usize {
+        let s = self.lock();
+        let missing: Vec<String> = events
+            .iter()
+            .filter(|e| !s.finished.contains_key(&e.event_id))
+            .map(|e| format!("{} v{}", e.aggregate_id, e.aggregate_version))
+            .collect();
+        assert!(missing.is_empty(), "{what}: events lost: {missing:?}");
+        let duplicates: usize = s.finished.values().map(|n| n - 1).sum();
+        let disordered: Vec<(&String, &Vec<u64>)> = s
+            .first_started
+            .iter()
+            .filter(|(_, v)| v.windows(2).any(|w| w[0] > w[1]))
+            .collect();
+        println!(
+            "{what}: {} events handled, {duplicates} duplicate run(s), {} overlap(s), \
+             {} aggregate(s) first handled out of order; runs per member {:?}",
+            events.len(),
+            s.overlaps.len(),
+            disordered.len(),
+            s.by_member
+        );
+        if features.ordered_across_members {
+            assert!(
+                s.overlaps.is_empty(),
+                "{what}: events of one aggregate handled at the same time (by two members): {:?}",
+                s.overlaps
+            );
+            assert!(
+                disordered.is_empty(),
+                "{what}: in {} aggregate(s) an event was first handled before an earlier one, e.g. {:?}",
+                disordered.len(),
+                &disordered[..disordered.len().min(3)]
+            );
+        }
+        assert!(
+            duplicates <= max_duplicates,
+            "{what}: {duplicates} duplicate handler runs, more than the {max_duplicates} that \
+             redelivery after membership changes explains"
+        );
+        duplicates
+    }
+}
+
+/// `aggregates` aggregates with `versions` events each, interleaved.
+fn interleaved(aggregates: u64, versions: u64, prefix: &str) -> Vec<EventEnvelope> {
+    let mut events = Vec::new();
+    for v in 1..=versions {
+        for a in 0..aggregates {
+            events.push(probe(&format!("{prefix}-{a}"), v, v));
+        }
+    }
+    events
+}
+
+/// Shuts down each distinct bus of `buses` once.
+async fn shutdown_all(buses: &[Arc<dyn EventBus>]) {
+    let mut seen: Vec<*const ()> = Vec::new();
+    for bus in buses {
+        let ptr = Arc::as_ptr(bus).cast::<()>();
+        if seen.contains(&ptr) {
+            continue;
+        }
+        seen.push(ptr);
+        let _ = bus.shutdown(Duration::from_secs(10)).await;
+    }
+}
+
+/// Ten members in one group, each on its own peer: every event handled
+/// once, and in order per aggregate where the backend promises it.
+pub async fn keeps_order_with_ten_members(f: &dyn BusFactory) {
+    let buses = f.peers(10).await;
+    let watch = Arc::new(GroupWatch::default());
+    let mut handles = Vec::new();
+    for (i, bus) in buses.iter().enumerate() {
+        let s = watch.subscription(
+            "ten",
+            &format!("member-{i}"),
+            Duration::from_millis(fastrand::u64(1..4)),
+            EventFilter::All,
+        );
+        handles.push(subscribe(bus, s).await);
+    }
+    let events = interleaved(20, 10, "ten");
+    publish(&buses[0], &events).await;
+    watch
+        .wait_handled(&events, events.len(), f.patience() * 2, "ten members")
+        .await;
+    watch.check(&events, f.features(), 0, "ten members");
+    if f.features().spreads_work {
+        let busy = watch.lock().by_member.len();
+        assert!(busy >= 2, "ten members, yet only {busy} did any work");
+    }
+    shutdown_all(&buses).await;
+}
+
+/// 1,000 events published in ten batches while members join and leave
+/// (two to start, then a join, a leave, a join and a leave): nothing lost,
+/// order kept where promised, duplicates bounded.
+pub async fn keeps_order_while_members_join_and_leave(f: &dyn BusFactory) {
+    let buses = f.peers(4).await;
+    let watch = Arc::new(GroupWatch::default());
+    let join = |i: usize| {
+        let (bus, watch) = (Arc::clone(&buses[i]), Arc::clone(&watch));
+        async move {
+            let s = watch.subscription(
+                "churn",
+                &format!("member-{i}"),
+                Duration::from_millis(1),
+                EventFilter::All,
+            );
+            subscribe(&bus, s).await
+        }
+    };
+    let mut members: HashMap<usize, SubscriptionHandle> = HashMap::new();
+    members.insert(0, join(0).await);
+    members.insert(1, join(1).await);
+    let events = interleaved(50, 20, "churn");
+    let mut changes = 0;
+    for (batch, chunk) in events.chunks(100).enumerate() {
+        publish(&buses[0], chunk).await;
+        // Let the group get into the batch before the membership changes.
+        let published = (batch + 1) * 100;
+        watch
+            .wait_handled(&events, published - 50, f.patience(), "churn, mid-stream")
+            .await;
+        match batch {
+            2 => {
+                members.insert(2, join(2).await);
+            }
+            4 => members.remove(&0).expect("member 0").unsubscribe().await,
+            6 => {
+                members.insert(3, join(3).await);
+            }
+            8 => members.remove(&1).expect("member 1").unsubscribe().await,
+            _ => continue,
+        }
+        changes += 1;
+    }
+    watch
+        .wait_handled(&events, events.len(), f.patience() * 2, "churn")
+        .await;
+    watch.check(
+        &events,
+        f.features(),
+        changes * REDELIVERIES_PER_CHANGE,
+        "members joining and leaving",
+    );
+    shutdown_all(&buses).await;
+}
+
+/// Eight rounds of subscribe, handle some, unsubscribe, then one last
+/// member: together they handle every event, and the last one gets what
+/// the others left within [`BusFactory::handover`].
+pub async fn clean_leave_hands_over_promptly(f: &dyn BusFactory) {
+    const ROUND: usize = 40;
+    let buses = f.peers(2).await;
+    let watch = Arc::new(GroupWatch::default());
+    let events = interleaved(40, 10, "rounds");
+    for round in 0..8 {
+        let s = watch.subscription(
+            "rounds",
+            &format!("round-{round}"),
+            Duration::from_millis(2),
+            EventFilter::All,
+        );
+        let handle = subscribe(&buses[round % 2], s).await;
+        if round == 0 {
+            // A group gets what is published once it exists.
+            publish(&buses[0], &events).await;
+        }
+        let target = ((round + 1) * ROUND).min(events.len());
+        watch
+            .wait_handled(
+                &events,
+                target,
+                f.handover() + f.patience(),
+                &format!("round {round} (a leaver's events must be handed over)"),
+            )
+            .await;
+        handle.unsubscribe().await;
+    }
+    let started = tokio::time::Instant::now();
+    let last = watch.subscription("rounds", "last", Duration::ZERO, EventFilter::All);
+    let _last = subscribe(&buses[0], last).await;
+    watch
+        .wait_handled(
+            &events,
+            events.len(),
+            f.handover(),
+            "the last member, taking what eight leavers left",
+        )
+        .await;
+    println!(
+        "last member finished the rest {:?} after subscribing",
+        started.elapsed()
+    );
+    watch.check(
+        &events,
+        f.features(),
+        8 * REDELIVERIES_PER_CHANGE,
+        "eight clean leaves",
+    );
+    shutdown_all(&buses).await;
+}
+
+/// A second filter in a group is refused with a typed error that names
+/// the group and both filters, on the same bus and on a peer; the same
+/// filter (its lists in another order) is accepted, and the group loses
+/// nothing its filter selects.
+pub async fn members_with_different_filters_are_refused(f: &dyn BusFactory) {
+    let buses = f.peers(2).await;
+    let watch = Arc::new(GroupWatch::default());
+    let probes = EventFilter::patterns(["Probe.*", "Probe.Created"]).expect("pattern");
+    let same = EventFilter::patterns(["Probe.Created", "Probe.*"]).expect("pattern");
+    let other = EventFilter::aggregate_type("Other");
+    let _first = subscribe(
+        &buses[0],
+        watch.subscription("mixed", "first", Duration::ZERO, probes.clone()),
+    )
+    .await;
+    for (i, bus) in buses.iter().enumerate() {
+        let refused = bus
+            .subscribe(watch.subscription("mixed", "other", Duration::ZERO, other.clone()))
+            .await;
+        match refused {
+            Err(e @ Error::GroupFilterConflict { .. }) => {
+                let text = e.to_string();
+                for part in ["`mixed`", &other.canonical(), &probes.canonical()] {
+                    assert!(
+                        text.contains(part),
+                        "peer {i}: the error must name {part}: {text}"
+                    );
+                }
+            }
+            Err(e) => panic!("peer {i}: expected GroupFilterConflict, got {e}"),
+            Ok(_) => panic!(
+                "peer {i}: a member with filter {other} joined group `mixed`, whose members use {probes}"
+            ),
+        }
+    }
+    let _second = subscribe(
+        &buses[1],
+        watch.subscription("mixed", "second", Duration::ZERO, same),
+    )
+    .await;
+    let selected: Vec<EventEnvelope> = (0..100).map(|i| probe(&format!("m-{i}"), 1, i)).collect();
+    let others: Vec<EventEnvelope> = (0..100)
+        .map(|i| {
+            EventEnvelope::new(format!("o-{i}"), 1, &super::OtherCreated { n: i }).expect("encodes")
+        })
+        .collect();
+    let mut all = selected.clone();
+    all.extend(others.iter().cloned());
+    publish(&buses[0], &all).await;
+    watch
+        .wait_handled(&selected, selected.len(), f.patience(), "group `mixed`")
+        .await;
+    watch.check(&selected, f.features(), 0, "group `mixed`");
+    assert_eq!(
+        watch.handled_of(&others),
+        0,
+        "the group's filter does not select `Other` events"
+    );
+    shutdown_all(&buses).await;
+}
+
+/// A member stops while handlers run (a shutdown that aborts them on a
+/// broker backend; an unsubscribe that lets them finish in process), then
+/// a new member joins the group: every event is handled.
+pub async fn new_member_after_shutdown_with_handlers_in_flight_loses_nothing(f: &dyn BusFactory) {
+    let buses = f.peers(2).await;
+    let watch = Arc::new(GroupWatch::default());
+    let events = interleaved(10, 4, "inflight");
+    let first = subscribe(
+        &buses[0],
+        watch.subscription(
+            "inflight",
+            "first",
+            Duration::from_millis(300),
+            EventFilter::All,
+        ),
+    )
+    .await;
+    publish(&buses[1], &events).await;
+    super::eventually("handlers of the first member running", f.patience(), || {
+        let watch = Arc::clone(&watch);
+        async move { (!watch.lock().in_handler.is_empty()).then_some(()) }
+    })
+    .await;
+    if f.features().durable {
+        let report = buses[0]
+            .shutdown(Duration::from_millis(50))
+            .await
+            .expect("shutdown");
+        assert!(
+            !report.drained && report.abandoned > 0,
+            "handlers of 300 ms were running, so a 50 ms shutdown must abort them: {report:?}"
+        );
+        drop(first);
+    } else {
+        first.unsubscribe().await;
+    }
+    let _second = subscribe(
+        &buses[1],
+        watch.subscription("inflight", "second", Duration::ZERO, EventFilter::All),
+    )
+    .await;
+    watch
+        .wait_handled(
+            &events,
+            events.len(),
+            f.handover() + f.patience(),
+            "the new member",
+        )
+        .await;
+    watch.check(
+        &events,
+        f.features(),
+        REDELIVERIES_PER_CHANGE,
+        "shutdown with handlers in flight",
+    );
+    shutdown_all(&buses[1..]).await;
+}
