@@ -157,6 +157,19 @@ impl RedisBusConfig {
         format!("{}:lease:{group}", self.namespace)
     }
 
+    /// The sorted set of `group`'s live members, scored by when each
+    /// stops counting as alive (ms, server time); with
+    /// [`group_filters_key`](Self::group_filters_key), how the members of a
+    /// group agree on one filter.
+    pub fn group_members_key(&self, group: &str) -> String {
+        format!("{}:members:{group}", self.namespace)
+    }
+
+    /// The hash of `group`'s live members to their filters.
+    pub fn group_filters_key(&self, group: &str) -> String {
+        format!("{}:filters:{group}", self.namespace)
+    }
+
     /// The set of groups that have dead-letter streams.
     pub(crate) fn dlq_groups_key(&self) -> String {
         format!("{}:dlq-groups", self.namespace)

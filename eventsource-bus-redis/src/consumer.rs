@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{is_transient, redis_err, Inner, BACKEND};
 use crate::dlq::{write_dead_letter, DeadBody};
-use crate::wire;
+use crate::{membership, wire};
 
 /// What a worker needs to ack an entry; holding it holds a prefetch slot.
 pub(crate) struct Token {
@@ -125,6 +125,7 @@ impl Member {
         // everything on the group's own replay stream.
         member.create_group(0, "$").await?;
         member.create_group(1, "0").await?;
+        member.register().await?;
         let reader_conn = member
             .inner
             .connection(member.inner.config.block + Duration::from_secs(5))
@@ -153,6 +154,57 @@ impl Member {
 
     fn group(&self) -> &str {
         self.subscription.group()
+    }
+
+    /// Registers (or renews) this member in its group's register, refused
+    /// when a live member uses another filter.
+    async fn register(&self) -> Result<()> {
+        let mut conn = self.inner.conn.clone();
+        membership::join(
+            &mut conn,
+            &self.inner.config,
+            self.group(),
+            &self.consumer,
+            &self.subscription.filter().canonical(),
+        )
+        .await
+    }
+
+    /// Hands back the entries this member holds but will not finish (read
+    /// ahead and never started, or cut off at shutdown): XCLAIM to itself
+    /// with an idle time past `claim_min_idle`, so the next XAUTOCLAIM of
+    /// any other member of the group takes them at once.
+    async fn hand_back(&self) {
+        let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.held)
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
+            .collect();
+        let idle = (self.inner.config.claim_min_idle * 2)
+            .as_millis()
+            .to_string();
+        let mut conn = self.inner.conn.clone();
+        for (stream, ids) in held {
+            let handed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+                .arg(&*stream)
+                .arg(self.group())
+                .arg(&self.consumer)
+                .arg(0)
+                .arg(&ids)
+                .arg("IDLE")
+                .arg(&idle)
+                .arg("JUSTID")
+                .query_async(&mut conn)
+                .await;
+            match handed {
+                Ok(_) => {
+                    tracing::debug!(group = self.group(), stream = %stream, entries = ids.len(), "handed unfinished entries back to the group")
+                }
+                Err(e) => {
+                    tracing::warn!(group = self.group(), error = %e, "could not hand entries back; other members take them over after claim_min_idle")
+                }
+            }
+        }
     }
 
     async fn create_group(&self, stream: usize, from: &str) -> Result<()> {
@@ -242,6 +294,9 @@ impl Member {
         let mut last_claim = tokio::time::Instant::now();
         let mut active = !self.inner.config.single_active_member;
         let mut lease_checked = tokio::time::Instant::now();
+        // With single_active_member, right after taking the lease: the
+        // XAUTOCLAIM cursor of each stream over the group's pending entries.
+        let mut draining: Option<[String; 2]> = None;
         loop {
             if self.inner.config.single_active_member
                 && (!active || lease_checked.elapsed() >= self.inner.config.claim_interval)
@@ -258,8 +313,9 @@ impl Member {
                 }
                 if !was_active {
                     tracing::info!(group = self.group(), consumer = %self.consumer, "this member is now the group's active reader");
-                    // Take over what the previous holder left before reading anything new.
-                    last_claim = tokio::time::Instant::now() - self.inner.config.claim_interval;
+                    // Take over everything the previous holder left, in
+                    // stream order, before reading anything new.
+                    draining = Some(["0-0".to_owned(), "0-0".to_owned()]);
                 }
             }
             let first = tokio::select! {
@@ -272,6 +328,17 @@ impl Member {
             let mut slots = vec![first];
             while let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
                 slots.push(slot);
+            }
+            if let Some(cursors) = draining.as_mut() {
+                if self.take_over_all(&mut conn, cursors, &mut slots).await {
+                    tracing::info!(
+                        group = self.group(),
+                        "took over every entry the previous active member left"
+                    );
+                    draining = None;
+                }
+                // Read new entries only once nothing older is left.
+                continue;
             }
             if last_claim.elapsed() >= self.inner.config.claim_interval {
                 last_claim = tokio::time::Instant::now();
@@ -483,6 +550,54 @@ impl Member {
         }
     }
 
+    /// Claims the group's pending entries whatever their idle time, from
+    /// `cursors` on, as many as `slots` allows, in stream order. Returns
+    /// `true` once both streams are scanned to the end. Only for the
+    /// single active member: no other member reads meanwhile.
+    async fn take_over_all(
+        &self,
+        conn: &mut ConnectionManager,
+        cursors: &mut [String; 2],
+        slots: &mut Vec<OwnedSemaphorePermit>,
+    ) -> bool {
+        for (stream, cursor) in self.streams.iter().zip(cursors.iter_mut()) {
+            while cursor.as_str() != "done" {
+                if slots.is_empty() {
+                    return false;
+                }
+                let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
+                    .arg(&**stream)
+                    .arg(self.group())
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg(cursor.as_str())
+                    .arg("COUNT")
+                    .arg(slots.len())
+                    .query_async(conn)
+                    .await;
+                match claimed {
+                    Ok(reply) => {
+                        for entry in reply.claimed {
+                            let Some(slot) = slots.pop() else { break };
+                            self.accept(stream, entry, slot).await;
+                        }
+                        *cursor = if reply.next_stream_id == "0-0" {
+                            "done".to_owned()
+                        } else {
+                            reply.next_stream_id
+                        };
+                    }
+                    Err(e) if e.code() == Some("NOGROUP") => *cursor = "done".to_owned(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, stream = %stream, "XAUTOCLAIM failed");
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// Every `claim_interval`, resets the idle time of the entries this
     /// member holds (XCLAIM to itself with JUSTID), so that other members
     /// take over only a dead member's entries.
@@ -491,6 +606,9 @@ impl Member {
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(self.inner.config.claim_interval) => {}
+            }
+            if let Err(e) = self.register().await {
+                tracing::error!(group = self.group(), error = %e, "could not renew this member in its group's register");
             }
             let mut conn = self.inner.conn.clone();
             if self.inner.config.single_active_member {
@@ -531,16 +649,21 @@ impl eventsource_core::dispatch::Member for Member {
         let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
         // The reader and the refresher come first; the workers after them.
         let abandoned = join_tasks(tasks, 2, deadline).await;
-        self.release_lease().await;
         // No more acks can come: let the acker send what is queued, then end.
         drop(lock(&self.acks).take());
         let acker = lock(&self.acker).take();
         if let Some(acker) = acker {
             let _ = acker.await;
         }
+        // What is still held was never finished: the group takes it at
+        // once. Only then may the next single active member start, so it
+        // finds everything this one left.
+        self.hand_back().await;
+        self.release_lease().await;
+        let mut conn = self.inner.conn.clone();
+        membership::leave(&mut conn, &self.inner.config, self.group(), &self.consumer).await;
         let holds_nothing = lock(&self.held).values().all(HashSet::is_empty);
         if holds_nothing {
-            let mut conn = self.inner.conn.clone();
             for stream in &self.streams {
                 let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
                     .arg("DELCONSUMER")

@@ -15,6 +15,7 @@ mod bus;
 mod config;
 mod consumer;
 mod dlq;
+mod membership;
 mod wire;
 
 pub use bus::RedisBus;
