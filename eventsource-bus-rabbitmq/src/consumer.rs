@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{lock, Inner};
 use crate::dlq::{dead_letter_message, DeadBody};
-use crate::topology::{amqp_err, declare_group, short, Session, BACKEND};
+use crate::topology::{amqp_err, declare_group, join_group, short, Session, BACKEND};
 use crate::wire;
 
 /// What a worker needs to settle a message.
@@ -80,7 +80,16 @@ impl Member {
     }
 
     async fn open(inner: &Inner, subscription: &Subscription) -> Result<Session> {
-        let session = Session::open(&inner.config, false).await?;
+        let mut session = Session::open(&inner.config, false).await?;
+        session.presence = Some(
+            join_group(
+                &session.channel,
+                &inner.config,
+                subscription.group(),
+                subscription.filter(),
+            )
+            .await?,
+        );
         declare_group(
             &session.channel,
             &inner.config,

@@ -21,6 +21,9 @@ pub(crate) fn amqp_err(context: impl Into<String>, e: lapin::Error) -> Error {
 pub(crate) struct Session {
     pub(crate) connection: Connection,
     pub(crate) channel: Channel,
+    /// A consumer member's place in its group's register (see
+    /// [`join_group`]); it lasts as long as the connection.
+    pub(crate) presence: Option<lapin::Consumer>,
 }
 
 impl Session {
@@ -51,6 +54,7 @@ impl Session {
         Ok(Session {
             connection,
             channel,
+            presence: None,
         })
     }
 
@@ -121,6 +125,99 @@ fn queue_args(config: &RabbitBusConfig, dlq: bool) -> FieldTable {
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
     args
+}
+
+/// The queue argument that carries a group's filter on its register queue.
+const FILTER_ARG: &str = "x-eventsource-filter";
+
+/// Takes this member's place in `group`'s register, refused with
+/// [`Error::GroupFilterConflict`] when the group's live members use
+/// another filter. Call before binding anything for the filter.
+///
+/// The register is a non-durable, auto-delete queue `{queue}.members`
+/// whose arguments carry the group's canonical filter;
+/// each member consumes from it (nothing is ever routed there). RabbitMQ
+/// refuses a declaration with another argument (406 PRECONDITION_FAILED)
+/// while the queue exists, and deletes it when the last member's consumer
+/// goes (clean leave, crash or lost connection), so a group's filter can
+/// change once its old members are gone.
+pub(crate) async fn join_group(
+    channel: &Channel,
+    config: &RabbitBusConfig,
+    group: &str,
+    filter: &EventFilter,
+) -> Result<lapin::Consumer> {
+    let register = format!("{}.members", config.queue(group));
+    let canonical = filter.canonical();
+    // RabbitMQ compares only the arguments it knows when a queue is
+    // declared again; `x-dead-letter-routing-key` is one, takes any short
+    // string, and is inert here: nothing is ever routed to this queue, so
+    // nothing is ever dead-lettered from it. Filters longer than a short
+    // string are compared by a hash.
+    let key = if canonical.len() <= 255 {
+        canonical.clone()
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        canonical.hash(&mut h);
+        format!("hash {:016x}", h.finish())
+    };
+    let mut args = FieldTable::default();
+    args.insert(
+        FILTER_ARG.into(),
+        AMQPValue::LongString(canonical.as_str().into()),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(key.as_str().into()),
+    );
+    let declared = channel
+        .queue_declare(
+            short("queue", &register)?,
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await;
+    if let Err(e) = declared {
+        let text = e.to_string();
+        if text.contains("PRECONDITION_FAILED") && text.contains("x-dead-letter-routing-key") {
+            // "... received 'B' but current is 'A'" (3.10), or
+            // "... but current value is 'A' of type ..." (older).
+            let existing = ["but current is '", "current value is '"]
+                .iter()
+                .find_map(|marker| text.split(marker).nth(1))
+                .and_then(|rest| rest.split('\'').next())
+                .unwrap_or("(unreadable)");
+            return Err(Error::GroupFilterConflict {
+                group: group.to_owned(),
+                existing: format!("`{existing}`"),
+                requested: format!("`{canonical}`"),
+            });
+        }
+        return Err(amqp_err(
+            format!("declaring the register queue `{register}`"),
+            e,
+        ));
+    }
+    channel
+        .basic_consume(
+            short("queue", &register)?,
+            "".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err(format!("joining the register queue `{register}`"), e))
 }
 
 /// Declares the group's queue and dead-letter queue and binds the queue.

@@ -1,20 +1,61 @@
-//! The conformance suite against the real RabbitMQ.
+//! The conformance suite against the real RabbitMQ: once with the defaults
+//! (work spread over a group's members, order within a member), once with
+//! `single_active_consumer` (order across the group).
 
 mod common;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::testkit::BusFactory;
+use eventsource_bus_rabbitmq::RabbitBusConfig;
+use eventsource_core::testkit::{BusFactory, Features};
 use eventsource_core::EventBus;
 
-struct Rabbit;
+/// Buses on the real broker; `single_active` picks the mode.
+struct Rabbit {
+    single_active: bool,
+}
+
+impl Rabbit {
+    fn config(&self) -> RabbitBusConfig {
+        let mut config = common::config();
+        config.single_active_consumer = self.single_active;
+        config
+    }
+}
 
 #[async_trait]
 impl BusFactory for Rabbit {
     async fn bus(&self) -> Arc<dyn EventBus> {
-        Arc::new(common::connect(common::config()).await)
+        Arc::new(common::connect(self.config()).await)
+    }
+
+    async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
+        let config = self.config();
+        let mut buses: Vec<Arc<dyn EventBus>> = Vec::new();
+        for _ in 0..n {
+            buses.push(Arc::new(common::connect(config.clone()).await));
+        }
+        buses
+    }
+
+    fn features(&self) -> Features {
+        Features {
+            ordered_across_members: self.single_active,
+            spreads_work: !self.single_active,
+            durable: true,
+        }
     }
 }
 
-eventsource_core::conformance_suite!(Rabbit);
+eventsource_core::conformance_suite!(Rabbit {
+    single_active: false
+});
+
+/// The membership cases again with one active consumer per group.
+mod single_active_consumer {
+    use super::Rabbit;
+    eventsource_core::membership_suite!(Rabbit {
+        single_active: true
+    });
+}
