@@ -180,7 +180,11 @@ impl KafkaBus {
     /// bad configuration fails here.
     pub async fn connect(config: KafkaBusConfig) -> Result<Self> {
         config.validate()?;
-        let producer: FutureProducer = client_config(&config)
+        let mut producer_config = client_config(&config);
+        if let Some(n) = config.max_batch_records {
+            producer_config.set("batch.num.messages", n.to_string());
+        }
+        let producer: FutureProducer = producer_config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", config.compression.as_str())
@@ -269,9 +273,15 @@ impl EventBus for KafkaBus {
         for group in groups {
             let dead = dlq.list(&DeadLetterQuery::group(&group)).await?.len() as u64;
             let mine = members.iter().filter(|m| m.group() == group);
-            let (members, pending, in_flight) = mine.fold((0, 0, 0), |(n, p, f), m| {
-                (n + 1, p + m.queued() as u64, f + m.in_flight() as u64)
-            });
+            let (members, pending, in_flight, offset_gaps) =
+                mine.fold((0, 0, 0, 0), |(n, p, f, g), m| {
+                    (
+                        n + 1,
+                        p + m.queued() as u64,
+                        f + m.in_flight() as u64,
+                        g + m.offset_gaps(),
+                    )
+                });
             stats.groups.insert(
                 group,
                 GroupStats {
@@ -279,6 +289,7 @@ impl EventBus for KafkaBus {
                     pending,
                     in_flight,
                     dead_letters: dead,
+                    offset_gaps,
                 },
             );
         }

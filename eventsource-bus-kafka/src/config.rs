@@ -80,9 +80,15 @@ pub struct KafkaBusConfig {
     /// How often finished offsets are committed.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
-    /// How long `subscribe` waits for the group to assign partitions.
+    /// How long `subscribe` waits to join the group (assigned partitions,
+    /// or none: a member beyond the partition count stands by).
     #[serde(with = "humantime_serde")]
     pub assignment_timeout: Duration,
+    /// Records per produce batch at most (librdkafka `batch.num.messages`);
+    /// librdkafka's default when unset. `Some(1)` for a broker that cannot
+    /// serve a fetch starting inside a batch (tansu 0.6: see
+    /// `tests/broker_fidelity.rs`), at some cost in publish throughput.
+    pub max_batch_records: Option<usize>,
 }
 
 impl Default for KafkaBusConfig {
@@ -99,6 +105,7 @@ impl Default for KafkaBusConfig {
             session_timeout: Duration::from_secs(10),
             commit_interval: Duration::from_millis(200),
             assignment_timeout: Duration::from_secs(60),
+            max_batch_records: None,
         }
     }
 }
@@ -151,6 +158,13 @@ impl KafkaBusConfig {
         }
         if self.prefetch == 0 {
             return Err(Error::config("kafka: prefetch must be at least 1"));
+        }
+        if let Some(n) = self.max_batch_records {
+            if !(1..=1_000_000).contains(&n) {
+                return Err(Error::config(format!(
+                    "kafka: max_batch_records must be between 1 and 1000000, got {n}"
+                )));
+            }
         }
         for (name, d) in [
             ("publish_timeout", self.publish_timeout),
@@ -244,6 +258,12 @@ impl KafkaBusConfigBuilder {
     /// See [`KafkaBusConfig::session_timeout`].
     pub fn session_timeout(mut self, d: Duration) -> Self {
         self.0.session_timeout = d;
+        self
+    }
+
+    /// See [`KafkaBusConfig::max_batch_records`].
+    pub fn max_batch_records(mut self, n: usize) -> Self {
+        self.0.max_batch_records = Some(n);
         self
     }
 

@@ -2,7 +2,7 @@
 //! workers, offset tracking that never commits past an unhandled record,
 //! and commits on rebalance.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::Producer as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -25,17 +26,54 @@ use crate::bus::{client_config, kafka_err, lock, Inner, BACKEND};
 use crate::dlq::dead_letter_record;
 use crate::wire;
 
+/// How a record's offset follows the partition's last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// The offset expected.
+    Next,
+    /// Past it: the broker skipped the records from `gap_from` on.
+    After {
+        /// The first offset skipped.
+        gap_from: i64,
+    },
+    /// Already read in this assignment: a copy fetched before a rebalance
+    /// gave the partition back to this member. Not handled twice.
+    Again,
+}
+
 /// Offsets of one partition: which are out, and how far it has been read.
 #[derive(Debug, Default)]
 struct Tracker {
     pending: BTreeSet<i64>,
     next: i64,
+    /// The offset the next record must have: the committed offset at
+    /// assignment, then one past the last record read.
+    expected: Option<i64>,
 }
 
 impl Tracker {
-    fn seen(&mut self, offset: i64) {
+    /// A partition just assigned, whose group offset is `committed`
+    /// (`None` when the group has none yet: it starts at the earliest record).
+    fn assigned(committed: Option<i64>) -> Self {
+        Tracker {
+            expected: committed,
+            ..Tracker::default()
+        }
+    }
+
+    /// Records `offset` as read and says how it follows the last one.
+    fn seen(&mut self, offset: i64) -> Read {
+        if self.expected.is_some_and(|expected| offset < expected) {
+            return Read::Again;
+        }
         self.pending.insert(offset);
         self.next = self.next.max(offset + 1);
+        let read = match self.expected {
+            Some(expected) if offset > expected => Read::After { gap_from: expected },
+            _ => Read::Next,
+        };
+        self.expected = Some(offset + 1);
+        read
     }
 
     /// The offset to commit: the oldest unfinished one, or the next to read.
@@ -57,43 +95,176 @@ fn commit_list(trackers: &HashMap<(String, i32), Tracker>) -> TopicPartitionList
     tpl
 }
 
-/// Commits what finished before partitions are revoked, and tells
-/// `subscribe` when partitions are assigned.
+/// Hands revoked partitions over cleanly, and tells `subscribe` when the
+/// member has joined (with partitions, or none: a standby).
 pub(crate) struct MemberContext {
+    group: String,
     trackers: Trackers,
+    queue: Arc<KeyedQueue<Token>>,
     assigned: Arc<Notify>,
+    /// How long a revoke waits for handlers of revoked partitions.
+    revoke_wait: Duration,
 }
 
 impl ClientContext for MemberContext {}
 
-impl ConsumerContext for MemberContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(revoked) = rebalance {
-            let mut trackers = lock(&self.trackers);
-            let mine: HashMap<(String, i32), Tracker> = revoked
-                .elements()
+impl MemberContext {
+    /// Before partitions go to another member: drops their records not
+    /// yet started (the new owner reads them again from the commit), waits
+    /// up to `revoke_wait` for those being handled, then commits the
+    /// oldest unfinished offset of each. The new owner starts only after
+    /// this returns, so no aggregate runs on two members at once unless a
+    /// handler outlasts the wait.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
+        let partitions: HashSet<(String, i32)> = revoked
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let dropped: HashSet<(String, i32, i64)> = self
+            .queue
+            .remove_where(|t| partitions.contains(&(t.topic.clone(), t.partition)))
+            .into_iter()
+            .map(|d| (d.token.topic.clone(), d.token.partition, d.token.offset))
+            .collect();
+        let handling = || -> usize {
+            let trackers = lock(&self.trackers);
+            partitions
                 .iter()
-                .filter_map(|e| {
-                    trackers
-                        .remove(&(e.topic().to_owned(), e.partition()))
-                        .map(|t| ((e.topic().to_owned(), e.partition()), t))
+                .filter_map(|p| trackers.get(p).map(|t| (p, t)))
+                .map(|((topic, partition), t)| {
+                    t.pending
+                        .iter()
+                        .filter(|o| !dropped.contains(&(topic.clone(), *partition, **o)))
+                        .count()
                 })
-                .collect();
-            let tpl = commit_list(&mine);
-            if tpl.count() > 0 {
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                    tracing::warn!(error = %e, "commit before rebalance failed; those records will be redelivered");
-                }
+                .sum()
+        };
+        // A blocking wait inside librdkafka's callback: the workers run on
+        // the runtime's other threads meanwhile.
+        let deadline = std::time::Instant::now() + self.revoke_wait;
+        let mut left = handling();
+        while left > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            left = handling();
+        }
+        if left > 0 {
+            tracing::warn!(group = %self.group, handlers = left, wait = ?self.revoke_wait, "handlers of revoked partitions still running; their records go to the new owner too");
+        }
+        let mine: HashMap<(String, i32), Tracker> = {
+            let mut trackers = lock(&self.trackers);
+            partitions
+                .iter()
+                .filter_map(|p| trackers.remove(p).map(|t| (p.clone(), t)))
+                .collect()
+        };
+        let tpl = commit_list(&mine);
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(group = %self.group, error = %e, "commit before rebalance failed; those records will be redelivered");
             }
+        }
+        if !dropped.is_empty() {
+            tracing::debug!(group = %self.group, dropped = dropped.len(), "dropped records of revoked partitions not yet started");
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            if tpl.count() > 0 {
-                self.assigned.notify_one();
-            }
+    /// After partitions are assigned: starts a tracker for each at the
+    /// group's committed offset, so that a first record past it shows as a gap.
+    fn assign(&self, consumer: &BaseConsumer<Self>, assigned: &TopicPartitionList) {
+        let committed = consumer
+            .committed_offsets(assigned.clone(), Duration::from_secs(5))
+            .ok();
+        let mut trackers = lock(&self.trackers);
+        for e in assigned.elements() {
+            let offset = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(e.topic(), e.partition()))
+                .and_then(|p| match p.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            trackers.insert(
+                (e.topic().to_owned(), e.partition()),
+                Tracker::assigned(offset),
+            );
         }
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(revoked) = rebalance {
+            self.revoke(consumer, revoked);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assign(consumer, tpl);
+            // Joined, with partitions or as a standby (more members than
+            // partitions): either way the group knows this member now.
+            self.assigned.notify_one();
+        }
+    }
+}
+
+/// The `client.id` prefix that carries a member's filter: the broker
+/// lists each group member's client id (DescribeGroups), which is how a
+/// joining member in another process learns the group's filter.
+const FILTER_CLIENT_ID: &str = "eventsource-filter-";
+
+/// The client id of a member with `filter` (its canonical form, in hex).
+fn filter_client_id(filter: &str) -> String {
+    let hex: String = filter.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{FILTER_CLIENT_ID}{hex}")
+}
+
+/// The filter a member's client id carries, if it is one of ours.
+fn filter_of_client_id(client_id: &str) -> Option<String> {
+    let hex = client_id.strip_prefix(FILTER_CLIENT_ID)?;
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Refuses to join `group_id` with `filter` when a live member of the
+/// group uses another filter ([`Error::GroupFilterConflict`]).
+async fn check_group_filter(
+    inner: &Arc<Inner>,
+    group_id: &str,
+    group: &str,
+    filter: &str,
+) -> Result<()> {
+    let producer = inner.producer.clone();
+    let (id, mine) = (group_id.to_owned(), filter.to_owned());
+    // The filters of the group's live members, other than `filter`.
+    let existing = tokio::task::spawn_blocking(move || {
+        let listed = producer
+            .client()
+            .fetch_group_list(Some(&id), Duration::from_secs(10))?;
+        Ok::<_, rdkafka::error::KafkaError>(
+            listed
+                .groups()
+                .iter()
+                .filter(|g| g.name() == id)
+                .flat_map(|g| g.members())
+                .filter_map(|m| filter_of_client_id(m.client_id()))
+                .find(|other| *other != mine),
+        )
+    })
+    .await
+    .map_err(|e| Error::backend(BACKEND, format!("describing group `{group}`"), e))?
+    .map_err(|e| kafka_err(format!("describing group `{group}`"), e))?;
+    match existing {
+        Some(existing) => Err(Error::GroupFilterConflict {
+            group: group.to_owned(),
+            existing: format!("`{existing}`"),
+            requested: format!("`{filter}`"),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -111,8 +282,10 @@ pub(crate) struct Member {
     subscription: Subscription,
     consumer: Arc<StreamConsumer<MemberContext>>,
     trackers: Trackers,
-    queue: KeyedQueue<Token>,
+    queue: Arc<KeyedQueue<Token>>,
     slots: Arc<Semaphore>,
+    /// Offset gaps found (records the broker skipped).
+    gaps: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -132,11 +305,18 @@ impl Member {
         inner.ensure_topics(&topics).await?;
         let trackers: Trackers = Arc::default();
         let assigned = Arc::new(Notify::new());
+        let queue = Arc::new(KeyedQueue::new(config.prefetch));
         let context = MemberContext {
+            group: group.clone(),
             trackers: Arc::clone(&trackers),
+            queue: Arc::clone(&queue),
             assigned: Arc::clone(&assigned),
+            revoke_wait: config.session_timeout / 2,
         };
+        let filter = subscription.filter().canonical();
+        check_group_filter(&inner, &config.group_id(&group), &group, &filter).await?;
         let consumer: StreamConsumer<MemberContext> = client_config(config)
+            .set("client.id", filter_client_id(&filter))
             .set("group.id", config.group_id(&group))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -147,8 +327,8 @@ impl Member {
             )
             .set(
                 "heartbeat.interval.ms",
-                (config.session_timeout.as_millis() / 4)
-                    .max(100)
+                (config.session_timeout.as_millis() / 20)
+                    .clamp(100, 1_000)
                     .to_string(),
             )
             .set("enable.partition.eof", "false")
@@ -158,7 +338,8 @@ impl Member {
             .subscribe(&[&topics[0], &topics[1]])
             .map_err(|e| kafka_err(format!("subscribing group `{group}` to `{}`", topics[0]), e))?;
         let member = Arc::new(Member {
-            queue: KeyedQueue::new(config.prefetch),
+            queue,
+            gaps: std::sync::atomic::AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(config.prefetch)),
             stop: inner.members.stop_token(),
             tasks: Mutex::new(Vec::new()),
@@ -188,7 +369,7 @@ impl Member {
         if tokio::time::timeout(timeout, waiting).await.is_err() {
             member.stop(None).await;
             return Err(Error::Timeout {
-                operation: format!("kafka: waiting for group `{group}` to be assigned partitions"),
+                operation: format!("kafka: joining group `{group}`"),
                 after: timeout,
             });
         }
@@ -209,6 +390,11 @@ impl Member {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.queue.in_flight()
+    }
+
+    /// Offset gaps found so far.
+    pub(crate) fn offset_gaps(&self) -> u64 {
+        self.gaps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Polls records while there are free slots, and commits on a timer.
@@ -244,10 +430,34 @@ impl Member {
             message.partition(),
             message.offset(),
         );
-        lock(&self.trackers)
-            .entry((topic.clone(), partition))
-            .or_default()
-            .seen(offset);
+        let read = match lock(&self.trackers).get_mut(&(topic.clone(), partition)) {
+            Some(tracker) => tracker.seen(offset),
+            None => {
+                // Fetched before its partition was revoked, returned after:
+                // the partition's new owner reads it from the commit.
+                tracing::debug!(group = self.group(), %topic, partition, offset, "record of a revoked partition dropped");
+                return;
+            }
+        };
+        match read {
+            Read::Next => {}
+            Read::Again => {
+                tracing::debug!(group = self.group(), %topic, partition, offset, "record read twice in one assignment dropped");
+                return;
+            }
+            Read::After { gap_from } => {
+                self.gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    group = self.group(),
+                    %topic,
+                    partition,
+                    expected = gap_from,
+                    got = offset,
+                    "kafka records skipped: the broker returned a later offset than the one expected; \
+                     records in between were never delivered to this group"
+                );
+            }
+        }
         let key = message
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -410,6 +620,40 @@ impl Settle<Token> for Member {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_id_carries_the_filter() {
+        let filter = "patterns [#.Created, Order.*]";
+        let id = filter_client_id(filter);
+        assert!(
+            id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{id}"
+        );
+        assert_eq!(filter_of_client_id(&id).as_deref(), Some(filter));
+        assert_eq!(filter_of_client_id("rdkafka"), None);
+        assert_eq!(filter_of_client_id("eventsource-filter-zz"), None);
+    }
+
+    #[test]
+    fn a_record_past_the_expected_offset_is_a_gap_and_one_before_it_a_repeat() {
+        let mut t = Tracker::assigned(Some(5));
+        assert_eq!(t.seen(5), Read::Next);
+        assert_eq!(t.seen(6), Read::Next);
+        assert_eq!(
+            t.seen(9),
+            Read::After { gap_from: 7 },
+            "7 and 8 were skipped"
+        );
+        assert_eq!(t.seen(10), Read::Next);
+        assert_eq!(t.seen(6), Read::Again, "6 was read already");
+        assert_eq!(t.committable(), 5, "reading 6 again changed nothing");
+        let mut fresh = Tracker::assigned(None);
+        assert_eq!(
+            fresh.seen(40),
+            Read::Next,
+            "no committed offset: nothing expected yet"
+        );
+    }
 
     #[test]
     fn never_commits_past_an_unfinished_offset() {

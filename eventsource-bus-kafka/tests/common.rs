@@ -10,11 +10,14 @@ pub fn kafka_url() -> String {
     std::env::var("KAFKA_URL").unwrap_or_else(|_| "kafka://127.0.0.1:9092".to_owned())
 }
 
-/// A config with a fresh topic prefix.
+/// A config with a fresh topic prefix, one record per produce batch (the
+/// test broker skips records when a fetch starts inside a batch:
+/// `tests/broker_fidelity.rs`).
 pub fn config(url: &str) -> KafkaBusConfig {
     KafkaBusConfig::from_url(url)
         .expect("kafka url")
         .topic_prefix(format!("es-test-{}", uuid::Uuid::now_v7().simple()))
+        .max_batch_records(1)
         .build()
         .expect("valid test config")
 }

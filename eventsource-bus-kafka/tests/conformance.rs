@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::testkit::BusFactory;
+use eventsource_core::testkit::{BusFactory, Features};
 use eventsource_core::EventBus;
 
 struct Kafka;
@@ -14,6 +14,39 @@ struct Kafka;
 impl BusFactory for Kafka {
     async fn bus(&self) -> Arc<dyn EventBus> {
         Arc::new(common::connect(common::config(&common::kafka_url())).await)
+    }
+
+    async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
+        let config = common::config(&common::kafka_url());
+        let mut buses: Vec<Arc<dyn EventBus>> = Vec::new();
+        for _ in 0..n {
+            buses.push(Arc::new(common::connect(config.clone()).await));
+        }
+        buses
+    }
+
+    /// A partition has one owner in a group at a time, and an aggregate's
+    /// events share a partition: order holds across members. Members in
+    /// other processes learn a group's filter from DescribeGroups (member
+    /// client ids), which tansu 0.6 answers with no members: on it, the
+    /// filter is checked per bus only. tansu's coordinator also completes
+    /// a rebalance as soon as the leader rejoins (followers learn of it at
+    /// their next heartbeat), so a partition can briefly have two owners:
+    /// no rebalance barrier. `tests/kafka_specific.rs` checks the bus's own
+    /// hand-over (revoke) where tansu keeps the barrier: one member joining
+    /// another.
+    fn features(&self) -> Features {
+        Features {
+            ordered_across_members: true,
+            group_filter_on_broker: false,
+            rebalance_barrier: false,
+            ..Features::default()
+        }
+    }
+
+    /// A rebalance waits for the session of the members that left.
+    fn handover(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(20)
     }
 
     fn patience(&self) -> std::time::Duration {

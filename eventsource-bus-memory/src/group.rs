@@ -55,6 +55,7 @@ impl Group {
             pending: self.queue.queued() as u64,
             in_flight: self.queue.in_flight() as u64,
             dead_letters,
+            offset_gaps: 0,
         }
     }
 }

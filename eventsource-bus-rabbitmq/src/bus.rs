@@ -245,6 +245,7 @@ impl EventBus for RabbitBus {
                     pending: u64::from(pending),
                     in_flight: in_flight.get(&group).copied().unwrap_or(0),
                     dead_letters: u64::from(dead),
+                    offset_gaps: 0,
                 },
             );
         }

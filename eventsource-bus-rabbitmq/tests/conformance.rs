@@ -43,7 +43,7 @@ impl BusFactory for Rabbit {
         Features {
             ordered_across_members: self.single_active,
             spreads_work: !self.single_active,
-            durable: true,
+            ..Features::default()
         }
     }
 }

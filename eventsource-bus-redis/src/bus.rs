@@ -243,6 +243,7 @@ impl EventBus for RedisBus {
                         pending: g.lag.unwrap_or(0) as u64,
                         in_flight: g.pending as u64,
                         dead_letters: dead,
+                        offset_gaps: 0,
                     },
                 );
             }

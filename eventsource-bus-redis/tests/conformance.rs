@@ -48,7 +48,7 @@ impl BusFactory for Redis {
         Features {
             ordered_across_members: self.single_active,
             spreads_work: !self.single_active,
-            durable: true,
+            ..Features::default()
         }
     }
 }

@@ -77,6 +77,12 @@ pub struct GroupStats {
     pub in_flight: u64,
     /// Dead letters of this group.
     pub dead_letters: u64,
+    /// Times a partitioned backend (Kafka) found offsets missing between
+    /// two records of a partition, or between the committed offset and the
+    /// first record read: records the broker skipped (0 elsewhere). Each is
+    /// also logged with topic, partition and offsets.
+    #[serde(default)]
+    pub offset_gaps: u64,
 }
 
 /// What `shutdown` did.

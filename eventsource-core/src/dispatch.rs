@@ -255,6 +255,43 @@ impl<T> KeyedQueue<T> {
         all
     }
 
+    /// Removes and returns the deliveries not yet taken whose token `f`
+    /// selects (a Kafka member's revoked partitions), keeping the others
+    /// in order. A delivery already out is not touched.
+    pub fn remove_where(&self, mut f: impl FnMut(&T) -> bool) -> Vec<Delivery<T>> {
+        let mut q = self.lock();
+        let mut removed = Vec::new();
+        let ready = std::mem::take(&mut q.ready);
+        for d in ready {
+            if f(&d.token) {
+                removed.push(d);
+            } else {
+                q.ready.push_back(d);
+            }
+        }
+        for waiting in q.waiting.values_mut() {
+            let kept: VecDeque<Delivery<T>> = waiting
+                .drain(..)
+                .filter_map(|d| {
+                    if f(&d.token) {
+                        removed.push(d);
+                        None
+                    } else {
+                        Some(d)
+                    }
+                })
+                .collect();
+            *waiting = kept;
+        }
+        q.waiting.retain(|_, w| !w.is_empty());
+        q.queued -= removed.len();
+        drop(q);
+        if !removed.is_empty() {
+            self.room.notify_waiters();
+        }
+        removed
+    }
+
     /// Applies `f` to the tokens of every delivery queued (not taken).
     pub fn for_each_token(&self, mut f: impl FnMut(&T)) {
         let q = self.lock();
@@ -704,5 +741,24 @@ mod tests {
         assert_eq!(tokens, 1, "b1 still queued");
         assert_eq!(q.drain().len(), 1);
         assert_eq!(q.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn remove_where_takes_queued_and_waiting_deliveries_only() {
+        let q = KeyedQueue::new(10);
+        for (agg, v) in [("a", 1), ("a", 2), ("b", 1), ("c", 1)] {
+            q.push(delivery(agg, v), None).await.expect("room");
+        }
+        let a1 = q.try_take().expect("a1");
+        assert_eq!(q.try_take().expect("b1").key(), "b"); // a2 now waits behind a1
+        let removed = q.remove_where(|()| true);
+        assert_eq!(
+            removed.len(),
+            2,
+            "a2 (waiting) and c1 (ready); a1 and b1 are out"
+        );
+        assert_eq!(q.queued(), 0);
+        assert!(q.finish(a1.key()).is_none(), "a2 was removed");
+        assert!(q.finish("b").is_none());
     }
 }

@@ -16,9 +16,11 @@ use crate::{
     handler_fn, Error, EventBus, EventEnvelope, EventFilter, Subscription, SubscriptionHandle,
 };
 
-/// Redeliveries one membership change may explain: the events a leaving
-/// member had read ahead or had in flight when it went.
-const REDELIVERIES_PER_CHANGE: usize = 64;
+/// Duplicate handler runs a shutdown that aborts handlers may explain: a
+/// handler that finished just as the deadline cut off its ack, per worker
+/// of the stopped member. A *clean* join or leave explains none: a leaver
+/// finishes and acks what it started and hands back what it did not.
+const CUT_OFF_ACKS: usize = 2;
 
 #[derive(Default)]
 struct WatchState {
@@ -150,7 +152,9 @@ impl GroupWatch {
 
     /// Asserts the contract over `events` once all are handled: no
     /// overlap and first handling in order where `features` promise order
-    /// across members, and at most `max_duplicates` extra handler runs.
+    /// across members, and at most `max_duplicates` extra handler runs
+    /// (a tenth of the events, and overlaps, on a broker without a
+    /// rebalance barrier).
     /// Returns the number of duplicates.
     pub fn check(
         &self,
@@ -180,12 +184,19 @@ impl GroupWatch {
             disordered.len(),
             s.by_member
         );
-        if features.ordered_across_members {
+        let max_duplicates = if features.rebalance_barrier {
+            max_duplicates
+        } else {
+            max_duplicates.max(events.len() / 10)
+        };
+        if features.ordered_across_members && features.rebalance_barrier {
             assert!(
                 s.overlaps.is_empty(),
                 "{what}: events of one aggregate handled at the same time (by two members): {:?}",
                 s.overlaps
             );
+        }
+        if features.ordered_across_members {
             assert!(
                 disordered.is_empty(),
                 "{what}: in {} aggregate(s) an event was first handled before an earlier one, e.g. {:?}",
@@ -256,7 +267,7 @@ pub async fn keeps_order_with_ten_members(f: &dyn BusFactory) {
 
 /// 1,000 events published in ten batches while members join and leave
 /// (two to start, then a join, a leave, a join and a leave): nothing lost,
-/// order kept where promised, duplicates bounded.
+/// nothing handled twice, order kept where promised.
 pub async fn keeps_order_while_members_join_and_leave(f: &dyn BusFactory) {
     let buses = f.peers(4).await;
     let watch = Arc::new(GroupWatch::default());
@@ -266,7 +277,9 @@ pub async fn keeps_order_while_members_join_and_leave(f: &dyn BusFactory) {
             let s = watch.subscription(
                 "churn",
                 &format!("member-{i}"),
-                Duration::from_millis(1),
+                // Slow enough that a batch is still queued when a
+                // rebalance starts.
+                Duration::from_millis(20),
                 EventFilter::All,
             );
             subscribe(&bus, s).await
@@ -276,13 +289,13 @@ pub async fn keeps_order_while_members_join_and_leave(f: &dyn BusFactory) {
     members.insert(0, join(0).await);
     members.insert(1, join(1).await);
     let events = interleaved(50, 20, "churn");
-    let mut changes = 0;
     for (batch, chunk) in events.chunks(100).enumerate() {
         publish(&buses[0], chunk).await;
-        // Let the group get into the batch before the membership changes.
+        // Change membership with the batch just published still queued:
+        // a leaver holds records read ahead, a joiner takes some over.
         let published = (batch + 1) * 100;
         watch
-            .wait_handled(&events, published - 50, f.patience(), "churn, mid-stream")
+            .wait_handled(&events, published - 100, f.patience(), "churn, mid-stream")
             .await;
         match batch {
             2 => {
@@ -293,19 +306,13 @@ pub async fn keeps_order_while_members_join_and_leave(f: &dyn BusFactory) {
                 members.insert(3, join(3).await);
             }
             8 => members.remove(&1).expect("member 1").unsubscribe().await,
-            _ => continue,
+            _ => {}
         }
-        changes += 1;
     }
     watch
         .wait_handled(&events, events.len(), f.patience() * 2, "churn")
         .await;
-    watch.check(
-        &events,
-        f.features(),
-        changes * REDELIVERIES_PER_CHANGE,
-        "members joining and leaving",
-    );
+    watch.check(&events, f.features(), 0, "members joining and leaving");
     shutdown_all(&buses).await;
 }
 
@@ -355,17 +362,13 @@ pub async fn clean_leave_hands_over_promptly(f: &dyn BusFactory) {
         "last member finished the rest {:?} after subscribing",
         started.elapsed()
     );
-    watch.check(
-        &events,
-        f.features(),
-        8 * REDELIVERIES_PER_CHANGE,
-        "eight clean leaves",
-    );
+    watch.check(&events, f.features(), 0, "eight clean leaves");
     shutdown_all(&buses).await;
 }
 
 /// A second filter in a group is refused with a typed error that names
-/// the group and both filters, on the same bus and on a peer; the same
+/// the group and both filters, on the same bus and (where the broker keeps
+/// the group's filter) on a peer; the same
 /// filter (its lists in another order) is accepted, and the group loses
 /// nothing its filter selects.
 pub async fn members_with_different_filters_are_refused(f: &dyn BusFactory) {
@@ -379,7 +382,12 @@ pub async fn members_with_different_filters_are_refused(f: &dyn BusFactory) {
         watch.subscription("mixed", "first", Duration::ZERO, probes.clone()),
     )
     .await;
-    for (i, bus) in buses.iter().enumerate() {
+    let checked = if f.features().group_filter_on_broker {
+        &buses[..]
+    } else {
+        &buses[..1]
+    };
+    for (i, bus) in checked.iter().enumerate() {
         let refused = bus
             .subscribe(watch.subscription("mixed", "other", Duration::ZERO, other.clone()))
             .await;
@@ -477,7 +485,7 @@ pub async fn new_member_after_shutdown_with_handlers_in_flight_loses_nothing(f: 
     watch.check(
         &events,
         f.features(),
-        REDELIVERIES_PER_CHANGE,
+        CUT_OFF_ACKS,
         "shutdown with handlers in flight",
     );
     shutdown_all(&buses[1..]).await;

@@ -82,6 +82,16 @@ pub struct Features {
     /// (a broker keeps it): another peer's member picks it up after that
     /// bus shuts down. `false` for an in-process bus.
     pub durable: bool,
+    /// A second filter in a group is refused on every peer (the broker
+    /// keeps the group's filter), not only on the bus that has a member.
+    pub group_filter_on_broker: bool,
+    /// The broker moves a partition (or a message) to a new member only
+    /// after the old one gave it up, as Kafka's rebalance protocol does.
+    /// `false` for a broker whose coordinator completes a rebalance before
+    /// every member rejoined (tansu 0.6): during membership changes a
+    /// partition then briefly has two owners, so some events are handled
+    /// twice, possibly at the same time, though still first handled in order.
+    pub rebalance_barrier: bool,
 }
 
 impl Default for Features {
@@ -91,6 +101,8 @@ impl Default for Features {
             ordered_across_members: false,
             spreads_work: true,
             durable: true,
+            group_filter_on_broker: true,
+            rebalance_barrier: true,
         }
     }
 }
