@@ -88,19 +88,8 @@ where
 
 /// Reads every record of `topic` up to its high watermarks.
 async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>> {
-    // A group of its own per read: the reader assigns partitions itself
-    // and commits nothing. (One shared reader group, opened and closed at
-    // every listing, kept the next member of a consumer group from joining
-    // for minutes on tansu 0.6.)
     let consumer: StreamConsumer = client_config(config)
-        .set(
-            "group.id",
-            format!(
-                "{}.dlq-reader.{}",
-                config.topic_prefix,
-                uuid::Uuid::now_v7().simple()
-            ),
-        )
+        .set("group.id", format!("{}.dlq-reader", config.topic_prefix))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()
