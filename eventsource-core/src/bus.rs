@@ -58,6 +58,11 @@ pub struct BusStats {
     pub dead_lettered: u64,
     /// Dead letters replayed.
     pub replayed: u64,
+    /// Workers that panicked outside the handler (a bug in a backend or
+    /// its settle path) and were restarted; the message each held is
+    /// redelivered. 0 in a healthy bus.
+    #[serde(default)]
+    pub worker_restarts: u64,
     /// Per consumer group.
     pub groups: BTreeMap<String, GroupStats>,
     /// Length of each stream, queue or topic the bus publishes to, where

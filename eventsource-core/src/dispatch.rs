@@ -311,6 +311,7 @@ pub struct Counters {
     failed_attempts: AtomicU64,
     dead_lettered: AtomicU64,
     replayed: AtomicU64,
+    worker_restarts: AtomicU64,
 }
 
 impl Counters {
@@ -354,6 +355,7 @@ impl Counters {
             failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
+            worker_restarts: self.worker_restarts.load(Ordering::Relaxed),
             groups: Default::default(),
             streams: Default::default(),
         }
@@ -439,6 +441,12 @@ pub trait Settle<T>: Send + Sync {
 /// the same aggregate's next delivery if one is waiting. Returns when
 /// `stop` fires; a handler already running finishes first, and what was
 /// taken but not finished goes back to the queue.
+///
+/// A panic outside the handler (handler panics are caught by [`attempt`])
+/// does not end the worker: it frees the aggregate it was working on,
+/// counts a restart in [`BusStats::worker_restarts`](crate::BusStats::worker_restarts),
+/// logs an error, and goes on, so the other aggregates keep flowing. The
+/// message it held is not acked, and is delivered again.
 pub async fn run_worker<T: Send>(
     backend: &'static str,
     queue: &KeyedQueue<T>,
@@ -448,12 +456,57 @@ pub async fn run_worker<T: Send>(
     settle: &dyn Settle<T>,
 ) {
     loop {
+        let holding: Mutex<Option<String>> = Mutex::new(None);
+        let run = AssertUnwindSafe(work(
+            backend,
+            queue,
+            subscription,
+            stop,
+            counters,
+            settle,
+            &holding,
+        ))
+        .catch_unwind()
+        .await;
+        let Err(panic) = run else { return };
+        counters.worker_restarts.fetch_add(1, Ordering::Relaxed);
+        let key = lock(&holding).take();
+        tracing::error!(
+            backend,
+            group = subscription.group(),
+            aggregate_id = key.as_deref().unwrap_or("-"),
+            panic = %panic_message(&*panic),
+            "worker panicked outside the handler; restarting it (the message it held is delivered again)"
+        );
+        if let Some(key) = key {
+            // Free the aggregate; its next delivery, if one waits, goes back first.
+            if let Some(next) = queue.finish(&key) {
+                queue.requeue(next);
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+async fn work<T: Send>(
+    backend: &'static str,
+    queue: &KeyedQueue<T>,
+    subscription: &Subscription,
+    stop: &CancellationToken,
+    counters: &Counters,
+    settle: &dyn Settle<T>,
+    holding: &Mutex<Option<String>>,
+) {
+    loop {
         let mut next = tokio::select! {
             biased;
             () = stop.cancelled() => return,
             d = queue.take() => Some(d),
         };
         while let Some(mut delivery) = next.take() {
+            *lock(holding) = Some(delivery.key().to_owned());
             let span = tracing::info_span!(
                 "eventsource.handle",
                 backend,
@@ -473,6 +526,7 @@ pub async fn run_worker<T: Send>(
             }
             let envelope = Arc::clone(&delivery.envelope);
             settle.settle(delivery, outcome).await;
+            *lock(holding) = None;
             next = queue.finish(&envelope.aggregate_id);
             if stop.is_cancelled() {
                 if let Some(d) = next.take() {
@@ -741,6 +795,53 @@ mod tests {
         assert_eq!(tokens, 1, "b1 still queued");
         assert_eq!(q.drain().len(), 1);
         assert_eq!(q.queued(), 0);
+    }
+
+    struct PanicsOnce(
+        std::sync::atomic::AtomicBool,
+        tokio::sync::mpsc::UnboundedSender<String>,
+    );
+
+    #[async_trait::async_trait]
+    impl Settle<()> for PanicsOnce {
+        async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) {
+            if !self.0.swap(true, Ordering::SeqCst) {
+                panic!("settle bug");
+            }
+            let _ = self.1.send(delivery.key().to_owned());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_panics_outside_the_handler_is_restarted() {
+        let q = KeyedQueue::new(10);
+        for agg in ["a", "b", "c"] {
+            q.push(delivery(agg, 1), None).await.expect("room");
+        }
+        let sub = Subscription::builder("g")
+            .handler(crate::handler_fn(|_e| async { Ok(()) }))
+            .build()
+            .expect("valid");
+        let (tx, mut settled) = tokio::sync::mpsc::unbounded_channel();
+        let settle = PanicsOnce(std::sync::atomic::AtomicBool::new(false), tx);
+        let (stop, counters) = (CancellationToken::new(), Counters::default());
+        let worker = run_worker("test", &q, &sub, &stop, &counters, &settle);
+        let check = async {
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                got.push(settled.recv().await.expect("open"));
+            }
+            stop.cancel();
+            got
+        };
+        let ((), got) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(worker, check)
+        })
+        .await
+        .expect("the worker goes on after the panic");
+        assert_eq!(got, ["b", "c"], "a's settle panicked; b and c still settle");
+        assert_eq!(counters.snapshot().worker_restarts, 1);
+        assert_eq!(q.in_flight(), 0, "a is free again");
     }
 
     #[tokio::test]

@@ -92,12 +92,30 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest delay a policy may ask for: a day. A message that waits
+    /// longer between attempts belongs in the dead-letter queue.
+    pub const MAX_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
     /// A validated policy.
     pub fn new(max_attempts: u32, backoff: Backoff) -> Result<Self> {
         if max_attempts == 0 {
             return Err(Error::config(
                 "retry policy: max_attempts must be at least 1",
             ));
+        }
+        let delays: &[(&str, Duration)] = match &backoff {
+            Backoff::Fixed { delay } => &[("delay", *delay)],
+            Backoff::Exponential { initial, max, .. } => {
+                &[("initial delay", *initial), ("cap", *max)]
+            }
+        };
+        for (what, d) in delays {
+            if *d > Self::MAX_DELAY {
+                return Err(Error::config(format!(
+                    "retry policy: {what} {d:?} exceeds the longest allowed delay, {:?}",
+                    Self::MAX_DELAY
+                )));
+            }
         }
         if let Backoff::Exponential {
             initial,
@@ -179,7 +197,8 @@ impl RetryPolicy {
             } => {
                 let factor = multiplier.powi(i32::try_from(retry - 1).unwrap_or(i32::MAX));
                 let secs = (initial.as_secs_f64() * factor).min(max.as_secs_f64());
-                let delay = Duration::from_secs_f64(secs);
+                // Saturating: an overflowing or NaN product means "the cap".
+                let delay = Duration::try_from_secs_f64(secs).unwrap_or(max).min(max);
                 if jitter {
                     delay.mul_f64(0.5 + fastrand::f64() * 0.5)
                 } else {
@@ -193,6 +212,27 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_past_a_day_are_refused_and_the_cap_never_overflows() {
+        let err = RetryPolicy::exponential(3, Duration::MAX, Duration::MAX)
+            .expect_err("a cap of Duration::MAX");
+        assert!(err.to_string().contains("longest allowed delay"), "{err}");
+        assert!(RetryPolicy::fixed(3, Duration::from_secs(90_000)).is_err());
+        let p = RetryPolicy::new(
+            u32::MAX,
+            Backoff::Exponential {
+                initial: RetryPolicy::MAX_DELAY,
+                multiplier: 1e300,
+                max: RetryPolicy::MAX_DELAY,
+                jitter: false,
+            },
+        )
+        .expect("valid");
+        for attempt in [2, 3, 100, u32::MAX] {
+            assert_eq!(p.delay_before(attempt), RetryPolicy::MAX_DELAY);
+        }
+    }
 
     #[test]
     fn exponential_grows_and_caps() {
