@@ -108,7 +108,7 @@ impl Inner {
             kafka_err(
                 format!(
                     "creating topics {missing:?} on {} (is the broker running? ./scripts/test.sh starts tansu)",
-                    self.config.bootstrap_servers
+                    self.config.redacted_servers()
                 ),
                 e,
             )

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use eventsource_core::{validate_name, Error, Result};
+use eventsource_core::{redact_url, validate_name, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Producer compression.
@@ -54,7 +54,7 @@ impl Compression {
 /// assert_eq!(config.bootstrap_servers, "127.0.0.1:9092");
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KafkaBusConfig {
     /// `host:port[,host:port...]`.
@@ -91,6 +91,25 @@ pub struct KafkaBusConfig {
     pub max_batch_records: Option<usize>,
 }
 
+impl std::fmt::Debug for KafkaBusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBusConfig")
+            .field("bootstrap_servers", &self.redacted_servers())
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("compression", &self.compression)
+            .field("source", &self.source)
+            .field("prefetch", &self.prefetch)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("session_timeout", &self.session_timeout)
+            .field("commit_interval", &self.commit_interval)
+            .field("assignment_timeout", &self.assignment_timeout)
+            .field("max_batch_records", &self.max_batch_records)
+            .finish()
+    }
+}
+
 impl Default for KafkaBusConfig {
     fn default() -> Self {
         KafkaBusConfig {
@@ -123,14 +142,30 @@ impl KafkaBusConfig {
     pub fn from_url(url: &str) -> Result<KafkaBusConfigBuilder> {
         let servers = url.strip_prefix("kafka://").ok_or_else(|| {
             Error::config(format!(
-                "kafka: url `{url}` must look like kafka://host:port[,host:port]"
+                "kafka: url `{}` must look like kafka://host:port[,host:port]",
+                redact_url(url)
             ))
         })?;
         Ok(Self::builder(servers.trim_end_matches('/')))
     }
 
+    /// The bootstrap servers with any credentials replaced by `***`.
+    pub fn redacted_servers(&self) -> String {
+        let shown = redact_url(&format!("kafka://{}", self.bootstrap_servers));
+        shown
+            .strip_prefix("kafka://")
+            .map_or(shown.clone(), str::to_owned)
+    }
+
     /// Checks every value.
     pub fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.contains('@') {
+            return Err(Error::config(format!(
+                "kafka: bootstrap servers `{}` carry credentials; this bus connects without \
+                 authentication (PLAINTEXT), so credentials in the URL are refused rather than ignored",
+                self.redacted_servers()
+            )));
+        }
         let servers_ok = !self.bootstrap_servers.is_empty()
             && self.bootstrap_servers.split(',').all(|s| {
                 s.rsplit_once(':')
@@ -139,7 +174,7 @@ impl KafkaBusConfig {
         if !servers_ok {
             return Err(Error::config(format!(
                 "kafka: bootstrap servers `{}` must be host:port[,host:port]",
-                self.bootstrap_servers
+                self.redacted_servers()
             )));
         }
         validate_name("kafka topic prefix", &self.topic_prefix)?;
@@ -277,6 +312,28 @@ impl KafkaBusConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_refused_without_showing_the_password() {
+        let err = KafkaBusConfig::from_url("kafka://u:s3cret@host:9092")
+            .expect("the prefix is right")
+            .build()
+            .expect_err("credentials are refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("credentials") && text.contains("u:***@host:9092"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        let config = KafkaBusConfig {
+            bootstrap_servers: "u:s3cret@host:9092".to_owned(),
+            ..KafkaBusConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        let err = KafkaBusConfig::from_url("kafka:u:s3cret@host:9092").expect_err("no //");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
 
     #[test]
     fn urls_and_values_are_checked() {

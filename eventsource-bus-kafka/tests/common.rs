@@ -29,7 +29,7 @@ pub async fn connect(config: KafkaBusConfig) -> KafkaBus {
         Err(e) => panic!(
             "The Kafka broker is not reachable at {} ({e}). Start it with ./scripts/test.sh (which installs \
              and starts tansu), or `tansu broker --listener-url tcp://127.0.0.1:9092 ...`, or set KAFKA_URL.",
-            config.bootstrap_servers
+            config.redacted_servers()
         ),
     }
 }

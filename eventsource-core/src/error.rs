@@ -164,33 +164,94 @@ impl Error {
     }
 }
 
-/// Replaces the password of a `scheme://user:password@host` URL with `***`,
-/// for logs and error messages.
+/// Replaces the password of a URL (`scheme://user:password@host`) with
+/// `***`, for logs, errors and `Debug`; a user name given alone (a token)
+/// is masked whole.
+///
+/// A URL the `url` crate reads is redacted through it. One it cannot read
+/// (a password with an unescaped `/`, or no `//`) is still redacted:
+/// everything between the scheme and the last `@` counts as credentials.
 ///
 /// ```
 /// use eventsource_core::redact_url;
 /// assert_eq!(redact_url("amqp://guest:guest@localhost:5672/%2f"), "amqp://guest:***@localhost:5672/%2f");
 /// assert_eq!(redact_url("redis://:s3cret@host"), "redis://:***@host");
+/// assert_eq!(redact_url("redis://u:s3c/ret@127.0.0.1:1"), "redis://u:***@127.0.0.1:1");
 /// assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
+    if let Ok(mut parsed) = url::Url::parse(url) {
+        if parsed.has_host() {
+            if parsed.password().is_some() {
+                if parsed.set_password(Some("***")).is_ok() {
+                    return parsed.to_string().replace("%2A%2A%2A", "***");
+                }
+            } else if !parsed.username().is_empty() {
+                if parsed.set_username("***").is_ok() {
+                    return parsed.to_string().replace("%2A%2A%2A", "***");
+                }
+            } else if !url.contains('@') {
+                return url.to_owned();
+            }
+        }
+    }
+    redact_unparsed(url)
+}
+
+/// Masks everything between the scheme (and its `//`, if any) and the
+/// last `@`: the credentials of a URL the parser could not read.
+fn redact_unparsed(url: &str) -> String {
+    let Some(at) = url.rfind('@') else {
         return url.to_owned();
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
-            };
-            format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
+    let start = match url.find("://") {
+        Some(i) => i + 3,
+        None => url.find(':').map_or(0, |i| i + 1),
+    };
+    if start > at {
+        return url.to_owned();
+    }
+    let userinfo = &url[start..at];
+    let masked = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{}{masked}{}", &url[..start], &url[at..])
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn no_password_survives_redaction() {
+        let cases = [
+            ("redis://u:s3c/ret@127.0.0.1:1", "s3c/ret"),
+            ("redis://:s3cret@127.0.0.1:6379/0", "s3cret"),
+            ("amqp://guest:pa/ss@127.0.0.1:5672/%2f", "pa/ss"),
+            ("postgres://app:hunter2@db:5432/test", "hunter2"),
+            (
+                "postgres://app:hun/ter2@db:5432/test?sslmode=disable",
+                "hun/ter2",
+            ),
+            ("redis:u:s3cret@127.0.0.1", "s3cret"),
+            ("kafka://u:s3cret@host:9092", "s3cret"),
+            ("redis://t0ken@host", "t0ken"),
+            ("sqlite://u:s3cret@/tmp/x.db", "s3cret"),
+        ];
+        for (url, secret) in cases {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} shown as {shown}");
+            assert!(shown.contains("***"), "{url} shown as {shown}");
         }
-        None => url.to_owned(),
+        for plain in [
+            "redis://127.0.0.1:6379",
+            "memory://",
+            "sqlite::memory:",
+            "amqp://host/%2f",
+        ] {
+            assert_eq!(redact_url(plain), plain);
+        }
     }
 }
 

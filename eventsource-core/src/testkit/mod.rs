@@ -159,7 +159,9 @@ macro_rules! membership_suite {
 }
 
 mod membership;
+mod secrets;
 pub use membership::*;
+pub use secrets::assert_never_shown;
 
 /// The event type the suite publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

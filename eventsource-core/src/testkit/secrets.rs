@@ -1,0 +1,49 @@
+//! Checks that a secret never shows: not in an error, not in a `Debug`,
+//! not in any log line at `TRACE`.
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// Collects what the `fmt` layer writes.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::dispatch::lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `work` with every `tracing` event down to `TRACE` recorded (on
+/// this thread: run it on a current-thread runtime), then fails the test
+/// if `secret` appears in what `work` returned (its text) or in the logs.
+/// Returns the text, for further checks.
+pub async fn assert_never_shown<F>(secret: &str, work: F) -> String
+where
+    F: Future<Output = String>,
+{
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let shown = work.await;
+    let logged = String::from_utf8_lossy(&crate::dispatch::lock(&logs.0)).into_owned();
+    assert!(
+        !shown.contains(secret),
+        "the secret appears in what was shown: {shown}"
+    );
+    assert!(
+        !logged.contains(secret),
+        "the secret appears in the logs:\n{logged}"
+    );
+    shown
+}

@@ -1,0 +1,29 @@
+//! A database password never shows: not in the error of a failed connect,
+//! not in `StoreConfig`'s `Debug`, not in any log line at `TRACE`.
+
+use eventsource_core::testkit::assert_never_shown;
+use eventsource_store::{SqlEventStore, StoreConfig};
+
+const SECRET: &str = "s3cret";
+
+#[tokio::test]
+async fn a_password_never_shows_in_errors_debug_or_trace_logs() {
+    for url in [
+        format!("postgres://app:{SECRET}@127.0.0.1:1/test"),
+        format!("postgres://app:{SECRET}/x@127.0.0.1:1/test"),
+        format!("postgres:app:{SECRET}@127.0.0.1:1/test"),
+    ] {
+        assert_never_shown(SECRET, async {
+            let built = StoreConfig::builder(url.as_str()).build();
+            let debug = format!("{built:?}");
+            match built {
+                Err(e) => format!("{debug}\n{e}\n{e:?}"),
+                Ok(config) => match SqlEventStore::connect(config).await {
+                    Ok(_) => panic!("nothing listens on 127.0.0.1:1, yet {url} connected"),
+                    Err(e) => format!("{debug}\n{e}\n{e:?}"),
+                },
+            }
+        })
+        .await;
+    }
+}
