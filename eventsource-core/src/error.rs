@@ -219,6 +219,9 @@ fn redact_unparsed(url: &str) -> String {
     format!("{}{masked}{}", &url[..start], &url[at..])
 }
 
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod redact_tests {
     use super::redact_url;
@@ -254,6 +257,3 @@ mod redact_tests {
         }
     }
 }
-
-/// The result type of this crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
