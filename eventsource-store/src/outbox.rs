@@ -76,7 +76,8 @@ pub struct RelayStats {
 /// Publishes the outbox of a [`SqlEventStore`] to an [`EventBus`].
 ///
 /// Rows are published in the order they were appended, one batch per
-/// `publish`, and marked sent in the same transaction that selected them;
+/// `publish`, and marked sent once published (see
+/// [`relay_once`](Self::relay_once) for the transactions on each database);
 /// a failed publish leaves them unsent and the relay backs off (doubling up
 /// to `max_backoff`) while the bus is down. Several relays may run against
 /// one PostgreSQL database: a transaction-scoped advisory lock lets one of
@@ -146,29 +147,48 @@ impl OutboxRelay {
 
     /// Publishes one batch; returns how many rows it sent (0 when the
     /// outbox is empty or another relay holds the turn).
+    ///
+    /// On PostgreSQL the batch is read, published and marked sent in one
+    /// transaction holding the relay turn (an advisory lock) and the rows
+    /// (`FOR UPDATE SKIP LOCKED`); neither blocks the application's
+    /// appends. On SQLite any write transaction locks the whole file, so
+    /// the batch is read without one, published, and then marked sent in
+    /// a short write transaction: the application's saves never wait for
+    /// the bus.
     pub async fn relay_once(&self) -> Result<usize> {
         let backend = self.store.backend();
-        let mut tx = self.store.begin_write().await?;
-        if self.store.dialect == Dialect::Postgres {
-            let turn: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7426002)")
-                .fetch_one(&mut *tx)
+        let batch = i64::try_from(self.config.batch_size).unwrap_or(100);
+        let (mut tx, rows) = match self.store.dialect {
+            Dialect::Postgres => {
+                let mut tx = self.store.begin_write().await?;
+                let turn: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7426002)")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| db_err(backend, "taking the relay lock", e))?;
+                if !turn {
+                    return Ok(0);
+                }
+                let rows = sqlx::query(
+                    "SELECT id, envelope FROM es_outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 \
+                     FOR UPDATE SKIP LOCKED",
+                )
+                .bind(batch)
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(|e| db_err(backend, "taking the relay lock", e))?;
-            if !turn {
-                return Ok(0);
+                .map_err(|e| db_err(backend, "reading the outbox", e))?;
+                (Some(tx), rows)
             }
-        }
-        let lock = match self.store.dialect {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
+            Dialect::Sqlite => {
+                let rows = sqlx::query(
+                    "SELECT id, envelope FROM es_outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+                )
+                .bind(batch)
+                .fetch_all(&self.store.pool)
+                .await
+                .map_err(|e| db_err(backend, "reading the outbox", e))?;
+                (None, rows)
+            }
         };
-        let rows = sqlx::query(&format!(
-            "SELECT id, envelope FROM es_outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1{lock}"
-        ))
-        .bind(i64::try_from(self.config.batch_size).unwrap_or(100))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| db_err(backend, "reading the outbox", e))?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -209,6 +229,10 @@ impl OutboxRelay {
         for id in &ids {
             q = q.bind(*id);
         }
+        let mut tx = match tx.take() {
+            Some(tx) => tx,
+            None => self.store.begin_write().await?,
+        };
         q.execute(&mut *tx)
             .await
             .map_err(|e| db_err(backend, "marking outbox rows sent", e))?;

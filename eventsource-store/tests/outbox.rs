@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 struct Switchable {
     bus: MemoryBus,
     down: AtomicBool,
+    /// How long a publish hangs before failing while down (a broker that
+    /// does not answer, rather than one that refuses).
+    stall: Duration,
 }
 
 #[async_trait]
@@ -32,6 +35,7 @@ impl EventBus for Switchable {
     }
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
         if self.down.load(Ordering::SeqCst) {
+            tokio::time::sleep(self.stall).await;
             return Err(Error::backend(
                 "switchable-memory",
                 "publish",
@@ -116,6 +120,7 @@ async fn bus_outage_during_saves_loses_nothing(db: &TestDb) {
     let bus = Arc::new(Switchable {
         bus: MemoryBus::new(),
         down: AtomicBool::new(true),
+        stall: Duration::ZERO,
     });
     let got = recorder(bus.as_ref()).await;
     // Saved through the outbox: the repository itself does not publish.
@@ -190,11 +195,66 @@ async fn bus_outage_during_saves_loses_nothing(db: &TestDb) {
     assert_eq!(relay.pending().await.expect("pending"), 0);
 }
 
+/// While the bus hangs (each publish takes 3 s, then fails), 100 saves
+/// each finish in well under a second: the relay publishes outside any
+/// write transaction. When the bus is back, each event is published once.
+async fn saves_do_not_wait_for_a_hanging_bus(db: &TestDb) {
+    const SAVES: u64 = 100;
+    let store = db.store(true).await;
+    let bus = Arc::new(Switchable {
+        bus: MemoryBus::new(),
+        down: AtomicBool::new(true),
+        stall: Duration::from_secs(3),
+    });
+    let got = recorder(bus.as_ref()).await;
+    let repo = Repository::<Counter>::new(Arc::new(store.clone()));
+    let relay = Arc::new(
+        OutboxRelay::new(store.clone(), bus.clone())
+            .with_config(fast())
+            .expect("valid"),
+    );
+    let stop = CancellationToken::new();
+    let running = {
+        let (relay, stop) = (Arc::clone(&relay), stop.clone());
+        tokio::spawn(async move { relay.run(stop).await })
+    };
+    let mut slowest = Duration::ZERO;
+    for i in 0..SAVES {
+        let started = tokio::time::Instant::now();
+        let mut c = repo.load(&format!("agg-{}", i % 10)).await.expect("load");
+        c.execute(i).expect("cmd");
+        repo.save(&mut c)
+            .await
+            .expect("save succeeds while the bus hangs");
+        slowest = slowest.max(started.elapsed());
+    }
+    println!("slowest of {SAVES} saves while the bus hung: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a save waited {slowest:?}: the relay holds the write lock while it publishes"
+    );
+    bus.down.store(false, Ordering::SeqCst);
+    wait_for(&got, SAVES as usize, "after the bus came back").await;
+    stop.cancel();
+    running.await.expect("relay task");
+    let got = got.lock().expect("lock").clone();
+    let distinct: std::collections::HashSet<_> = got.iter().collect();
+    assert_eq!(got.len(), distinct.len(), "each event published once");
+    assert_eq!(relay.pending().await.expect("pending"), 0);
+}
+
 mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bus_outage_during_saves_loses_nothing() {
         let db = super::TestDb::sqlite();
         super::bus_outage_during_saves_loses_nothing(&db).await;
+        db.drop_db().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn saves_do_not_wait_for_a_hanging_bus() {
+        let db = super::TestDb::sqlite();
+        super::saves_do_not_wait_for_a_hanging_bus(&db).await;
         db.drop_db().await;
     }
 }
