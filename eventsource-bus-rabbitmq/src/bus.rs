@@ -80,7 +80,28 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + self.config.publish_timeout;
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.try_publish(messages).await {
+            // Every wait (connect, publish, confirm) is bounded by what is
+            // left of publish_timeout: a broker that hangs (memory alarm,
+            // partition) must not hold the caller past it.
+            let Ok(attempt) = tokio::time::timeout_at(deadline, self.try_publish(messages)).await
+            else {
+                // The session may be wedged: the next publish opens another.
+                if let Ok(mut publisher) = self.publisher.try_lock() {
+                    *publisher = None;
+                }
+                let exchanges: std::collections::BTreeSet<&str> =
+                    messages.iter().map(|m| m.exchange).collect();
+                return Err(Error::Timeout {
+                    operation: format!(
+                        "rabbitmq: publishing {} message(s) to exchange(s) {exchanges:?} on {} \
+                         (no confirm from the broker)",
+                        messages.len(),
+                        self.config.redacted_url()
+                    ),
+                    after: self.config.publish_timeout,
+                });
+            };
+            match attempt {
                 Ok(()) => return Ok(()),
                 Err(e @ Error::Config(_)) => return Err(e),
                 Err(e) if tokio::time::Instant::now() + delay < deadline => {

@@ -168,7 +168,23 @@ impl EventBus for RedisBus {
         async {
             loop {
                 let mut conn = self.inner.conn.clone();
-                match pipe.query_async::<Vec<String>>(&mut conn).await {
+                // Bounded by what is left of publish_timeout, whatever the
+                // client's own timeouts: a server that hangs must not hold
+                // the caller past it.
+                let Ok(sent) =
+                    tokio::time::timeout_at(deadline, pipe.query_async::<Vec<String>>(&mut conn))
+                        .await
+                else {
+                    return Err(Error::Timeout {
+                        operation: format!(
+                            "redis: XADD {} event(s) to `{stream}` on {}",
+                            events.len(),
+                            config.redacted_url()
+                        ),
+                        after: config.publish_timeout,
+                    });
+                };
+                match sent {
                     Ok(_) => {
                         self.inner.stats.published(events.len());
                         return Ok(());

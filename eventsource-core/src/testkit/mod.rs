@@ -159,8 +159,10 @@ macro_rules! membership_suite {
 }
 
 mod membership;
+mod proxy;
 mod secrets;
 pub use membership::*;
+pub use proxy::FreezableProxy;
 pub use secrets::assert_never_shown;
 
 /// The event type the suite publishes.
