@@ -138,6 +138,14 @@ impl Inner {
         &self,
         records: Vec<(String, String, OwnedHeaders, Vec<u8>)>,
     ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.publish_timeout;
+        let timed_out = |topic: &str| Error::Timeout {
+            operation: format!(
+                "kafka: producing to `{topic}` on {} (no acknowledgement from the broker)",
+                self.config.redacted_servers()
+            ),
+            after: self.config.publish_timeout,
+        };
         let mut pending = Vec::with_capacity(records.len());
         for (topic, key, headers, payload) in &records {
             let mut record = FutureRecord::to(topic)
@@ -151,6 +159,9 @@ impl Inner {
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(timed_out(topic));
+                        }
                         record = back;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
@@ -161,6 +172,9 @@ impl Inner {
         for (topic, delivery) in pending {
             match delivery.await {
                 Ok(Ok(_)) => {}
+                Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))) => {
+                    return Err(timed_out(topic))
+                }
                 Ok(Err((e, _))) => return Err(kafka_err(format!("producing to `{topic}`"), e)),
                 Err(_) => {
                     return Err(Error::backend(

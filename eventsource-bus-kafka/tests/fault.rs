@@ -29,13 +29,23 @@ fn tansu_bin() -> String {
 }
 
 async fn start_tansu(port: u16, db: &Path) -> Child {
+    let storage = format!(
+        "sqlite://{}",
+        db.file_name().and_then(|f| f.to_str()).expect("file name")
+    );
+    // tansu reads the path after `sqlite://` relative to its working directory.
+    spawn_tansu(port, port, &storage, db.parent().expect("a directory")).await
+}
+
+/// tansu listening on `port`, telling clients to connect to `advertised`.
+async fn spawn_tansu(port: u16, advertised: u16, storage: &str, dir: &Path) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised = format!("tcp://127.0.0.1:{advertised}");
     let child = Command::new(tansu_bin())
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        // tansu reads the path after `sqlite://` relative to its working directory.
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
         .arg("--storage-engine")
-        .arg(format!("sqlite://{}", db.file_name().and_then(|f| f.to_str()).expect("file name")))
-        .current_dir(db.parent().expect("a directory"))
+        .arg(storage)
+        .current_dir(dir)
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -82,4 +92,53 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
     assert!(report.acknowledged > 0, "{report:?}");
     drop(restarted);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A publish returns within `publish_timeout` (+1 s) when the broker hangs:
+/// a private tansu behind a proxy that freezes, advertising the proxy so
+/// that every connection of the client goes through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_gives_up_within_its_timeout_when_the_broker_hangs() {
+    use eventsource_core::testkit::{probe, FreezableProxy};
+    let port = free_port();
+    let proxy = FreezableProxy::start(([127, 0, 0, 1], port).into())
+        .await
+        .expect("proxy");
+    let _tansu = spawn_tansu(
+        port,
+        proxy.addr.port(),
+        "memory://tansu/",
+        &std::env::temp_dir(),
+    )
+    .await;
+    let mut config = common::config(&format!("kafka://{}", proxy.addr));
+    config.publish_timeout = Duration::from_secs(3);
+    let bus = common::connect(config.clone()).await;
+    bus.publish(&[probe("a", 1, 1)])
+        .await
+        .expect("publish through the open proxy");
+    proxy.set_frozen(true);
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), bus.publish(&[probe("a", 2, 2)]))
+        .await
+        .expect("publish returned within 60 s");
+    let took = started.elapsed();
+    let err = outcome.expect_err("nothing can be acknowledged while the broker hangs");
+    println!("publish gave up after {took:?}: {err}");
+    assert!(
+        took <= config.publish_timeout + Duration::from_secs(1),
+        "publish took {took:?}, past publish_timeout ({:?}) + 1 s",
+        config.publish_timeout
+    );
+    assert!(
+        matches!(err, eventsource_core::Error::Timeout { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&config.events_topic()) && text.contains("127.0.0.1"),
+        "the error names the topic and the broker: {text}"
+    );
+    proxy.set_frozen(false);
+    let _ = bus.shutdown(Duration::from_secs(2)).await;
 }
