@@ -96,6 +96,31 @@ impl SqlEventStore {
                 })
             });
         }
+        if dialect == Dialect::Postgres {
+            // The pool retries a refused connection until acquire_timeout
+            // and then says only "pool timed out": one direct connection
+            // first says why (refused, unknown host, auth), at once.
+            let probe = tokio::time::timeout(
+                config.acquire_timeout,
+                <sqlx::AnyConnection as sqlx::Connection>::connect(&url),
+            )
+            .await;
+            let cause = match probe {
+                Ok(Ok(conn)) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                    None
+                }
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {:?}", config.acquire_timeout)),
+            };
+            if let Some(cause) = cause {
+                return Err(Error::backend(
+                    dialect.name(),
+                    format!("connecting to {}", redact_url(&config.url)),
+                    cause,
+                ));
+            }
+        }
         let pool = options.connect(&url).await.map_err(|e| {
             db_err(
                 dialect.name(),

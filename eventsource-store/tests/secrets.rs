@@ -27,3 +27,29 @@ async fn a_password_never_shows_in_errors_debug_or_trace_logs() {
         .await;
     }
 }
+
+/// An unreachable PostgreSQL is reported as what it is (connection
+/// refused, with host and port), at once, not as "pool timed out".
+#[tokio::test]
+async fn an_unreachable_database_is_reported_as_refused_with_host_and_port() {
+    let started = std::time::Instant::now();
+    let err = SqlEventStore::connect(
+        StoreConfig::builder("postgres://app@127.0.0.1:1/test")
+            .build()
+            .expect("valid config"),
+    )
+    .await
+    .err()
+    .expect("nothing listens on 127.0.0.1:1");
+    let text = err.to_string();
+    assert!(
+        text.to_lowercase().contains("refused") && text.contains("127.0.0.1:1"),
+        "{text}"
+    );
+    assert!(!text.contains("pool timed out"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "a refused connection is known at once, took {:?}",
+        started.elapsed()
+    );
+}
