@@ -72,3 +72,18 @@ fn the_cli_never_shows_a_password() {
         );
     }
 }
+
+/// A consumer group the bus could never have (empty, spaces) is a usage
+/// error with a reason, not an empty listing that exits 0.
+#[test]
+fn the_cli_refuses_a_group_name_no_subscription_could_have() {
+    for group in ["", "a b"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_eventsource"))
+            .args(["--bus", "memory://", "dlq", "list", "--group", group])
+            .output()
+            .expect("run the eventsource binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "group {group:?}: {stderr}");
+        assert!(stderr.contains("consumer group"), "group {group:?}: {stderr}");
+    }
+}

@@ -49,7 +49,7 @@ enum Dlq {
     /// Lists dead letters, oldest first.
     List {
         /// Only this consumer group's (needed on RabbitMQ and Kafka).
-        #[arg(long)]
+        #[arg(long, value_parser = group_name)]
         group: Option<String>,
         /// At most this many.
         #[arg(long)]
@@ -68,18 +68,26 @@ enum Dlq {
     /// Replays every dead letter of a group.
     ReplayAll {
         /// The consumer group.
-        #[arg(long)]
+        #[arg(long, value_parser = group_name)]
         group: String,
     },
     /// Deletes every dead letter of a group.
     Purge {
         /// The consumer group.
-        #[arg(long)]
+        #[arg(long, value_parser = group_name)]
         group: String,
         /// Confirms the deletion.
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// A consumer group name as subscriptions accept it; anything else is a
+/// usage error (exit code 2), not an empty listing.
+fn group_name(s: &str) -> Result<String, String> {
+    eventsource::validate_name("consumer group", s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn print_letter(l: &DeadLetter, json: bool) {
