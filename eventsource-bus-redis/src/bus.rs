@@ -117,10 +117,25 @@ impl RedisBus {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| redis_err(format!("opening {}", config.redacted_url()), e))?;
         let mut conn = connect_manager(&client, &config, Duration::from_secs(5)).await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(|e| redis_err(format!("PING {}", config.redacted_url()), e))?;
+        // A server just restarted answers LOADING until its data is back:
+        // wait that out, with backoff, up to connect_timeout.
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match redis::cmd("PING").query_async::<String>(&mut conn).await {
+                Ok(_) => break,
+                Err(e)
+                    if e.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                        && tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::info!(url = %config.redacted_url(), ?delay, "redis is loading its data; waiting");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(redis_err(format!("PING {}", config.redacted_url()), e)),
+            }
+        }
         Ok(RedisBus {
             inner: Arc::new(Inner {
                 config,

@@ -51,6 +51,10 @@ pub struct RedisBusConfig {
     /// How long a publish keeps retrying while Redis is unreachable.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How long `connect` waits for a server that is still loading its
+    /// data after a restart (it answers `LOADING`), retrying with backoff.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// One member of a group reads at a time, holding a lease
     /// (`{namespace}:lease:{group}`, renewed every `claim_interval`, lost
     /// after `claim_min_idle`); the others stand by and take over when it
@@ -71,6 +75,7 @@ impl std::fmt::Debug for RedisBusConfig {
             .field("claim_interval", &self.claim_interval)
             .field("max_len", &self.max_len)
             .field("publish_timeout", &self.publish_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("single_active_member", &self.single_active_member)
             .finish()
     }
@@ -88,6 +93,7 @@ impl Default for RedisBusConfig {
             claim_interval: Duration::from_secs(5),
             max_len: None,
             publish_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
             single_active_member: false,
         }
     }
@@ -108,7 +114,7 @@ impl RedisBusConfig {
             Error::config(format!(
                 "redis: invalid url `{}`: {}",
                 redact(&self.url),
-                e.kind_str()
+                url_problem(&self.url).unwrap_or_else(|| e.kind_str())
             ))
         })?;
         validate_name("redis namespace", &self.namespace)?;
@@ -121,8 +127,16 @@ impl RedisBusConfig {
                 self.prefetch
             )));
         }
-        if self.block.is_zero() {
-            return Err(Error::config("redis: block must be more than zero"));
+        for (name, d) in [
+            ("block", self.block),
+            ("publish_timeout", self.publish_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::config(format!(
+                    "redis: {name} must be more than zero"
+                )));
+            }
         }
         if self.claim_interval.is_zero() || self.claim_min_idle <= self.claim_interval {
             return Err(Error::config(format!(
@@ -181,6 +195,29 @@ impl RedisBusConfig {
     }
 }
 
+/// Why `url` is not a Redis URL, in words that never quote it (so no
+/// password can show): what the URL parser objects to, or a wrong scheme.
+fn url_problem(url: &str) -> Option<String> {
+    match url::Url::parse(url) {
+        Err(e) => Some(format!(
+            "{e} (expected redis://[user:password@]host:port[/db]; \
+             percent-encode `/`, `@` or `:` in a password)"
+        )),
+        Ok(u) if !matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix") => {
+            Some(format!(
+                "scheme `{}` is not redis://, rediss://, redis+unix:// or unix://",
+                u.scheme()
+            ))
+        }
+        Ok(u)
+            if u.scheme().starts_with("redis") && !u.scheme().contains("unix") && !u.has_host() =>
+        {
+            Some("no host (expected redis://host:port)".to_owned())
+        }
+        Ok(_) => None,
+    }
+}
+
 trait KindStr {
     fn kind_str(&self) -> String;
 }
@@ -225,6 +262,8 @@ impl RedisBusConfigBuilder {
         claim_interval: Duration,
         /// See [`RedisBusConfig::publish_timeout`].
         publish_timeout: Duration,
+        /// See [`RedisBusConfig::connect_timeout`].
+        connect_timeout: Duration,
     }
 
     /// See [`RedisBusConfig::single_active_member`].
@@ -249,6 +288,20 @@ impl RedisBusConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalid_url_says_why_without_quoting_the_password() {
+        for (url, why) in [
+            ("redis://127.0.0.1:99999", "invalid port number"),
+            ("redis://u:s3c/ret@127.0.0.1:1", "percent-encode"),
+            ("http://127.0.0.1:6379", "scheme `http`"),
+        ] {
+            let err = RedisBusConfig::builder(url).build().expect_err(url);
+            let text = err.to_string();
+            assert!(text.contains(why), "{url}: {text}");
+            assert!(!text.contains("s3c"), "{url}: {text}");
+        }
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -84,6 +84,9 @@ fn the_cli_refuses_a_group_name_no_subscription_could_have() {
             .expect("run the eventsource binary");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "group {group:?}: {stderr}");
-        assert!(stderr.contains("consumer group"), "group {group:?}: {stderr}");
+        assert!(
+            stderr.contains("consumer group"),
+            "group {group:?}: {stderr}"
+        );
     }
 }
