@@ -139,6 +139,9 @@ async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>>
     Ok(records)
 }
 
+/// Dead letters replayed per produce by `replay_all`.
+const REPLAY_BATCH: usize = 200;
+
 fn parse_letter(group: &str, r: &Record) -> Result<DeadLetter> {
     let id = format!("{group}/{}/{}", r.partition, r.offset);
     let bad = |what: &str| {
@@ -247,14 +250,47 @@ impl KafkaDeadLetterQueue {
     }
 
     async fn mark_done(&self, letter: &DeadLetter) -> Result<()> {
-        let config = &self.inner.config;
-        let record = (
-            config.dlq_done_topic(&letter.group),
+        self.inner.produce(vec![self.done_marker(letter)]).await
+    }
+
+    /// The record that marks `letter` replayed or deleted.
+    fn done_marker(&self, letter: &DeadLetter) -> (String, String, OwnedHeaders, Vec<u8>) {
+        (
+            self.inner.config.dlq_done_topic(&letter.group),
             letter.id.clone(),
             OwnedHeaders::new(),
             letter.id.clone().into_bytes(),
-        );
-        self.inner.produce(vec![record]).await
+        )
+    }
+
+    /// Sends `letters` back to their groups' replay topics (one produce),
+    /// then marks them done (another). A crash between the two replays
+    /// them again on the next run: at least once, never lost.
+    async fn replay_batch(&self, letters: &[(DeadLetter, Record)]) -> Result<()> {
+        let replays = letters
+            .iter()
+            .map(|(letter, record)| {
+                let headers: Vec<(&str, &str)> = record
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with(H))
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                (
+                    self.inner.config.replay_topic(&letter.group),
+                    record.key.clone(),
+                    wire::headers(headers),
+                    record.payload.clone(),
+                )
+            })
+            .collect();
+        self.inner.produce(replays).await?;
+        let markers = letters.iter().map(|(l, _)| self.done_marker(l)).collect();
+        self.inner.produce(markers).await?;
+        for _ in letters {
+            self.inner.stats.replayed();
+        }
+        Ok(())
     }
 }
 
@@ -277,26 +313,37 @@ impl DeadLetterQueue for KafkaDeadLetterQueue {
     }
 
     async fn replay(&self, id: &str) -> Result<()> {
-        let (letter, record) = self
+        let found = self
             .find(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("kafka: dead letter `{id}`")))?;
-        let headers: Vec<(&str, &str)> = record
-            .headers
-            .iter()
-            .filter(|(k, _)| !k.starts_with(H))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let replay = (
-            self.inner.config.replay_topic(&letter.group),
-            record.key.clone(),
-            wire::headers(headers),
-            record.payload.clone(),
-        );
-        self.inner.produce(vec![replay]).await?;
-        self.mark_done(&letter).await?;
-        self.inner.stats.replayed();
-        Ok(())
+        self.replay_batch(std::slice::from_ref(&found)).await
+    }
+
+    /// One read of each group's DLQ, then replays in batches of
+    /// [`REPLAY_BATCH`]: one produce for the batch's records, one for their
+    /// done markers.
+    async fn replay_all_with_progress(
+        &self,
+        query: &DeadLetterQuery,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize> {
+        let mut all = Vec::new();
+        for group in self.groups(query) {
+            all.extend(self.letters(&group).await?);
+        }
+        all.sort_by_key(|(l, _)| l.last_failed_at);
+        if let Some(limit) = query.limit {
+            all.truncate(limit);
+        }
+        let total = all.len();
+        let mut done = 0;
+        for batch in all.chunks(REPLAY_BATCH) {
+            self.replay_batch(batch).await?;
+            done += batch.len();
+            progress(done, total);
+        }
+        Ok(total)
     }
 
     async fn delete(&self, id: &str) -> Result<bool> {

@@ -291,3 +291,78 @@ async fn a_rebalance_hands_partitions_over_without_duplicates() {
             .expect("shutdown");
     }
 }
+
+/// 1,000 dead letters go back to their group with one read of the DLQ and
+/// batched produces, reporting progress; every one is handled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_all_sends_a_thousand_letters_back_in_batches() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const LETTERS: usize = 1_000;
+    let config = common::config(&common::kafka_url());
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);
+    let broken = bus
+        .subscribe(
+            Subscription::builder("bulk")
+                .handler(handler_fn(|_e| async {
+                    Err(eventsource_core::HandlerError::permanent(
+                        "a bug, fixed later",
+                    ))
+                }))
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    let events: Vec<_> = (0..LETTERS as u64)
+        .map(|i| probe(&format!("b-{}", i % 50), i / 50 + 1, i))
+        .collect();
+    bus.publish(&events).await.expect("publish");
+    dead_letters_of(&bus, "bulk", LETTERS, Duration::from_secs(120)).await;
+    broken.unsubscribe().await;
+    let (mut rec, h) = Recorder::new("the fixed group");
+    let _fixed = bus
+        .subscribe(
+            Subscription::builder("bulk")
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe the fixed handler");
+    let reports = AtomicUsize::new(0);
+    let started = tokio::time::Instant::now();
+    let replayed = bus
+        .dead_letters()
+        .replay_all_with_progress(
+            &eventsource_core::DeadLetterQuery::group("bulk"),
+            &|done, total| {
+                reports.fetch_add(1, Ordering::Relaxed);
+                assert!(done <= total && total == LETTERS, "{done}/{total}");
+            },
+        )
+        .await
+        .expect("replay all");
+    println!(
+        "replayed {replayed} dead letters in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(replayed, LETTERS);
+    assert!(
+        reports.load(Ordering::Relaxed) >= 2,
+        "progress reported along the way"
+    );
+    let got = rec.expect(LETTERS, Duration::from_secs(120)).await;
+    let ids: std::collections::HashSet<_> = got.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), LETTERS, "every letter handled once");
+    assert!(
+        bus.dead_letters()
+            .list(&eventsource_core::DeadLetterQuery::group("bulk"))
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing left in the DLQ"
+    );
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

@@ -79,9 +79,22 @@ pub trait DeadLetterQueue: Send + Sync {
 
     /// Replays every dead letter the query selects; returns how many.
     async fn replay_all(&self, query: &DeadLetterQuery) -> Result<usize> {
+        self.replay_all_with_progress(query, &|_, _| {}).await
+    }
+
+    /// [`replay_all`](Self::replay_all), calling `progress(done, total)`
+    /// as letters go back (after each one, or after each batch where a
+    /// backend replays in batches). Stops at the first failure; what was
+    /// replayed before it stays replayed.
+    async fn replay_all_with_progress(
+        &self,
+        query: &DeadLetterQuery,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize> {
         let letters = self.list(query).await?;
-        for letter in &letters {
+        for (i, letter) in letters.iter().enumerate() {
             self.replay(&letter.id).await?;
+            progress(i + 1, letters.len());
         }
         Ok(letters.len())
     }

@@ -181,12 +181,11 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("replayed {id}");
             }
             Dlq::ReplayAll { group } => {
-                let letters = dlq.list(&DeadLetterQuery::group(&group)).await?;
-                let total = letters.len();
-                for (i, l) in letters.iter().enumerate() {
-                    dlq.replay(&l.id).await?;
-                    eprintln!("[{}/{total}] replayed {}", i + 1, l.id);
-                }
+                let total = dlq
+                    .replay_all_with_progress(&DeadLetterQuery::group(&group), &|done, total| {
+                        eprintln!("[{done}/{total}] replayed");
+                    })
+                    .await?;
                 eprintln!("replayed {total} dead letter(s) of `{group}`");
             }
             Dlq::Purge { group, yes } => {
