@@ -175,11 +175,7 @@ impl Member {
     /// with an idle time past `claim_min_idle`, so the next XAUTOCLAIM of
     /// any other member of the group takes them at once.
     async fn hand_back(&self) {
-        let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.held)
-            .iter()
-            .filter(|(_, ids)| !ids.is_empty())
-            .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
-            .collect();
+        let held = self.held_ids();
         let idle = (self.inner.config.claim_min_idle * 2)
             .as_millis()
             .to_string();
@@ -233,6 +229,15 @@ impl Member {
             .entry(Arc::clone(stream))
             .or_default()
             .insert(id.to_owned())
+    }
+
+    /// The entries this member holds unacked, per stream.
+    fn held_ids(&self) -> Vec<(Arc<str>, Vec<String>)> {
+        lock(&self.held)
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
+            .collect()
     }
 
     fn release(&self, stream: &Arc<str>, id: &str) {
@@ -616,11 +621,7 @@ impl Member {
                 self.active
                     .store(active, std::sync::atomic::Ordering::Release);
             }
-            let held: Vec<(Arc<str>, Vec<String>)> = lock(&self.held)
-                .iter()
-                .filter(|(_, ids)| !ids.is_empty())
-                .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
-                .collect();
+            let held = self.held_ids();
             for (stream, ids) in held {
                 let refreshed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
                     .arg(&*stream)

@@ -162,7 +162,7 @@ mod membership;
 mod proxy;
 mod secrets;
 pub use membership::*;
-pub use proxy::FreezableProxy;
+pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
 pub use secrets::assert_never_shown;
 
 /// The event type the suite publishes.

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Error, EventBus};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A running proxy; dropping it does not stop it (its tasks end with the
@@ -75,4 +77,43 @@ async fn pump(
             return;
         }
     }
+}
+
+/// The publish-timeout case every broker backend runs: `bus` talks to its
+/// broker through `proxy`; a first publish succeeds, then the proxy freezes
+/// and a second publish must fail with [`Error::Timeout`] within
+/// `publish_timeout` + 1 s. Returns the error's text (for the backend's
+/// own checks on what it names); unfreezes and shuts the bus down.
+pub async fn publish_gives_up_within_its_timeout(
+    bus: &dyn EventBus,
+    proxy: &FreezableProxy,
+    publish_timeout: Duration,
+) -> String {
+    bus.publish(&[super::probe("a", 1, 1)])
+        .await
+        .expect("publish through the open proxy");
+    proxy.set_frozen(true);
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        publish_timeout * 10 + Duration::from_secs(10),
+        bus.publish(&[super::probe("a", 2, 2)]),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "publish still running {:?} after the broker froze",
+            started.elapsed()
+        )
+    });
+    let took = started.elapsed();
+    let err = outcome.expect_err("nothing can be acknowledged while the broker hangs");
+    println!("publish gave up after {took:?}: {err}");
+    assert!(
+        took <= publish_timeout + Duration::from_secs(1),
+        "publish took {took:?}, past publish_timeout ({publish_timeout:?}) + 1 s"
+    );
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    proxy.set_frozen(false);
+    let _ = bus.shutdown(Duration::from_secs(2)).await;
+    err.to_string()
 }
