@@ -259,11 +259,7 @@ async fn check_group_filter(
     .map_err(|e| Error::backend(BACKEND, format!("describing group `{group}`"), e))?
     .map_err(|e| kafka_err(format!("describing group `{group}`"), e))?;
     match existing {
-        Some(existing) => Err(Error::GroupFilterConflict {
-            group: group.to_owned(),
-            existing: format!("`{existing}`"),
-            requested: format!("`{filter}`"),
-        }),
+        Some(existing) => Err(Error::group_filter_conflict(group, &existing, filter)),
         None => Ok(()),
     }
 }

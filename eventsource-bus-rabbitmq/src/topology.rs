@@ -195,11 +195,7 @@ pub(crate) async fn join_group(
                 .find_map(|marker| text.split(marker).nth(1))
                 .and_then(|rest| rest.split('\'').next())
                 .unwrap_or("(unreadable)");
-            return Err(Error::GroupFilterConflict {
-                group: group.to_owned(),
-                existing: format!("`{existing}`"),
-                requested: format!("`{canonical}`"),
-            });
+            return Err(Error::group_filter_conflict(group, existing, &canonical));
         }
         return Err(amqp_err(
             format!("declaring the register queue `{register}`"),

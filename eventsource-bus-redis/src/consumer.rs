@@ -179,21 +179,9 @@ impl Member {
         let idle = (self.inner.config.claim_min_idle * 2)
             .as_millis()
             .to_string();
-        let mut conn = self.inner.conn.clone();
         for (stream, ids) in held {
-            let handed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
-                .arg(&*stream)
-                .arg(self.group())
-                .arg(&self.consumer)
-                .arg(0)
-                .arg(&ids)
-                .arg("IDLE")
-                .arg(&idle)
-                .arg("JUSTID")
-                .query_async(&mut conn)
-                .await;
-            match handed {
-                Ok(_) => {
+            match self.claim_to_self(&stream, &ids, Some(&idle)).await {
+                Ok(()) => {
                     tracing::debug!(group = self.group(), stream = %stream, entries = ids.len(), "handed unfinished entries back to the group")
                 }
                 Err(e) => {
@@ -229,6 +217,29 @@ impl Member {
             .entry(Arc::clone(stream))
             .or_default()
             .insert(id.to_owned())
+    }
+
+    /// XCLAIMs `ids` of `stream` to this member (JUSTID): with `idle`, sets
+    /// their idle time to it (ms) so others take them at once; without,
+    /// resets it so others leave them alone.
+    async fn claim_to_self(
+        &self,
+        stream: &str,
+        ids: &[String],
+        idle: Option<&str>,
+    ) -> redis::RedisResult<()> {
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(stream)
+            .arg(self.group())
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(ids);
+        if let Some(idle) = idle {
+            cmd.arg("IDLE").arg(idle);
+        }
+        cmd.arg("JUSTID");
+        let mut conn = self.inner.conn.clone();
+        cmd.query_async::<redis::Value>(&mut conn).await.map(|_| ())
     }
 
     /// The entries this member holds unacked, per stream.
@@ -621,18 +632,8 @@ impl Member {
                 self.active
                     .store(active, std::sync::atomic::Ordering::Release);
             }
-            let held = self.held_ids();
-            for (stream, ids) in held {
-                let refreshed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
-                    .arg(&*stream)
-                    .arg(self.group())
-                    .arg(&self.consumer)
-                    .arg(0)
-                    .arg(&ids)
-                    .arg("JUSTID")
-                    .query_async(&mut conn)
-                    .await;
-                if let Err(e) = refreshed {
+            for (stream, ids) in self.held_ids() {
+                if let Err(e) = self.claim_to_self(&stream, &ids, None).await {
                     tracing::warn!(error = %e, "refreshing held redis entries failed");
                 }
             }

@@ -61,11 +61,7 @@ pub(crate) async fn join(
         .await
         .map_err(|e| redis_err(format!("registering a member of group `{group}`"), e))?;
     match existing {
-        Some(existing) => Err(Error::GroupFilterConflict {
-            group: group.to_owned(),
-            existing: format!("`{existing}`"),
-            requested: format!("`{filter}`"),
-        }),
+        Some(existing) => Err(Error::group_filter_conflict(group, &existing, filter)),
         None => Ok(()),
     }
 }

@@ -620,11 +620,9 @@ impl<M: Member> Members<M> {
             .values()
             .find(|r| r.group == subscription.group() && r.filter != requested);
         match other {
-            Some(r) => Err(crate::Error::GroupFilterConflict {
-                group: r.group.clone(),
-                existing: format!("`{}`", r.filter),
-                requested: format!("`{requested}`"),
-            }),
+            Some(r) => Err(crate::Error::group_filter_conflict(
+                &r.group, &r.filter, &requested,
+            )),
             None => Ok(()),
         }
     }

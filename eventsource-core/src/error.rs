@@ -158,6 +158,16 @@ impl Error {
         }
     }
 
+    /// [`Error::GroupFilterConflict`] from the group and the two filters'
+    /// canonical forms ([`EventFilter::canonical`](crate::EventFilter::canonical)).
+    pub fn group_filter_conflict(group: &str, existing: &str, requested: &str) -> Self {
+        Error::GroupFilterConflict {
+            group: group.to_owned(),
+            existing: format!("`{existing}`"),
+            requested: format!("`{requested}`"),
+        }
+    }
+
     /// Shorthand for [`Error::NotFound`].
     pub fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound { what: what.into() }
