@@ -49,6 +49,8 @@ struct Tracker {
     /// The offset the next record must have: the committed offset at
     /// assignment, then one past the last record read.
     expected: Option<i64>,
+    /// The highest offset read in this assignment.
+    highest: Option<i64>,
 }
 
 impl Tracker {
@@ -63,9 +65,10 @@ impl Tracker {
 
     /// Records `offset` as read and says how it follows the last one.
     fn seen(&mut self, offset: i64) -> Read {
-        if self.expected.is_some_and(|expected| offset < expected) {
+        if self.highest.is_some_and(|highest| offset <= highest) {
             return Read::Again;
         }
+        self.highest = Some(offset);
         self.pending.insert(offset);
         self.next = self.next.max(offset + 1);
         let read = match self.expected {
@@ -643,6 +646,12 @@ mod tests {
         assert_eq!(t.seen(10), Read::Next);
         assert_eq!(t.seen(6), Read::Again, "6 was read already");
         assert_eq!(t.committable(), 5, "reading 6 again changed nothing");
+        let mut reset = Tracker::assigned(Some(50));
+        assert_eq!(
+            reset.seen(0),
+            Read::Next,
+            "a reset below the commit (a recreated topic) is read, not skipped"
+        );
         let mut fresh = Tracker::assigned(None);
         assert_eq!(
             fresh.seen(40),
