@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::testkit::{BusFactory, Features};
+use eventsource_core::testkit::{peers_of, BusFactory, Features};
 use eventsource_core::EventBus;
 
 struct Kafka;
@@ -18,11 +18,10 @@ impl BusFactory for Kafka {
 
     async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
         let config = common::config(&common::kafka_url());
-        let mut buses: Vec<Arc<dyn EventBus>> = Vec::new();
-        for _ in 0..n {
-            buses.push(Arc::new(common::connect(config.clone()).await));
-        }
-        buses
+        peers_of(n, || async {
+            Arc::new(common::connect(config.clone()).await) as Arc<dyn EventBus>
+        })
+        .await
     }
 
     /// A partition has one owner in a group at a time, and an aggregate's

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventsource_bus_rabbitmq::RabbitBusConfig;
-use eventsource_core::testkit::{BusFactory, Features};
+use eventsource_core::testkit::{peers_of, BusFactory, Features};
 use eventsource_core::EventBus;
 
 /// Buses on the real broker; `single_active` picks the mode.
@@ -32,11 +32,10 @@ impl BusFactory for Rabbit {
 
     async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
         let config = self.config();
-        let mut buses: Vec<Arc<dyn EventBus>> = Vec::new();
-        for _ in 0..n {
-            buses.push(Arc::new(common::connect(config.clone()).await));
-        }
-        buses
+        peers_of(n, || async {
+            Arc::new(common::connect(config.clone()).await) as Arc<dyn EventBus>
+        })
+        .await
     }
 
     fn features(&self) -> Features {

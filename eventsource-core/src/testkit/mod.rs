@@ -67,6 +67,21 @@ pub trait BusFactory: Send + Sync + 'static {
     }
 }
 
+/// `n` buses from `connect`, each its own connection: what a broker
+/// backend's [`BusFactory::peers`] returns, given a config on one fresh
+/// namespace.
+pub async fn peers_of<F, Fut>(n: usize, mut connect: F) -> Vec<Arc<dyn EventBus>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn EventBus>>,
+{
+    let mut buses = Vec::with_capacity(n);
+    for _ in 0..n {
+        buses.push(connect().await);
+    }
+    buses
+}
+
 /// What a backend promises beyond the common contract, stated in code so
 /// that one case asserts the right thing on each (as Watermill's universal
 /// tests declare `GuaranteedOrder` or `Persistent`).
