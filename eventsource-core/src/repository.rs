@@ -206,6 +206,34 @@ impl<A: Aggregate> Repository<A> {
         Ok(root)
     }
 
+    /// How often [`execute`](Self::execute) decides a command before it
+    /// gives up on a stream other writers keep changing.
+    pub const EXECUTE_ATTEMPTS: u32 = 3;
+
+    /// Loads `id`, runs `command` and saves (and publishes) the events it
+    /// decides: a command in one call. When another writer saved first
+    /// ([`Error::Concurrency`]), it loads again and decides again, at most
+    /// [`EXECUTE_ATTEMPTS`](Self::EXECUTE_ATTEMPTS) times in all; then the
+    /// conflict is returned. A rejected command ([`Error::Command`]) is
+    /// returned at once and saves nothing.
+    pub async fn execute(&self, id: &str, command: A::Command) -> Result<Vec<EventEnvelope>>
+    where
+        A::Command: Clone,
+    {
+        let mut attempt = 1;
+        loop {
+            let mut root = self.load(id).await?;
+            root.execute(command.clone())?;
+            match self.save(&mut root).await {
+                Err(Error::Concurrency { .. }) if attempt < Self::EXECUTE_ATTEMPTS => {
+                    tracing::debug!(id, attempt, "concurrent save; deciding the command again");
+                    attempt += 1;
+                }
+                saved => return saved,
+            }
+        }
+    }
+
     /// Saves the aggregate's new events; see [`save_with`](Self::save_with).
     pub async fn save(&self, root: &mut AggregateRoot<A>) -> Result<Vec<EventEnvelope>> {
         self.save_with(root, &SaveContext::default()).await
@@ -215,7 +243,8 @@ impl<A: Aggregate> Repository<A> {
     /// be at the version it was loaded at, then publishes them.
     ///
     /// On [`Error::Concurrency`] nothing was stored: load again and retry the
-    /// command. On [`Error::PublishAfterAppend`] the events *are* stored
+    /// command ([`execute`](Self::execute) does). On
+    /// [`Error::AggregateTypeMismatch`] nothing was stored either. On [`Error::PublishAfterAppend`] the events *are* stored
     /// (the root is updated) but the bus did not take them.
     pub async fn save_with(
         &self,
@@ -234,6 +263,13 @@ impl<A: Aggregate> Repository<A> {
             .zip(root.version + 1..)
             .map(|(event, version)| {
                 let mut env = EventEnvelope::new(root.id.clone(), version, event)?;
+                if env.aggregate_type != A::TYPE {
+                    return Err(Error::AggregateTypeMismatch {
+                        aggregate: A::TYPE,
+                        event_type: env.event_type,
+                        declared: env.aggregate_type,
+                    });
+                }
                 env.correlation_id.clone_from(&ctx.correlation_id);
                 env.causation_id.clone_from(&ctx.causation_id);
                 env.metadata.extend(ctx.metadata.clone());

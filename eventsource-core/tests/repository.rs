@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::{
-    Aggregate, BusStats, DeadLetterQueue, DomainEvent, Error, EventBus, EventEnvelope, EventStore,
-    ExpectedVersion, InMemoryEventStore, Repository, Result, SaveContext, ShutdownReport,
-    Subscription, SubscriptionHandle,
+    Aggregate, AppendResult, BusStats, DeadLetterQueue, DomainEvent, Error, EventBus,
+    EventEnvelope, EventStore, ExpectedVersion, InMemoryEventStore, Repository, Result,
+    SaveContext, ShutdownReport, Subscription, SubscriptionHandle,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,7 @@ struct Account {
     balance: u64,
 }
 
+#[derive(Clone)]
 enum Cmd {
     Deposit(u64),
     Withdraw(u64),
@@ -288,4 +289,154 @@ async fn store_checks_versions_and_duplicate_ids_atomically() {
     assert_eq!(store.read_all(2, 10).await.expect("read_all").len(), 1);
     assert_eq!(store.read_all(0, 2).await.expect("read_all").len(), 2);
     assert_eq!(store.read_stream("s", 2).await.expect("read").len(), 1);
+}
+
+/// The in-memory store, except that the first `races` appends each find
+/// another writer's event appended to the stream just before.
+struct RacingStore {
+    inner: InMemoryEventStore,
+    races: Mutex<u32>,
+    appends: Mutex<u32>,
+}
+
+#[async_trait]
+impl EventStore for RacingStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventEnvelope],
+    ) -> Result<AppendResult> {
+        *self.appends.lock().expect("lock") += 1;
+        let race = {
+            let mut races = self.races.lock().expect("lock");
+            let race = *races > 0;
+            *races = races.saturating_sub(1);
+            race
+        };
+        if race {
+            let current = self.inner.read_stream(stream, 1).await?.len() as u64;
+            let rival = EventEnvelope::new(
+                events[0].aggregate_id.clone(),
+                current + 1,
+                &AccountEvent::Deposited { amount: 1 },
+            )?;
+            self.inner
+                .append(stream, ExpectedVersion::Any, &[rival])
+                .await?;
+        }
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(&self, stream: &str, from: u64) -> Result<Vec<EventEnvelope>> {
+        self.inner.read_stream(stream, from).await
+    }
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<eventsource_core::RecordedEvent>> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+fn racing(races: u32) -> (Arc<RacingStore>, Repository<Account>) {
+    let store = Arc::new(RacingStore {
+        inner: InMemoryEventStore::new(),
+        races: Mutex::new(races),
+        appends: Mutex::new(0),
+    });
+    (Arc::clone(&store), Repository::<Account>::new(store))
+}
+
+#[tokio::test]
+async fn execute_loads_decides_and_saves_retrying_a_conflict() {
+    let (store, repo) = racing(1);
+    let saved = repo
+        .execute("acc-1", Cmd::Deposit(10))
+        .await
+        .expect("the second attempt saves");
+    assert_eq!(saved.len(), 1);
+    assert_eq!(
+        saved[0].aggregate_version, 2,
+        "decided again after the rival's event"
+    );
+    assert_eq!(*store.appends.lock().expect("lock"), 2);
+    let account = repo.load("acc-1").await.expect("load");
+    assert_eq!(account.state().balance, 11, "the rival's 1 and our 10");
+}
+
+#[tokio::test]
+async fn execute_gives_up_after_its_attempts_and_returns_typed_rejections() {
+    let (store, repo) = racing(u32::MAX);
+    let err = repo
+        .execute("acc-2", Cmd::Deposit(10))
+        .await
+        .expect_err("every attempt races");
+    assert!(matches!(err, Error::Concurrency { .. }), "{err}");
+    assert_eq!(
+        *store.appends.lock().expect("lock"),
+        Repository::<Account>::EXECUTE_ATTEMPTS
+    );
+    let (_, repo) = racing(0);
+    let err = repo
+        .execute("acc-3", Cmd::Withdraw(5))
+        .await
+        .expect_err("nothing to withdraw");
+    assert!(matches!(err, Error::Command { .. }), "{err}");
+    assert!(
+        repo.load("acc-3").await.expect("load").is_new(),
+        "nothing saved"
+    );
+}
+
+/// An event that names another aggregate type than its aggregate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Misfiled;
+impl DomainEvent for Misfiled {
+    fn event_type(&self) -> &str {
+        "Misfiled"
+    }
+    fn aggregate_type(&self) -> &str {
+        "BankAccount"
+    }
+}
+
+#[derive(Default)]
+struct Ledger;
+impl Aggregate for Ledger {
+    const TYPE: &'static str = "Ledger";
+    type Event = Misfiled;
+    type Command = ();
+    type Error = std::io::Error;
+    fn apply(&mut self, _e: &Misfiled) {}
+    fn handle(&self, (): ()) -> std::result::Result<Vec<Misfiled>, std::io::Error> {
+        Ok(vec![Misfiled])
+    }
+}
+
+#[tokio::test]
+async fn an_event_declaring_another_aggregate_type_is_refused_at_save() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let bus = Arc::new(RecordingBus::default());
+    let repo = Repository::<Ledger>::new(store.clone()).with_bus(bus.clone());
+    let mut ledger = repo.load("l-1").await.expect("load");
+    ledger.execute(()).expect("decide");
+    let err = repo.save(&mut ledger).await.expect_err("mismatch");
+    match &err {
+        Error::AggregateTypeMismatch {
+            aggregate,
+            declared,
+            ..
+        } => assert_eq!((*aggregate, declared.as_str()), ("Ledger", "BankAccount")),
+        other => panic!("expected AggregateTypeMismatch, got {other}"),
+    }
+    assert!(err.to_string().contains("nothing was saved"), "{err}");
+    assert!(
+        repo.load("l-1").await.expect("load").is_new(),
+        "nothing stored"
+    );
+    assert!(
+        bus.published.lock().expect("lock").is_empty(),
+        "nothing published"
+    );
 }
