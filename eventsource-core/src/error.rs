@@ -193,6 +193,79 @@ impl Error {
     }
 }
 
+/// What running a command can fail with: the aggregate's own rejection,
+/// typed so that `match` reaches the domain error, or anything else.
+///
+/// `?` turns it into [`Error`] ([`Error::Command`] for a rejection), so
+/// code that does not care which keeps using the crate's error.
+///
+/// ```
+/// # use eventsource_core::{CommandError, Error};
+/// #[derive(Debug, thiserror::Error)]
+/// enum AccountError {
+///     #[error("insufficient funds: balance {balance}")]
+///     InsufficientFunds { balance: u64 },
+/// }
+/// fn explain(e: CommandError<AccountError>) -> String {
+///     match e {
+///         CommandError::Rejected { error: AccountError::InsufficientFunds { balance }, .. } => {
+///             format!("only {balance} left")
+///         }
+///         CommandError::Failed(other) => other.to_string(),
+///     }
+/// }
+/// let rejected = CommandError::Rejected {
+///     aggregate_type: "Account",
+///     aggregate_id: "acc-1".into(),
+///     error: AccountError::InsufficientFunds { balance: 3 },
+/// };
+/// assert_eq!(explain(rejected), "only 3 left");
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    /// The aggregate rejected the command; nothing was recorded or saved.
+    #[error("command rejected by {aggregate_type} `{aggregate_id}`: {error}")]
+    Rejected {
+        /// The aggregate's type.
+        aggregate_type: &'static str,
+        /// The aggregate's id.
+        aggregate_id: String,
+        /// The aggregate's own error.
+        #[source]
+        error: E,
+    },
+    /// Loading, saving or publishing failed.
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl<E> CommandError<E> {
+    /// The aggregate's own error, if the command was rejected.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            CommandError::Rejected { error, .. } => Some(error),
+            CommandError::Failed(_) => None,
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<CommandError<E>> for Error {
+    fn from(e: CommandError<E>) -> Self {
+        match e {
+            CommandError::Rejected {
+                aggregate_type,
+                aggregate_id,
+                error,
+            } => Error::Command {
+                aggregate_type,
+                aggregate_id,
+                source: Box::new(error),
+            },
+            CommandError::Failed(e) => e,
+        }
+    }
+}
+
 /// Replaces the password of a URL (`scheme://user:password@host`) with
 /// `***`, for logs, errors and `Debug`; a user name given alone (a token)
 /// is masked whole.

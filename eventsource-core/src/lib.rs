@@ -51,7 +51,7 @@ pub use aggregate::Aggregate;
 pub use bus::{BusStats, EventBus, GroupStats, ShutdownReport};
 pub use dlq::{DeadLetter, DeadLetterQuery, DeadLetterQueue};
 pub use envelope::{stream_name, EventEnvelope};
-pub use error::{redact_url, BoxError, Error, Result};
+pub use error::{redact_url, BoxError, CommandError, Error, Result};
 pub use event::DomainEvent;
 pub use filter::EventFilter;
 pub use handler::{handler_fn, EventHandler, FnHandler, HandlerError, HandlerResult};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::{
-    stream_name, Aggregate, Error, EventBus, EventEnvelope, EventStore, ExpectedVersion, Result,
+    stream_name, Aggregate, CommandError, Error, EventBus, EventEnvelope, EventStore,
+    ExpectedVersion, Result,
 };
 
 /// An aggregate's state plus what the repository tracks about it: its id,
@@ -88,13 +89,20 @@ impl<A: Aggregate> AggregateRoot<A> {
 
     /// Runs `command`: the aggregate decides the events, they are applied to
     /// the state and kept for the next save. A rejected command changes
-    /// nothing and returns [`Error::Command`].
-    pub fn execute(&mut self, command: A::Command) -> Result<&[A::Event]> {
-        let events = self.state.handle(command).map_err(|e| Error::Command {
-            aggregate_type: A::TYPE,
-            aggregate_id: self.id.clone(),
-            source: Box::new(e),
-        })?;
+    /// nothing and returns [`CommandError::Rejected`] with the aggregate's
+    /// own error, to `match` on (`?` makes it an [`Error::Command`]).
+    pub fn execute(
+        &mut self,
+        command: A::Command,
+    ) -> std::result::Result<&[A::Event], CommandError<A::Error>> {
+        let events = self
+            .state
+            .handle(command)
+            .map_err(|error| CommandError::Rejected {
+                aggregate_type: A::TYPE,
+                aggregate_id: self.id.clone(),
+                error,
+            })?;
         for e in &events {
             self.state.apply(e);
         }
@@ -214,9 +222,14 @@ impl<A: Aggregate> Repository<A> {
     /// decides: a command in one call. When another writer saved first
     /// ([`Error::Concurrency`]), it loads again and decides again, at most
     /// [`EXECUTE_ATTEMPTS`](Self::EXECUTE_ATTEMPTS) times in all; then the
-    /// conflict is returned. A rejected command ([`Error::Command`]) is
-    /// returned at once and saves nothing.
-    pub async fn execute(&self, id: &str, command: A::Command) -> Result<Vec<EventEnvelope>>
+    /// conflict is returned. A rejected command
+    /// ([`CommandError::Rejected`], the aggregate's own error) is returned
+    /// at once and saves nothing.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+    ) -> std::result::Result<Vec<EventEnvelope>, CommandError<A::Error>>
     where
         A::Command: Clone,
     {
@@ -229,7 +242,7 @@ impl<A: Aggregate> Repository<A> {
                     tracing::debug!(id, attempt, "concurrent save; deciding the command again");
                     attempt += 1;
                 }
-                saved => return saved,
+                saved => return Ok(saved?),
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::{
-    Aggregate, AppendResult, BusStats, DeadLetterQueue, DomainEvent, Error, EventBus,
+    Aggregate, AppendResult, BusStats, CommandError, DeadLetterQueue, DomainEvent, Error, EventBus,
     EventEnvelope, EventStore, ExpectedVersion, InMemoryEventStore, Repository, Result,
     SaveContext, ShutdownReport, Subscription, SubscriptionHandle,
 };
@@ -214,15 +214,30 @@ async fn rejected_command_is_typed_and_changes_nothing() {
     let (_store, _bus, repo) = setup(false);
     let mut acc = repo.load("acc-3").await.expect("load");
     let err = acc.execute(Cmd::Withdraw(5)).expect_err("no funds");
+    // The domain error is reachable with `match`, no downcast.
+    match &err {
+        CommandError::Rejected {
+            aggregate_type: "Account",
+            error:
+                Insufficient {
+                    balance: 0,
+                    asked: 5,
+                },
+            ..
+        } => {}
+        other => panic!("expected the aggregate's own rejection, got {other}"),
+    }
+    assert!(err.to_string().contains("insufficient funds"), "{err}");
+    assert!(acc.uncommitted().is_empty());
+    // `?` into the crate's error keeps working.
+    let as_error: Error = err.into();
     assert!(matches!(
-        err,
+        as_error,
         Error::Command {
             aggregate_type: "Account",
             ..
         }
     ));
-    assert!(err.to_string().contains("insufficient funds"), "{err}");
-    assert!(acc.uncommitted().is_empty());
 }
 
 #[tokio::test]
@@ -372,7 +387,10 @@ async fn execute_gives_up_after_its_attempts_and_returns_typed_rejections() {
         .execute("acc-2", Cmd::Deposit(10))
         .await
         .expect_err("every attempt races");
-    assert!(matches!(err, Error::Concurrency { .. }), "{err}");
+    assert!(
+        matches!(err, CommandError::Failed(Error::Concurrency { .. })),
+        "{err}"
+    );
     assert_eq!(
         *store.appends.lock().expect("lock"),
         Repository::<Account>::EXECUTE_ATTEMPTS
@@ -382,7 +400,10 @@ async fn execute_gives_up_after_its_attempts_and_returns_typed_rejections() {
         .execute("acc-3", Cmd::Withdraw(5))
         .await
         .expect_err("nothing to withdraw");
-    assert!(matches!(err, Error::Command { .. }), "{err}");
+    assert!(
+        matches!(err.rejection(), Some(Insufficient { asked: 5, .. })),
+        "{err}"
+    );
     assert!(
         repo.load("acc-3").await.expect("load").is_new(),
         "nothing saved"

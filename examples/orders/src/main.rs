@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource::{
-    handler_fn, Aggregate, BusConfig, DeadLetterQuery, DomainEvent, EventBus, EventFilter,
-    EventStore, HandlerError, InMemoryEventStore, Repository, RetryPolicy, Subscription,
+    handler_fn, Aggregate, BusConfig, CommandError, DeadLetterQuery, DomainEvent, EventBus,
+    EventFilter, EventStore, HandlerError, InMemoryEventStore, Repository, RetryPolicy,
+    Subscription,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -253,8 +254,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut order = orders.load("order-1").await?;
     order.execute(OrderCommand::Ship)?;
     orders.save(&mut order).await?;
+    // The aggregate's own error, matched without a downcast.
     match order.execute(OrderCommand::Ship) {
-        Err(e) => println!("Shipping order-1 twice is refused: {e}"),
+        Err(CommandError::Rejected {
+            error: OrderError::AlreadyShipped,
+            ..
+        }) => println!("Shipping order-1 twice is refused: it is already shipped"),
+        Err(e) => return Err(format!("unexpected error: {e}").into()),
         Ok(_) => return Err("order-1 shipped twice".into()),
     }
 
