@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
-    /// `sqlite://path.db` or `sqlite::memory:` — the embedded default.
+    /// `sqlite://path.db` or `sqlite::memory:` — the embedded default. An
+    /// in-memory database lives in one connection, kept open for the
+    /// store's life (`max_connections` does not apply to it).
     Sqlite,
     /// `postgres://user:password@host/db` — for production.
     Postgres,

@@ -79,6 +79,15 @@ impl SqlEventStore {
         let mut options = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout);
+        if dialect == Dialect::Sqlite && config.url.contains(":memory:") {
+            // Each SQLite connection to `:memory:` is a database of its own:
+            // one connection, kept for the pool's life, is one database.
+            options = options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
         if dialect == Dialect::Sqlite {
             let busy_ms = config.acquire_timeout.as_millis();
             options = options.after_connect(move |conn, _| {
