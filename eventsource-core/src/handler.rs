@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{BoxError, Error, EventEnvelope};
+use crate::{BoxError, DomainEvent, Error, EventEnvelope};
 
 /// Why a handler failed, and whether retrying can help.
 ///
@@ -74,8 +75,28 @@ pub type HandlerResult = Result<(), HandlerError>;
 
 /// Handles events delivered to a subscription.
 ///
-/// Implement it on a struct for handlers with state, or use [`handler_fn`]
-/// for a closure. A handler that returns `Err` or panics has not handled the
+/// Implement it on a struct for handlers with state (with the re-exported
+/// [`async_trait`](crate::async_trait) attribute), or use [`handler_fn`] /
+/// [`handler_for`] for a closure.
+///
+/// ```
+/// use eventsource_core::{async_trait, EventEnvelope, EventHandler, HandlerResult};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// struct Counter {
+///     seen: AtomicU64,
+/// }
+///
+/// #[async_trait]
+/// impl EventHandler for Counter {
+///     async fn handle(&self, _event: &EventEnvelope) -> HandlerResult {
+///         self.seen.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+/// # let _: &dyn EventHandler = &Counter { seen: AtomicU64::new(0) };
+/// ```
+/// A handler that returns `Err` or panics has not handled the
 /// event: it is retried per the subscription's [`RetryPolicy`](crate::RetryPolicy),
 /// then dead-lettered.
 #[async_trait]
@@ -116,6 +137,59 @@ where
     FnHandler(f)
 }
 
+/// A handler that decodes each event into `E` first; see [`handler_for`].
+pub struct TypedHandler<E, F> {
+    f: F,
+    _event: PhantomData<fn() -> E>,
+}
+
+#[async_trait]
+impl<E, F, Fut> EventHandler for TypedHandler<E, F>
+where
+    E: DomainEvent + Send + 'static,
+    F: Fn(E, EventEnvelope) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    async fn handle(&self, event: &EventEnvelope) -> HandlerResult {
+        // Undecodable: a permanent failure, so the DLQ at once.
+        let decoded: E = event.decode()?;
+        (self.f)(decoded, event.clone()).await
+    }
+}
+
+/// Turns an async closure taking the decoded event (and its envelope, for
+/// ids and metadata) into an [`EventHandler`]. An event that does not
+/// decode as `E` goes to the dead-letter queue at once, without a retry.
+///
+/// ```
+/// use eventsource_core::{handler_for, DomainEvent, EventHandler};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Registered { email: String }
+/// impl DomainEvent for Registered {
+///     fn event_type(&self) -> &str { "Registered" }
+///     fn aggregate_type(&self) -> &str { "User" }
+/// }
+///
+/// let handler = handler_for(|user: Registered, meta| async move {
+///     println!("welcome {} ({})", user.email, meta.aggregate_id);
+///     Ok(())
+/// });
+/// # let _: &dyn EventHandler = &handler;
+/// ```
+pub fn handler_for<E, F, Fut>(f: F) -> TypedHandler<E, F>
+where
+    E: DomainEvent + Send + 'static,
+    F: Fn(E, EventEnvelope) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    TypedHandler {
+        f,
+        _event: PhantomData,
+    }
+}
+
 #[async_trait]
 impl<H: EventHandler + ?Sized> EventHandler for Arc<H> {
     async fn handle(&self, event: &EventEnvelope) -> HandlerResult {
@@ -126,6 +200,53 @@ impl<H: EventHandler + ?Sized> EventHandler for Arc<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Opened {
+        n: u64,
+    }
+    impl DomainEvent for Opened {
+        fn event_type(&self) -> &str {
+            "Opened"
+        }
+        fn aggregate_type(&self) -> &str {
+            "Box"
+        }
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Closed;
+    impl DomainEvent for Closed {
+        fn event_type(&self) -> &str {
+            "Closed"
+        }
+        fn aggregate_type(&self) -> &str {
+            "Box"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_typed_handler_gets_the_decoded_event_and_refuses_others_for_good() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let handler = handler_for(move |e: Opened, meta: EventEnvelope| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((e.n, meta.aggregate_id));
+                Ok(())
+            }
+        });
+        let opened = EventEnvelope::new("box-1", 1, &Opened { n: 7 }).expect("encode");
+        handler.handle(&opened).await.expect("decodes");
+        assert_eq!(rx.recv().await, Some((7, "box-1".to_owned())));
+        let closed = EventEnvelope::new("box-1", 2, &Closed).expect("encode");
+        let err = handler.handle(&closed).await.expect_err("not an Opened");
+        assert!(
+            err.is_permanent(),
+            "undecodable goes to the DLQ at once: {err}"
+        );
+        assert!(rx.try_recv().is_err(), "the closure never ran");
+    }
 
     #[test]
     fn decode_errors_are_permanent_others_transient() {

@@ -48,13 +48,19 @@ pub mod trace;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
+/// The attribute for implementing [`EventHandler`] (and the other async
+/// traits) on your own types, re-exported so a struct handler needs no
+/// extra dependency.
+pub use async_trait::async_trait;
 pub use bus::{BusStats, EventBus, GroupStats, ShutdownReport};
 pub use dlq::{DeadLetter, DeadLetterQuery, DeadLetterQueue};
 pub use envelope::{stream_name, EventEnvelope};
 pub use error::{redact_url, BoxError, CommandError, Error, Result};
 pub use event::DomainEvent;
 pub use filter::EventFilter;
-pub use handler::{handler_fn, EventHandler, FnHandler, HandlerError, HandlerResult};
+pub use handler::{
+    handler_fn, handler_for, EventHandler, FnHandler, HandlerError, HandlerResult, TypedHandler,
+};
 pub use repository::{AggregateRoot, Repository, SaveContext};
 pub use retry::{Backoff, RetryPolicy};
 pub use store::{
