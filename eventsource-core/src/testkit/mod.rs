@@ -173,9 +173,11 @@ macro_rules! membership_suite {
     };
 }
 
+mod aggregate;
 mod membership;
 mod proxy;
 mod secrets;
+pub use aggregate::{AggregateOutcome, AggregateTest};
 pub use membership::*;
 pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
 pub use secrets::assert_never_shown;
