@@ -29,6 +29,16 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Read-locks an `RwLock`, ignoring poisoning (as [`lock`]).
+pub fn lock_read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Write-locks an `RwLock`, ignoring poisoning (as [`lock`]).
+pub fn lock_write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// One message on its way to a handler: the event, the backend's token to
 /// ack it with, and its failure history.
 #[derive(Debug, Clone)]

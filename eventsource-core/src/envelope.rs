@@ -130,8 +130,19 @@ impl EventEnvelope {
             target: std::any::type_name::<E>(),
             reason,
         };
-        let event: E =
-            serde_json::from_value(self.payload.clone()).map_err(|e| fail(e.to_string()))?;
+        // An older schema version is brought up to date first (see `upcast`).
+        let payload = match crate::upcast::apply(
+            &self.aggregate_type,
+            &self.event_type,
+            self.schema_version,
+            &self.payload,
+        )
+        .map_err(fail)?
+        {
+            Some((current, _)) => current,
+            None => self.payload.clone(),
+        };
+        let event: E = serde_json::from_value(payload).map_err(|e| fail(e.to_string()))?;
         if event.event_type() != self.event_type {
             return Err(fail(format!(
                 "payload decodes as event type `{}`",

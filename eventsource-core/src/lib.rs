@@ -43,6 +43,7 @@ mod retry;
 mod store;
 mod subscription;
 pub mod trace;
+pub mod upcast;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
