@@ -8,6 +8,32 @@ use serde::{de::DeserializeOwned, Serialize};
 /// with serde into the envelope's `payload`, so decoding it back is
 /// `serde_json::from_value` — an internally tagged enum is a good fit.
 ///
+/// Derive it (default feature `derive`): the event type is the variant's
+/// (or struct's) name unless renamed, the aggregate type and the schema
+/// version come from `#[event(...)]`:
+///
+/// ```
+/// use eventsource_core::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize, DomainEvent)]
+/// #[event(aggregate = "Order", version = 2)]
+/// #[serde(tag = "type")]
+/// enum OrderEvent {
+///     Placed { customer: String, total_cents: u64 },
+///     #[event(rename = "Dispatched")]
+///     Shipped,
+/// }
+///
+/// let shipped = OrderEvent::Shipped;
+/// assert_eq!(shipped.event_type(), "Dispatched");
+/// assert_eq!(shipped.aggregate_type(), "Order");
+/// assert_eq!(shipped.schema_version(), 2);
+/// ```
+///
+/// Through the `eventsource` facade, add `crate = "eventsource"` to the
+/// `#[event(...)]` attribute. Written by hand it is:
+///
 /// ```
 /// use eventsource_core::DomainEvent;
 /// use serde::{Deserialize, Serialize};

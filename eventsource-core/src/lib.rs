@@ -58,6 +58,9 @@ pub use dlq::{DeadLetter, DeadLetterQuery, DeadLetterQueue};
 pub use envelope::{stream_name, EventEnvelope};
 pub use error::{redact_url, BoxError, CommandError, Error, Result};
 pub use event::DomainEvent;
+/// `#[derive(DomainEvent)]`: see [`DomainEvent`](trait@DomainEvent).
+#[cfg(feature = "derive")]
+pub use eventsource_macros::DomainEvent;
 pub use filter::EventFilter;
 pub use handler::{
     handler_fn, handler_for, EventHandler, FnHandler, HandlerError, HandlerResult, TypedHandler,

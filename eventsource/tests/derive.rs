@@ -1,0 +1,16 @@
+//! `#[derive(DomainEvent)]` through the facade alone.
+
+use eventsource::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, DomainEvent)]
+#[event(crate = "eventsource", aggregate = "Cart")]
+struct ItemAdded {
+    sku: String,
+}
+
+#[test]
+fn the_facade_derives_domain_events() {
+    let e = ItemAdded { sku: "k".into() };
+    assert_eq!((e.event_type(), e.aggregate_type()), ("ItemAdded", "Cart"));
+}
