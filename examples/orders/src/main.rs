@@ -19,15 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource::{
-    handler_fn, Aggregate, BusConfig, CommandError, DeadLetterQuery, DomainEvent, EventBus,
-    EventFilter, EventStore, HandlerError, InMemoryEventStore, Repository, RetryPolicy,
+    handler_fn, handler_for, Aggregate, BusConfig, CommandError, DeadLetterQuery, DomainEvent,
+    EventBus, EventFilter, EventStore, HandlerError, InMemoryEventStore, Repository, RetryPolicy,
     Subscription,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// What happens to an order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+#[event(crate = "eventsource", aggregate = "Order")]
 #[serde(tag = "type")]
 enum OrderEvent {
     Placed {
@@ -39,19 +40,8 @@ enum OrderEvent {
     Shipped,
 }
 
-impl DomainEvent for OrderEvent {
-    fn event_type(&self) -> &str {
-        match self {
-            OrderEvent::Placed { .. } => "Placed",
-            OrderEvent::Shipped => "Shipped",
-        }
-    }
-    fn aggregate_type(&self) -> &str {
-        "Order"
-    }
-}
-
 /// What can be asked of an order.
+#[derive(Clone)]
 enum OrderCommand {
     Place {
         customer: String,
@@ -144,10 +134,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Subscription::builder("inventory")
                 .filter(EventFilter::event_type("Placed"))
                 .concurrency(4)
-                .handler(handler_fn(move |e| {
+                .handler(handler_for(move |event: OrderEvent, e| {
                     let tx = tx.clone();
                     async move {
-                        if let OrderEvent::Placed { sku, quantity, .. } = e.decode()? {
+                        if let OrderEvent::Placed { sku, quantity, .. } = event {
                             let _ = tx.send(format!(
                                 "[inventory]    reserved {quantity} x {sku} for {}",
                                 e.aggregate_id
@@ -176,14 +166,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Duration::from_millis(50),
                     Duration::from_millis(500),
                 )?)
-                .handler(handler_fn(move |e| {
+                .handler(handler_for(move |event: OrderEvent, e| {
                     let (tx, limit, flaked) = (tx.clone(), Arc::clone(&limit), Arc::clone(&flaked));
                     async move {
                         let OrderEvent::Placed {
                             total_cents,
                             customer,
                             ..
-                        } = e.decode()?
+                        } = event
                         else {
                             return Ok(());
                         };
@@ -242,20 +232,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("order-2", "grace", "monitor", 2, 89_800),
         ("order-3", "linus", "cable", 3, 2_700),
     ] {
-        let mut order = orders.load(id).await?;
-        order.execute(OrderCommand::Place {
+        // Load, decide, save and publish in one call.
+        let place = OrderCommand::Place {
             customer: customer.into(),
             sku: sku.into(),
             quantity,
             total_cents: total,
-        })?;
-        orders.save(&mut order).await?;
+        };
+        orders.execute(id, place).await?;
     }
-    let mut order = orders.load("order-1").await?;
-    order.execute(OrderCommand::Ship)?;
-    orders.save(&mut order).await?;
+    orders.execute("order-1", OrderCommand::Ship).await?;
     // The aggregate's own error, matched without a downcast.
-    match order.execute(OrderCommand::Ship) {
+    match orders.execute("order-1", OrderCommand::Ship).await {
         Err(CommandError::Rejected {
             error: OrderError::AlreadyShipped,
             ..
