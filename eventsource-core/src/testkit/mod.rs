@@ -174,10 +174,12 @@ macro_rules! membership_suite {
 }
 
 mod aggregate;
+mod handling;
 mod membership;
 mod proxy;
 mod secrets;
 pub use aggregate::{AggregateOutcome, AggregateTest};
+pub use handling::{handle_with_retries, HandlingReport};
 pub use membership::*;
 pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
 pub use secrets::assert_never_shown;
