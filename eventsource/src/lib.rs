@@ -21,3 +21,13 @@ mod config;
 
 pub use config::{connect_bus, connect_url, BusConfig};
 pub use eventsource_core::*;
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+/// The guide's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct GuideDoctests;
