@@ -19,17 +19,31 @@ pub enum Dialect {
 
 impl Dialect {
     /// The dialect of `url`, or a configuration error.
+    /// A dialect whose cargo feature (`sqlite`, `postgres`) is off is a
+    /// configuration error naming the feature.
     pub fn of(url: &str) -> Result<Dialect> {
-        if url.starts_with("sqlite:") {
-            Ok(Dialect::Sqlite)
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Dialect::Postgres)
+            Dialect::Postgres
         } else {
-            Err(Error::config(format!(
+            return Err(Error::config(format!(
                 "event store: unsupported url `{}`: use sqlite://FILE or postgres://USER@HOST/DB",
                 redact_url(url)
-            )))
+            )));
+        };
+        let compiled = match dialect {
+            Dialect::Sqlite => cfg!(feature = "sqlite"),
+            Dialect::Postgres => cfg!(feature = "postgres"),
+        };
+        if !compiled {
+            return Err(Error::config(format!(
+                "event store: `{}` needs the `{}` feature of eventsource-store",
+                redact_url(url),
+                dialect.name()
+            )));
         }
+        Ok(dialect)
     }
 
     /// The backend name used in errors.
@@ -142,5 +156,27 @@ impl StoreConfigBuilder {
     pub fn build(self) -> Result<StoreConfig> {
         self.0.validate()?;
         Ok(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_gets_its_dialect_or_names_the_feature_it_needs() {
+        let sqlite = Dialect::of("sqlite::memory:");
+        let postgres = Dialect::of("postgres://app:s3cret@db/app");
+        if cfg!(feature = "sqlite") {
+            assert_eq!(sqlite.expect("sqlite compiled in"), Dialect::Sqlite);
+        }
+        if cfg!(feature = "postgres") {
+            assert_eq!(postgres.expect("postgres compiled in"), Dialect::Postgres);
+        } else {
+            let err = postgres.expect_err("postgres compiled out").to_string();
+            assert!(err.contains("`postgres` feature"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        assert!(Dialect::of("mysql://x").is_err());
     }
 }
