@@ -542,15 +542,8 @@ impl Member {
             if slots.is_empty() {
                 return;
             }
-            let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
-                .arg(&**stream)
-                .arg(self.group())
-                .arg(&self.consumer)
-                .arg(&min_idle)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(slots.len())
-                .query_async(conn)
+            let claimed = self
+                .autoclaim(conn, stream, &min_idle, "0-0", slots.len())
                 .await;
             match claimed {
                 Ok(reply) => {
@@ -564,6 +557,28 @@ impl Member {
                 Err(e) => tracing::warn!(error = %e, stream = %stream, "XAUTOCLAIM failed"),
             }
         }
+    }
+
+    /// XAUTOCLAIM of up to `count` entries of `stream` idle at least
+    /// `min_idle` ms, scanning the group's pending list from `cursor`.
+    async fn autoclaim(
+        &self,
+        conn: &mut ConnectionManager,
+        stream: &str,
+        min_idle: &str,
+        cursor: &str,
+        count: usize,
+    ) -> redis::RedisResult<StreamAutoClaimReply> {
+        redis::cmd("XAUTOCLAIM")
+            .arg(stream)
+            .arg(self.group())
+            .arg(&self.consumer)
+            .arg(min_idle)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(conn)
+            .await
     }
 
     /// Claims the group's pending entries whatever their idle time, from
@@ -581,15 +596,8 @@ impl Member {
                 if slots.is_empty() {
                     return false;
                 }
-                let claimed: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
-                    .arg(&**stream)
-                    .arg(self.group())
-                    .arg(&self.consumer)
-                    .arg(0)
-                    .arg(cursor.as_str())
-                    .arg("COUNT")
-                    .arg(slots.len())
-                    .query_async(conn)
+                let claimed = self
+                    .autoclaim(conn, stream, "0", cursor.as_str(), slots.len())
                     .await;
                 match claimed {
                     Ok(reply) => {
