@@ -143,14 +143,26 @@ impl MemberContext {
                 })
                 .sum()
         };
-        // A blocking wait inside librdkafka's callback: the workers run on
-        // the runtime's other threads meanwhile.
-        let deadline = std::time::Instant::now() + self.revoke_wait;
-        let mut left = handling();
-        while left > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-            left = handling();
-        }
+        // A blocking wait inside librdkafka's callback. On a multi-thread
+        // runtime `block_in_place` first hands this worker's queued tasks
+        // (the handlers we wait for may be among them) to another thread;
+        // on a current-thread runtime the wait can only time out.
+        let wait = || {
+            let deadline = std::time::Instant::now() + self.revoke_wait;
+            let mut left = handling();
+            while left > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+                left = handling();
+            }
+            left
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let left = if multi_thread {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        };
         if left > 0 {
             tracing::warn!(group = %self.group, handlers = left, wait = ?self.revoke_wait, "handlers of revoked partitions still running; their records go to the new owner too");
         }
