@@ -45,12 +45,11 @@ enum Read {
 #[derive(Debug, Default)]
 struct Tracker {
     pending: BTreeSet<i64>,
+    /// One past the last offset read in this assignment (0: none read yet).
     next: i64,
-    /// The offset the next record must have: the committed offset at
-    /// assignment, then one past the last record read.
-    expected: Option<i64>,
-    /// The highest offset read in this assignment.
-    highest: Option<i64>,
+    /// The group's offset when the partition was assigned: what the first
+    /// record must have.
+    committed: Option<i64>,
 }
 
 impl Tracker {
@@ -58,25 +57,28 @@ impl Tracker {
     /// (`None` when the group has none yet: it starts at the earliest record).
     fn assigned(committed: Option<i64>) -> Self {
         Tracker {
-            expected: committed,
+            committed,
             ..Tracker::default()
         }
     }
 
     /// Records `offset` as read and says how it follows the last one.
     fn seen(&mut self, offset: i64) -> Read {
-        if self.highest.is_some_and(|highest| offset <= highest) {
+        let read_before = self.next > 0;
+        if read_before && offset < self.next {
             return Read::Again;
         }
-        self.highest = Some(offset);
+        let expected = if read_before {
+            Some(self.next)
+        } else {
+            self.committed
+        };
         self.pending.insert(offset);
-        self.next = self.next.max(offset + 1);
-        let read = match self.expected {
+        self.next = offset + 1;
+        match expected {
             Some(expected) if offset > expected => Read::After { gap_from: expected },
             _ => Read::Next,
-        };
-        self.expected = Some(offset + 1);
-        read
+        }
     }
 
     /// The offset to commit: the oldest unfinished one, or the next to read.

@@ -172,12 +172,14 @@ impl EventBus for MemoryBus {
                     ))
                 })
                 .clone();
-            if group.filter.canonical() != subscription.filter().canonical() {
-                return Err(Error::GroupFilterConflict {
-                    group: group.name.clone(),
-                    existing: group.filter.to_string(),
-                    requested: subscription.filter().to_string(),
-                });
+            let (existing, requested) =
+                (group.filter.canonical(), subscription.filter().canonical());
+            if existing != requested {
+                return Err(Error::group_filter_conflict(
+                    &group.name,
+                    &existing,
+                    &requested,
+                ));
             }
             group
         };

@@ -271,17 +271,9 @@ impl<T> KeyedQueue<T> {
     pub fn remove_where(&self, mut f: impl FnMut(&T) -> bool) -> Vec<Delivery<T>> {
         let mut q = self.lock();
         let mut removed = Vec::new();
-        let ready = std::mem::take(&mut q.ready);
-        for d in ready {
-            if f(&d.token) {
-                removed.push(d);
-            } else {
-                q.ready.push_back(d);
-            }
-        }
-        for waiting in q.waiting.values_mut() {
-            let kept: VecDeque<Delivery<T>> = waiting
-                .drain(..)
+        let mut sift = |deliveries: VecDeque<Delivery<T>>| -> VecDeque<Delivery<T>> {
+            deliveries
+                .into_iter()
                 .filter_map(|d| {
                     if f(&d.token) {
                         removed.push(d);
@@ -290,8 +282,11 @@ impl<T> KeyedQueue<T> {
                         Some(d)
                     }
                 })
-                .collect();
-            *waiting = kept;
+                .collect()
+        };
+        q.ready = sift(std::mem::take(&mut q.ready));
+        for waiting in q.waiting.values_mut() {
+            *waiting = sift(std::mem::take(waiting));
         }
         q.waiting.retain(|_, w| !w.is_empty());
         q.queued -= removed.len();

@@ -282,22 +282,24 @@ impl<E: std::error::Error + Send + Sync + 'static> From<CommandError<E>> for Err
 /// assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    if let Ok(mut parsed) = url::Url::parse(url) {
-        if parsed.has_host() {
-            if parsed.password().is_some() {
-                if parsed.set_password(Some("***")).is_ok() {
-                    return parsed.to_string().replace("%2A%2A%2A", "***");
-                }
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.has_host() => {
+            let masked = if parsed.password().is_some() {
+                parsed.set_password(Some("***"))
             } else if !parsed.username().is_empty() {
-                if parsed.set_username("***").is_ok() {
-                    return parsed.to_string().replace("%2A%2A%2A", "***");
-                }
-            } else if !url.contains('@') {
-                return url.to_owned();
+                parsed.set_username("***")
+            } else {
+                // No credentials the parser saw: the fallback still masks
+                // up to an `@` found elsewhere (a password it misread).
+                Err(())
+            };
+            match masked {
+                Ok(()) => parsed.to_string().replace("%2A%2A%2A", "***"),
+                Err(()) => redact_unparsed(url),
             }
         }
+        _ => redact_unparsed(url),
     }
-    redact_unparsed(url)
 }
 
 /// Masks everything between the scheme (and its `//`, if any) and the
