@@ -3,15 +3,15 @@
 //! and commits on rebalance.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use eventsource_core::dispatch::{
-    join_tasks, run_worker, Delivery, KeyedQueue, Member as _, Outcome, Settle,
+use eventsource_core::driver::{
+    join_tasks, run_worker, triage, Delivery, Intake, KeyedQueue, Member, Outcome, Settle,
 };
-use eventsource_core::{Error, Result, Subscription};
+use eventsource_core::{Error, Failure, Result, Subscription};
+use parking_lot::Mutex;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -22,7 +22,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{client_config, kafka_err, lock, Inner, BACKEND};
+use crate::client::{client_config, kafka_err, Client, BACKEND};
 use crate::dlq::dead_letter_record;
 use crate::wire;
 
@@ -133,7 +133,7 @@ impl MemberContext {
             .map(|d| (d.token.topic.clone(), d.token.partition, d.token.offset))
             .collect();
         let handling = || -> usize {
-            let trackers = lock(&self.trackers);
+            let trackers = self.trackers.lock();
             partitions
                 .iter()
                 .filter_map(|p| trackers.get(p).map(|t| (p, t)))
@@ -169,7 +169,7 @@ impl MemberContext {
             tracing::warn!(group = %self.group, handlers = left, wait = ?self.revoke_wait, "handlers of revoked partitions still running; their records go to the new owner too");
         }
         let mine: HashMap<(String, i32), Tracker> = {
-            let mut trackers = lock(&self.trackers);
+            let mut trackers = self.trackers.lock();
             partitions
                 .iter()
                 .filter_map(|p| trackers.remove(p).map(|t| (p.clone(), t)))
@@ -192,7 +192,7 @@ impl MemberContext {
         let committed = consumer
             .committed_offsets(assigned.clone(), Duration::from_secs(5))
             .ok();
-        let mut trackers = lock(&self.trackers);
+        let mut trackers = self.trackers.lock();
         for e in assigned.elements() {
             let offset = committed
                 .as_ref()
@@ -250,12 +250,12 @@ fn filter_of_client_id(client_id: &str) -> Option<String> {
 /// Refuses to join `group_id` with `filter` when a live member of the
 /// group uses another filter ([`Error::GroupFilterConflict`]).
 async fn check_group_filter(
-    inner: &Arc<Inner>,
+    client: &Arc<Client>,
     group_id: &str,
     group: &str,
     filter: &str,
 ) -> Result<()> {
-    let producer = inner.producer.clone();
+    let producer = client.producer.clone();
     let (id, mine) = (group_id.to_owned(), filter.to_owned());
     // The filters of the group's live members, other than `filter`.
     let existing = tokio::task::spawn_blocking(move || {
@@ -290,8 +290,10 @@ pub(crate) struct Token {
     _slot: OwnedSemaphorePermit,
 }
 
-pub(crate) struct Member {
-    inner: Arc<Inner>,
+/// One subscription's consumer in its Kafka group: the poll loop, the
+/// offset trackers and the workers.
+pub(crate) struct GroupConsumer {
+    client: Arc<Client>,
     subscription: Subscription,
     consumer: Arc<StreamConsumer<MemberContext>>,
     trackers: Trackers,
@@ -303,11 +305,15 @@ pub(crate) struct Member {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Member {
+impl GroupConsumer {
     /// Creates the group's topics, joins the group and waits until it is
     /// assigned partitions, so that what is published next is seen.
-    pub(crate) async fn start(inner: Arc<Inner>, subscription: Subscription) -> Result<Arc<Self>> {
-        let config = &inner.config;
+    pub(crate) async fn start(
+        client: Arc<Client>,
+        subscription: Subscription,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>> {
+        let config = &client.config;
         let group = subscription.group().to_owned();
         let topics = [
             config.events_topic(),
@@ -315,7 +321,7 @@ impl Member {
             config.dlq_topic(&group),
             config.dlq_done_topic(&group),
         ];
-        inner.ensure_topics(&topics).await?;
+        client.ensure_topics(&topics).await?;
         let trackers: Trackers = Arc::default();
         let assigned = Arc::new(Notify::new());
         let queue = Arc::new(KeyedQueue::new(config.prefetch));
@@ -327,7 +333,7 @@ impl Member {
             revoke_wait: config.session_timeout / 2,
         };
         let filter = subscription.filter().canonical();
-        check_group_filter(&inner, &config.group_id(&group), &group, &filter).await?;
+        check_group_filter(&client, &config.group_id(&group), &group, &filter).await?;
         let consumer: StreamConsumer<MemberContext> = client_config(config)
             .set("client.id", filter_client_id(&filter))
             .set("group.id", config.group_id(&group))
@@ -350,15 +356,15 @@ impl Member {
         consumer
             .subscribe(&[&topics[0], &topics[1]])
             .map_err(|e| kafka_err(format!("subscribing group `{group}` to `{}`", topics[0]), e))?;
-        let member = Arc::new(Member {
+        let member = Arc::new(GroupConsumer {
             queue,
             gaps: std::sync::atomic::AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(config.prefetch)),
-            stop: inner.members.stop_token(),
+            stop,
             tasks: Mutex::new(Vec::new()),
             consumer: Arc::new(consumer),
             trackers,
-            inner,
+            client,
             subscription,
         });
         let waiting = assigned.notified();
@@ -371,14 +377,14 @@ impl Member {
                     &m.queue,
                     &m.subscription,
                     &m.stop,
-                    &m.inner.stats,
+                    &m.client.stats,
                     &*m,
                 )
                 .await;
             }));
         }
-        *lock(&member.tasks) = tasks;
-        let timeout = member.inner.config.assignment_timeout;
+        *member.tasks.lock() = tasks;
+        let timeout = member.client.config.assignment_timeout;
         if tokio::time::timeout(timeout, waiting).await.is_err() {
             member.stop(None).await;
             return Err(Error::Timeout {
@@ -412,7 +418,7 @@ impl Member {
 
     /// Polls records while there are free slots, and commits on a timer.
     async fn poll_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.inner.config.commit_interval);
+        let mut tick = tokio::time::interval(self.client.config.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let slot = tokio::select! {
@@ -443,7 +449,7 @@ impl Member {
             message.partition(),
             message.offset(),
         );
-        let read = match lock(&self.trackers).get_mut(&(topic.clone(), partition)) {
+        let read = match self.trackers.lock().get_mut(&(topic.clone(), partition)) {
             Some(tracker) => tracker.seen(offset),
             None => {
                 // Fetched before its partition was revoked, returned after:
@@ -476,8 +482,10 @@ impl Member {
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
         let headers = wire::headers_as_text(message.headers());
-        match wire::decode(&headers, message.payload()) {
-            Ok(envelope) if self.subscription.filter().matches(&envelope) => {
+        let decoded = wire::decode(&headers, message.payload());
+        let source = || format!("{topic}[{partition}]@{offset}");
+        match triage(BACKEND, &self.subscription, decoded, source) {
+            Intake::Handle(envelope) => {
                 let token = Token {
                     topic,
                     partition,
@@ -488,20 +496,14 @@ impl Member {
                 self.queue
                     .push_now(Delivery::new(Arc::new(envelope), token));
             }
-            Ok(_) => self.done(&topic, partition, offset),
-            Err(reason) => {
-                tracing::warn!(group = self.group(), %topic, partition, offset, %reason, "undecodable kafka record, dead-lettering it");
-                let now = Utc::now();
-                let error = format!("cannot decode record: {reason}");
+            Intake::Skip => self.done(&topic, partition, offset),
+            Intake::DeadLetter(failure) => {
                 let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
                 if self
-                    .dead_letter(
-                        &topic, partition, offset, &key, headers, payload, &error, 0, now, now,
-                        false,
-                    )
+                    .dead_letter(&key, headers, payload, &failure, false)
                     .await
                 {
-                    self.inner.stats.dead_lettered();
+                    self.client.stats.dead_lettered();
                     self.done(&topic, partition, offset);
                 }
             }
@@ -509,13 +511,13 @@ impl Member {
     }
 
     fn done(&self, topic: &str, partition: i32, offset: i64) {
-        if let Some(t) = lock(&self.trackers).get_mut(&(topic.to_owned(), partition)) {
+        if let Some(t) = self.trackers.lock().get_mut(&(topic.to_owned(), partition)) {
             t.pending.remove(&offset);
         }
     }
 
     fn commit(&self, mode: CommitMode) {
-        let tpl = commit_list(&lock(&self.trackers));
+        let tpl = commit_list(&self.trackers.lock());
         if tpl.count() == 0 {
             return;
         }
@@ -525,38 +527,17 @@ impl Member {
     }
 
     /// Produces a dead letter (acknowledged); `true` on success.
-    #[allow(clippy::too_many_arguments)]
     async fn dead_letter(
         &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
         key: &str,
         headers: BTreeMap<String, String>,
         payload: Vec<u8>,
-        error: &str,
-        attempts: u32,
-        first: DateTime<Utc>,
-        last: DateTime<Utc>,
+        failure: &Failure,
         decoded: bool,
     ) -> bool {
-        let config = &self.inner.config;
-        let record = dead_letter_record(
-            config,
-            self.group(),
-            topic,
-            partition,
-            offset,
-            key,
-            headers,
-            payload,
-            error,
-            attempts,
-            first,
-            last,
-            decoded,
-        );
-        match self.inner.produce(vec![record]).await {
+        let record =
+            dead_letter_record(&self.client.config, key, headers, payload, failure, decoded);
+        match self.client.produce(std::slice::from_ref(&record)).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "could not dead-letter; the record stays uncommitted and is redelivered after a restart");
@@ -567,16 +548,16 @@ impl Member {
 }
 
 #[async_trait]
-impl eventsource_core::dispatch::Member for Member {
+impl Member for GroupConsumer {
     /// Stops polling, waits for the workers (until `deadline`, if any),
     /// commits what finished and leaves the group. Returns how many
     /// workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
         self.stop.cancel();
-        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
         let abandoned = join_tasks(tasks, 1, deadline).await;
         let consumer = Arc::clone(&self.consumer);
-        let tpl = commit_list(&lock(&self.trackers));
+        let tpl = commit_list(&self.trackers.lock());
         let _ = tokio::task::spawn_blocking(move || {
             if tpl.count() > 0 {
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
@@ -591,36 +572,20 @@ impl eventsource_core::dispatch::Member for Member {
 }
 
 #[async_trait]
-impl Settle<Token> for Member {
+impl Settle<Token> for GroupConsumer {
     async fn settle(&self, delivery: Delivery<Token>, outcome: Outcome) {
         let Delivery {
-            envelope,
-            token,
-            attempts,
-            first_failed_at,
+            envelope, token, ..
         } = delivery;
-        if let Outcome::DeadLetter {
-            error,
-            last_failed_at,
-        } = outcome
-        {
-            let (headers, payload) = wire::encode(&envelope, &self.inner.config.source);
+        if let Outcome::DeadLetter(failure) = outcome {
+            let failure = failure.from_source(format!(
+                "{}[{}]@{}",
+                token.topic, token.partition, token.offset
+            ));
+            let (headers, payload) = wire::encode(&envelope, &self.client.config.source);
             let headers = wire::headers_as_text(Some(&headers));
-            let first = first_failed_at.unwrap_or(last_failed_at);
             if !self
-                .dead_letter(
-                    &token.topic,
-                    token.partition,
-                    token.offset,
-                    &token.key,
-                    headers,
-                    payload,
-                    &error,
-                    attempts,
-                    first,
-                    last_failed_at,
-                    true,
-                )
+                .dead_letter(&token.key, headers, payload, &failure, true)
                 .await
             {
                 return; // stays pending: never committed past

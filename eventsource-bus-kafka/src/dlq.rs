@@ -7,50 +7,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Result};
+use eventsource_core::wire::dead_letter;
+use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Failure, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::bus::{client_config, kafka_err, lock, Inner, BACKEND};
+use crate::client::{client_config, kafka_err, Client, Outgoing, BACKEND};
 use crate::{wire, KafkaBusConfig};
 
-const H: &str = "eventsource_";
-
 /// The record that goes to a group's DLQ topic: the original key, value and
-/// `ce_` headers, plus the failure in `eventsource_*` headers.
-#[allow(clippy::too_many_arguments)]
+/// `ce_` headers, plus the failure in the core codec's headers.
 pub(crate) fn dead_letter_record(
     config: &KafkaBusConfig,
-    group: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
     key: &str,
     mut headers: BTreeMap<String, String>,
     payload: Vec<u8>,
-    error: &str,
-    attempts: u32,
-    first: DateTime<Utc>,
-    last: DateTime<Utc>,
+    failure: &Failure,
     decoded: bool,
-) -> (String, String, OwnedHeaders, Vec<u8>) {
-    for (k, v) in [
-        ("error", error.to_owned()),
-        ("attempts", attempts.to_string()),
-        ("first_failed_at", first.to_rfc3339()),
-        ("last_failed_at", last.to_rfc3339()),
-        ("group", group.to_owned()),
-        ("topic", topic.to_owned()),
-        ("partition", partition.to_string()),
-        ("offset", offset.to_string()),
-        ("decoded", decoded.to_string()),
-    ] {
-        headers.insert(format!("{H}{k}"), v);
+) -> Outgoing {
+    headers.extend(dead_letter::encode(failure, decoded));
+    Outgoing {
+        topic: config.dlq_topic(&failure.group),
+        key: key.to_owned(),
+        headers: wire::headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        payload,
     }
-    let owned = wire::headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    (config.dlq_topic(group), key.to_owned(), owned, payload)
 }
 
 /// One record read back from a topic.
@@ -144,34 +126,18 @@ const REPLAY_BATCH: usize = 200;
 
 fn parse_letter(group: &str, r: &Record) -> Result<DeadLetter> {
     let id = format!("{group}/{}/{}", r.partition, r.offset);
-    let bad = |what: &str| {
-        Error::backend(
-            BACKEND,
-            format!("reading dead letter {id}"),
-            format!("header `{H}{what}` missing or malformed"),
-        )
-    };
-    let text = |name: &str| {
-        r.headers
-            .get(&format!("{H}{name}"))
-            .cloned()
-            .ok_or_else(|| bad(name))
-    };
-    let time = |name: &str| -> Result<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(&text(name)?)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| bad(name))
-    };
-    let (envelope, raw) = if text("decoded")? == "true" {
-        (
-            Some(wire::decode(&r.headers, Some(&r.payload)).map_err(|_| bad("decoded"))?),
-            None,
-        )
+    let bad = |what: String| Error::backend(BACKEND, format!("reading dead letter {id}"), what);
+    let (failure, decoded) = dead_letter::decode(|k| r.headers.get(k).map(String::as_str), false)
+        .map_err(|e| bad(e.to_string()))?;
+    let (envelope, raw) = if decoded {
+        let envelope = wire::decode(&r.headers, Some(&r.payload))
+            .map_err(|e| bad(format!("the event does not decode: {e}")))?;
+        (Some(envelope), None)
     } else {
         let mut raw: BTreeMap<&str, String> = r
             .headers
             .iter()
-            .filter(|(k, _)| !k.starts_with(H))
+            .filter(|(k, _)| !dead_letter::is_failure_header(k))
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         raw.insert("value", String::from_utf8_lossy(&r.payload).into_owned());
@@ -181,20 +147,10 @@ fn parse_letter(group: &str, r: &Record) -> Result<DeadLetter> {
         )
     };
     Ok(DeadLetter {
-        id: id.clone(),
-        group: group.to_owned(),
-        source: format!(
-            "{}[{}]@{}",
-            text("topic")?,
-            text("partition")?,
-            text("offset")?
-        ),
+        id,
         envelope,
         raw,
-        error: text("error")?,
-        attempts: text("attempts")?.parse().map_err(|_| bad("attempts"))?,
-        first_failed_at: time("first_failed_at")?,
-        last_failed_at: time("last_failed_at")?,
+        failure,
     })
 }
 
@@ -202,14 +158,14 @@ fn parse_letter(group: &str, r: &Record) -> Result<DeadLetter> {
 /// `{group}/{partition}/{offset}` in the group's DLQ topic. Without a
 /// group, `list` covers the groups this bus has subscribed.
 pub(crate) struct KafkaDeadLetterQueue {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) client: Arc<Client>,
 }
 
 impl KafkaDeadLetterQueue {
     /// The group's dead letters not yet replayed or deleted, with their records.
     async fn letters(&self, group: &str) -> Result<Vec<(DeadLetter, Record)>> {
-        let config = &self.inner.config;
-        self.inner
+        let config = &self.client.config;
+        self.client
             .ensure_topics(&[config.dlq_topic(group), config.dlq_done_topic(group)])
             .await?;
         let done: HashSet<String> = read_topic(config, &config.dlq_done_topic(group))
@@ -224,14 +180,14 @@ impl KafkaDeadLetterQueue {
                 letters.push((letter, r));
             }
         }
-        letters.sort_by_key(|(l, _)| l.last_failed_at);
+        letters.sort_by_key(|(l, _)| l.failure.last_failed_at);
         Ok(letters)
     }
 
     fn groups(&self, query: &DeadLetterQuery) -> Vec<String> {
         match &query.group {
             Some(g) => vec![g.clone()],
-            None => lock(&self.inner.groups).iter().cloned().collect(),
+            None => self.client.groups.lock().iter().cloned().collect(),
         }
     }
 
@@ -250,45 +206,47 @@ impl KafkaDeadLetterQueue {
     }
 
     async fn mark_done(&self, letter: &DeadLetter) -> Result<()> {
-        self.inner.produce(vec![self.done_marker(letter)]).await
+        self.client
+            .produce(std::slice::from_ref(&self.done_marker(letter)))
+            .await
     }
 
     /// The record that marks `letter` replayed or deleted.
-    fn done_marker(&self, letter: &DeadLetter) -> (String, String, OwnedHeaders, Vec<u8>) {
-        (
-            self.inner.config.dlq_done_topic(&letter.group),
-            letter.id.clone(),
-            OwnedHeaders::new(),
-            letter.id.clone().into_bytes(),
-        )
+    fn done_marker(&self, letter: &DeadLetter) -> Outgoing {
+        Outgoing {
+            topic: self.client.config.dlq_done_topic(letter.group()),
+            key: letter.id.clone(),
+            headers: OwnedHeaders::new(),
+            payload: letter.id.clone().into_bytes(),
+        }
     }
 
     /// Sends `letters` back to their groups' replay topics (one produce),
     /// then marks them done (another). A crash between the two replays
     /// them again on the next run: at least once, never lost.
     async fn replay_batch(&self, letters: &[(DeadLetter, Record)]) -> Result<()> {
-        let replays = letters
+        let replays: Vec<Outgoing> = letters
             .iter()
             .map(|(letter, record)| {
                 let headers: Vec<(&str, &str)> = record
                     .headers
                     .iter()
-                    .filter(|(k, _)| !k.starts_with(H))
+                    .filter(|(k, _)| !dead_letter::is_failure_header(k))
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                (
-                    self.inner.config.replay_topic(&letter.group),
-                    record.key.clone(),
-                    wire::headers(headers),
-                    record.payload.clone(),
-                )
+                Outgoing {
+                    topic: self.client.config.replay_topic(letter.group()),
+                    key: record.key.clone(),
+                    headers: wire::headers(headers),
+                    payload: record.payload.clone(),
+                }
             })
             .collect();
-        self.inner.produce(replays).await?;
-        let markers = letters.iter().map(|(l, _)| self.done_marker(l)).collect();
-        self.inner.produce(markers).await?;
+        self.client.produce(&replays).await?;
+        let markers: Vec<Outgoing> = letters.iter().map(|(l, _)| self.done_marker(l)).collect();
+        self.client.produce(&markers).await?;
         for _ in letters {
-            self.inner.stats.replayed();
+            self.client.stats.replayed();
         }
         Ok(())
     }
@@ -301,7 +259,7 @@ impl DeadLetterQueue for KafkaDeadLetterQueue {
         for group in self.groups(query) {
             all.extend(self.letters(&group).await?.into_iter().map(|(l, _)| l));
         }
-        all.sort_by_key(|l| l.last_failed_at);
+        all.sort_by_key(|l| l.failure.last_failed_at);
         if let Some(limit) = query.limit {
             all.truncate(limit);
         }
@@ -332,7 +290,7 @@ impl DeadLetterQueue for KafkaDeadLetterQueue {
         for group in self.groups(query) {
             all.extend(self.letters(&group).await?);
         }
-        all.sort_by_key(|(l, _)| l.last_failed_at);
+        all.sort_by_key(|(l, _)| l.failure.last_failed_at);
         if let Some(limit) = query.limit {
             all.truncate(limit);
         }

@@ -14,6 +14,7 @@
 //! the record format in `wire.rs`, [`KafkaBusConfig`] in `config.rs`.
 
 mod bus;
+mod client;
 mod config;
 mod consumer;
 mod dlq;

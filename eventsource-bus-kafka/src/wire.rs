@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use eventsource_core::{cloudevents, EventEnvelope};
+use eventsource_core::wire::cloudevents;
+use eventsource_core::EventEnvelope;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 /// Headers (the CloudEvents attributes with `ce_`, and `content-type`)

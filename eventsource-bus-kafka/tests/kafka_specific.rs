@@ -55,8 +55,12 @@ async fn garbage_record_is_dead_lettered_raw_and_the_consumer_goes_on() {
             .is_some_and(|r| r.contains("not json at all")),
         "{l:?}"
     );
-    assert!(l.error.contains("ce_id"), "{}", l.error);
-    assert!(l.source.starts_with(&config.events_topic()), "{}", l.source);
+    assert!(l.failure.error.contains("ce_id"), "{}", l.failure.error);
+    assert!(
+        l.failure.source.starts_with(&config.events_topic()),
+        "{}",
+        l.failure.source
+    );
     let stats = bus.stats().await.expect("stats");
     assert_eq!(
         stats.streams.get(&config.events_topic()),

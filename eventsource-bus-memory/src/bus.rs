@@ -1,24 +1,22 @@
 //! The in-memory [`EventBus`].
 
-use eventsource_core::dispatch::lock;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use eventsource_core::driver::{publish, stamp, Counters, Members, PublishTarget, SendError};
 use eventsource_core::{
     BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, Result, ShutdownReport,
     Subscription, SubscriptionHandle,
 };
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use parking_lot::Mutex;
 
-use crate::consumer::run_member_worker;
-use crate::dlq::{DeadLetters, MemoryDeadLetterQueue};
+use crate::client::{Client, DeadLetters};
+use crate::consumer::{run_member_worker, GroupConsumer};
+use crate::dlq::MemoryDeadLetterQueue;
 use crate::group::Group;
 use crate::MemoryBusConfig;
-use eventsource_core::dispatch::{join_tasks, Counters, Member, Members};
 
 /// An in-process event bus with the full delivery contract: consumer
 /// groups, per-aggregate order, retries, a dead-letter queue and draining
@@ -52,46 +50,15 @@ use eventsource_core::dispatch::{join_tasks, Counters, Member, Members};
 /// ```
 #[derive(Clone)]
 pub struct MemoryBus {
-    inner: Arc<Inner>,
+    client: Arc<Client>,
+    members: Arc<Members<GroupConsumer>>,
 }
 
 impl std::fmt::Debug for MemoryBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryBus")
-            .field("config", &self.inner.config)
+            .field("config", &self.client.config)
             .finish_non_exhaustive()
-    }
-}
-
-pub(crate) struct Inner {
-    config: MemoryBusConfig,
-    groups: Mutex<HashMap<String, Arc<Group>>>,
-    members: Arc<Members<MemoryMember>>,
-    pub(crate) dead_letters: DeadLetters,
-    pub(crate) stats: Counters,
-}
-
-/// One subscription: its group and its workers.
-struct MemoryMember {
-    group: Arc<Group>,
-    stop: CancellationToken,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-}
-
-#[async_trait]
-impl Member for MemoryMember {
-    async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
-        self.stop.cancel();
-        let workers: Vec<JoinHandle<()>> = lock(&self.workers).drain(..).collect();
-        let abandoned = join_tasks(workers, 0, deadline).await;
-        self.group.leave();
-        abandoned
-    }
-}
-
-impl Inner {
-    pub(crate) fn group(&self, name: &str) -> Option<Arc<Group>> {
-        lock(&self.groups).get(name).cloned()
     }
 }
 
@@ -115,13 +82,13 @@ impl MemoryBus {
 
     fn build(config: MemoryBusConfig) -> Self {
         MemoryBus {
-            inner: Arc::new(Inner {
+            client: Arc::new(Client {
                 config,
                 groups: Mutex::new(HashMap::new()),
-                members: Members::new("memory bus"),
                 dead_letters: DeadLetters::default(),
                 stats: Counters::default(),
             }),
+            members: Members::new("memory bus"),
         }
     }
 }
@@ -133,42 +100,43 @@ impl EventBus for MemoryBus {
     }
 
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
-        self.inner.members.check_open()?;
-        let span = tracing::info_span!(
-            "eventsource.publish",
-            backend = "memory",
-            events = events.len()
-        );
-        async {
-            let groups: Vec<Arc<Group>> = lock(&self.inner.groups).values().cloned().collect();
-            for event in events {
-                let mut event = event.clone();
-                eventsource_core::trace::stamp(&mut event);
-                let event = Arc::new(event);
-                for group in groups.iter().filter(|g| g.filter.matches(&event)) {
-                    group
-                        .push(Arc::clone(&event), self.inner.config.publish_timeout)
-                        .await?;
+        let client = &self.client;
+        // Bounded groups time out on their own, naming the group that is full.
+        let target =
+            PublishTarget::new("memory", "groups", "this process", Duration::ZERO).self_bounded();
+        publish(
+            &self.members,
+            &client.stats,
+            &target,
+            &stamp(events),
+            |events| async move {
+                let groups: Vec<Arc<Group>> = client.groups.lock().values().cloned().collect();
+                for event in events {
+                    let event = Arc::new(event.clone());
+                    for group in groups.iter().filter(|g| g.filter.matches(&event)) {
+                        group
+                            .push(Arc::clone(&event), client.config.publish_timeout)
+                            .await
+                            .map_err(SendError::Fatal)?;
+                    }
                 }
-                self.inner.stats.published(1);
-            }
-            Ok(())
-        }
-        .instrument(span)
+                Ok(())
+            },
+        )
         .await
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
-        self.inner.members.check_open()?;
+        self.members.check_open()?;
         let group = {
-            let mut groups = lock(&self.inner.groups);
+            let mut groups = self.client.groups.lock();
             let group = groups
                 .entry(subscription.group().to_owned())
                 .or_insert_with(|| {
                     Arc::new(Group::new(
                         subscription.group().to_owned(),
                         subscription.filter().clone(),
-                        self.inner.config.group_capacity,
+                        self.client.config.group_capacity,
                     ))
                 })
                 .clone();
@@ -184,39 +152,42 @@ impl EventBus for MemoryBus {
             group
         };
         group.join();
-        let stop = self.inner.members.stop_token();
+        let stop = self.members.stop_token();
         let workers = (0..subscription.concurrency())
             .map(|_| {
                 tokio::spawn(run_member_worker(
-                    Arc::clone(&self.inner),
+                    Arc::clone(&self.client),
                     Arc::clone(&group),
                     subscription.clone(),
                     stop.clone(),
                 ))
             })
             .collect();
-        let member = MemoryMember {
+        let member = GroupConsumer {
             group,
             stop,
             workers: Mutex::new(workers),
         };
-        Ok(self.inner.members.register(&subscription, Arc::new(member)))
+        Ok(self.members.register(&subscription, Arc::new(member)))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {
         Arc::new(MemoryDeadLetterQueue {
-            inner: Arc::downgrade(&self.inner),
+            inner: Arc::downgrade(&self.client),
         })
     }
 
     async fn stats(&self) -> Result<BusStats> {
-        let mut stats = self.inner.stats.snapshot();
-        stats.groups = lock(&self.inner.groups)
+        let mut stats = self.client.stats.snapshot();
+        stats.groups = self
+            .client
+            .groups
+            .lock()
             .values()
             .map(|g| {
                 (
                     g.name.clone(),
-                    g.stats(self.inner.dead_letters.count_for(&g.name)),
+                    g.stats(self.client.dead_letters.count_for(&g.name)),
                 )
             })
             .collect();
@@ -224,6 +195,6 @@ impl EventBus for MemoryBus {
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
-        Ok(self.inner.members.shutdown(timeout).await)
+        Ok(self.members.shutdown(timeout).await)
     }
 }

@@ -1,40 +1,33 @@
 //! What a memory-bus worker does with a finished delivery: nothing to ack,
 //! or a dead letter to store. The loop itself is the core's
-//! [`run_worker`](eventsource_core::dispatch::run_worker).
+//! [`run_worker`](eventsource_core::driver::run_worker).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::dispatch::{run_worker, Delivery, Outcome, Settle};
+use eventsource_core::driver::{join_tasks, run_worker, Delivery, Member, Outcome, Settle};
 use eventsource_core::{DeadLetter, Subscription};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Inner;
+use crate::client::Client;
 use crate::group::Group;
 
 struct MemorySettle<'a> {
-    inner: &'a Inner,
+    client: &'a Client,
     group: &'a Group,
 }
 
 #[async_trait]
 impl Settle<()> for MemorySettle<'_> {
     async fn settle(&self, delivery: Delivery<()>, outcome: Outcome) {
-        if let Outcome::DeadLetter {
-            error,
-            last_failed_at,
-        } = outcome
-        {
-            self.inner.dead_letters.insert(DeadLetter {
+        if let Outcome::DeadLetter(failure) = outcome {
+            self.client.dead_letters.insert(DeadLetter {
                 id: String::new(),
-                group: self.group.name.clone(),
-                source: format!("memory:{}", self.group.name),
                 envelope: Some((*delivery.envelope).clone()),
                 raw: None,
-                error,
-                attempts: delivery.attempts,
-                first_failed_at: delivery.first_failed_at.unwrap_or(last_failed_at),
-                last_failed_at,
+                failure: failure.from_source(format!("memory:{}", self.group.name)),
             });
         }
     }
@@ -42,13 +35,13 @@ impl Settle<()> for MemorySettle<'_> {
 
 /// Runs one worker of one member until `stop` is cancelled.
 pub(crate) async fn run_member_worker(
-    inner: Arc<Inner>,
+    client: Arc<Client>,
     group: Arc<Group>,
     subscription: Subscription,
     stop: CancellationToken,
 ) {
     let settle = MemorySettle {
-        inner: &inner,
+        client: &client,
         group: &group,
     };
     run_worker(
@@ -56,8 +49,26 @@ pub(crate) async fn run_member_worker(
         &group.queue,
         &subscription,
         &stop,
-        &inner.stats,
+        &client.stats,
         &settle,
     )
     .await;
+}
+
+/// One subscription's member of its group: its workers.
+pub(crate) struct GroupConsumer {
+    pub(crate) group: Arc<Group>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[async_trait]
+impl Member for GroupConsumer {
+    async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
+        self.stop.cancel();
+        let workers: Vec<JoinHandle<()>> = self.workers.lock().drain(..).collect();
+        let abandoned = join_tasks(workers, 0, deadline).await;
+        self.group.leave();
+        abandoned
+    }
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::dispatch::{Delivery, KeyedQueue};
+use eventsource_core::driver::{Delivery, KeyedQueue};
 use eventsource_core::{Error, EventEnvelope, EventFilter, GroupStats, Result};
 
 /// A consumer group: its filter and the queue its members compete on.

@@ -13,6 +13,7 @@
 //! the worker loop in `consumer.rs`, dead letters in `dlq.rs`.
 
 mod bus;
+mod client;
 mod config;
 mod consumer;
 mod dlq;

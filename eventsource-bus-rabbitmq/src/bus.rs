@@ -1,23 +1,20 @@
 //! The RabbitMQ [`EventBus`] and its confirmed publisher.
 
-pub(crate) use eventsource_core::dispatch::lock;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::dispatch::{Counters, Members};
+use eventsource_core::driver::{publish, stamp, Members};
 use eventsource_core::{
-    BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, GroupStats, Result, ShutdownReport,
+    BusStats, DeadLetterQueue, EventBus, EventEnvelope, GroupStats, Result, ShutdownReport,
     Subscription, SubscriptionHandle,
 };
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Confirmation};
-use tracing::Instrument;
 
-use crate::consumer::Member;
+use crate::client::{Client, Outgoing};
+use crate::consumer::GroupConsumer;
 use crate::dlq::RabbitDeadLetterQueue;
-use crate::topology::{amqp_err, queue_counts, short, Session, BACKEND};
+use crate::topology::{queue_counts, BACKEND};
 use crate::{wire, RabbitBusConfig};
 
 /// An [`EventBus`] on RabbitMQ.
@@ -45,127 +42,15 @@ use crate::{wire, RabbitBusConfig};
 /// ```
 #[derive(Clone)]
 pub struct RabbitBus {
-    inner: Arc<Inner>,
+    client: Arc<Client>,
+    members: Arc<Members<GroupConsumer>>,
 }
 
 impl std::fmt::Debug for RabbitBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitBus")
-            .field("config", &self.inner.config)
+            .field("config", &self.client.config)
             .finish_non_exhaustive()
-    }
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: RabbitBusConfig,
-    publisher: tokio::sync::Mutex<Option<Session>>,
-    pub(crate) stats: Counters,
-    pub(crate) members: Arc<Members<Member>>,
-    /// Groups this bus has subscribed, for listing dead letters of all groups.
-    pub(crate) groups: Mutex<BTreeSet<String>>,
-}
-
-/// One message to publish: where to, and what.
-pub(crate) struct Outgoing<'a> {
-    pub(crate) exchange: &'a str,
-    pub(crate) routing_key: String,
-    pub(crate) properties: BasicProperties,
-    pub(crate) body: Vec<u8>,
-}
-
-impl Inner {
-    /// Publishes and waits for every confirm, reconnecting with backoff
-    /// while the broker is unreachable, until `publish_timeout`.
-    pub(crate) async fn publish_confirmed(&self, messages: &[Outgoing<'_>]) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.config.publish_timeout;
-        let mut delay = Duration::from_millis(100);
-        loop {
-            // Every wait (connect, publish, confirm) is bounded by what is
-            // left of publish_timeout: a broker that hangs (memory alarm,
-            // partition) must not hold the caller past it.
-            let Ok(attempt) = tokio::time::timeout_at(deadline, self.try_publish(messages)).await
-            else {
-                // The session may be wedged: the next publish opens another.
-                if let Ok(mut publisher) = self.publisher.try_lock() {
-                    *publisher = None;
-                }
-                let exchanges: std::collections::BTreeSet<&str> =
-                    messages.iter().map(|m| m.exchange).collect();
-                return Err(Error::Timeout {
-                    operation: format!(
-                        "rabbitmq: publishing {} message(s) to exchange(s) {exchanges:?} on {} \
-                         (no confirm from the broker)",
-                        messages.len(),
-                        self.config.redacted_url()
-                    ),
-                    after: self.config.publish_timeout,
-                });
-            };
-            match attempt {
-                Ok(()) => return Ok(()),
-                Err(e @ Error::Config(_)) => return Err(e),
-                Err(e) if tokio::time::Instant::now() + delay < deadline => {
-                    tracing::warn!(error = %e, ?delay, "rabbitmq publish failed, reconnecting");
-                    *self.publisher.lock().await = None;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn try_publish(&self, messages: &[Outgoing<'_>]) -> Result<()> {
-        let mut guard = self.publisher.lock().await;
-        if !guard.as_ref().is_some_and(Session::is_usable) {
-            *guard = Some(Session::open(&self.config, true).await?);
-        }
-        let channel = &guard.as_ref().expect("session just opened").channel;
-        let mut confirms = Vec::with_capacity(messages.len());
-        for m in messages {
-            let confirm = channel
-                .basic_publish(
-                    short("exchange", m.exchange)?,
-                    short("routing key", &m.routing_key)?,
-                    BasicPublishOptions::default(),
-                    &m.body,
-                    m.properties.clone(),
-                )
-                .await
-                .map_err(|e| {
-                    amqp_err(
-                        format!(
-                            "publishing to `{}` with key `{}`",
-                            m.exchange, m.routing_key
-                        ),
-                        e,
-                    )
-                })?;
-            confirms.push(confirm);
-        }
-        drop(guard);
-        for (confirm, m) in confirms.into_iter().zip(messages) {
-            match confirm.await {
-                Ok(Confirmation::Nack(_)) => {
-                    return Err(Error::backend(
-                        BACKEND,
-                        format!(
-                            "publishing to `{}` with key `{}`",
-                            m.exchange, m.routing_key
-                        ),
-                        "the broker refused the message (nack)",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(amqp_err(
-                        format!("waiting for the confirm of `{}`", m.routing_key),
-                        e,
-                    ))
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -173,22 +58,15 @@ impl RabbitBus {
     /// Connects, declares the exchange and checks publisher confirms work;
     /// bad configuration or an unreachable broker fails here.
     pub async fn connect(config: RabbitBusConfig) -> Result<Self> {
-        config.validate()?;
-        let session = Session::open(&config, true).await?;
         Ok(RabbitBus {
-            inner: Arc::new(Inner {
-                config,
-                publisher: tokio::sync::Mutex::new(Some(session)),
-                stats: Counters::default(),
-                members: Members::new("rabbitmq bus"),
-                groups: Mutex::new(BTreeSet::new()),
-            }),
+            client: Arc::new(Client::connect(config).await?),
+            members: Members::new("rabbitmq bus"),
         })
     }
 
     /// The configuration this bus runs with.
     pub fn config(&self) -> &RabbitBusConfig {
-        &self.inner.config
+        &self.client.config
     }
 }
 
@@ -199,9 +77,10 @@ impl EventBus for RabbitBus {
     }
 
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
-        self.inner.members.check_open()?;
-        let config = &self.inner.config;
-        let exchange = config.exchange();
+        let client = &self.client;
+        let config = &client.config;
+        let (exchange, redacted) = (config.exchange(), config.redacted_url());
+        let events = stamp(events);
         let messages: Vec<Outgoing<'_>> = events
             .iter()
             .map(|e| {
@@ -214,37 +93,39 @@ impl EventBus for RabbitBus {
                 }
             })
             .collect();
-        let span = tracing::info_span!("eventsource.publish", backend = BACKEND, %exchange, events = events.len());
-        self.inner
-            .publish_confirmed(&messages)
-            .instrument(span)
-            .await?;
-        self.inner.stats.published(events.len());
-        Ok(())
+        let target = client.target(&exchange, &redacted);
+        let messages = &messages;
+        let sent = publish(&self.members, &client.stats, &target, &events, |_| {
+            client.send_confirmed(messages)
+        })
+        .await;
+        client.drop_if_wedged(&sent);
+        sent
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
-        self.inner.members.check_open()?;
-        self.inner.members.check_filter(&subscription)?;
+        self.members.check_open()?;
+        self.members.check_filter(&subscription)?;
         let group = subscription.group().to_owned();
-        crate::topology::binding_keys(&self.inner.config, subscription.filter())?;
-        let member = Member::start(Arc::clone(&self.inner), subscription.clone()).await?;
-        lock(&self.inner.groups).insert(group.clone());
-        Ok(self.inner.members.register(&subscription, member))
+        crate::topology::binding_keys(&self.client.config, subscription.filter())?;
+        let stop = self.members.stop_token();
+        let member =
+            GroupConsumer::start(Arc::clone(&self.client), subscription.clone(), stop).await?;
+        self.client.groups.lock().insert(group.clone());
+        Ok(self.members.register(&subscription, member))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {
         Arc::new(RabbitDeadLetterQueue {
-            inner: Arc::clone(&self.inner),
+            client: Arc::clone(&self.client),
         })
     }
 
     async fn stats(&self) -> Result<BusStats> {
-        let mut stats = self.inner.stats.snapshot();
-        let groups: Vec<String> = lock(&self.inner.groups).iter().cloned().collect();
+        let mut stats = self.client.stats.snapshot();
+        let groups: Vec<String> = self.client.groups.lock().iter().cloned().collect();
         let in_flight: HashMap<String, u64> =
-            self.inner
-                .members
+            self.members
                 .all()
                 .iter()
                 .fold(HashMap::new(), |mut m, member| {
@@ -252,7 +133,7 @@ impl EventBus for RabbitBus {
                     m
                 });
         for group in groups {
-            let config = &self.inner.config;
+            let config = &self.client.config;
             let (pending, members) = queue_counts(config, &config.queue(&group))
                 .await?
                 .unwrap_or((0, 0));
@@ -274,8 +155,8 @@ impl EventBus for RabbitBus {
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
-        let report = self.inner.members.shutdown(timeout).await;
-        if let Some(session) = self.inner.publisher.lock().await.take() {
+        let report = self.members.shutdown(timeout).await;
+        if let Some(session) = self.client.publisher.lock().await.take() {
             session.close().await;
         }
         Ok(report)

@@ -1,24 +1,26 @@
 //! One member of a consumer group: its own connection consuming the
 //! group's queue (basic.qos = prefetch), the workers, and reconnection.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use eventsource_core::dispatch::{join_tasks, run_worker, Delivery, KeyedQueue, Outcome, Settle};
-use eventsource_core::{Result, Subscription};
+use eventsource_core::driver::{
+    join_tasks, run_worker, triage, Delivery, Intake, KeyedQueue, Member, Outcome, Settle,
+};
+use eventsource_core::{Failure, Result, Subscription};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
 use lapin::types::FieldTable;
 use lapin::Acker;
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{lock, Inner};
-use crate::dlq::{dead_letter_message, DeadBody};
+use crate::client::Client;
+use crate::dlq::{dead_letter_message, LetterBody};
 use crate::topology::{amqp_err, declare_group, join_group, short, Session, BACKEND};
 use crate::wire;
 
@@ -28,8 +30,10 @@ pub(crate) struct Token {
     routing_key: String,
 }
 
-pub(crate) struct Member {
-    inner: Arc<Inner>,
+/// One subscription's consumer of its group's queue: its consume loop
+/// (reconnecting) and its workers.
+pub(crate) struct GroupConsumer {
+    client: Arc<Client>,
     subscription: Subscription,
     queue: KeyedQueue<Token>,
     /// The consuming connection; kept open after `stop` until the workers
@@ -39,17 +43,21 @@ pub(crate) struct Member {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Member {
+impl GroupConsumer {
     /// Declares the group's topology (so a bad filter or an unreachable
     /// broker fails here) and starts consuming.
-    pub(crate) async fn start(inner: Arc<Inner>, subscription: Subscription) -> Result<Arc<Self>> {
-        let session = Self::open(&inner, &subscription).await?;
-        let member = Arc::new(Member {
-            queue: KeyedQueue::new(usize::from(inner.config.prefetch)),
+    pub(crate) async fn start(
+        client: Arc<Client>,
+        subscription: Subscription,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>> {
+        let session = Self::open(&client, &subscription).await?;
+        let member = Arc::new(GroupConsumer {
+            queue: KeyedQueue::new(usize::from(client.config.prefetch)),
             session: tokio::sync::Mutex::new(None),
-            stop: inner.members.stop_token(),
+            stop,
             tasks: Mutex::new(Vec::new()),
-            inner,
+            client,
             subscription,
         });
         let mut tasks = vec![tokio::spawn(Arc::clone(&member).consume_loop(session))];
@@ -61,13 +69,13 @@ impl Member {
                     &m.queue,
                     &m.subscription,
                     &m.stop,
-                    &m.inner.stats,
+                    &m.client.stats,
                     &*m,
                 )
                 .await;
             }));
         }
-        *lock(&member.tasks) = tasks;
+        *member.tasks.lock() = tasks;
         Ok(member)
     }
 
@@ -79,12 +87,12 @@ impl Member {
         self.queue.in_flight()
     }
 
-    async fn open(inner: &Inner, subscription: &Subscription) -> Result<Session> {
-        let mut session = Session::open(&inner.config, false).await?;
+    async fn open(client: &Client, subscription: &Subscription) -> Result<Session> {
+        let mut session = Session::open(&client.config, false).await?;
         session.presence = Some(
             join_group(
                 &session.channel,
-                &inner.config,
+                &client.config,
                 subscription.group(),
                 subscription.filter(),
             )
@@ -92,14 +100,14 @@ impl Member {
         );
         declare_group(
             &session.channel,
-            &inner.config,
+            &client.config,
             subscription.group(),
             subscription.filter(),
         )
         .await?;
         session
             .channel
-            .basic_qos(inner.config.prefetch, BasicQosOptions::default())
+            .basic_qos(client.config.prefetch, BasicQosOptions::default())
             .await
             .map_err(|e| amqp_err("setting prefetch (basic.qos)", e))?;
         Ok(session)
@@ -113,7 +121,7 @@ impl Member {
         loop {
             let session = match next_session.take() {
                 Some(s) => s,
-                None => match Self::open(&self.inner, &self.subscription).await {
+                None => match Self::open(&self.client, &self.subscription).await {
                     Ok(s) => {
                         tracing::info!(group = self.group(), "rabbitmq consumer reconnected");
                         backoff = Duration::from_millis(200);
@@ -150,7 +158,7 @@ impl Member {
     }
 
     async fn consume(&self, channel: &lapin::Channel) -> Result<()> {
-        let queue = self.inner.config.queue(self.group());
+        let queue = self.client.config.queue(self.group());
         let mut consumer = channel
             .basic_consume(
                 short("queue", &queue)?,
@@ -177,8 +185,11 @@ impl Member {
 
     async fn accept(&self, delivery: lapin::message::Delivery) {
         let routing_key = delivery.routing_key.as_str().to_owned();
-        match wire::decode(&delivery.properties, &delivery.data) {
-            Ok(envelope) if self.subscription.filter().matches(&envelope) => {
+        let queue = self.client.config.queue(self.group());
+        let decoded = wire::decode(&delivery.properties, &delivery.data);
+        let source = || format!("{queue} ({routing_key})");
+        match triage(BACKEND, &self.subscription, decoded, source) {
+            Intake::Handle(envelope) => {
                 let token = Token {
                     acker: delivery.acker,
                     routing_key,
@@ -186,62 +197,33 @@ impl Member {
                 self.queue
                     .push_now(Delivery::new(Arc::new(envelope), token));
             }
-            Ok(_) => {
+            Intake::Skip => {
                 let _ = delivery.acker.ack(BasicAckOptions::default()).await;
             }
-            Err(reason) => {
-                tracing::warn!(group = self.group(), %routing_key, %reason, "undecodable rabbitmq message, dead-lettering it");
-                let now = Utc::now();
-                let body = DeadBody::Raw {
+            Intake::DeadLetter(failure) => {
+                let body = LetterBody::Raw {
                     properties: delivery.properties.clone(),
                     body: delivery.data.clone(),
                 };
-                let error = format!("cannot decode message: {reason}");
-                if self
-                    .dead_letter(&body, &routing_key, &error, 0, now, now)
-                    .await
-                {
-                    self.inner.stats.dead_lettered();
+                if self.dead_letter(&body, &failure).await {
+                    self.client.stats.dead_lettered();
                     let _ = delivery.acker.ack(BasicAckOptions::default()).await;
                 } else {
-                    let _ = delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
+                    requeue(&delivery.acker).await;
                 }
             }
         }
     }
 
     /// Publishes a dead letter to the group's DLQ (confirmed); `true` on success.
-    async fn dead_letter(
-        &self,
-        body: &DeadBody,
-        routing_key: &str,
-        error: &str,
-        attempts: u32,
-        first: DateTime<Utc>,
-        last: DateTime<Utc>,
-    ) -> bool {
-        let config = &self.inner.config;
-        let dlq = config.dlq(self.group());
-        let message = dead_letter_message(
-            config,
-            self.group(),
-            body,
-            routing_key,
-            error,
-            attempts,
-            first,
-            last,
-            &dlq,
-        );
+    async fn dead_letter(&self, body: &LetterBody, failure: &Failure) -> bool {
+        let config = &self.client.config;
+        let (dlq, redacted) = (config.dlq(self.group()), config.redacted_url());
+        let message = dead_letter_message(config, body, failure, &dlq);
+        let target = self.client.target(&dlq, &redacted);
         match self
-            .inner
-            .publish_confirmed(std::slice::from_ref(&message))
+            .client
+            .publish_confirmed(&target, std::slice::from_ref(&message))
             .await
         {
             Ok(()) => true,
@@ -253,14 +235,24 @@ impl Member {
     }
 }
 
+/// Gives a message back to the queue (after a dead letter could not be written).
+async fn requeue(acker: &Acker) {
+    let _ = acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
+}
+
 #[async_trait]
-impl eventsource_core::dispatch::Member for Member {
+impl Member for GroupConsumer {
     /// Stops consuming and waits for the workers (until `deadline`, if
     /// any, then aborts them); closes the connection. Returns how many
     /// workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
         self.stop.cancel();
-        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
         let abandoned = join_tasks(tasks, 1, deadline).await;
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
@@ -270,39 +262,17 @@ impl eventsource_core::dispatch::Member for Member {
 }
 
 #[async_trait]
-impl Settle<Token> for Member {
+impl Settle<Token> for GroupConsumer {
     async fn settle(&self, delivery: Delivery<Token>, outcome: Outcome) {
         let Delivery {
-            envelope,
-            token,
-            attempts,
-            first_failed_at,
+            envelope, token, ..
         } = delivery;
-        if let Outcome::DeadLetter {
-            error,
-            last_failed_at,
-        } = outcome
-        {
-            let body = DeadBody::Envelope((*envelope).clone());
-            let first = first_failed_at.unwrap_or(last_failed_at);
-            if !self
-                .dead_letter(
-                    &body,
-                    &token.routing_key,
-                    &error,
-                    attempts,
-                    first,
-                    last_failed_at,
-                )
-                .await
-            {
-                let _ = token
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+        if let Outcome::DeadLetter(failure) = outcome {
+            let queue = self.client.config.queue(self.group());
+            let failure = failure.from_source(format!("{queue} ({})", token.routing_key));
+            let body = LetterBody::Event((*envelope).clone());
+            if !self.dead_letter(&body, &failure).await {
+                requeue(&token.acker).await;
                 return;
             }
         }

@@ -9,68 +9,48 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use eventsource_core::wire::dead_letter;
 use eventsource_core::{
-    DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, EventEnvelope, Result,
+    DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, EventEnvelope, Failure, Result,
 };
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 
-use crate::bus::{lock, Inner, Outgoing};
-use crate::topology::{amqp_err, queue_counts, short, Session};
+use crate::client::{Client, Outgoing};
+use crate::topology::{amqp_err, queue_counts, short, Session, BACKEND};
 use crate::{wire, RabbitBusConfig};
 
-const H: &str = "x-eventsource-";
-
 /// What a dead letter carries: the event, or the message that did not decode.
-pub(crate) enum DeadBody {
-    Envelope(EventEnvelope),
+pub(crate) enum LetterBody {
+    Event(EventEnvelope),
     Raw {
         properties: BasicProperties,
         body: Vec<u8>,
     },
 }
 
-fn put(h: &mut FieldTable, name: &str, value: String) {
-    h.insert(
-        ShortString::from(format!("{H}{name}")),
-        AMQPValue::LongString(LongString::from(value)),
-    );
-}
-
-/// The message that goes to the DLQ: the original (re-encoded) event or
-/// raw message, with the failure in `x-eventsource-*` headers and a fresh
-/// message id, the dead letter's id.
-#[allow(clippy::too_many_arguments)]
+/// The message that goes to `group`'s DLQ: the original (re-encoded) event
+/// or raw message, with the failure in the core codec's headers and a
+/// fresh message id, the dead letter's id.
 pub(crate) fn dead_letter_message<'a>(
     config: &RabbitBusConfig,
-    group: &str,
-    body: &DeadBody,
-    routing_key: &str,
-    error: &str,
-    attempts: u32,
-    first: DateTime<Utc>,
-    last: DateTime<Utc>,
+    body: &LetterBody,
+    failure: &Failure,
     dlq: &'a str,
 ) -> Outgoing<'a> {
     let (properties, payload) = match body {
-        DeadBody::Envelope(e) => wire::encode(e, &config.source),
-        DeadBody::Raw { properties, body } => (properties.clone(), body.clone()),
+        LetterBody::Event(e) => wire::encode(e, &config.source),
+        LetterBody::Raw { properties, body } => (properties.clone(), body.clone()),
     };
     let mut h = properties.headers().clone().unwrap_or_default();
-    put(&mut h, "error", error.to_owned());
-    put(&mut h, "attempts", attempts.to_string());
-    put(&mut h, "first-failed-at", first.to_rfc3339());
-    put(&mut h, "last-failed-at", last.to_rfc3339());
-    put(&mut h, "group", group.to_owned());
-    put(&mut h, "routing-key", routing_key.to_owned());
-    put(&mut h, "source", config.queue(group));
-    put(
-        &mut h,
-        "decoded",
-        matches!(body, DeadBody::Envelope(_)).to_string(),
-    );
+    let decoded = matches!(body, LetterBody::Event(_));
+    for (name, value) in dead_letter::encode(failure, decoded) {
+        h.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
     let properties = properties
         .with_headers(h)
         .with_delivery_mode(2)
@@ -91,35 +71,20 @@ fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> Resul
         .as_ref()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let bad = |what: &str| {
-        Error::backend(
-            crate::topology::BACKEND,
-            format!("reading dead letter {group}/{id}"),
-            format!("header `{H}{what}` missing or malformed"),
-        )
-    };
-    let text = |name: &str| {
-        h.get(&format!("{H}{name}"))
-            .cloned()
-            .ok_or_else(|| bad(name))
-    };
-    let time = |name: &str| -> Result<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(&text(name)?)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| bad(name))
-    };
-    let decoded = text("decoded")? == "true";
+    let bad =
+        |what: String| Error::backend(BACKEND, format!("reading dead letter {group}/{id}"), what);
+    let (failure, decoded) = dead_letter::decode(|k| h.get(k).map(String::as_str), false)
+        .map_err(|e| bad(e.to_string()))?;
     let (envelope, raw) = if decoded {
-        (
-            Some(wire::decode(properties, body).map_err(|_| bad("decoded"))?),
-            None,
-        )
+        let envelope = wire::decode(properties, body)
+            .map_err(|e| bad(format!("the event does not decode: {e}")))?;
+        (Some(envelope), None)
     } else {
         let raw: BTreeMap<&str, String> = [("body", String::from_utf8_lossy(body).into_owned())]
             .into_iter()
             .chain(
                 h.iter()
-                    .filter(|(k, _)| !k.starts_with(H))
+                    .filter(|(k, _)| !dead_letter::is_failure_header(k))
                     .map(|(k, v)| (k.as_str(), v.clone())),
             )
             .collect();
@@ -130,14 +95,9 @@ fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> Resul
     };
     Ok(DeadLetter {
         id: format!("{group}/{id}"),
-        group: group.to_owned(),
-        source: format!("{} ({})", text("source")?, text("routing-key")?),
         envelope,
         raw,
-        error: text("error")?,
-        attempts: text("attempts")?.parse().map_err(|_| bad("attempts"))?,
-        first_failed_at: time("first-failed-at")?,
-        last_failed_at: time("last-failed-at")?,
+        failure,
     })
 }
 
@@ -145,7 +105,7 @@ fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> Resul
 /// `{group}/{message id}`. Without a group, `list` covers the groups this
 /// bus has subscribed.
 pub(crate) struct RabbitDeadLetterQueue {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) client: Arc<Client>,
 }
 
 /// What to do with the dead letter a scan finds.
@@ -164,7 +124,7 @@ impl RabbitDeadLetterQueue {
         limit: Option<usize>,
         target: Option<(&str, Act)>,
     ) -> Result<(Vec<DeadLetter>, bool)> {
-        let config = &self.inner.config;
+        let config = &self.client.config;
         let dlq = config.dlq(group);
         let Some((count, _)) = queue_counts(config, &dlq).await? else {
             return Ok((Vec::new(), false));
@@ -186,7 +146,7 @@ impl RabbitDeadLetterQueue {
         limit: Option<usize>,
         target: Option<(&str, Act)>,
     ) -> Result<(Vec<DeadLetter>, bool)> {
-        let config = &self.inner.config;
+        let config = &self.client.config;
         let mut letters = Vec::new();
         let max = limit.unwrap_or(usize::MAX).min(count as usize);
         while letters.len() < max {
@@ -205,7 +165,7 @@ impl RabbitDeadLetterQueue {
                         let cleaned: BTreeMap<ShortString, AMQPValue> = h
                             .inner()
                             .iter()
-                            .filter(|(k, _)| !k.as_str().starts_with(H))
+                            .filter(|(k, _)| !dead_letter::is_failure_header(k.as_str()))
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
                         h = FieldTable::from(cleaned);
@@ -216,10 +176,12 @@ impl RabbitDeadLetterQueue {
                             properties: d.properties.clone().with_headers(h),
                             body: d.data.clone(),
                         };
-                        self.inner
-                            .publish_confirmed(std::slice::from_ref(&message))
+                        let redacted = config.redacted_url();
+                        let target = self.client.target(&message.routing_key, &redacted);
+                        self.client
+                            .publish_confirmed(&target, std::slice::from_ref(&message))
                             .await?;
-                        self.inner.stats.replayed();
+                        self.client.stats.replayed();
                     }
                     d.acker
                         .ack(BasicAckOptions::default())
@@ -236,7 +198,7 @@ impl RabbitDeadLetterQueue {
     fn groups(&self, query: &DeadLetterQuery) -> Vec<String> {
         match &query.group {
             Some(g) => vec![g.clone()],
-            None => lock(&self.inner.groups).iter().cloned().collect(),
+            None => self.client.groups.lock().iter().cloned().collect(),
         }
     }
 
@@ -259,7 +221,7 @@ impl DeadLetterQueue for RabbitDeadLetterQueue {
         for group in self.groups(query) {
             all.extend(self.scan(&group, query.limit, None).await?.0);
         }
-        all.sort_by_key(|l| l.last_failed_at);
+        all.sort_by_key(|l| l.failure.last_failed_at);
         if let Some(limit) = query.limit {
             all.truncate(limit);
         }
@@ -303,7 +265,7 @@ impl DeadLetterQueue for RabbitDeadLetterQueue {
             }
             return Ok(n);
         }
-        let config = &self.inner.config;
+        let config = &self.client.config;
         let mut n = 0;
         for group in self.groups(query) {
             let dlq = config.dlq(&group);

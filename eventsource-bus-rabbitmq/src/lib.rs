@@ -15,6 +15,7 @@
 //! `wire.rs`, [`RabbitBusConfig`] in `config.rs`.
 
 mod bus;
+mod client;
 mod config;
 mod consumer;
 mod dlq;

@@ -199,14 +199,14 @@ async fn garbage_message_is_dead_lettered_raw_and_the_consumer_goes_on() {
         letters[0]
     );
     assert!(
-        letters[0].error.contains("cloudEvents:id"),
+        letters[0].failure.error.contains("cloudEvents:id"),
         "{}",
-        letters[0].error
+        letters[0].failure.error
     );
     assert!(
-        letters[0].source.contains("Probe.Created"),
+        letters[0].failure.source.contains("Probe.Created"),
         "{}",
-        letters[0].source
+        letters[0].failure.source
     );
     let _ = conn.close(200, "bye".into()).await;
     bus.shutdown(Duration::from_secs(5))

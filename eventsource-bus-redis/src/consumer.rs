@@ -2,22 +2,24 @@
 //! run the handler and XACK, the takeover of entries a dead member left
 //! behind, and the refresher that keeps this member's own entries fresh.
 
-use eventsource_core::dispatch::lock;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::dispatch::{join_tasks, run_worker, Delivery, KeyedQueue, Outcome, Settle};
+use eventsource_core::driver::{
+    join_tasks, run_worker, triage, Delivery, Intake, KeyedQueue, Member, Outcome, Settle,
+};
 use eventsource_core::{Result, Subscription};
+use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{is_transient, redis_err, Inner, BACKEND};
-use crate::dlq::{write_dead_letter, DeadBody};
+use crate::client::{is_transient, redis_err, Client, BACKEND};
+use crate::dlq::{write_dead_letter, LetterBody};
 use crate::{membership, wire};
 
 /// What a worker needs to ack an entry; holding it holds a prefetch slot.
@@ -30,8 +32,10 @@ pub(crate) struct Token {
 /// An entry to ack: its stream and id.
 type Ack = (Arc<str>, String);
 
-pub(crate) struct Member {
-    inner: Arc<Inner>,
+/// One subscription's consumer in its Redis consumer group: its reader,
+/// claimer, acker and workers.
+pub(crate) struct GroupConsumer {
+    client: Arc<Client>,
     subscription: Subscription,
     consumer: String,
     streams: [Arc<str>; 2],
@@ -52,33 +56,18 @@ pub(crate) struct Member {
 }
 
 #[async_trait]
-impl Settle<Token> for Member {
+impl Settle<Token> for GroupConsumer {
     async fn settle(&self, delivery: Delivery<Token>, outcome: Outcome) {
         let Delivery {
-            envelope,
-            token,
-            attempts,
-            first_failed_at,
+            envelope, token, ..
         } = delivery;
         match outcome {
-            Outcome::DeadLetter {
-                error,
-                last_failed_at,
-            } => {
-                let body = DeadBody::Envelope((*envelope).clone());
-                let first = first_failed_at.unwrap_or(last_failed_at);
-                let written = write_dead_letter(
-                    &self.inner,
-                    self.group(),
-                    &token.stream,
-                    &token.id,
-                    &body,
-                    &error,
-                    attempts,
-                    first,
-                    last_failed_at,
-                )
-                .await;
+            Outcome::DeadLetter(failure) => {
+                let failure = failure.from_source(format!("{}/{}", token.stream, token.id));
+                let body = LetterBody::Event((*envelope).clone());
+                let written =
+                    write_dead_letter(&self.client, &token.stream, &token.id, &body, &failure)
+                        .await;
                 match written {
                     Ok(()) => self.release(&token.stream, &token.id),
                     Err(e) => {
@@ -91,10 +80,14 @@ impl Settle<Token> for Member {
     }
 }
 
-impl Member {
+impl GroupConsumer {
     /// Creates the group on both streams if needed and starts the tasks.
-    pub(crate) async fn start(inner: Arc<Inner>, subscription: Subscription) -> Result<Arc<Self>> {
-        let config = &inner.config;
+    pub(crate) async fn start(
+        client: Arc<Client>,
+        subscription: Subscription,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>> {
+        let config = &client.config;
         let group = subscription.group().to_owned();
         let streams: [Arc<str>; 2] = [
             config.events_stream().into(),
@@ -106,8 +99,8 @@ impl Member {
             group,
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
-        let member = Arc::new(Member {
-            stop: inner.members.stop_token(),
+        let member = Arc::new(GroupConsumer {
+            stop,
             slots: Arc::new(Semaphore::new(config.prefetch)),
             queue: KeyedQueue::new(config.prefetch),
             held: Mutex::new(HashMap::new()),
@@ -116,7 +109,7 @@ impl Member {
             acks: Mutex::new(None),
             acker: Mutex::new(None),
             active: std::sync::atomic::AtomicBool::new(true),
-            inner,
+            client,
             subscription,
             consumer,
             streams,
@@ -127,19 +120,19 @@ impl Member {
         member.create_group(1, "0").await?;
         member.register().await?;
         let reader_conn = member
-            .inner
-            .connection(member.inner.config.block + Duration::from_secs(5))
+            .client
+            .connection(member.client.config.block + Duration::from_secs(5))
             .await?;
-        if member.inner.config.single_active_member {
-            let mut conn = member.inner.conn.clone();
+        if member.client.config.single_active_member {
+            let mut conn = member.client.conn.clone();
             let active = member.hold_lease(&mut conn).await;
             member
                 .active
                 .store(active, std::sync::atomic::Ordering::Release);
         }
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        *lock(&member.acks) = Some(ack_tx);
-        *lock(&member.acker) = Some(tokio::spawn(Arc::clone(&member).ack_loop(ack_rx)));
+        *member.acks.lock() = Some(ack_tx);
+        *member.acker.lock() = Some(tokio::spawn(Arc::clone(&member).ack_loop(ack_rx)));
         let mut tasks = vec![
             tokio::spawn(Arc::clone(&member).read_loop(reader_conn)),
             tokio::spawn(Arc::clone(&member).refresh_loop()),
@@ -147,7 +140,7 @@ impl Member {
         for _ in 0..member.workers {
             tasks.push(tokio::spawn(Arc::clone(&member).work_loop()));
         }
-        *lock(&member.tasks) = tasks;
+        *member.tasks.lock() = tasks;
         tracing::debug!(group = member.group(), consumer = %member.consumer, "redis member started");
         Ok(member)
     }
@@ -159,10 +152,10 @@ impl Member {
     /// Registers (or renews) this member in its group's register, refused
     /// when a live member uses another filter.
     async fn register(&self) -> Result<()> {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.client.conn.clone();
         membership::join(
             &mut conn,
-            &self.inner.config,
+            &self.client.config,
             self.group(),
             &self.consumer,
             &self.subscription.filter().canonical(),
@@ -176,7 +169,7 @@ impl Member {
     /// any other member of the group takes them at once.
     async fn hand_back(&self) {
         let held = self.held_ids();
-        let idle = (self.inner.config.claim_min_idle * 2)
+        let idle = (self.client.config.claim_min_idle * 2)
             .as_millis()
             .to_string();
         for (stream, ids) in held {
@@ -193,7 +186,7 @@ impl Member {
 
     async fn create_group(&self, stream: usize, from: &str) -> Result<()> {
         let key = &self.streams[stream];
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.client.conn.clone();
         let created: redis::RedisResult<String> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&**key)
@@ -213,7 +206,8 @@ impl Member {
     }
 
     fn hold(&self, stream: &Arc<str>, id: &str) -> bool {
-        lock(&self.held)
+        self.held
+            .lock()
             .entry(Arc::clone(stream))
             .or_default()
             .insert(id.to_owned())
@@ -238,13 +232,14 @@ impl Member {
             cmd.arg("IDLE").arg(idle);
         }
         cmd.arg("JUSTID");
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.client.conn.clone();
         cmd.query_async::<redis::Value>(&mut conn).await.map(|_| ())
     }
 
     /// The entries this member holds unacked, per stream.
     fn held_ids(&self) -> Vec<(Arc<str>, Vec<String>)> {
-        lock(&self.held)
+        self.held
+            .lock()
             .iter()
             .filter(|(_, ids)| !ids.is_empty())
             .map(|(s, ids)| (Arc::clone(s), ids.iter().cloned().collect()))
@@ -252,7 +247,7 @@ impl Member {
     }
 
     fn release(&self, stream: &Arc<str>, id: &str) {
-        if let Some(ids) = lock(&self.held).get_mut(stream) {
+        if let Some(ids) = self.held.lock().get_mut(stream) {
             ids.remove(id);
         }
     }
@@ -260,7 +255,7 @@ impl Member {
     /// With `single_active_member`: takes or keeps the group's lease.
     /// Returns whether this member may read. Always `true` without it.
     async fn hold_lease(&self, conn: &mut ConnectionManager) -> bool {
-        let config = &self.inner.config;
+        let config = &self.client.config;
         if !config.single_active_member {
             return true;
         }
@@ -290,14 +285,14 @@ impl Member {
 
     /// Gives the lease up if this member holds it.
     async fn release_lease(&self) {
-        if !self.inner.config.single_active_member {
+        if !self.client.config.single_active_member {
             return;
         }
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.client.conn.clone();
         let _: redis::RedisResult<i64> = redis::cmd("EVAL")
             .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
             .arg(1)
-            .arg(self.inner.config.lease_key(self.group()))
+            .arg(self.client.config.lease_key(self.group()))
             .arg(&self.consumer)
             .query_async(&mut conn)
             .await;
@@ -305,17 +300,17 @@ impl Member {
 
     /// Reads new entries while there are free prefetch slots.
     async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager) {
-        let block_ms = self.inner.config.block.as_millis().to_string();
+        let block_ms = self.client.config.block.as_millis().to_string();
         let mut backoff = Duration::from_millis(100);
         let mut last_claim = tokio::time::Instant::now();
-        let mut active = !self.inner.config.single_active_member;
+        let mut active = !self.client.config.single_active_member;
         let mut lease_checked = tokio::time::Instant::now();
         // With single_active_member, right after taking the lease: the
         // XAUTOCLAIM cursor of each stream over the group's pending entries.
         let mut draining: Option<[String; 2]> = None;
         loop {
-            if self.inner.config.single_active_member
-                && (!active || lease_checked.elapsed() >= self.inner.config.claim_interval)
+            if self.client.config.single_active_member
+                && (!active || lease_checked.elapsed() >= self.client.config.claim_interval)
             {
                 lease_checked = tokio::time::Instant::now();
                 let was_active = active;
@@ -323,7 +318,7 @@ impl Member {
                 if !active {
                     tokio::select! {
                         () = self.stop.cancelled() => return,
-                        () = tokio::time::sleep(self.inner.config.claim_interval) => {}
+                        () = tokio::time::sleep(self.client.config.claim_interval) => {}
                     }
                     continue;
                 }
@@ -356,7 +351,7 @@ impl Member {
                 // Read new entries only once nothing older is left.
                 continue;
             }
-            if last_claim.elapsed() >= self.inner.config.claim_interval {
+            if last_claim.elapsed() >= self.client.config.claim_interval {
                 last_claim = tokio::time::Instant::now();
                 self.take_over(&mut conn, &mut slots).await;
                 if slots.is_empty() {
@@ -437,8 +432,9 @@ impl Member {
             return; // Already ours (claimed and read in the same round).
         }
         let fields = wire::fields_as_text(&entry.map);
-        match wire::decode(&fields) {
-            Ok(envelope) if self.subscription.filter().matches(&envelope) => {
+        let source = || format!("{stream}/{}", entry.id);
+        match triage(BACKEND, &self.subscription, wire::decode(&fields), source) {
+            Intake::Handle(envelope) => {
                 let token = Token {
                     stream: Arc::clone(stream),
                     id: entry.id,
@@ -447,30 +443,15 @@ impl Member {
                 self.queue
                     .push_now(Delivery::new(Arc::new(envelope), token));
             }
-            Ok(_) => {
-                self.ack(stream, &entry.id);
-            }
-            Err(reason) => {
-                tracing::warn!(group = self.group(), entry = %entry.id, %reason, "undecodable redis entry, dead-lettering it");
-                let now = chrono::Utc::now();
-                let body = DeadBody::Raw(fields);
-                let error = format!("cannot decode stream entry {}: {reason}", entry.id);
-                if let Err(e) = write_dead_letter(
-                    &self.inner,
-                    self.group(),
-                    stream,
-                    &entry.id,
-                    &body,
-                    &error,
-                    0,
-                    now,
-                    now,
-                )
-                .await
+            Intake::Skip => self.ack(stream, &entry.id),
+            Intake::DeadLetter(failure) => {
+                let body = LetterBody::Raw(fields);
+                if let Err(e) =
+                    write_dead_letter(&self.client, stream, &entry.id, &body, &failure).await
                 {
                     tracing::error!(error = %e, "could not dead-letter an undecodable entry; it stays pending");
                 } else {
-                    self.inner.stats.dead_lettered();
+                    self.client.stats.dead_lettered();
                 }
                 self.release(stream, &entry.id);
             }
@@ -479,7 +460,7 @@ impl Member {
 
     /// Queues an ack; the entry stays held until the XACK is sent.
     fn ack(&self, stream: &Arc<str>, id: &str) {
-        match lock(&self.acks).as_ref() {
+        match self.acks.lock().as_ref() {
             Some(tx) if tx.send((Arc::clone(stream), id.to_owned())).is_ok() => {}
             // Stopping: the entry stays pending and is delivered again.
             _ => tracing::debug!(
@@ -492,7 +473,7 @@ impl Member {
 
     /// Sends queued acks, as many per round trip as have piled up.
     async fn ack_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Ack>) {
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.client.conn.clone();
         while let Some((stream, id)) = rx.recv().await {
             let mut batch: HashMap<Arc<str>, Vec<String>> = HashMap::new();
             batch.entry(stream).or_default().push(id);
@@ -528,7 +509,7 @@ impl Member {
             &self.queue,
             &self.subscription,
             &self.stop,
-            &self.inner.stats,
+            &self.client.stats,
             &*self,
         )
         .await;
@@ -537,7 +518,7 @@ impl Member {
     /// Takes over entries of this group idle longer than `claim_min_idle`
     /// (a dead member's), as many as `slots` allows (XAUTOCLAIM).
     async fn take_over(&self, conn: &mut ConnectionManager, slots: &mut Vec<OwnedSemaphorePermit>) {
-        let min_idle = self.inner.config.claim_min_idle.as_millis().to_string();
+        let min_idle = self.client.config.claim_min_idle.as_millis().to_string();
         for stream in &self.streams {
             if slots.is_empty() {
                 return;
@@ -629,13 +610,13 @@ impl Member {
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
-                () = tokio::time::sleep(self.inner.config.claim_interval) => {}
+                () = tokio::time::sleep(self.client.config.claim_interval) => {}
             }
             if let Err(e) = self.register().await {
                 tracing::error!(group = self.group(), error = %e, "could not renew this member in its group's register");
             }
-            let mut conn = self.inner.conn.clone();
-            if self.inner.config.single_active_member {
+            let mut conn = self.client.conn.clone();
+            if self.client.config.single_active_member {
                 let active = self.hold_lease(&mut conn).await;
                 self.active
                     .store(active, std::sync::atomic::Ordering::Release);
@@ -650,18 +631,18 @@ impl Member {
 }
 
 #[async_trait]
-impl eventsource_core::dispatch::Member for Member {
+impl Member for GroupConsumer {
     /// Stops fetching, lets in-flight handlers finish (until `deadline`,
     /// if any, then aborts them), and leaves the group — deleting the
     /// consumer when it holds nothing. Returns how many workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
         self.stop.cancel();
-        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
         // The reader and the refresher come first; the workers after them.
         let abandoned = join_tasks(tasks, 2, deadline).await;
         // No more acks can come: let the acker send what is queued, then end.
-        drop(lock(&self.acks).take());
-        let acker = lock(&self.acker).take();
+        drop(self.acks.lock().take());
+        let acker = self.acker.lock().take();
         if let Some(acker) = acker {
             let _ = acker.await;
         }
@@ -670,9 +651,9 @@ impl eventsource_core::dispatch::Member for Member {
         // finds everything this one left.
         self.hand_back().await;
         self.release_lease().await;
-        let mut conn = self.inner.conn.clone();
-        membership::leave(&mut conn, &self.inner.config, self.group(), &self.consumer).await;
-        let holds_nothing = lock(&self.held).values().all(HashSet::is_empty);
+        let mut conn = self.client.conn.clone();
+        membership::leave(&mut conn, &self.client.config, self.group(), &self.consumer).await;
+        let holds_nothing = self.held.lock().values().all(HashSet::is_empty);
         if holds_nothing {
             for stream in &self.streams {
                 let _: redis::RedisResult<i64> = redis::cmd("XGROUP")

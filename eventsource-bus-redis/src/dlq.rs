@@ -4,65 +4,51 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use eventsource_core::wire::dead_letter;
 use eventsource_core::{
-    DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, EventEnvelope, Result,
+    DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, EventEnvelope, Failure, Result,
 };
 use redis::streams::{StreamId, StreamRangeReply};
 
-use crate::bus::{redis_err, Inner};
+use crate::client::{redis_err, Client, BACKEND};
 use crate::wire;
 
 /// What a dead letter carries: the event, or the raw fields that did not decode.
-pub(crate) enum DeadBody {
-    Envelope(EventEnvelope),
+pub(crate) enum LetterBody {
+    Event(EventEnvelope),
     Raw(BTreeMap<String, String>),
 }
 
 /// Appends a dead letter and acks the entry in one MULTI/EXEC, so a
-/// message is either pending or dead-lettered, never lost nor both.
-#[allow(clippy::too_many_arguments)]
+/// message is either pending or dead-lettered, never lost nor both. The
+/// failure is written by the core's codec, the body as `envelope` or `raw`.
 pub(crate) async fn write_dead_letter(
-    inner: &Inner,
-    group: &str,
+    client: &Client,
     stream: &str,
     entry_id: &str,
-    body: &DeadBody,
-    error: &str,
-    attempts: u32,
-    first_failed_at: DateTime<Utc>,
-    last_failed_at: DateTime<Utc>,
+    body: &LetterBody,
+    failure: &Failure,
 ) -> Result<()> {
-    let config = &inner.config;
+    let config = &client.config;
+    let group = &failure.group;
     let dlq = config.dlq_stream(group);
     let (body_field, body_value) = match body {
-        DeadBody::Envelope(e) => (
+        LetterBody::Event(e) => (
             "envelope",
             serde_json::to_string(e).expect("an envelope serializes"),
         ),
-        DeadBody::Raw(fields) => (
+        LetterBody::Raw(fields) => (
             "raw",
             serde_json::to_string(fields).expect("a string map serializes"),
         ),
     };
     let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("XADD")
-        .arg(&dlq)
-        .arg("*")
-        .arg("group")
-        .arg(group)
-        .arg("source")
-        .arg(format!("{stream}/{entry_id}"))
-        .arg("error")
-        .arg(error)
-        .arg("attempts")
-        .arg(attempts)
-        .arg("first_failed_at")
-        .arg(first_failed_at.to_rfc3339())
-        .arg("last_failed_at")
-        .arg(last_failed_at.to_rfc3339())
-        .arg(body_field)
+    let xadd = pipe.atomic().cmd("XADD").arg(&dlq).arg("*");
+    let decoded = matches!(body, LetterBody::Event(_));
+    for (name, value) in dead_letter::encode(failure, decoded) {
+        xadd.arg(name).arg(value);
+    }
+    xadd.arg(body_field)
         .arg(body_value)
         .ignore()
         .cmd("XACK")
@@ -74,7 +60,7 @@ pub(crate) async fn write_dead_letter(
         .arg(config.dlq_groups_key())
         .arg(group)
         .ignore();
-    let mut conn = inner.conn.clone();
+    let mut conn = client.conn.clone();
     pipe.query_async::<()>(&mut conn).await.map_err(|e| {
         redis_err(
             format!("dead-lettering entry {entry_id} of `{stream}` to `{dlq}`"),
@@ -86,7 +72,7 @@ pub(crate) async fn write_dead_letter(
 /// The [`DeadLetterQueue`] of a [`RedisBus`](crate::RedisBus). Ids are
 /// `{group}/{dlq entry id}`.
 pub(crate) struct RedisDeadLetterQueue {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) client: Arc<Client>,
 }
 
 fn parse_id(id: &str) -> Option<(&str, &str)> {
@@ -95,36 +81,26 @@ fn parse_id(id: &str) -> Option<(&str, &str)> {
 
 fn parse_letter(group: &str, entry: StreamId) -> Result<DeadLetter> {
     let f = wire::fields_as_text(&entry.map);
-    let bad = |what: &str| {
+    let bad = |what: String| {
         Error::backend(
-            crate::bus::BACKEND,
+            BACKEND,
             format!("reading dead letter {group}/{}", entry.id),
-            format!("field `{what}` missing or malformed"),
+            what,
         )
     };
-    let time = |name: &str| -> Result<DateTime<Utc>> {
-        f.get(name)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .ok_or_else(|| bad(name))
-    };
     let envelope = match f.get("envelope") {
-        Some(e) => Some(serde_json::from_str(e).map_err(|_| bad("envelope"))?),
+        Some(e) => Some(
+            serde_json::from_str(e).map_err(|_| bad("field `envelope` malformed".to_owned()))?,
+        ),
         None => None,
     };
+    let (failure, _) = dead_letter::decode(|k| f.get(k).map(String::as_str), envelope.is_some())
+        .map_err(|e| bad(e.to_string()))?;
     Ok(DeadLetter {
         id: format!("{group}/{}", entry.id),
-        group: group.to_owned(),
-        source: f.get("source").cloned().ok_or_else(|| bad("source"))?,
         envelope,
         raw: f.get("raw").cloned(),
-        error: f.get("error").cloned().unwrap_or_default(),
-        attempts: f
-            .get("attempts")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| bad("attempts"))?,
-        first_failed_at: time("first_failed_at")?,
-        last_failed_at: time("last_failed_at")?,
+        failure,
     })
 }
 
@@ -136,13 +112,13 @@ impl RedisDeadLetterQueue {
         end: &str,
         count: Option<usize>,
     ) -> Result<Vec<DeadLetter>> {
-        let dlq = self.inner.config.dlq_stream(group);
+        let dlq = self.client.config.dlq_stream(group);
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(&dlq).arg(start).arg(end);
         if let Some(n) = count {
             cmd.arg("COUNT").arg(n);
         }
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.client.conn.clone();
         let reply: StreamRangeReply = cmd
             .query_async(&mut conn)
             .await
@@ -158,8 +134,8 @@ impl RedisDeadLetterQueue {
         if let Some(g) = &query.group {
             return Ok(vec![g.clone()]);
         }
-        let key = self.inner.config.dlq_groups_key();
-        let mut conn = self.inner.conn.clone();
+        let key = self.client.config.dlq_groups_key();
+        let mut conn = self.client.conn.clone();
         let mut groups: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&key)
             .query_async(&mut conn)
@@ -177,7 +153,7 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
         for group in self.groups(query).await? {
             all.extend(self.range(&group, "-", "+", query.limit).await?);
         }
-        all.sort_by_key(|l| l.last_failed_at);
+        all.sort_by_key(|l| l.failure.last_failed_at);
         if let Some(limit) = query.limit {
             all.truncate(limit);
         }
@@ -209,14 +185,14 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
             .await?
             .ok_or_else(|| Error::not_found(format!("redis: dead letter `{id}`")))?;
         let (group, entry) = parse_id(id).expect("get found it, so the id parses");
-        let config = &self.inner.config;
+        let config = &self.client.config;
         let fields: Vec<(String, String)> = match (&letter.envelope, &letter.raw) {
             (Some(env), _) => wire::encode(env, &config.source)
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
             (None, Some(raw)) => serde_json::from_str::<BTreeMap<String, String>>(raw)
-                .map_err(|e| Error::backend(crate::bus::BACKEND, format!("replaying {id}"), e))?
+                .map_err(|e| Error::backend(BACKEND, format!("replaying {id}"), e))?
                 .into_iter()
                 .collect(),
             (None, None) => {
@@ -233,11 +209,11 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
             xadd.arg(k).arg(v);
         }
         xadd.ignore().cmd("XDEL").arg(&dlq).arg(entry).ignore();
-        let mut conn = self.inner.conn.clone();
+        let mut conn = self.client.conn.clone();
         pipe.query_async::<()>(&mut conn)
             .await
             .map_err(|e| redis_err(format!("replaying {id} from `{dlq}` to `{replay}`"), e))?;
-        self.inner.stats.replayed();
+        self.client.stats.replayed();
         Ok(())
     }
 
@@ -246,8 +222,8 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
             return Ok(false);
         }
         let (group, entry) = parse_id(id).expect("get found it, so the id parses");
-        let dlq = self.inner.config.dlq_stream(group);
-        let mut conn = self.inner.conn.clone();
+        let dlq = self.client.config.dlq_stream(group);
+        let mut conn = self.client.conn.clone();
         let n: i64 = redis::cmd("XDEL")
             .arg(&dlq)
             .arg(entry)

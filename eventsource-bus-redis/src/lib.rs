@@ -12,6 +12,7 @@
 //! attribute names) in `wire.rs`, [`RedisBusConfig`] in `config.rs`.
 
 mod bus;
+mod client;
 mod config;
 mod consumer;
 mod dlq;

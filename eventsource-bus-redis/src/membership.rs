@@ -13,7 +13,7 @@
 use eventsource_core::{Error, Result};
 use redis::aio::ConnectionManager;
 
-use crate::bus::redis_err;
+use crate::client::redis_err;
 use crate::config::RedisBusConfig;
 
 /// Drops lapsed members, then registers (or renews) `ARGV[1]` with filter

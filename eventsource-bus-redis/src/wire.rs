@@ -2,11 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use eventsource_core::{cloudevents, EventEnvelope};
+use eventsource_core::wire::cloudevents;
+use eventsource_core::EventEnvelope;
 use redis::Value;
 
 /// Encodes an envelope as stream entry fields: the CloudEvents attributes
-/// (see [`eventsource_core::cloudevents`]), `datacontenttype`, and `data`
+/// (see [`eventsource_core::wire::cloudevents`]), `datacontenttype`, and `data`
 /// (the JSON payload).
 pub(crate) fn encode(envelope: &EventEnvelope, source: &str) -> Vec<(&'static str, String)> {
     let mut fields = cloudevents::to_attributes(envelope, source);

@@ -64,24 +64,27 @@ async fn garbage_entry_is_dead_lettered_raw_and_replayable_after_the_fix() {
         "{letter:?}"
     );
     assert!(
-        letter.error.contains("`id` is malformed"),
+        letter.failure.error.contains("`id` is malformed"),
         "{}",
-        letter.error
+        letter.failure.error
     );
     assert!(
-        letter.source.starts_with(&config.events_stream()),
+        letter.failure.source.starts_with(&config.events_stream()),
         "{}",
-        letter.source
+        letter.failure.source
     );
-    assert_eq!(letter.attempts, 0, "never reached the handler");
+    assert_eq!(letter.failure.attempts, 0, "never reached the handler");
 
     // Still undecodable when replayed: it comes back to the DLQ, not to other groups.
     bus.dead_letters().replay(&letter.id).await.expect("replay");
     let again = dead_letters_of(&bus, "raw", 1, Duration::from_secs(10)).await;
     assert!(
-        again[0].source.starts_with(&config.replay_stream("raw")),
+        again[0]
+            .failure
+            .source
+            .starts_with(&config.replay_stream("raw")),
         "{}",
-        again[0].source
+        again[0].failure.source
     );
     rec.expect_nothing(Duration::from_millis(300)).await;
     bus.shutdown(Duration::from_secs(5))

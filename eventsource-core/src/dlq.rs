@@ -1,33 +1,28 @@
 //! Dead letters: messages a consumer group gave up on, and what to do with them.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{EventEnvelope, Result};
+use crate::{EventEnvelope, Failure, Result};
 
 /// A message that a consumer group could not handle, with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The backend's id of this dead letter (stream entry id, message id, offset...).
     pub id: String,
-    /// The consumer group that failed.
-    pub group: String,
-    /// Where the message came from: stream, queue or topic (with partition
-    /// and offset where the backend has them).
-    pub source: String,
     /// The event, when it could be decoded.
     pub envelope: Option<EventEnvelope>,
     /// The raw message, when it could not be decoded into an envelope.
     pub raw: Option<String>,
-    /// The last error, as text.
-    pub error: String,
-    /// How many times delivery was attempted.
-    pub attempts: u32,
-    /// When the first attempt failed.
-    pub first_failed_at: DateTime<Utc>,
-    /// When the last attempt failed.
-    pub last_failed_at: DateTime<Utc>,
+    /// Why it was given up on, by which group, and where it came from.
+    pub failure: Failure,
+}
+
+impl DeadLetter {
+    /// The consumer group that gave up on it.
+    pub fn group(&self) -> &str {
+        &self.failure.group
+    }
 }
 
 /// Which dead letters to list.

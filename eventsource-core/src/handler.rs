@@ -103,6 +103,12 @@ pub type HandlerResult = Result<(), HandlerError>;
 pub trait EventHandler: Send + Sync + 'static {
     /// Handles one event.
     async fn handle(&self, event: &EventEnvelope) -> HandlerResult;
+
+    /// The handler's name in dead letters ([`Failure::handler`](crate::Failure::handler)):
+    /// its type name unless overridden.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
 }
 
 /// A handler made from an async closure; see [`handler_fn`].

@@ -30,12 +30,12 @@
 
 mod aggregate;
 mod bus;
-pub mod cloudevents;
-pub mod dispatch;
 mod dlq;
+pub mod driver;
 mod envelope;
 mod error;
 mod event;
+mod failure;
 mod filter;
 mod handler;
 mod repository;
@@ -44,6 +44,7 @@ mod store;
 mod subscription;
 pub mod trace;
 pub mod upcast;
+pub mod wire;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -61,6 +62,7 @@ pub use event::DomainEvent;
 /// `#[derive(DomainEvent)]`: see [`DomainEvent`](trait@DomainEvent).
 #[cfg(feature = "derive")]
 pub use eventsource_macros::DomainEvent;
+pub use failure::{Failure, FailureKind};
 pub use filter::EventFilter;
 pub use handler::{
     handler_fn, handler_for, EventHandler, FnHandler, HandlerError, HandlerResult, TypedHandler,

@@ -26,7 +26,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::RwLock;
 
 use serde_json::Value;
 
@@ -52,7 +54,7 @@ pub fn register_upcaster<F>(aggregate_type: &str, event_type: &str, from_version
 where
     F: Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
 {
-    crate::dispatch::lock_write(steps()).insert(
+    steps().write().insert(
         (
             aggregate_type.to_owned(),
             event_type.to_owned(),
@@ -71,7 +73,7 @@ pub(crate) fn apply(
     version: u32,
     payload: &Value,
 ) -> Result<Option<(Value, u32)>, String> {
-    let steps = crate::dispatch::lock_read(steps());
+    let steps = steps().read();
     let key = |v: u32| (aggregate_type.to_owned(), event_type.to_owned(), v);
     if !steps.contains_key(&key(version)) {
         return Ok(None);

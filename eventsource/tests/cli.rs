@@ -76,7 +76,7 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
         letters[0].envelope.as_ref().map(|e| e.event_id),
         Some(sent.event_id)
     );
-    assert!(letters[0].error.contains("tax service says no"));
+    assert!(letters[0].failure.error.contains("tax service says no"));
 
     let (ok, _, stderr) = cli(&namespace, &["dlq", "purge", "--group", "billing"]);
     assert!(

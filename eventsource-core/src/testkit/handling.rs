@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::{attempt, Delivery, Outcome};
+use crate::driver::{attempt, Delivery, Outcome};
 use crate::{EventEnvelope, Subscription};
 
 /// What the retry loop made of one event.
@@ -61,7 +61,7 @@ pub fn handle_with_retries(subscription: &Subscription, event: EventEnvelope) ->
         HandlingReport {
             attempts: delivery.attempts,
             dead_letter: match outcome {
-                Outcome::DeadLetter { error, .. } => Some(error),
+                Outcome::DeadLetter(failure) => Some(failure.error),
                 Outcome::Handled | Outcome::Interrupted => None,
             },
         }

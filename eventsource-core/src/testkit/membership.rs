@@ -6,7 +6,9 @@
 //! by two members at once and its events are first handled in order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -57,8 +59,8 @@ impl Drop for InHandler {
 }
 
 impl GroupWatch {
-    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
-        crate::dispatch::lock(&self.state)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, WatchState> {
+        self.state.lock()
     }
 
     /// A subscription of `group` for the member `label`, whose handler

@@ -535,7 +535,7 @@ pub async fn failing_handler_does_not_affect_other_groups(f: &dyn BusFactory) {
         "every event of the failing group is dead-lettered once"
     );
     assert!(
-        letters.iter().all(|l| l.attempts == 2),
+        letters.iter().all(|l| l.failure.attempts == 2),
         "each tried twice: {letters:?}"
     );
     let healthy = bus
@@ -623,22 +623,24 @@ pub async fn dead_letters_after_max_attempts_with_metadata(f: &dyn BusFactory) {
     let letters = dead_letters_of(&bus, "doomed", 1, f.patience()).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     let l = &letters[0];
-    assert_eq!(l.group, "doomed");
-    assert_eq!(l.attempts, 3, "attempts recorded");
+    assert_eq!(l.group(), "doomed");
+    assert_eq!(l.failure.attempts, 3, "attempts recorded");
+    assert_eq!(l.failure.kind, crate::FailureKind::Exhausted);
+    assert!(l.failure.handler.is_some(), "the handler is named");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         3,
         "handler called max_attempts times"
     );
     assert!(
-        l.error.contains("boom #3"),
+        l.failure.error.contains("boom #3"),
         "last error text kept: {}",
-        l.error
+        l.failure.error
     );
-    assert!(!l.source.is_empty(), "source recorded");
-    assert!(l.first_failed_at >= before - chrono::Duration::seconds(5));
+    assert!(!l.failure.source.is_empty(), "source recorded");
+    assert!(l.failure.first_failed_at >= before - chrono::Duration::seconds(5));
     assert!(
-        l.first_failed_at <= l.last_failed_at,
+        l.failure.first_failed_at <= l.failure.last_failed_at,
         "first <= last failure"
     );
     let env = l.envelope.as_ref().expect("envelope kept");
@@ -915,11 +917,15 @@ pub async fn undecodable_payload_goes_to_dlq_without_stopping_the_consumer(f: &d
     assert_eq!(got, Probe::Created { n: 42 });
     let letters = dead_letters_of(&bus, "typed", 1, Duration::from_secs(3)).await;
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].attempts, 1, "decode failures are not retried");
+    assert_eq!(
+        letters[0].failure.attempts, 1,
+        "decode failures are not retried"
+    );
+    assert_eq!(letters[0].failure.kind, crate::FailureKind::Permanent);
     assert!(
-        letters[0].error.contains("cannot decode"),
+        letters[0].failure.error.contains("cannot decode"),
         "{}",
-        letters[0].error
+        letters[0].failure.error
     );
     assert_eq!(
         letters[0].envelope.as_ref().map(|e| e.event_id),
@@ -969,11 +975,12 @@ pub async fn panicking_handler_is_retried_like_a_failure(f: &dyn BusFactory) {
         .expect("open");
     assert_eq!(got, Probe::Created { n: 3 });
     let letters = dead_letters_of(&bus, "panicky", 1, f.patience()).await;
-    assert_eq!(letters[0].attempts, 2);
+    assert_eq!(letters[0].failure.attempts, 2);
+    assert_eq!(letters[0].failure.kind, crate::FailureKind::Exhausted);
     assert!(
-        letters[0].error.contains("always panics on n=2"),
+        letters[0].failure.error.contains("always panics on n=2"),
         "{}",
-        letters[0].error
+        letters[0].failure.error
     );
     finish(bus).await;
 }

@@ -3,7 +3,9 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Collects what the `fmt` layer writes.
 #[derive(Clone, Default)]
@@ -11,7 +13,7 @@ struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        crate::dispatch::lock(&self.0).extend_from_slice(buf);
+        self.0.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -36,7 +38,7 @@ where
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let shown = work.await;
-    let logged = String::from_utf8_lossy(&crate::dispatch::lock(&logs.0)).into_owned();
+    let logged = String::from_utf8_lossy(&logs.0.lock()).into_owned();
     assert!(
         !shown.contains(secret),
         "the secret appears in what was shown: {shown}"

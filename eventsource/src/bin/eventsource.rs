@@ -114,12 +114,12 @@ fn print_letter(l: &DeadLetter, json: bool) {
     println!(
         "{}  group={}  attempts={}  last={}  {}\n    error: {}\n    source: {}",
         l.id,
-        l.group,
-        l.attempts,
-        l.last_failed_at.to_rfc3339(),
+        l.failure.group,
+        l.failure.attempts,
+        l.failure.last_failed_at.to_rfc3339(),
         what,
-        l.error,
-        l.source
+        l.failure.error,
+        l.failure.source
     );
 }
 

@@ -270,7 +270,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for l in &letters {
         println!(
             "  #{} {}: {} (after {} attempt(s))",
-            l.id, l.source, l.error, l.attempts
+            l.id, l.failure.source, l.failure.error, l.failure.attempts
         );
     }
     println!("Raising the card limit and replaying the payment group's dead letters...");

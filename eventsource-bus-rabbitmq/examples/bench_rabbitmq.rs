@@ -2,7 +2,7 @@
 //! one run, printed as ratios.
 //!
 //! ```sh
-//! cargo run --release -p eventsource-bus-rabbitmq --example bench -- [events] [amqp-url]
+//! cargo run --release -p eventsource-bus-rabbitmq --example bench_rabbitmq -- [events] [amqp-url]
 //! ```
 //!
 //! - confirmed publish: batches of 100 persistent messages, each batch

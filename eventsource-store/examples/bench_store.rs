@@ -2,7 +2,7 @@
 //! inserts of the same rows, in the same run, printed as ratios.
 //!
 //! ```sh
-//! cargo run --release -p eventsource-store --example bench -- [sqlite|postgres|both] [events]
+//! cargo run --release -p eventsource-store --example bench_store -- [sqlite|postgres|both] [events]
 //! ```
 //!
 //! For batches of 1, 10 and 100 events: `SqlEventStore::append` (version

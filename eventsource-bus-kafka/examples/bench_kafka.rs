@@ -2,7 +2,7 @@
 //! one run, printed as ratios.
 //!
 //! ```sh
-//! cargo run --release -p eventsource-bus-kafka --example bench -- [events] [kafka-url]
+//! cargo run --release -p eventsource-bus-kafka --example bench_kafka -- [events] [kafka-url]
 //! ```
 //!
 //! - produce: N records in batches of 100, each batch awaiting its

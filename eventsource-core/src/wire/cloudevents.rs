@@ -33,13 +33,9 @@ pub fn to_attributes(envelope: &EventEnvelope, source: &str) -> Vec<(&'static st
     if let Some(c) = &envelope.causation_id {
         attributes.push(("causationid", c.clone()));
     }
-    match envelope.metadata.get(crate::trace::TRACEPARENT) {
-        Some(t) => attributes.push(("traceparent", t.clone())),
-        None => {
-            if let Some(t) = crate::trace::current_traceparent() {
-                attributes.push(("traceparent", t));
-            }
-        }
+    // Stamped by the publish pipeline (driver::publish::stamped).
+    if let Some(t) = envelope.metadata.get(crate::trace::TRACEPARENT) {
+        attributes.push(("traceparent", t.clone()));
     }
     if !envelope.metadata.is_empty() {
         attributes.push((

@@ -2,7 +2,7 @@
 //! one run, printed as ratios.
 //!
 //! ```sh
-//! cargo run --release -p eventsource-bus-redis --example bench -- [events] [redis-url]
+//! cargo run --release -p eventsource-bus-redis --example bench_redis -- [events] [redis-url]
 //! ```
 //!
 //! - publish: batches of 100, `RedisBus::publish` vs a raw pipelined XADD

@@ -1,0 +1,212 @@
+//! The producer and admin client every part of a Kafka bus shares, and
+//! the helpers they all use (the bottom of the crate: it imports only the
+//! config).
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use eventsource_core::driver::{Counters, PublishTarget, SendError};
+use eventsource_core::{Error, Result};
+use parking_lot::Mutex;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::KafkaBusConfig;
+
+pub(crate) const BACKEND: &str = "kafka";
+
+pub(crate) fn kafka_err(context: impl Into<String>, e: KafkaError) -> Error {
+    Error::backend(BACKEND, context, e)
+}
+
+/// One record to produce.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) topic: String,
+    pub(crate) key: String,
+    pub(crate) headers: OwnedHeaders,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// The client settings every producer, consumer and admin client shares.
+pub(crate) fn client_config(config: &KafkaBusConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.bootstrap_servers)
+        .set("socket.timeout.ms", "10000")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "2000");
+    c
+}
+
+/// The producer, admin client and counters behind a [`KafkaBus`](crate::KafkaBus).
+pub(crate) struct Client {
+    pub(crate) config: KafkaBusConfig,
+    pub(crate) producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    created: Mutex<HashSet<String>>,
+    pub(crate) stats: Counters,
+    pub(crate) groups: Mutex<BTreeSet<String>>,
+}
+
+impl Client {
+    /// Creates the topics that do not exist yet (once per bus and topic).
+    pub(crate) async fn ensure_topics(&self, topics: &[String]) -> Result<()> {
+        let missing: Vec<&String> = {
+            let created = self.created.lock();
+            topics.iter().filter(|t| !created.contains(*t)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.config.partitions,
+                    TopicReplication::Fixed(self.config.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let results = self.admin.create_topics(new.iter(), &opts).await.map_err(|e| {
+            kafka_err(
+                format!(
+                    "creating topics {missing:?} on {} (is the broker running? ./scripts/test.sh starts tansu)",
+                    self.config.redacted_servers()
+                ),
+                e,
+            )
+        })?;
+        for r in results {
+            match r {
+                Ok(name) => {
+                    self.created.lock().insert(name);
+                }
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    self.created.lock().insert(name);
+                }
+                Err((name, code)) => {
+                    return Err(Error::backend(
+                        BACKEND,
+                        format!("creating topic `{name}`"),
+                        code.to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a produce to `topic` goes, for its span and its errors.
+    pub(crate) fn target<'a>(&'a self, topic: &'a str, redacted: &'a str) -> PublishTarget<'a> {
+        PublishTarget::new(BACKEND, topic, redacted, self.config.publish_timeout)
+    }
+
+    /// Produces `records` and waits for every acknowledgement, until
+    /// `publish_timeout`.
+    pub(crate) async fn produce(&self, records: &[Outgoing]) -> Result<()> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        let redacted = self.config.redacted_servers();
+        let target = self.target(&first.topic, &redacted);
+        let what = format!("{} record(s)", records.len());
+        target
+            .send(&what, || self.send_records(&target, &what, records))
+            .await
+    }
+
+    /// One produce of `records` for [`PublishTarget::send`]: every failure
+    /// is final (a produce that failed may have written some records).
+    pub(crate) async fn send_records(
+        &self,
+        target: &PublishTarget<'_>,
+        what: &str,
+        records: &[Outgoing],
+    ) -> std::result::Result<(), SendError> {
+        self.try_produce(records).await.map_err(|e| match e {
+            // librdkafka's own message.timeout.ms (= publish_timeout) ran out.
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                SendError::Fatal(target.timed_out(what))
+            }
+            e => {
+                let topic = records.first().map_or("", |r| r.topic.as_str());
+                SendError::Fatal(kafka_err(format!("producing to `{topic}`"), e))
+            }
+        })
+    }
+
+    /// Enqueues every record (waiting while the producer's queue is full)
+    /// and waits for their acknowledgements; the caller bounds the wait.
+    async fn try_produce(&self, records: &[Outgoing]) -> Result<(), KafkaError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            let mut record = FutureRecord::to(&r.topic)
+                .key(&r.key)
+                .payload(&r.payload)
+                .headers(r.headers.clone());
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e),
+                Err(_) => return Err(KafkaError::Canceled),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Client {
+    pub(crate) async fn connect(config: KafkaBusConfig) -> Result<Client> {
+        config.validate()?;
+        let mut producer_config = client_config(&config);
+        if let Some(n) = config.max_batch_records {
+            producer_config.set("batch.num.messages", n.to_string());
+        }
+        let producer: FutureProducer = producer_config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", config.compression.as_str())
+            .set(
+                "message.timeout.ms",
+                config.publish_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "2")
+            .create()
+            .map_err(|e| kafka_err("creating the producer", e))?;
+        let admin: AdminClient<DefaultClientContext> = client_config(&config)
+            .create()
+            .map_err(|e| kafka_err("creating the admin client", e))?;
+        let client = Client {
+            config,
+            producer,
+            admin,
+            created: Mutex::new(HashSet::new()),
+            stats: Counters::default(),
+            groups: Mutex::new(BTreeSet::new()),
+        };
+        client
+            .ensure_topics(&[client.config.events_topic()])
+            .await?;
+        Ok(client)
+    }
+}

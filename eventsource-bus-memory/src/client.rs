@@ -1,0 +1,72 @@
+//! What every handle onto a memory bus shares: its groups, its dead
+//! letters and its counters (the bottom of the crate: it imports no other
+//! module of it but the config and the groups).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use eventsource_core::driver::Counters;
+use eventsource_core::{DeadLetter, DeadLetterQuery};
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::group::Group;
+use crate::MemoryBusConfig;
+
+/// The state behind a [`MemoryBus`](crate::MemoryBus) and its dead-letter queue.
+pub(crate) struct Client {
+    pub(crate) config: MemoryBusConfig,
+    pub(crate) groups: Mutex<HashMap<String, Arc<Group>>>,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) stats: Counters,
+}
+
+impl Client {
+    pub(crate) fn group(&self, name: &str) -> Option<Arc<Group>> {
+        self.groups.lock().get(name).cloned()
+    }
+}
+
+/// Dead letters keyed by a sequence number, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct DeadLetters {
+    letters: Mutex<BTreeMap<u64, DeadLetter>>,
+    next_id: AtomicU64,
+}
+
+impl DeadLetters {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, DeadLetter>> {
+        self.letters.lock()
+    }
+
+    /// Stores a dead letter, giving it the next id.
+    pub(crate) fn insert(&self, mut letter: DeadLetter) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        letter.id = id.to_string();
+        self.lock().insert(id, letter);
+    }
+
+    pub(crate) fn count_for(&self, group: &str) -> u64 {
+        self.lock().values().filter(|l| l.group() == group).count() as u64
+    }
+
+    pub(crate) fn list(&self, query: &DeadLetterQuery) -> Vec<DeadLetter> {
+        self.lock()
+            .values()
+            .filter(|l| query.group.as_deref().is_none_or(|g| g == l.group()))
+            .take(query.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn remove(&self, id: &str) -> Option<DeadLetter> {
+        let key: u64 = id.parse().ok()?;
+        self.lock().remove(&key)
+    }
+
+    pub(crate) fn restore(&self, letter: DeadLetter) {
+        if let Ok(key) = letter.id.parse() {
+            self.lock().insert(key, letter);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The layer for backend authors: everything a bus does the same way on
+//! every broker, so a backend writes only what its broker does differently.
+//!
+//! # How a backend fits together
+//!
+//! ```text
+//!  publish ──► publish::publish ──► backend send (XADD, basic.publish, produce)
+//!
+//!  broker ──► reader (backend) ──► intake::triage ──► KeyedQueue ──► run_worker × concurrency
+//!                                      │  Skip: ack                      │ attempt (retries, backoff,
+//!                                      │  DeadLetter: Failure            │   panics, span)
+//!                                      ▼                                 ▼
+//!                              backend dead letter              Settle (backend): ack, or
+//!                                                               dead-letter + ack
+//! ```
+//!
+//! - **Reader** (the backend's own loop: XREADGROUP and XAUTOCLAIM, a lapin
+//!   consumer stream, a Kafka poll with rebalances). It fetches, holds a
+//!   prefetch slot per message, decodes, and asks [`triage`] what to do:
+//!   [`Intake::Handle`] goes into the [`KeyedQueue`] as a [`Delivery`]
+//!   carrying the backend's token (entry id, delivery tag, offset);
+//!   [`Intake::Skip`] is acked; [`Intake::DeadLetter`] is written to the
+//!   DLQ at once with its [`Failure`](crate::Failure).
+//! - **[`KeyedQueue`]** hands out at most one delivery per aggregate at a
+//!   time, in arrival order per aggregate; the worker that finishes an
+//!   aggregate gets its next delivery, so order holds without a race.
+//! - **Workers** ([`run_worker`], `concurrency` per member) take a
+//!   delivery, [`attempt`] it under the subscription's
+//!   [`RetryPolicy`](crate::RetryPolicy) inside an `eventsource.handle`
+//!   span, count it in [`Counters`], and give it to the backend's
+//!   [`Settle`]: ack on [`Outcome::Handled`], dead-letter then ack on
+//!   [`Outcome::DeadLetter`]. A stop during a backoff
+//!   ([`Outcome::Interrupted`]) leaves it unacked for redelivery.
+//! - **[`Members`]** is the bus's bookkeeping: open or shut down, which
+//!   members run with which filter (one filter per group), and stopping
+//!   them all within a deadline ([`join_tasks`]).
+//! - **Publishing** goes through [`publish()`]: the closed check, the
+//!   trace stamp, the span, one deadline with retries of transient
+//!   failures ([`PublishTarget`]), the count.
+//!
+//! What stays in the backend is what differs for real reasons: how
+//! messages are fetched, leased and taken over (Redis), reconnected
+//! (RabbitMQ), or rebalanced (Kafka), and how a dead letter is stored.
+
+mod counters;
+mod intake;
+mod member;
+pub mod publish;
+mod queue;
+mod settle;
+mod worker;
+
+pub use counters::Counters;
+pub use intake::{triage, Intake};
+pub use member::{join_tasks, Member, Members};
+pub use publish::{publish, stamp, PublishTarget, SendError, Stamped};
+pub use queue::{Delivery, KeyedQueue};
+pub use settle::Settle;
+pub use worker::{attempt, run_worker, Outcome};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! The publish pipeline every backend runs: refuse once the bus is closed,
+//! stamp the caller's trace context, open the `eventsource.publish` span,
+//! send with a retry of transient failures inside one deadline, and count.
+//!
+//! The backend supplies only the send: an XADD pipeline, confirmed AMQP
+//! publishes, a batch of Kafka produces, a push into in-process groups.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use super::{Counters, Member, Members};
+use crate::{Error, EventEnvelope, Result};
+
+/// How one send attempt failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// The broker was unreachable or dropped the connection: worth another
+    /// try while the deadline allows.
+    Transient(Error),
+    /// Anything else: returned at once.
+    Fatal(Error),
+}
+
+/// Where a publish goes and how long it may take: what the pipeline puts
+/// in its span and in a [`Error::Timeout`].
+#[derive(Debug, Clone)]
+pub struct PublishTarget<'a> {
+    backend: &'static str,
+    destination: Cow<'a, str>,
+    broker: Cow<'a, str>,
+    timeout: Option<Duration>,
+    first_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl<'a> PublishTarget<'a> {
+    /// A publish by `backend` to `destination` (stream, exchange, topic)
+    /// on `broker` (already redacted), given up after `timeout`.
+    pub fn new(
+        backend: &'static str,
+        destination: impl Into<Cow<'a, str>>,
+        broker: impl Into<Cow<'a, str>>,
+        timeout: Duration,
+    ) -> Self {
+        PublishTarget {
+            backend,
+            destination: destination.into(),
+            broker: broker.into(),
+            timeout: Some(timeout),
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// No deadline of the pipeline's own: the send bounds itself (the
+    /// memory bus's bounded groups name the group that is full).
+    #[must_use]
+    pub fn self_bounded(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
+    /// The wait before the first retry of a transient failure, doubled up
+    /// to `max` (default 50 ms to 1 s).
+    #[must_use]
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.first_backoff = first;
+        self.max_backoff = max.max(first);
+        self
+    }
+
+    /// Runs `send` until it succeeds, fails with [`SendError::Fatal`], or
+    /// the timeout passes: then [`Error::Timeout`], whatever the client
+    /// library's own timeouts, so a broker that hangs never holds the
+    /// caller past it. `what` says what was sent (`"3 event(s)"`).
+    pub async fn send<F, Fut>(&self, what: &str, mut send: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<(), SendError>>,
+    {
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut delay = self.first_backoff;
+        loop {
+            let sent = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, send()).await {
+                    Ok(sent) => sent,
+                    Err(_) => return Err(self.timed_out(what)),
+                },
+                None => send().await,
+            };
+            let retry_fits = deadline.is_none_or(|d| tokio::time::Instant::now() + delay < d);
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(SendError::Transient(e)) if retry_fits => {
+                    tracing::warn!(backend = self.backend, destination = %self.destination, error = %e, ?delay, "publish failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.max_backoff);
+                }
+                Err(SendError::Transient(e) | SendError::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// The [`Error::Timeout`] of a publish of `what` to this target (for a
+    /// client library that reports its own timeout).
+    pub fn timed_out(&self, what: &str) -> Error {
+        Error::Timeout {
+            operation: format!(
+                "{}: publishing {what} to `{}` on {} (no acknowledgement from the broker)",
+                self.backend, self.destination, self.broker
+            ),
+            after: self.timeout.unwrap_or_default(),
+        }
+    }
+}
+
+/// Events ready to publish: each carries a trace context, the current
+/// span's where it had none, so a handler's span becomes a child of the
+/// span that published. Made by [`stamp`]; [`publish()`] takes nothing else.
+#[derive(Debug)]
+pub struct Stamped<'e>(Cow<'e, [EventEnvelope]>);
+
+impl std::ops::Deref for Stamped<'_> {
+    type Target = [EventEnvelope];
+
+    fn deref(&self) -> &[EventEnvelope] {
+        &self.0
+    }
+}
+
+/// Stamps `events` (borrowed as they are when there is nothing to stamp:
+/// no trace context, or every event has one already).
+pub fn stamp(events: &[EventEnvelope]) -> Stamped<'_> {
+    match crate::trace::current_traceparent() {
+        Some(tp)
+            if events
+                .iter()
+                .any(|e| !e.metadata.contains_key(crate::trace::TRACEPARENT)) =>
+        {
+            let mut owned = events.to_vec();
+            for e in &mut owned {
+                e.metadata
+                    .entry(crate::trace::TRACEPARENT.to_owned())
+                    .or_insert_with(|| tp.clone());
+            }
+            Stamped(Cow::Owned(owned))
+        }
+        _ => Stamped(Cow::Borrowed(events)),
+    }
+}
+
+/// The whole pipeline of [`EventBus::publish`](crate::EventBus::publish):
+/// [`Error::ShutDown`] once `members` is shut down; nothing to do for no
+/// events; otherwise `send` through [`PublishTarget::send`] inside an
+/// `eventsource.publish` span, then the events counted as published.
+///
+/// ```ignore
+/// publish(&members, &counters, &target, &stamp(events), |events| async move {
+///     broker.send(encode(events)).await.map_err(classify)
+/// })
+/// .await
+/// ```
+pub async fn publish<'s, M, F, Fut>(
+    members: &Members<M>,
+    counters: &Counters,
+    target: &PublishTarget<'_>,
+    events: &'s Stamped<'_>,
+    mut send: F,
+) -> Result<()>
+where
+    M: Member,
+    F: FnMut(&'s [EventEnvelope]) -> Fut,
+    Fut: Future<Output = std::result::Result<(), SendError>>,
+{
+    members.check_open()?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let span = tracing::info_span!(
+        "eventsource.publish",
+        backend = target.backend,
+        destination = %target.destination,
+        events = events.len(),
+    );
+    let what = format!("{} event(s)", events.len());
+    let events: &'s [EventEnvelope] = events;
+    target.send(&what, || send(events)).instrument(span).await?;
+    counters.published(events.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(timeout: Duration) -> PublishTarget<'static> {
+        PublishTarget::new("test", "events", "broker:1", timeout)
+            .backoff(Duration::from_millis(1), Duration::from_millis(2))
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_until_one_send_succeeds() {
+        let mut tries = 0;
+        target(Duration::from_secs(5))
+            .send("1 event(s)", || {
+                tries += 1;
+                let fail = tries < 3;
+                async move {
+                    if fail {
+                        Err(SendError::Transient(Error::Config("down".into())))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await
+            .expect("the third try goes through");
+        assert_eq!(tries, 3);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_failure_is_returned_at_once() {
+        let mut tries = 0;
+        let err = target(Duration::from_secs(5))
+            .send("1 event(s)", || {
+                tries += 1;
+                async { Err(SendError::Fatal(Error::Config("bad".into()))) }
+            })
+            .await
+            .expect_err("fatal");
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert_eq!(tries, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_that_hangs_is_a_timeout_naming_the_destination() {
+        let err = target(Duration::from_secs(2))
+            .send("4 event(s)", std::future::pending)
+            .await
+            .expect_err("hangs");
+        let Error::Timeout { operation, after } = &err else {
+            panic!("not a timeout: {err}")
+        };
+        assert_eq!(*after, Duration::from_secs(2));
+        assert!(
+            operation.contains("4 event(s)") && operation.contains("`events`"),
+            "{operation}"
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! The keyed work queue: at most one delivery per aggregate out at a time,
+//! in arrival order per aggregate, different aggregates in parallel.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+use crate::EventEnvelope;
+
+/// One message on its way to a handler: the event, the backend's token to
+/// ack it with, and its failure history.
+#[derive(Debug, Clone)]
+pub struct Delivery<T> {
+    /// The event.
+    pub envelope: Arc<EventEnvelope>,
+    /// The backend's handle on the message (entry id, delivery tag, offset).
+    pub token: T,
+    /// Attempts already made.
+    pub attempts: u32,
+    /// When the first attempt failed.
+    pub first_failed_at: Option<DateTime<Utc>>,
+}
+
+impl<T> Delivery<T> {
+    /// A fresh delivery.
+    pub fn new(envelope: Arc<EventEnvelope>, token: T) -> Self {
+        Delivery {
+            envelope,
+            token,
+            attempts: 0,
+            first_failed_at: None,
+        }
+    }
+
+    /// The ordering key: the aggregate id.
+    pub fn key(&self) -> &str {
+        &self.envelope.aggregate_id
+    }
+}
+
+struct Queue<T> {
+    /// Deliveries in arrival order, not yet looked at.
+    ready: VecDeque<Delivery<T>>,
+    /// Deliveries whose aggregate is being handled, per aggregate, in order.
+    waiting: HashMap<String, VecDeque<Delivery<T>>>,
+    /// Aggregates with a delivery out right now.
+    busy: HashSet<String>,
+    /// `ready` + `waiting` lengths.
+    queued: usize,
+}
+
+/// A bounded queue that hands out at most one delivery per aggregate at a
+/// time, in arrival order per aggregate.
+///
+/// The worker that [`finish`](Self::finish)es an aggregate gets that
+/// aggregate's next delivery back and must handle it next, so order holds
+/// without another worker racing for it.
+pub struct KeyedQueue<T> {
+    capacity: usize,
+    queue: Mutex<Queue<T>>,
+    work: Notify,
+    room: Notify,
+}
+
+impl<T> std::fmt::Debug for KeyedQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.lock();
+        f.debug_struct("KeyedQueue")
+            .field("capacity", &self.capacity)
+            .field("queued", &q.queued)
+            .field("busy", &q.busy.len())
+            .finish()
+    }
+}
+
+impl<T> KeyedQueue<T> {
+    /// A queue that holds at most `capacity` deliveries not yet taken.
+    pub fn new(capacity: usize) -> Self {
+        KeyedQueue {
+            capacity: capacity.max(1),
+            queue: Mutex::new(Queue {
+                ready: VecDeque::new(),
+                waiting: HashMap::new(),
+                busy: HashSet::new(),
+                queued: 0,
+            }),
+            work: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<T>> {
+        self.queue.lock()
+    }
+
+    /// Appends a delivery, waiting for room; gives it back if `deadline`
+    /// passes first.
+    pub async fn push(
+        &self,
+        delivery: Delivery<T>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), Delivery<T>> {
+        let mut delivery = Some(delivery);
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut q = self.lock();
+                if q.queued < self.capacity {
+                    q.queued += 1;
+                    if let Some(d) = delivery.take() {
+                        q.ready.push_back(d);
+                    }
+                    drop(q);
+                    self.work.notify_one();
+                    return Ok(());
+                }
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                        return Err(delivery.take().expect("delivery kept until pushed"));
+                    }
+                }
+                None => room.await,
+            }
+        }
+    }
+
+    /// Appends a delivery regardless of capacity (replays, reclaimed messages).
+    pub fn push_now(&self, delivery: Delivery<T>) {
+        let mut q = self.lock();
+        q.queued += 1;
+        q.ready.push_back(delivery);
+        drop(q);
+        self.work.notify_one();
+    }
+
+    /// Puts back a delivery that was taken but not finished, ahead of
+    /// everything else, and frees its aggregate.
+    pub fn requeue(&self, delivery: Delivery<T>) {
+        let mut q = self.lock();
+        q.busy.remove(delivery.key());
+        q.queued += 1;
+        q.ready.push_front(delivery);
+        drop(q);
+        self.work.notify_one();
+    }
+
+    /// Takes the next delivery whose aggregate is not busy, waiting for one.
+    pub async fn take(&self) -> Delivery<T> {
+        loop {
+            let work = self.work.notified();
+            tokio::pin!(work);
+            work.as_mut().enable();
+            if let Some(d) = self.try_take() {
+                return d;
+            }
+            work.await;
+        }
+    }
+
+    /// Takes the next delivery whose aggregate is not busy, if any.
+    pub fn try_take(&self) -> Option<Delivery<T>> {
+        let mut q = self.lock();
+        while let Some(d) = q.ready.pop_front() {
+            if q.busy.contains(d.key()) {
+                q.waiting
+                    .entry(d.key().to_owned())
+                    .or_default()
+                    .push_back(d);
+                continue;
+            }
+            q.busy.insert(d.key().to_owned());
+            q.queued -= 1;
+            let more = !q.ready.is_empty();
+            drop(q);
+            self.room.notify_one();
+            if more {
+                // Let another idle worker look at the rest.
+                self.work.notify_one();
+            }
+            return Some(d);
+        }
+        None
+    }
+
+    /// Marks `key` finished. Returns the next waiting delivery of the same
+    /// aggregate, which the caller must handle next (the aggregate stays
+    /// busy), or `None` when the aggregate is free again.
+    pub fn finish(&self, key: &str) -> Option<Delivery<T>> {
+        let mut q = self.lock();
+        let next = q.waiting.get_mut(key).and_then(VecDeque::pop_front);
+        if q.waiting.get(key).is_some_and(VecDeque::is_empty) {
+            q.waiting.remove(key);
+        }
+        match next {
+            Some(d) => {
+                q.queued -= 1;
+                drop(q);
+                self.room.notify_one();
+                Some(d)
+            }
+            None => {
+                q.busy.remove(key);
+                drop(q);
+                // Deliveries of other aggregates may have piled up behind this one.
+                self.work.notify_one();
+                None
+            }
+        }
+    }
+
+    /// Deliveries queued and not yet taken.
+    pub fn queued(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Aggregates with a delivery out.
+    pub fn in_flight(&self) -> usize {
+        self.lock().busy.len()
+    }
+
+    /// Removes and returns everything not yet taken (for shutdown).
+    pub fn drain(&self) -> Vec<Delivery<T>> {
+        let mut q = self.lock();
+        let mut all: Vec<Delivery<T>> = q.ready.drain(..).collect();
+        for (_, w) in q.waiting.drain() {
+            all.extend(w);
+        }
+        q.queued = 0;
+        all
+    }
+
+    /// Removes and returns the deliveries not yet taken whose token `f`
+    /// selects (a Kafka member's revoked partitions), keeping the others
+    /// in order. A delivery already out is not touched.
+    pub fn remove_where(&self, mut f: impl FnMut(&T) -> bool) -> Vec<Delivery<T>> {
+        let mut q = self.lock();
+        let mut removed = Vec::new();
+        let mut sift = |deliveries: VecDeque<Delivery<T>>| -> VecDeque<Delivery<T>> {
+            deliveries
+                .into_iter()
+                .filter_map(|d| {
+                    if f(&d.token) {
+                        removed.push(d);
+                        None
+                    } else {
+                        Some(d)
+                    }
+                })
+                .collect()
+        };
+        q.ready = sift(std::mem::take(&mut q.ready));
+        for waiting in q.waiting.values_mut() {
+            *waiting = sift(std::mem::take(waiting));
+        }
+        q.waiting.retain(|_, w| !w.is_empty());
+        q.queued -= removed.len();
+        drop(q);
+        if !removed.is_empty() {
+            self.room.notify_waiters();
+        }
+        removed
+    }
+
+    /// Applies `f` to the tokens of every delivery queued (not taken).
+    pub fn for_each_token(&self, mut f: impl FnMut(&T)) {
+        let q = self.lock();
+        q.ready
+            .iter()
+            .chain(q.waiting.values().flatten())
+            .for_each(|d| f(&d.token));
+    }
+}

@@ -1,0 +1,158 @@
+//! The queue and worker working together.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::DomainEvent;
+use crate::{EventEnvelope, Subscription};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+struct Ping;
+impl DomainEvent for Ping {
+    fn event_type(&self) -> &str {
+        "Ping"
+    }
+    fn aggregate_type(&self) -> &str {
+        "Test"
+    }
+}
+
+fn delivery(agg: &str, version: u64) -> Delivery<()> {
+    Delivery::new(
+        Arc::new(EventEnvelope::new(agg, version, &Ping).expect("encode")),
+        (),
+    )
+}
+
+#[tokio::test]
+async fn one_aggregate_at_a_time_in_order() {
+    let q = KeyedQueue::new(10);
+    for (agg, v) in [("a", 1), ("a", 2), ("b", 1), ("a", 3)] {
+        q.push(delivery(agg, v), None).await.expect("room");
+    }
+    let first = q.try_take().expect("a1");
+    assert_eq!((first.key(), first.envelope.aggregate_version), ("a", 1));
+    let second = q.try_take().expect("b1 skips busy a");
+    assert_eq!(second.key(), "b");
+    assert!(q.try_take().is_none(), "a2 and a3 wait for a1");
+    assert_eq!(
+        q.finish("a")
+            .expect("a2 handed over")
+            .envelope
+            .aggregate_version,
+        2
+    );
+    assert_eq!(
+        q.finish("a")
+            .expect("a3 handed over")
+            .envelope
+            .aggregate_version,
+        3
+    );
+    assert!(q.finish("a").is_none());
+    assert!(q.finish("b").is_none());
+    assert_eq!(q.queued(), 0);
+    assert_eq!(q.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn full_queue_waits_then_gives_the_delivery_back() {
+    let q = KeyedQueue::new(1);
+    q.push(delivery("a", 1), None).await.expect("room");
+    let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+    let back = q
+        .push(delivery("a", 2), Some(soon))
+        .await
+        .expect_err("no room");
+    assert_eq!(back.envelope.aggregate_version, 2);
+    let _taken = q.try_take().expect("a1");
+    q.push(back, Some(soon + Duration::from_secs(1)))
+        .await
+        .expect("room again");
+}
+
+#[tokio::test]
+async fn requeued_delivery_comes_first_and_frees_its_key() {
+    let q = KeyedQueue::new(10);
+    q.push(delivery("a", 1), None).await.expect("room");
+    q.push(delivery("b", 1), None).await.expect("room");
+    let a1 = q.try_take().expect("a1");
+    q.requeue(a1);
+    assert_eq!(q.try_take().expect("a1 again").key(), "a");
+    let mut tokens = 0;
+    q.for_each_token(|()| tokens += 1);
+    assert_eq!(tokens, 1, "b1 still queued");
+    assert_eq!(q.drain().len(), 1);
+    assert_eq!(q.queued(), 0);
+}
+
+struct PanicsOnce(
+    std::sync::atomic::AtomicBool,
+    tokio::sync::mpsc::UnboundedSender<String>,
+);
+
+#[async_trait::async_trait]
+impl Settle<()> for PanicsOnce {
+    async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            panic!("settle bug");
+        }
+        let _ = self.1.send(delivery.key().to_owned());
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_panics_outside_the_handler_is_restarted() {
+    let q = KeyedQueue::new(10);
+    for agg in ["a", "b", "c"] {
+        q.push(delivery(agg, 1), None).await.expect("room");
+    }
+    let sub = Subscription::builder("g")
+        .handler(crate::handler_fn(|_e| async { Ok(()) }))
+        .build()
+        .expect("valid");
+    let (tx, mut settled) = tokio::sync::mpsc::unbounded_channel();
+    let settle = PanicsOnce(std::sync::atomic::AtomicBool::new(false), tx);
+    let (stop, counters) = (CancellationToken::new(), Counters::default());
+    let worker = run_worker("test", &q, &sub, &stop, &counters, &settle);
+    let check = async {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(settled.recv().await.expect("open"));
+        }
+        stop.cancel();
+        got
+    };
+    let ((), got) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(worker, check)
+    })
+    .await
+    .expect("the worker goes on after the panic");
+    assert_eq!(got, ["b", "c"], "a's settle panicked; b and c still settle");
+    assert_eq!(counters.snapshot().worker_restarts, 1);
+    assert_eq!(q.in_flight(), 0, "a is free again");
+}
+
+#[tokio::test]
+async fn remove_where_takes_queued_and_waiting_deliveries_only() {
+    let q = KeyedQueue::new(10);
+    for (agg, v) in [("a", 1), ("a", 2), ("b", 1), ("c", 1)] {
+        q.push(delivery(agg, v), None).await.expect("room");
+    }
+    let a1 = q.try_take().expect("a1");
+    assert_eq!(q.try_take().expect("b1").key(), "b"); // a2 now waits behind a1
+    let removed = q.remove_where(|()| true);
+    assert_eq!(
+        removed.len(),
+        2,
+        "a2 (waiting) and c1 (ready); a1 and b1 are out"
+    );
+    assert_eq!(q.queued(), 0);
+    assert!(q.finish(a1.key()).is_none(), "a2 was removed");
+    assert!(q.finish("b").is_none());
+}

@@ -1,0 +1,198 @@
+//! The attempt loop (retries, backoff, panics) and the worker loop that
+//! takes deliveries from the queue, attempts them and settles them.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{Counters, Delivery, KeyedQueue, Settle};
+use crate::{Failure, FailureKind, Subscription};
+
+/// What [`attempt`] made of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded: ack it.
+    Handled,
+    /// Attempts are used up or the failure is permanent: dead-letter it,
+    /// then ack it. The failure's `source` is empty: the backend's
+    /// [`Settle`] fills it in ([`Failure::from_source`]).
+    DeadLetter(Failure),
+    /// `stop` fired during a retry backoff: leave it unacked for redelivery.
+    Interrupted,
+}
+
+/// Runs the subscription's handler on `delivery` until it succeeds, the
+/// failure is permanent, the attempts run out, or `stop` fires during a
+/// backoff. Panics count as failures. Updates `delivery.attempts` and
+/// `first_failed_at`. A handler already running when `stop` fires is let
+/// finish.
+pub async fn attempt<T>(
+    subscription: &Subscription,
+    delivery: &mut Delivery<T>,
+    stop: &CancellationToken,
+) -> Outcome {
+    let retry = subscription.retry();
+    loop {
+        delivery.attempts += 1;
+        let result = AssertUnwindSafe(subscription.handler().handle(&delivery.envelope))
+            .catch_unwind()
+            .await;
+        let (error, permanent) = match result {
+            Ok(Ok(())) => return Outcome::Handled,
+            Ok(Err(e)) => (e.to_string(), e.is_permanent()),
+            Err(panic) => (
+                format!("handler panicked: {}", panic_message(&*panic)),
+                false,
+            ),
+        };
+        let now = Utc::now();
+        delivery.first_failed_at.get_or_insert(now);
+        if permanent || !retry.should_retry(delivery.attempts) {
+            tracing::warn!(
+                group = subscription.group(),
+                event_id = %delivery.envelope.event_id,
+                attempts = delivery.attempts,
+                %error,
+                "dead-lettering event"
+            );
+            return Outcome::DeadLetter(Failure {
+                error,
+                kind: if permanent {
+                    FailureKind::Permanent
+                } else {
+                    FailureKind::Exhausted
+                },
+                attempts: delivery.attempts,
+                first_failed_at: delivery.first_failed_at.unwrap_or(now),
+                last_failed_at: now,
+                group: subscription.group().to_owned(),
+                source: String::new(),
+                handler: Some(subscription.handler().name().to_owned()),
+            });
+        }
+        let delay: Duration = retry.delay_before(delivery.attempts + 1);
+        tracing::debug!(attempt = delivery.attempts, ?delay, %error, "handler failed, retrying");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return Outcome::Interrupted,
+        }
+    }
+}
+
+/// The worker loop every backend runs `concurrency` times per member:
+/// take a delivery, [`attempt`] it, count it, [`Settle`] it, then take
+/// the same aggregate's next delivery if one is waiting. Returns when
+/// `stop` fires; a handler already running finishes first, and what was
+/// taken but not finished goes back to the queue.
+///
+/// A panic outside the handler (handler panics are caught by [`attempt`])
+/// does not end the worker: it frees the aggregate it was working on,
+/// counts a restart in [`BusStats::worker_restarts`](crate::BusStats::worker_restarts),
+/// logs an error, and goes on, so the other aggregates keep flowing. The
+/// message it held is not acked, and is delivered again.
+pub async fn run_worker<T: Send>(
+    backend: &'static str,
+    queue: &KeyedQueue<T>,
+    subscription: &Subscription,
+    stop: &CancellationToken,
+    counters: &Counters,
+    settle: &dyn Settle<T>,
+) {
+    loop {
+        let holding: Mutex<Option<String>> = Mutex::new(None);
+        let run = AssertUnwindSafe(work(
+            backend,
+            queue,
+            subscription,
+            stop,
+            counters,
+            settle,
+            &holding,
+        ))
+        .catch_unwind()
+        .await;
+        let Err(panic) = run else { return };
+        counters.worker_restarted();
+        let key = holding.lock().take();
+        tracing::error!(
+            backend,
+            group = subscription.group(),
+            aggregate_id = key.as_deref().unwrap_or("-"),
+            panic = %panic_message(&*panic),
+            "worker panicked outside the handler; restarting it (the message it held is delivered again)"
+        );
+        if let Some(key) = key {
+            // Free the aggregate; its next delivery, if one waits, goes back first.
+            if let Some(next) = queue.finish(&key) {
+                queue.requeue(next);
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+async fn work<T: Send>(
+    backend: &'static str,
+    queue: &KeyedQueue<T>,
+    subscription: &Subscription,
+    stop: &CancellationToken,
+    counters: &Counters,
+    settle: &dyn Settle<T>,
+    holding: &Mutex<Option<String>>,
+) {
+    loop {
+        let mut next = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            d = queue.take() => Some(d),
+        };
+        while let Some(mut delivery) = next.take() {
+            *holding.lock() = Some(delivery.key().to_owned());
+            let span = tracing::info_span!(
+                "eventsource.handle",
+                backend,
+                group = subscription.group(),
+                event_id = %delivery.envelope.event_id,
+                event_type = %delivery.envelope.event_type,
+                aggregate_id = %delivery.envelope.aggregate_id,
+            );
+            crate::trace::set_parent(&span, &delivery.envelope);
+            let outcome =
+                tracing::Instrument::instrument(attempt(subscription, &mut delivery, stop), span)
+                    .await;
+            counters.record(&delivery, &outcome);
+            if outcome == Outcome::Interrupted {
+                queue.requeue(delivery);
+                return;
+            }
+            let envelope = Arc::clone(&delivery.envelope);
+            settle.settle(delivery, outcome).await;
+            *holding.lock() = None;
+            next = queue.finish(&envelope.aggregate_id);
+            if stop.is_cancelled() {
+                if let Some(d) = next.take() {
+                    queue.requeue(d);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,98 @@
+//! Why a message was given up on: one type for the worker's verdict, the
+//! dead letter on the broker, and what an operator lists.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What kind of failure sent a message to the dead-letter queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The handler failed (returned an error or panicked) on every attempt
+    /// the retry policy allowed.
+    Exhausted,
+    /// The handler returned a permanent error: not retried.
+    Permanent,
+    /// The message could not be decoded into an event: no handler ran.
+    Undecodable,
+}
+
+impl FailureKind {
+    /// The kind as written on the wire (`exhausted`, `permanent`, `undecodable`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Exhausted => "exhausted",
+            FailureKind::Permanent => "permanent",
+            FailureKind::Undecodable => "undecodable",
+        }
+    }
+
+    /// Parses [`as_str`](Self::as_str)'s spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Exhausted, Self::Permanent, Self::Undecodable]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a consumer group gave up on a message, and where it came from.
+///
+/// Carried by the worker's [`Outcome::DeadLetter`](crate::driver::Outcome::DeadLetter),
+/// written to the broker by [`wire::dead_letter`](crate::wire::dead_letter)
+/// (one spelling for every backend) and read back into
+/// [`DeadLetter::failure`](crate::DeadLetter::failure).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The last error, as text.
+    pub error: String,
+    /// What kind of failure it was.
+    pub kind: FailureKind,
+    /// How many times a handler ran on it (0 when it did not decode).
+    pub attempts: u32,
+    /// When the first attempt failed.
+    pub first_failed_at: DateTime<Utc>,
+    /// When the last attempt failed.
+    pub last_failed_at: DateTime<Utc>,
+    /// The consumer group that gave up.
+    pub group: String,
+    /// Where the message came from: stream and entry, queue and routing
+    /// key, or topic, partition and offset (the backend's notation).
+    pub source: String,
+    /// The handler that failed (its type name), when one ran.
+    pub handler: Option<String>,
+}
+
+impl Failure {
+    /// A message of `group` from `source` that could not be decoded.
+    pub fn undecodable(
+        group: impl Into<String>,
+        source: impl Into<String>,
+        reason: impl std::fmt::Display,
+    ) -> Self {
+        let now = Utc::now();
+        Failure {
+            error: format!("cannot decode message: {reason}"),
+            kind: FailureKind::Undecodable,
+            attempts: 0,
+            first_failed_at: now,
+            last_failed_at: now,
+            group: group.into(),
+            source: source.into(),
+            handler: None,
+        }
+    }
+
+    /// The same failure, with `source` filled in (the worker's verdict
+    /// does not know the backend's notation; its settle does).
+    #[must_use]
+    pub fn from_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+}
