@@ -9,7 +9,7 @@ use chrono::Utc;
 use eventsource_core::{BoxError, Error, EventStore, RecordedEvent, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{db_err, ts};
+use crate::schema::{db_err, ts};
 use crate::SqlEventStore;
 
 /// Builds a read model from events in global order.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{db_err, ts};
+use crate::schema::{db_err, ts};
 use crate::{Dialect, SqlEventStore};
 
 /// How the relay polls and backs off.

@@ -1,10 +1,22 @@
-//! Embedded migrations, one list per dialect, applied in order at connect.
+//! Embedded migrations, one list per dialect, applied in order at connect,
+//! and how values are written into the schema (the bottom of the crate).
 
-use eventsource_core::Result;
+use chrono::{DateTime, SecondsFormat, Utc};
+use eventsource_core::{Error, Result};
 use sqlx::AnyPool;
 
-use crate::store::db_err;
 use crate::Dialect;
+
+/// Maps a sqlx error into the core error, naming the database and the operation.
+pub(crate) fn db_err(backend: &'static str, context: impl Into<String>, e: sqlx::Error) -> Error {
+    Error::backend(backend, context, e)
+}
+
+/// Timestamps are stored as RFC 3339 text in UTC with nanoseconds, so an
+/// envelope reads back exactly as it was appended.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
 
 /// Migration 1, with `{SERIAL}` (an auto-increment primary key) and
 /// `{INT64}` filled in per dialect.

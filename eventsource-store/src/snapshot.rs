@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::store::{db_err, ts};
+use crate::schema::{db_err, ts};
 use crate::SqlEventStore;
 
 /// When to snapshot, and which snapshots are still valid.

@@ -1,7 +1,7 @@
 //! [`SqlEventStore`]: the [`EventStore`] on SQLite or PostgreSQL.
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use eventsource_core::{
     check_batch, redact_url, AppendResult, Error, EventEnvelope, EventStore, ExpectedVersion,
     RecordedEvent, Result,
@@ -9,18 +9,8 @@ use eventsource_core::{
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-use crate::{schema, Dialect, StoreConfig};
-
-/// Maps a sqlx error into the core error, naming the database and the operation.
-pub(crate) fn db_err(backend: &'static str, context: impl Into<String>, e: sqlx::Error) -> Error {
-    Error::backend(backend, context, e)
-}
-
-/// Timestamps are stored as RFC 3339 text in UTC with nanoseconds, so an
-/// envelope reads back exactly as it was appended.
-pub(crate) fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
+use crate::schema::{self, db_err, ts};
+use crate::{Dialect, StoreConfig};
 
 /// An event store on SQLite (embedded) or PostgreSQL (production), chosen by URL.
 ///

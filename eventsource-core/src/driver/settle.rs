@@ -2,7 +2,7 @@
 
 use super::{Delivery, Outcome};
 
-/// What a backend does with a delivery once [`attempt`] is done with it:
+/// What a backend does with a delivery once [`attempt`](super::attempt) is done with it:
 /// ack it ([`Outcome::Handled`]), or dead-letter and ack it
 /// ([`Outcome::DeadLetter`]). [`Outcome::Interrupted`] never reaches it.
 #[async_trait::async_trait]
