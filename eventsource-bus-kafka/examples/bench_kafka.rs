@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsource_bus_kafka::{KafkaBus, KafkaBusConfig};
-use eventsource_core::testkit::probe;
 use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
+use eventsource_testkit::probe;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;

@@ -5,8 +5,8 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::testkit::{peers_of, BusFactory, Features};
 use eventsource_core::EventBus;
+use eventsource_testkit::{peers_of, BusFactory, Features, GroupStart};
 
 struct Kafka;
 
@@ -39,6 +39,7 @@ impl BusFactory for Kafka {
             ordered_across_members: true,
             group_filter_on_broker: false,
             rebalance_barrier: false,
+            new_group_starts_at: GroupStart::Earliest,
             ..Features::default()
         }
     }
@@ -57,4 +58,4 @@ impl BusFactory for Kafka {
     }
 }
 
-eventsource_core::conformance_suite!(Kafka);
+eventsource_testkit::conformance_suite!(Kafka);

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::testkit::survives_outage;
 use eventsource_core::EventBus;
+use eventsource_testkit::survives_outage;
 use tokio::process::{Child, Command};
 
 fn free_port() -> u16 {
@@ -99,7 +99,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
 /// that every connection of the client goes through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_gives_up_within_its_timeout_when_the_broker_hangs() {
-    use eventsource_core::testkit::{publish_gives_up_within_its_timeout, FreezableProxy};
+    use eventsource_testkit::{publish_gives_up_within_its_timeout, FreezableProxy};
     let port = free_port();
     let proxy = FreezableProxy::start(([127, 0, 0, 1], port).into())
         .await

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::testkit::{dead_letters_of, probe, Recorder};
 use eventsource_core::{handler_fn, EventBus, Subscription};
+use eventsource_testkit::{dead_letters_of, probe, Recorder};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tokio::sync::mpsc;
@@ -250,8 +250,8 @@ async fn a_new_member_joins_after_failing_members_leave() {
 /// completes this rebalance only once both have rejoined.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_hands_partitions_over_without_duplicates() {
-    use eventsource_core::testkit::{Features, GroupWatch};
     use eventsource_core::EventFilter;
+    use eventsource_testkit::{Features, GroupWatch};
     let config = common::config(&common::kafka_url());
     let first: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
     let second: Arc<dyn EventBus> = Arc::new(common::connect(config).await);

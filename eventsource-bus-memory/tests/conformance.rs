@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventsource_bus_memory::MemoryBus;
-use eventsource_core::testkit::{BusFactory, Features};
 use eventsource_core::EventBus;
+use eventsource_testkit::{BusFactory, Features};
 
 struct Memory;
 
@@ -27,4 +27,4 @@ impl BusFactory for Memory {
     }
 }
 
-eventsource_core::conformance_suite!(Memory);
+eventsource_testkit::conformance_suite!(Memory);

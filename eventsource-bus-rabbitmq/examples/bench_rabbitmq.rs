@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsource_bus_rabbitmq::{RabbitBus, RabbitBusConfig};
-use eventsource_core::testkit::probe;
 use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
+use eventsource_testkit::probe;
 use futures::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;

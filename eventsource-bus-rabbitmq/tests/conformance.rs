@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventsource_bus_rabbitmq::RabbitBusConfig;
-use eventsource_core::testkit::{peers_of, BusFactory, Features};
 use eventsource_core::EventBus;
+use eventsource_testkit::{peers_of, BusFactory, Features};
 
 /// Buses on the real broker; `single_active` picks the mode.
 struct Rabbit {
@@ -47,14 +47,14 @@ impl BusFactory for Rabbit {
     }
 }
 
-eventsource_core::conformance_suite!(Rabbit {
+eventsource_testkit::conformance_suite!(Rabbit {
     single_active: false
 });
 
 /// The membership cases again with one active consumer per group.
 mod single_active_consumer {
     use super::Rabbit;
-    eventsource_core::membership_suite!(Rabbit {
+    eventsource_testkit::membership_suite!(Rabbit {
         single_active: true
     });
 }

@@ -8,8 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::testkit::survives_outage;
 use eventsource_core::EventBus;
+use eventsource_testkit::survives_outage;
 
 async fn rabbitmqctl(arg: &str) {
     let out = tokio::process::Command::new("rabbitmqctl")

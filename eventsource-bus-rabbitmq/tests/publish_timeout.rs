@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use eventsource_core::testkit::{publish_gives_up_within_its_timeout, FreezableProxy};
+use eventsource_testkit::{publish_gives_up_within_its_timeout, FreezableProxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_gives_up_within_its_timeout_when_the_broker_hangs() {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_bus_rabbitmq::ExchangeType;
-use eventsource_core::testkit::{dead_letters_of, eventually, probe, OtherCreated, Recorder};
 use eventsource_core::{DomainEvent, Error, EventBus, EventEnvelope, EventFilter, Subscription};
+use eventsource_testkit::{dead_letters_of, eventually, probe, OtherCreated, Recorder};
 use serde::{Deserialize, Serialize};
 
 /// An event whose types come from its fields, to build any routing key.

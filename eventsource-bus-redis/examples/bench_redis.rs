@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsource_bus_redis::{RedisBus, RedisBusConfig};
-use eventsource_core::testkit::probe;
 use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
+use eventsource_testkit::probe;
 use redis::streams::StreamReadReply;
 
 const BATCH: usize = 100;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_bus_redis::RedisBusConfig;
-use eventsource_core::testkit::{peers_of, BusFactory, Features};
 use eventsource_core::EventBus;
+use eventsource_testkit::{peers_of, BusFactory, Features};
 
 /// Buses on the real server; `single_active` picks the mode.
 struct Redis {
@@ -52,14 +52,14 @@ impl BusFactory for Redis {
     }
 }
 
-eventsource_core::conformance_suite!(Redis {
+eventsource_testkit::conformance_suite!(Redis {
     single_active: false
 });
 
 /// The membership cases again with one active member per group.
 mod single_active_member {
     use super::Redis;
-    eventsource_core::membership_suite!(Redis {
+    eventsource_testkit::membership_suite!(Redis {
         single_active: true
     });
 }

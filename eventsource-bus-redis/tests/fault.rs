@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::testkit::survives_outage;
 use eventsource_core::EventBus;
+use eventsource_testkit::survives_outage;
 use tokio::process::{Child, Command};
 
 fn free_port() -> u16 {
@@ -126,7 +126,7 @@ async fn connect_waits_while_redis_loads_its_data() {
         .await
         .unwrap_or_else(|e| panic!("connect while Redis loads: {e}"));
     println!("connected {:?} after the restart", started.elapsed());
-    bus.publish(&[eventsource_core::testkit::probe("a", 1, 1)])
+    bus.publish(&[eventsource_testkit::probe("a", 1, 1)])
         .await
         .expect("publish once loaded");
     let _ = bus.shutdown(Duration::from_secs(2)).await;

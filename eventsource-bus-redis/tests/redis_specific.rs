@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_bus_redis::RedisBus;
-use eventsource_core::testkit::{dead_letters_of, eventually, probe, Recorder};
 use eventsource_core::{handler_fn, EventBus, Subscription};
+use eventsource_testkit::{dead_letters_of, eventually, probe, Recorder};
 use tokio::sync::mpsc;
 
 async fn raw_conn() -> redis::aio::MultiplexedConnection {

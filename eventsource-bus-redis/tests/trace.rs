@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use eventsource_core::testkit::probe;
 use eventsource_core::{handler_fn, EventBus, Subscription};
+use eventsource_testkit::probe;
 use opentelemetry::trace::{TraceContextExt, TracerProvider};
 use tokio::sync::mpsc;
 use tracing::Instrument;

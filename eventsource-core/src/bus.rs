@@ -13,7 +13,7 @@ use crate::{DeadLetterQueue, EventEnvelope, Result, Subscription, SubscriptionHa
 ///
 /// Object-safe: applications hold an `Arc<dyn EventBus>` and the backend is
 /// chosen by configuration. Every backend keeps the same delivery contract,
-/// checked by the conformance suite (`testkit` feature):
+/// checked by the conformance suite (the `eventsource-testkit` crate):
 ///
 /// - at-least-once delivery to each consumer group; one member per group
 ///   handles each event;

@@ -7,9 +7,8 @@
 //! and a [`DeadLetterQueue`] for what keeps failing.
 //!
 //! Backends live in their own crates (`eventsource-bus-memory`,
-//! `eventsource-bus-redis`, ...); this crate knows no broker. With the
-//! `testkit` feature it also ships [`testkit`], the conformance suite every
-//! backend runs.
+//! `eventsource-bus-redis`, ...); this crate knows no broker. The
+//! conformance suite every backend runs is the `eventsource-testkit` crate.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -45,9 +44,6 @@ mod subscription;
 pub mod trace;
 pub mod upcast;
 pub mod wire;
-
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 pub use aggregate::Aggregate;
 /// The attribute for implementing [`EventHandler`] (and the other async

@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use eventsource_core::testkit::probe;
 use eventsource_core::{EventEnvelope, EventStore, ExpectedVersion};
 use eventsource_store::{SqlEventStore, StoreConfig};
+use eventsource_testkit::probe;
 use sqlx::{AnyPool, Row};
 
 fn rate(n: usize, d: Duration) -> f64 {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use eventsource_core::testkit::probe;
 use eventsource_core::{EventStore, ExpectedVersion};
 use eventsource_store::{SqlEventStore, StoreConfig};
+use eventsource_testkit::probe;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_memory_sqlite_store_is_one_database() {

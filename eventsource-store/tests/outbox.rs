@@ -10,12 +10,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::TestDb;
 use eventsource_bus_memory::MemoryBus;
-use eventsource_core::testkit::{probe, Probe};
 use eventsource_core::{
     handler_fn, Aggregate, BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, EventStore,
     Repository, Result, ShutdownReport, Subscription, SubscriptionHandle,
 };
 use eventsource_store::{OutboxRelay, OutboxRelayConfig};
+use eventsource_testkit::{probe, Probe};
 use tokio_util::sync::CancellationToken;
 
 /// The memory bus behind a switch that makes `publish` fail like a broker

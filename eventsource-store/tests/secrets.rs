@@ -1,8 +1,8 @@
 //! A database password never shows: not in the error of a failed connect,
 //! not in `StoreConfig`'s `Debug`, not in any log line at `TRACE`.
 
-use eventsource_core::testkit::assert_never_shown;
 use eventsource_store::{SqlEventStore, StoreConfig};
+use eventsource_testkit::assert_never_shown;
 
 const SECRET: &str = "s3cret";
 

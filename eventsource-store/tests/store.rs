@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestDb;
-use eventsource_core::testkit::probe;
 use eventsource_core::{Error, EventEnvelope, EventStore, ExpectedVersion};
+use eventsource_testkit::probe;
 
 fn events(aggregate: &str, from: u64, n: u64) -> Vec<EventEnvelope> {
     (from..from + n).map(|v| probe(aggregate, v, v)).collect()
@@ -170,17 +170,17 @@ async fn snapshots_every_n_and_schema_invalidation(db: &TestDb) {
     }
     impl Aggregate for Counter {
         const TYPE: &'static str = "Probe";
-        type Event = eventsource_core::testkit::Probe;
+        type Event = eventsource_testkit::Probe;
         type Command = u64;
         type Error = std::io::Error;
         fn apply(&mut self, e: &Self::Event) {
-            let (eventsource_core::testkit::Probe::Created { n }
-            | eventsource_core::testkit::Probe::Updated { n }) = e;
+            let (eventsource_testkit::Probe::Created { n }
+            | eventsource_testkit::Probe::Updated { n }) = e;
             self.total += n;
             self.seen += 1;
         }
         fn handle(&self, n: u64) -> Result<Vec<Self::Event>, std::io::Error> {
-            Ok(vec![eventsource_core::testkit::Probe::Created { n }])
+            Ok(vec![eventsource_testkit::Probe::Created { n }])
         }
     }
 

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource::testkit::{dead_letters_of, probe};
 use eventsource::{
     connect_bus, handler_fn, BusConfig, DeadLetter, HandlerError, RetryPolicy, Subscription,
 };
+use eventsource_testkit::{dead_letters_of, probe};
 use tokio::sync::mpsc;
 
 fn redis_url() -> String {

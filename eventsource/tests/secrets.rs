@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
-use eventsource::testkit::assert_never_shown;
 use eventsource::BusConfig;
+use eventsource_testkit::assert_never_shown;
 
 const SECRET: &str = "s3cret";
 

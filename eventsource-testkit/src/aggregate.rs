@@ -2,7 +2,7 @@
 //! events it must decide (or the rejection), with no store and no bus.
 //!
 //! ```
-//! use eventsource_core::testkit::AggregateTest;
+//! use eventsource_testkit::AggregateTest;
 //! use eventsource_core::{Aggregate, DomainEvent};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -54,7 +54,7 @@
 
 use std::fmt::Debug;
 
-use crate::Aggregate;
+use eventsource_core::Aggregate;
 
 /// An aggregate rebuilt from a history, ready for one command.
 pub struct AggregateTest<A: Aggregate> {
@@ -137,7 +137,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DomainEvent;
+    use eventsource_core::DomainEvent;
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

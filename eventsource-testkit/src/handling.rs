@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{attempt, Delivery, Outcome};
-use crate::{EventEnvelope, Subscription};
+use eventsource_core::driver::{attempt, Delivery, Outcome};
+use eventsource_core::{EventEnvelope, Subscription};
 
 /// What the retry loop made of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct HandlingReport {
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use eventsource_core::testkit::{handle_with_retries, probe};
+/// use eventsource_testkit::{handle_with_retries, probe};
 /// use eventsource_core::{handler_fn, HandlerError, RetryPolicy, Subscription};
 ///
 /// let calls = Arc::new(AtomicU32::new(0));
@@ -71,8 +71,8 @@ pub fn handle_with_retries(subscription: &Subscription, event: EventEnvelope) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::probe;
-    use crate::{handler_fn, HandlerError, RetryPolicy};
+    use crate::probe;
+    use eventsource_core::{handler_fn, HandlerError, RetryPolicy};
     use std::time::Duration;
 
     fn sub(

@@ -1,374 +1,20 @@
-//! The conformance suite: one async function per promise of the delivery
-//! contract, run by every backend against a fresh bus.
-//!
-//! A backend's integration test implements [`BusFactory`] and expands
-//! [`conformance_suite!`](crate::conformance_suite), which writes one
-//! `#[tokio::test]` per case:
-//!
-//! `eventsource-bus-memory/tests/conformance.rs` is the whole of it for the
-//! memory bus: a `BusFactory` whose `bus()` returns a new `MemoryBus`, and
-//! `eventsource_core::conformance_suite!(Factory);`.
-//!
-//! Every case asserts with a message that says what was expected; waits are
-//! channels and polls with a deadline, never bare sleeps. Absence (no
-//! duplicate, no delivery after unsubscribe) is checked over
-//! [`BusFactory::quiet`] after a positive control has arrived.
+//! The conformance cases: one async function per promise of the delivery
+//! contract, each run by every backend against a fresh bus.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::{
-    handler_fn, DeadLetter, DeadLetterQuery, DomainEvent, Error, EventBus, EventEnvelope,
-    EventFilter, EventHandler, HandlerError, RetryPolicy, Subscription, SubscriptionHandle,
+use eventsource_core::{
+    handler_fn, DeadLetterQuery, Error, EventEnvelope, EventFilter, HandlerError, RetryPolicy,
+    Subscription,
 };
 
-/// Makes buses for the conformance suite.
-#[async_trait]
-pub trait BusFactory: Send + Sync + 'static {
-    /// A fresh bus that shares nothing with buses made before (its own
-    /// stream, queue or topic namespace).
-    async fn bus(&self) -> Arc<dyn EventBus>;
-
-    /// How long to wait for an expected delivery before failing.
-    fn patience(&self) -> Duration {
-        Duration::from_secs(15)
-    }
-
-    /// How long to watch for a delivery that must not happen.
-    fn quiet(&self) -> Duration {
-        Duration::from_millis(400)
-    }
-
-    /// What this backend promises beyond the common contract.
-    fn features(&self) -> Features {
-        Features::default()
-    }
-
-    /// `n` buses on one fresh namespace, as `n` processes of one service
-    /// would each hold: members subscribed through different peers compete
-    /// in the same groups. The default is one bus shared `n` times (an
-    /// in-process bus has no other way to share a group).
-    async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
-        let bus = self.bus().await;
-        vec![bus; n.max(1)]
-    }
-
-    /// How long a group may take to hand a leaving member's unfinished
-    /// events to the members that stay (or to the next one to join).
-    fn handover(&self) -> Duration {
-        Duration::from_secs(10)
-    }
-}
-
-/// `n` buses from `connect`, each its own connection: what a broker
-/// backend's [`BusFactory::peers`] returns, given a config on one fresh
-/// namespace.
-pub async fn peers_of<F, Fut>(n: usize, mut connect: F) -> Vec<Arc<dyn EventBus>>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Arc<dyn EventBus>>,
-{
-    let mut buses = Vec::with_capacity(n);
-    for _ in 0..n {
-        buses.push(connect().await);
-    }
-    buses
-}
-
-/// What a backend promises beyond the common contract, stated in code so
-/// that one case asserts the right thing on each (as Watermill's universal
-/// tests declare `GuaranteedOrder` or `Persistent`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Features {
-    /// An aggregate's events are handled in order, one at a time, across
-    /// all members of a group, not only within one member.
-    pub ordered_across_members: bool,
-    /// The members of a group share the work (`false` when one member is
-    /// active and the others stand by).
-    pub spreads_work: bool,
-    /// What a group has not finished outlives the bus value that read it
-    /// (a broker keeps it): another peer's member picks it up after that
-    /// bus shuts down. `false` for an in-process bus.
-    pub durable: bool,
-    /// A second filter in a group is refused on every peer (the broker
-    /// keeps the group's filter), not only on the bus that has a member.
-    pub group_filter_on_broker: bool,
-    /// The broker moves a partition (or a message) to a new member only
-    /// after the old one gave it up, as Kafka's rebalance protocol does.
-    /// `false` for a broker whose coordinator completes a rebalance before
-    /// every member rejoined (tansu 0.6): during membership changes a
-    /// partition then briefly has two owners, so some events are handled
-    /// twice, possibly at the same time, though still first handled in order.
-    pub rebalance_barrier: bool,
-}
-
-impl Default for Features {
-    /// A broker backend: work spread over members, order within a member only.
-    fn default() -> Self {
-        Features {
-            ordered_across_members: false,
-            spreads_work: true,
-            durable: true,
-            group_filter_on_broker: true,
-            rebalance_barrier: true,
-        }
-    }
-}
-
-/// Writes one `#[tokio::test]` per conformance case, each calling the case
-/// with the given [`BusFactory`] expression.
-#[macro_export]
-macro_rules! conformance_suite {
-    ($factory:expr) => {
-        $crate::conformance_suite!(@cases $factory;
-            delivers_once_to_one_group,
-            fans_out_to_every_group,
-            unsubscribe_stops_delivery,
-            filters_select_events,
-            failing_handler_does_not_affect_other_groups,
-            retries_then_succeeds,
-            dead_letters_after_max_attempts_with_metadata,
-            replay_redelivers_only_to_the_failing_group,
-            keeps_per_aggregate_order_under_concurrency,
-            competing_consumers_split_work_without_loss_or_duplicates,
-            undecodable_payload_goes_to_dlq_without_stopping_the_consumer,
-            panicking_handler_is_retried_like_a_failure,
-            dead_letters_can_be_deleted_and_purged,
-            shutdown_lets_in_flight_handlers_finish,
-        );
-        $crate::membership_suite!($factory);
-    };
-    (@cases $factory:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let factory = $factory;
-                $crate::testkit::$case(&factory).await;
-            }
-        )*
-    };
-}
-
-/// Writes one `#[tokio::test]` per case of the membership suite (groups
-/// whose members join, leave and differ); [`conformance_suite!`](crate::conformance_suite)
-/// includes it. A backend with a mode that changes what it promises (one
-/// active member per group) runs it again with that mode's factory.
-#[macro_export]
-macro_rules! membership_suite {
-    ($factory:expr) => {
-        $crate::conformance_suite!(@cases $factory;
-            keeps_order_with_ten_members,
-            keeps_order_while_members_join_and_leave,
-            clean_leave_hands_over_promptly,
-            members_with_different_filters_are_refused,
-            new_member_after_shutdown_with_handlers_in_flight_loses_nothing,
-        );
-    };
-}
-
-mod aggregate;
-mod handling;
-mod membership;
-mod proxy;
-mod secrets;
-pub use aggregate::{AggregateOutcome, AggregateTest};
-pub use handling::{handle_with_retries, HandlingReport};
-pub use membership::*;
-pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
-pub use secrets::assert_never_shown;
-
-/// The event type the suite publishes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum Probe {
-    /// `Probe.Created`
-    Created {
-        /// A sequence number.
-        n: u64,
-    },
-    /// `Probe.Updated`
-    Updated {
-        /// A sequence number.
-        n: u64,
-    },
-}
-
-impl DomainEvent for Probe {
-    fn event_type(&self) -> &str {
-        match self {
-            Probe::Created { .. } => "Created",
-            Probe::Updated { .. } => "Updated",
-        }
-    }
-    fn aggregate_type(&self) -> &str {
-        "Probe"
-    }
-}
-
-/// A second aggregate type, for filters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OtherCreated {
-    /// A sequence number.
-    pub n: u64,
-}
-
-impl DomainEvent for OtherCreated {
-    fn event_type(&self) -> &str {
-        "Created"
-    }
-    fn aggregate_type(&self) -> &str {
-        "Other"
-    }
-}
-
-/// `Probe.Created { n }` for `aggregate` at `version`.
-pub fn probe(aggregate: &str, version: u64, n: u64) -> EventEnvelope {
-    EventEnvelope::new(aggregate, version, &Probe::Created { n }).expect("Probe encodes")
-}
-
-/// A handler that sends every event it handles to a channel.
-pub struct Recorder {
-    rx: mpsc::UnboundedReceiver<EventEnvelope>,
-    label: String,
-}
-
-impl Recorder {
-    /// A recorder and the handler that feeds it.
-    pub fn new(label: &str) -> (Self, impl EventHandler) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let handler = handler_fn(move |e: EventEnvelope| {
-            let tx = tx.clone();
-            async move {
-                // The test may have finished and dropped the receiver.
-                let _ = tx.send(e);
-                Ok(())
-            }
-        });
-        (
-            Recorder {
-                rx,
-                label: label.to_owned(),
-            },
-            handler,
-        )
-    }
-
-    /// Waits for `n` events, failing the test after `patience`.
-    pub async fn expect(&mut self, n: usize, patience: Duration) -> Vec<EventEnvelope> {
-        let mut got = Vec::with_capacity(n);
-        let deadline = tokio::time::Instant::now() + patience;
-        while got.len() < n {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(e)) => got.push(e),
-                Ok(None) => panic!(
-                    "{}: handler dropped after {} of {n} events",
-                    self.label,
-                    got.len()
-                ),
-                Err(_) => panic!(
-                    "{}: received {} of {n} expected events within {patience:?}: {:?}",
-                    self.label,
-                    got.len(),
-                    got.iter()
-                        .map(|e| (&e.aggregate_id, e.aggregate_version))
-                        .collect::<Vec<_>>()
-                ),
-            }
-        }
-        got
-    }
-
-    /// Fails the test if anything arrives within `quiet`.
-    pub async fn expect_nothing(&mut self, quiet: Duration) {
-        if let Ok(Some(e)) = tokio::time::timeout(quiet, self.rx.recv()).await {
-            panic!(
-                "{}: expected no more events, got {} {}/{} v{}",
-                self.label, e.event_id, e.aggregate_type, e.aggregate_id, e.aggregate_version
-            );
-        }
-    }
-}
-
-/// Polls `check` every 20 ms until it returns `Some`, failing after `patience`.
-pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {patience:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until `group` has `n` dead letters and returns them.
-pub async fn dead_letters_of(
-    bus: &Arc<dyn EventBus>,
-    group: &str,
-    n: usize,
-    patience: Duration,
-) -> Vec<DeadLetter> {
-    let dlq = bus.dead_letters();
-    eventually(
-        &format!("{n} dead letter(s) of group `{group}`"),
-        patience,
-        || {
-            let dlq = Arc::clone(&dlq);
-            async move {
-                let letters = dlq
-                    .list(&DeadLetterQuery::group(group))
-                    .await
-                    .expect("listing dead letters");
-                (letters.len() >= n).then_some(letters)
-            }
-        },
-    )
-    .await
-}
-
-fn sub(group: &str, handler: impl EventHandler) -> Subscription {
-    Subscription::builder(group)
-        .handler(handler)
-        .build()
-        .expect("valid subscription")
-}
-
-fn fast_retry(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy::fixed(max_attempts, Duration::from_millis(20)).expect("valid policy")
-}
-
-async fn subscribe(bus: &Arc<dyn EventBus>, s: Subscription) -> SubscriptionHandle {
-    bus.subscribe(s).await.expect("subscribe")
-}
-
-async fn publish(bus: &Arc<dyn EventBus>, events: &[EventEnvelope]) {
-    bus.publish(events).await.expect("publish");
-}
-
-async fn finish(bus: Arc<dyn EventBus>) {
-    let report = bus
-        .shutdown(Duration::from_secs(10))
-        .await
-        .expect("shutdown");
-    assert!(
-        report.drained,
-        "bus did not drain at the end of the case: {report:?}"
-    );
-}
+use crate::fixtures::*;
+use crate::{BusFactory, GroupStart};
 
 /// One event, one group: handled exactly once, payload intact.
 pub async fn delivers_once_to_one_group(f: &dyn BusFactory) {
@@ -625,7 +271,7 @@ pub async fn dead_letters_after_max_attempts_with_metadata(f: &dyn BusFactory) {
     let l = &letters[0];
     assert_eq!(l.group(), "doomed");
     assert_eq!(l.failure.attempts, 3, "attempts recorded");
-    assert_eq!(l.failure.kind, crate::FailureKind::Exhausted);
+    assert_eq!(l.failure.kind, eventsource_core::FailureKind::Exhausted);
     assert!(l.failure.handler.is_some(), "the handler is named");
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -921,7 +567,10 @@ pub async fn undecodable_payload_goes_to_dlq_without_stopping_the_consumer(f: &d
         letters[0].failure.attempts, 1,
         "decode failures are not retried"
     );
-    assert_eq!(letters[0].failure.kind, crate::FailureKind::Permanent);
+    assert_eq!(
+        letters[0].failure.kind,
+        eventsource_core::FailureKind::Permanent
+    );
     assert!(
         letters[0].failure.error.contains("cannot decode"),
         "{}",
@@ -976,7 +625,10 @@ pub async fn panicking_handler_is_retried_like_a_failure(f: &dyn BusFactory) {
     assert_eq!(got, Probe::Created { n: 3 });
     let letters = dead_letters_of(&bus, "panicky", 1, f.patience()).await;
     assert_eq!(letters[0].failure.attempts, 2);
-    assert_eq!(letters[0].failure.kind, crate::FailureKind::Exhausted);
+    assert_eq!(
+        letters[0].failure.kind,
+        eventsource_core::FailureKind::Exhausted
+    );
     assert!(
         letters[0].failure.error.contains("always panics on n=2"),
         "{}",
@@ -1085,99 +737,38 @@ pub async fn shutdown_lets_in_flight_handlers_finish(f: &dyn BusFactory) {
     assert!(matches!(err, Error::ShutDown(_)), "{err}");
 }
 
-/// What [`survives_outage`] observed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutageReport {
-    /// Publishes the backend acknowledged.
-    pub acknowledged: usize,
-    /// Publishes that returned an error (during the outage).
-    pub refused: usize,
-}
-
-/// The fault scenario every broker backend runs: a subscription handles
-/// `events` paced publishes; once 50 are handled, `outage` runs (it stops
-/// the broker and starts it again) while the publisher is still going.
-/// Fails unless every publish the backend acknowledged is handled within
-/// `patience` after the outage.
-pub async fn survives_outage<F, Fut>(
-    bus: Arc<dyn EventBus>,
-    events: u64,
-    pace: Duration,
-    patience: Duration,
-    outage: F,
-) -> OutageReport
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let (tx, mut handled) = mpsc::unbounded_channel();
-    bus.subscribe(
-        Subscription::builder("fault")
-            .concurrency(4)
-            .handler(handler_fn(move |e: EventEnvelope| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(e.event_id);
-                    Ok(())
-                }
-            }))
-            .build()
-            .expect("valid"),
-    )
-    .await
-    .expect("subscribe");
-    let publisher = {
-        let bus = Arc::clone(&bus);
-        tokio::spawn(async move {
-            let (mut acknowledged, mut refused) = (Vec::new(), 0);
-            for i in 0..events {
-                let e = probe(&format!("agg-{}", i % 10), i / 10 + 1, i);
-                match bus.publish(std::slice::from_ref(&e)).await {
-                    Ok(()) => acknowledged.push(e.event_id),
-                    Err(_) => refused += 1,
-                }
-                // Pacing, so that the outage lands mid-stream.
-                tokio::time::sleep(pace).await;
-            }
-            (acknowledged, refused)
-        })
+/// A group that never existed starts where [`Features::new_group_starts_at`](crate::Features::new_group_starts_at)
+/// says: an event published before its first member subscribed is
+/// delivered (earliest) or not (new events), and the one published after
+/// always is.
+pub async fn a_new_group_starts_where_the_backend_says(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    // Another group exists, so the event has somewhere to go on every broker.
+    let (mut first, h) = Recorder::new("group `first`");
+    let _first = subscribe(&bus, sub("first", h)).await;
+    let before = probe("early", 1, 1);
+    publish(&bus, std::slice::from_ref(&before)).await;
+    first.expect(1, f.patience()).await;
+    let (mut late, h) = Recorder::new("group `late`");
+    let _late = subscribe(&bus, sub("late", h)).await;
+    let after = probe("later", 1, 2);
+    publish(&bus, std::slice::from_ref(&after)).await;
+    let want = match f.features().new_group_starts_at {
+        GroupStart::Earliest => vec![before.event_id, after.event_id],
+        GroupStart::NewEvents => vec![after.event_id],
     };
-    let mut seen = HashSet::new();
-    while seen.len() < 50 {
-        let id = tokio::time::timeout(patience, handled.recv())
-            .await
-            .expect("the first 50 events handled before the outage")
-            .expect("open");
-        seen.insert(id);
-    }
-    assert!(
-        !publisher.is_finished(),
-        "the outage must land mid-stream: publish more or pace slower"
-    );
-    outage().await;
-    let (acknowledged, refused) = publisher.await.expect("publisher task");
-    let deadline = tokio::time::Instant::now() + patience;
-    let missing =
-        |seen: &HashSet<uuid::Uuid>| acknowledged.iter().filter(|id| !seen.contains(*id)).count();
-    while missing(&seen) > 0 {
-        match tokio::time::timeout_at(deadline, handled.recv()).await {
-            Ok(Some(id)) => {
-                seen.insert(id);
-            }
-            _ => panic!(
-                "{} of {} acknowledged events were never handled after the outage",
-                missing(&seen),
-                acknowledged.len()
-            ),
-        }
-    }
-    let report = OutageReport {
-        acknowledged: acknowledged.len(),
-        refused,
-    };
-    println!("outage survived: {report:?}, every acknowledged event handled");
-    bus.shutdown(Duration::from_secs(5))
+    let got: Vec<_> = late
+        .expect(want.len(), f.patience())
         .await
-        .expect("shutdown");
-    report
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(
+        got,
+        want,
+        "a new group starts at {:?}",
+        f.features().new_group_starts_at
+    );
+    late.expect_nothing(f.quiet()).await;
+    finish(bus).await;
 }

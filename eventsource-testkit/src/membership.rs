@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{probe, publish, subscribe, BusFactory, Features};
-use crate::{
+use crate::fixtures::{probe, publish, subscribe};
+use crate::{BusFactory, Features};
+use eventsource_core::{
     handler_fn, Error, EventBus, EventEnvelope, EventFilter, Subscription, SubscriptionHandle,
 };
 
@@ -417,7 +418,7 @@ pub async fn members_with_different_filters_are_refused(f: &dyn BusFactory) {
     let selected: Vec<EventEnvelope> = (0..100).map(|i| probe(&format!("m-{i}"), 1, i)).collect();
     let others: Vec<EventEnvelope> = (0..100)
         .map(|i| {
-            EventEnvelope::new(format!("o-{i}"), 1, &super::OtherCreated { n: i }).expect("encodes")
+            EventEnvelope::new(format!("o-{i}"), 1, &crate::OtherCreated { n: i }).expect("encodes")
         })
         .collect();
     let mut all = selected.clone();
@@ -453,7 +454,7 @@ pub async fn new_member_after_shutdown_with_handlers_in_flight_loses_nothing(f: 
     )
     .await;
     publish(&buses[1], &events).await;
-    super::eventually("handlers of the first member running", f.patience(), || {
+    crate::eventually("handlers of the first member running", f.patience(), || {
         let watch = Arc::clone(&watch);
         async move { (!watch.lock().in_handler.is_empty()).then_some(()) }
     })

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Error, EventBus};
+use eventsource_core::{Error, EventBus};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A running proxy; dropping it does not stop it (its tasks end with the
@@ -89,14 +89,14 @@ pub async fn publish_gives_up_within_its_timeout(
     proxy: &FreezableProxy,
     publish_timeout: Duration,
 ) -> String {
-    bus.publish(&[super::probe("a", 1, 1)])
+    bus.publish(&[crate::probe("a", 1, 1)])
         .await
         .expect("publish through the open proxy");
     proxy.set_frozen(true);
     let started = tokio::time::Instant::now();
     let outcome = tokio::time::timeout(
         publish_timeout * 10 + Duration::from_secs(10),
-        bus.publish(&[super::probe("a", 2, 2)]),
+        bus.publish(&[crate::probe("a", 2, 2)]),
     )
     .await
     .unwrap_or_else(|_| {
