@@ -1,11 +1,15 @@
 //! # eventsource
 //!
-//! The facade of the eventsource framework: everything of
-//! [`eventsource_core`] re-exported, plus [`BusConfig`] and
-//! [`connect_bus`] to pick the backend by configuration, each behind a
-//! cargo feature (`memory` by default; `redis`, `rabbitmq`, `kafka`,
-//! `full`). The `eventsource` binary is the operator's CLI for dead
-//! letters: list, show, replay, purge.
+//! The facade of the eventsource framework: the application author's API
+//! of [`eventsource_core`] re-exported by name (events, aggregates,
+//! repositories, the bus and store traits, subscriptions, dead letters,
+//! errors), plus [`BusConfig`] and [`connect_bus`] to pick the backend by
+//! configuration, each behind a cargo feature (`memory` by default;
+//! `redis`, `rabbitmq`, `kafka`, `full`) and reachable as a module
+//! ([`redis`], ...) for its own configuration. The building blocks for
+//! backend authors (`eventsource_core::driver`, `eventsource_core::wire`)
+//! are not re-exported. The `eventsource` binary is the operator's CLI for
+//! dead letters: list, show, replay, purge.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -20,7 +24,53 @@
 mod config;
 
 pub use config::{connect_bus, connect_url, BusConfig};
-pub use eventsource_core::*;
+
+// Events, aggregates and repositories.
+// `DomainEvent` is the trait and its derive macro.
+pub use eventsource_core::{
+    stream_name, Aggregate, AggregateRoot, CommandError, DomainEvent, EventEnvelope, Repository,
+    SaveContext,
+};
+// The event store.
+pub use eventsource_core::{
+    AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent,
+};
+// The bus, subscriptions and handlers.
+pub use eventsource_core::{
+    async_trait, handler_fn, handler_for, validate_name, Backoff, BusStats, EventBus, EventFilter,
+    EventHandler, FnHandler, GroupStats, HandlerError, HandlerResult, RetryPolicy, ShutdownReport,
+    Subscription, SubscriptionBuilder, SubscriptionHandle, TypedHandler,
+};
+// Dead letters.
+pub use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Failure, FailureKind};
+// Errors.
+pub use eventsource_core::{redact_url, BoxError, Error, Result};
+// Schema evolution and tracing.
+pub use eventsource_core::{trace, upcast};
+
+/// The in-process bus (feature `memory`).
+#[cfg(feature = "memory")]
+pub mod memory {
+    pub use eventsource_bus_memory::*;
+}
+
+/// The Redis Streams bus (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use eventsource_bus_redis::*;
+}
+
+/// The RabbitMQ bus (feature `rabbitmq`).
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq {
+    pub use eventsource_bus_rabbitmq::*;
+}
+
+/// The Kafka bus (feature `kafka`).
+#[cfg(feature = "kafka")]
+pub mod kafka {
+    pub use eventsource_bus_kafka::*;
+}
 
 /// The README's snippets, compiled and run as doctests.
 #[cfg(doctest)]
