@@ -71,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prefix = format!("es-bench-{}", uuid::Uuid::now_v7().simple());
     let config = KafkaBusConfig::from_url(&url)?
         .topic_prefix(&prefix)
-        .build()?;
+        .validated()?;
     println!(
         "eventsource-bus-kafka bench: {n} records, batches of {BATCH}, {}",
         config.bootstrap_servers
@@ -81,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bus = KafkaBus::connect(config.clone()).await?;
     let raw_config = KafkaBusConfig::from_url(&url)?
         .topic_prefix(format!("{prefix}-raw"))
-        .build()?;
+        .validated()?;
     let raw_bus = KafkaBus::connect(raw_config.clone()).await?; // only to create the raw topic
     let raw_topic = raw_config.events_topic();
     let producer: FutureProducer = ClientConfig::new()

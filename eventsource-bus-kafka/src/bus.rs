@@ -32,7 +32,7 @@ use crate::{wire, KafkaBusConfig};
 /// use eventsource_core::EventBus;
 ///
 /// # async fn run() -> eventsource_core::Result<()> {
-/// let config = KafkaBusConfig::from_url("kafka://127.0.0.1:9092")?.build()?;
+/// let config = KafkaBusConfig::from_url("kafka://127.0.0.1:9092")?.validated()?;
 /// let bus: Arc<dyn EventBus> = Arc::new(KafkaBus::connect(config).await?);
 /// # Ok(())
 /// # }

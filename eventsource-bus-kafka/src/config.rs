@@ -49,7 +49,7 @@ impl Compression {
 /// let config = KafkaBusConfig::from_url("kafka://127.0.0.1:9092")?
 ///     .topic_prefix("shop")
 ///     .partitions(6)
-///     .build()?;
+///     .validated()?;
 /// assert_eq!(config.events_topic(), "shop.events");
 /// assert_eq!(config.bootstrap_servers, "127.0.0.1:9092");
 /// # Ok::<(), eventsource_core::Error>(())
@@ -131,22 +131,22 @@ impl Default for KafkaBusConfig {
 
 impl KafkaBusConfig {
     /// Starts from the defaults with these bootstrap servers.
-    pub fn builder(bootstrap_servers: impl Into<String>) -> KafkaBusConfigBuilder {
-        KafkaBusConfigBuilder(KafkaBusConfig {
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
             bootstrap_servers: bootstrap_servers.into(),
             ..Self::default()
-        })
+        }
     }
 
     /// Starts from a `kafka://host:port[,host:port]` URL.
-    pub fn from_url(url: &str) -> Result<KafkaBusConfigBuilder> {
+    pub fn from_url(url: &str) -> Result<Self> {
         let servers = url.strip_prefix("kafka://").ok_or_else(|| {
             Error::config(format!(
                 "kafka: url `{}` must look like kafka://host:port[,host:port]",
                 redact_url(url)
             ))
         })?;
-        Ok(Self::builder(servers.trim_end_matches('/')))
+        Ok(Self::new(servers.trim_end_matches('/')))
     }
 
     /// The bootstrap servers with any credentials replaced by `***`.
@@ -242,70 +242,78 @@ impl KafkaBusConfig {
     }
 }
 
-/// Builds a validated [`KafkaBusConfig`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct KafkaBusConfigBuilder(KafkaBusConfig);
-
-impl KafkaBusConfigBuilder {
+/// Setters, each taking and returning the config, for building one in
+/// code; every value is checked by [`validate`](KafkaBusConfig::validate), which
+/// `connect` runs.
+impl KafkaBusConfig {
     /// See [`KafkaBusConfig::topic_prefix`].
+    #[must_use]
     pub fn topic_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.0.topic_prefix = prefix.into();
+        self.topic_prefix = prefix.into();
         self
     }
 
     /// See [`KafkaBusConfig::partitions`].
+    #[must_use]
     pub fn partitions(mut self, n: i32) -> Self {
-        self.0.partitions = n;
+        self.partitions = n;
         self
     }
 
     /// See [`KafkaBusConfig::replication`].
+    #[must_use]
     pub fn replication(mut self, n: i32) -> Self {
-        self.0.replication = n;
+        self.replication = n;
         self
     }
 
     /// See [`KafkaBusConfig::compression`].
+    #[must_use]
     pub fn compression(mut self, c: Compression) -> Self {
-        self.0.compression = c;
+        self.compression = c;
         self
     }
 
     /// See [`KafkaBusConfig::source`].
+    #[must_use]
     pub fn source(mut self, source: impl Into<String>) -> Self {
-        self.0.source = source.into();
+        self.source = source.into();
         self
     }
 
     /// See [`KafkaBusConfig::prefetch`].
+    #[must_use]
     pub fn prefetch(mut self, n: usize) -> Self {
-        self.0.prefetch = n;
+        self.prefetch = n;
         self
     }
 
     /// See [`KafkaBusConfig::publish_timeout`].
+    #[must_use]
     pub fn publish_timeout(mut self, d: Duration) -> Self {
-        self.0.publish_timeout = d;
+        self.publish_timeout = d;
         self
     }
 
     /// See [`KafkaBusConfig::session_timeout`].
+    #[must_use]
     pub fn session_timeout(mut self, d: Duration) -> Self {
-        self.0.session_timeout = d;
+        self.session_timeout = d;
         self
     }
 
     /// See [`KafkaBusConfig::max_batch_records`].
+    #[must_use]
     pub fn max_batch_records(mut self, n: usize) -> Self {
-        self.0.max_batch_records = Some(n);
+        self.max_batch_records = Some(n);
         self
     }
 
-    /// Validates and returns the config.
-    pub fn build(self) -> Result<KafkaBusConfig> {
-        self.0.validate()?;
-        Ok(self.0)
+    /// The config, once [`validate`](Self::validate) passed: to find a
+    /// mistake before `connect` does.
+    pub fn validated(self) -> Result<Self> {
+        self.validate()?;
+        Ok(self)
     }
 }
 
@@ -317,7 +325,7 @@ mod tests {
     fn credentials_in_the_url_are_refused_without_showing_the_password() {
         let err = KafkaBusConfig::from_url("kafka://u:s3cret@host:9092")
             .expect("the prefix is right")
-            .build()
+            .validated()
             .expect_err("credentials are refused");
         let text = err.to_string();
         assert!(
@@ -340,19 +348,19 @@ mod tests {
         assert!(KafkaBusConfig::from_url("http://x:1").is_err());
         assert!(KafkaBusConfig::from_url("kafka://x")
             .expect("prefix")
-            .build()
+            .validated()
             .is_err());
         assert!(KafkaBusConfig::from_url("kafka://a:1,b:2")
             .expect("prefix")
-            .build()
+            .validated()
             .is_ok());
-        assert!(KafkaBusConfig::builder("a:1")
+        assert!(KafkaBusConfig::new("a:1")
             .partitions(0)
-            .build()
+            .validated()
             .is_err());
-        assert!(KafkaBusConfig::builder("a:1")
+        assert!(KafkaBusConfig::new("a:1")
             .topic_prefix("bad prefix")
-            .build()
+            .validated()
             .is_err());
         let c: KafkaBusConfig = serde_json::from_str(
             r#"{"bootstrap_servers":"h:9092","compression":"lz4","commit_interval":"1s"}"#,

@@ -21,4 +21,4 @@ mod dlq;
 mod wire;
 
 pub use bus::KafkaBus;
-pub use config::{Compression, KafkaBusConfig, KafkaBusConfigBuilder};
+pub use config::{Compression, KafkaBusConfig};

@@ -18,7 +18,7 @@ pub fn config(url: &str) -> KafkaBusConfig {
         .expect("kafka url")
         .topic_prefix(format!("es-test-{}", uuid::Uuid::now_v7().simple()))
         .max_batch_records(1)
-        .build()
+        .validated()
         .expect("valid test config")
 }
 

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 /// use std::time::Duration;
 /// use eventsource_bus_memory::MemoryBusConfig;
 ///
-/// let config = MemoryBusConfig::builder()
+/// let config = MemoryBusConfig::new()
 ///     .group_capacity(1_000)
 ///     .publish_timeout(Duration::from_secs(5))
-///     .build()?;
+///     .validated()?;
 /// assert_eq!(config.group_capacity, 1_000);
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
@@ -41,8 +41,8 @@ impl Default for MemoryBusConfig {
 
 impl MemoryBusConfig {
     /// Starts from the defaults.
-    pub fn builder() -> MemoryBusConfigBuilder {
-        MemoryBusConfigBuilder(Self::default())
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Checks the values.
@@ -61,27 +61,28 @@ impl MemoryBusConfig {
     }
 }
 
-/// Builds a validated [`MemoryBusConfig`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct MemoryBusConfigBuilder(MemoryBusConfig);
-
-impl MemoryBusConfigBuilder {
+/// Setters, each taking and returning the config, for building one in
+/// code; every value is checked by [`validate`](MemoryBusConfig::validate), which
+/// `connect` runs.
+impl MemoryBusConfig {
     /// See [`MemoryBusConfig::group_capacity`].
+    #[must_use]
     pub fn group_capacity(mut self, capacity: usize) -> Self {
-        self.0.group_capacity = capacity;
+        self.group_capacity = capacity;
         self
     }
 
     /// See [`MemoryBusConfig::publish_timeout`].
+    #[must_use]
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.0.publish_timeout = timeout;
+        self.publish_timeout = timeout;
         self
     }
 
-    /// Validates and returns the config.
-    pub fn build(self) -> Result<MemoryBusConfig> {
-        self.0.validate()?;
-        Ok(self.0)
+    /// The config, once [`validate`](Self::validate) passed: to find a
+    /// mistake before `connect` does.
+    pub fn validated(self) -> Result<Self> {
+        self.validate()?;
+        Ok(self)
     }
 }

@@ -20,4 +20,4 @@ mod dlq;
 mod group;
 
 pub use bus::MemoryBus;
-pub use config::{MemoryBusConfig, MemoryBusConfigBuilder};
+pub use config::MemoryBusConfig;

@@ -110,11 +110,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     raw_publish(&channel, &raw_queue, &evs).await?;
     let raw_pub = t.elapsed();
 
-    let config = RabbitBusConfig::builder(&url)
+    let config = RabbitBusConfig::new(&url)
         .namespace(ns("bus"))
         .prefetch(256)
         .queue_expires(Duration::from_secs(120))
-        .build()?;
+        .validated()?;
     let bus = RabbitBus::connect(config).await?;
     let sub = bus
         .subscribe(

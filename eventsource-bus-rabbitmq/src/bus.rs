@@ -35,7 +35,7 @@ use crate::{wire, RabbitBusConfig};
 /// use eventsource_core::EventBus;
 ///
 /// # async fn run() -> eventsource_core::Result<()> {
-/// let config = RabbitBusConfig::builder("amqp://guest:guest@127.0.0.1:5672/%2f").build()?;
+/// let config = RabbitBusConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f").validated()?;
 /// let bus: Arc<dyn EventBus> = Arc::new(RabbitBus::connect(config).await?);
 /// # Ok(())
 /// # }

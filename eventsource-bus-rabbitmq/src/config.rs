@@ -28,11 +28,11 @@ pub enum ExchangeType {
 /// ```
 /// use eventsource_bus_rabbitmq::{ExchangeType, RabbitBusConfig};
 ///
-/// let config = RabbitBusConfig::builder("amqp://guest:guest@127.0.0.1:5672/%2f")
+/// let config = RabbitBusConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f")
 ///     .namespace("shop")
 ///     .exchange_type(ExchangeType::Topic)
 ///     .prefetch(64)
-///     .build()?;
+///     .validated()?;
 /// assert_eq!(config.exchange(), "shop.events");
 /// assert_eq!(config.queue("billing"), "shop.billing");
 /// # Ok::<(), eventsource_core::Error>(())
@@ -99,11 +99,11 @@ impl Default for RabbitBusConfig {
 
 impl RabbitBusConfig {
     /// Starts from the defaults with `url`.
-    pub fn builder(url: impl Into<String>) -> RabbitBusConfigBuilder {
-        RabbitBusConfigBuilder(RabbitBusConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
             url: url.into(),
             ..Self::default()
-        })
+        }
     }
 
     /// Checks every value; the URL must parse as an AMQP URI.
@@ -163,58 +163,64 @@ impl RabbitBusConfig {
     }
 }
 
-/// Builds a validated [`RabbitBusConfig`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct RabbitBusConfigBuilder(RabbitBusConfig);
-
-impl RabbitBusConfigBuilder {
+/// Setters, each taking and returning the config, for building one in
+/// code; every value is checked by [`validate`](RabbitBusConfig::validate), which
+/// `connect` runs.
+impl RabbitBusConfig {
     /// See [`RabbitBusConfig::namespace`].
+    #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.0.namespace = namespace.into();
+        self.namespace = namespace.into();
         self
     }
 
     /// See [`RabbitBusConfig::exchange_type`].
+    #[must_use]
     pub fn exchange_type(mut self, kind: ExchangeType) -> Self {
-        self.0.exchange_type = kind;
+        self.exchange_type = kind;
         self
     }
 
     /// See [`RabbitBusConfig::source`].
+    #[must_use]
     pub fn source(mut self, source: impl Into<String>) -> Self {
-        self.0.source = source.into();
+        self.source = source.into();
         self
     }
 
     /// See [`RabbitBusConfig::prefetch`].
+    #[must_use]
     pub fn prefetch(mut self, prefetch: u16) -> Self {
-        self.0.prefetch = prefetch;
+        self.prefetch = prefetch;
         self
     }
 
     /// See [`RabbitBusConfig::queue_expires`].
+    #[must_use]
     pub fn queue_expires(mut self, after: Duration) -> Self {
-        self.0.queue_expires = Some(after);
+        self.queue_expires = Some(after);
         self
     }
 
     /// See [`RabbitBusConfig::publish_timeout`].
+    #[must_use]
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.0.publish_timeout = timeout;
+        self.publish_timeout = timeout;
         self
     }
 
     /// See [`RabbitBusConfig::single_active_consumer`].
+    #[must_use]
     pub fn single_active_consumer(mut self, enabled: bool) -> Self {
-        self.0.single_active_consumer = enabled;
+        self.single_active_consumer = enabled;
         self
     }
 
-    /// Validates and returns the config.
-    pub fn build(self) -> Result<RabbitBusConfig> {
-        self.0.validate()?;
-        Ok(self.0)
+    /// The config, once [`validate`](Self::validate) passed: to find a
+    /// mistake before `connect` does.
+    pub fn validated(self) -> Result<Self> {
+        self.validate()?;
+        Ok(self)
     }
 }
 
@@ -224,21 +230,21 @@ mod tests {
 
     #[test]
     fn validates_and_redacts() {
-        let err = RabbitBusConfig::builder("http://u:hunter2@x")
-            .build()
+        let err = RabbitBusConfig::new("http://u:hunter2@x")
+            .validated()
             .expect_err("scheme");
         assert!(err.to_string().contains("invalid url"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(RabbitBusConfig::builder("amqp://x")
+        assert!(RabbitBusConfig::new("amqp://x")
             .prefetch(0)
-            .build()
+            .validated()
             .is_err());
-        assert!(RabbitBusConfig::builder("amqp://x")
+        assert!(RabbitBusConfig::new("amqp://x")
             .namespace("a b")
-            .build()
+            .validated()
             .is_err());
-        let c = RabbitBusConfig::builder("amqp://u:hunter2@h:5672/%2f")
-            .build()
+        let c = RabbitBusConfig::new("amqp://u:hunter2@h:5672/%2f")
+            .validated()
             .expect("valid");
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(c.dlq("g"), "eventsource.g.dlq");

@@ -23,4 +23,4 @@ mod topology;
 mod wire;
 
 pub use bus::RabbitBus;
-pub use config::{ExchangeType, RabbitBusConfig, RabbitBusConfigBuilder};
+pub use config::{ExchangeType, RabbitBusConfig};

@@ -14,10 +14,10 @@ pub fn amqp_url() -> String {
 
 /// A config with a fresh namespace whose queues expire when unused.
 pub fn config() -> RabbitBusConfig {
-    RabbitBusConfig::builder(amqp_url())
+    RabbitBusConfig::new(amqp_url())
         .namespace(format!("es-test-{}", uuid::Uuid::now_v7().simple()))
         .queue_expires(Duration::from_secs(120))
-        .build()
+        .validated()
         .expect("valid test config")
 }
 

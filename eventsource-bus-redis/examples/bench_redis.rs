@@ -99,9 +99,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     raw_publish(&mut raw, &stream, &evs).await;
     let raw_pub = t.elapsed();
     let bus = RedisBus::connect(
-        RedisBusConfig::builder(&url)
+        RedisBusConfig::new(&url)
             .namespace(ns("bus-pub"))
-            .build()?,
+            .validated()?,
     )
     .await?;
     let t = Instant::now();
@@ -170,10 +170,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // End to end: the bus.
     let bus = RedisBus::connect(
-        RedisBusConfig::builder(&url)
+        RedisBusConfig::new(&url)
             .namespace(ns("bus-e2e"))
             .prefetch(256)
-            .build()?,
+            .validated()?,
     )
     .await?;
     let handled = Arc::new(AtomicU64::new(0));

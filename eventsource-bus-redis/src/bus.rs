@@ -39,7 +39,7 @@ use crate::{wire, RedisBusConfig};
 ///
 /// # async fn run() -> eventsource_core::Result<()> {
 /// let bus: Arc<dyn EventBus> =
-///     Arc::new(RedisBus::connect(RedisBusConfig::builder("redis://127.0.0.1:6379").build()?).await?);
+///     Arc::new(RedisBus::connect(RedisBusConfig::new("redis://127.0.0.1:6379").validated()?).await?);
 /// # Ok(())
 /// # }
 /// ```

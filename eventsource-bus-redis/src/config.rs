@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 /// use std::time::Duration;
 /// use eventsource_bus_redis::RedisBusConfig;
 ///
-/// let config = RedisBusConfig::builder("redis://127.0.0.1:6379")
+/// let config = RedisBusConfig::new("redis://127.0.0.1:6379")
 ///     .namespace("shop")
 ///     .claim_min_idle(Duration::from_secs(60))
 ///     .max_len(1_000_000)
-///     .build()?;
+///     .validated()?;
 /// assert_eq!(config.events_stream(), "shop:events");
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
@@ -60,7 +60,10 @@ pub struct RedisBusConfig {
     /// after `claim_min_idle`); the others stand by and take over when it
     /// goes. An aggregate's events then stay in order across the whole
     /// group, not just within a member, at the cost of spreading work.
-    pub single_active_member: bool,
+    /// The same option, and name, as RabbitMQ's (`single_active_member`
+    /// in configuration written before is still read).
+    #[serde(alias = "single_active_member")]
+    pub single_active_consumer: bool,
 }
 
 impl std::fmt::Debug for RedisBusConfig {
@@ -76,7 +79,7 @@ impl std::fmt::Debug for RedisBusConfig {
             .field("max_len", &self.max_len)
             .field("publish_timeout", &self.publish_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("single_active_member", &self.single_active_member)
+            .field("single_active_consumer", &self.single_active_consumer)
             .finish()
     }
 }
@@ -94,18 +97,18 @@ impl Default for RedisBusConfig {
             max_len: None,
             publish_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
-            single_active_member: false,
+            single_active_consumer: false,
         }
     }
 }
 
 impl RedisBusConfig {
     /// Starts from the defaults with `url`.
-    pub fn builder(url: impl Into<String>) -> RedisBusConfigBuilder {
-        RedisBusConfigBuilder(RedisBusConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
             url: url.into(),
             ..Self::default()
-        })
+        }
     }
 
     /// Checks every value; the URL must parse as a Redis URL.
@@ -166,7 +169,7 @@ impl RedisBusConfig {
         format!("{}:dlq:{group}", self.namespace)
     }
 
-    /// The lease key of `group` (with [`single_active_member`](Self::single_active_member)).
+    /// The lease key of `group` (with [`single_active_consumer`](Self::single_active_consumer)).
     pub fn lease_key(&self, group: &str) -> String {
         format!("{}:lease:{group}", self.namespace)
     }
@@ -229,24 +232,23 @@ impl KindStr for redis::RedisError {
     }
 }
 
-/// Builds a validated [`RedisBusConfig`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct RedisBusConfigBuilder(RedisBusConfig);
-
 macro_rules! setters {
     ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
         $(
             $(#[$doc])*
+            #[must_use]
             pub fn $name(mut self, value: $ty) -> Self {
-                self.0.$name = value.into();
+                self.$name = value.into();
                 self
             }
         )*
     };
 }
 
-impl RedisBusConfigBuilder {
+/// Setters, each taking and returning the config, for building one in
+/// code; every value is checked by [`validate`](RedisBusConfig::validate), which
+/// `connect` runs.
+impl RedisBusConfig {
     setters! {
         /// See [`RedisBusConfig::namespace`].
         namespace: impl Into<String>,
@@ -266,22 +268,25 @@ impl RedisBusConfigBuilder {
         connect_timeout: Duration,
     }
 
-    /// See [`RedisBusConfig::single_active_member`].
-    pub fn single_active_member(mut self, enabled: bool) -> Self {
-        self.0.single_active_member = enabled;
+    /// See [`RedisBusConfig::single_active_consumer`].
+    #[must_use]
+    pub fn single_active_consumer(mut self, enabled: bool) -> Self {
+        self.single_active_consumer = enabled;
         self
     }
 
     /// See [`RedisBusConfig::max_len`].
+    #[must_use]
     pub fn max_len(mut self, max_len: usize) -> Self {
-        self.0.max_len = Some(max_len);
+        self.max_len = Some(max_len);
         self
     }
 
-    /// Validates and returns the config.
-    pub fn build(self) -> Result<RedisBusConfig> {
-        self.0.validate()?;
-        Ok(self.0)
+    /// The config, once [`validate`](Self::validate) passed: to find a
+    /// mistake before `connect` does.
+    pub fn validated(self) -> Result<Self> {
+        self.validate()?;
+        Ok(self)
     }
 }
 
@@ -296,7 +301,7 @@ mod tests {
             ("redis://u:s3c/ret@127.0.0.1:1", "percent-encode"),
             ("http://127.0.0.1:6379", "scheme `http`"),
         ] {
-            let err = RedisBusConfig::builder(url).build().expect_err(url);
+            let err = RedisBusConfig::new(url).validated().expect_err(url);
             let text = err.to_string();
             assert!(text.contains(why), "{url}: {text}");
             assert!(!text.contains("s3c"), "{url}: {text}");
@@ -311,35 +316,35 @@ mod tests {
         );
         assert_eq!(redact("redis://:s3cret@host"), "redis://:***@host");
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-        let config = RedisBusConfig::builder("redis://u:hunter2@127.0.0.1")
-            .build()
+        let config = RedisBusConfig::new("redis://u:hunter2@127.0.0.1")
+            .validated()
             .expect("valid");
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]
     fn bad_values_are_rejected_at_construction() {
-        let err = RedisBusConfig::builder("http://u:hunter2@x")
-            .build()
+        let err = RedisBusConfig::new("http://u:hunter2@x")
+            .validated()
             .expect_err("scheme");
         assert!(err.to_string().contains("invalid url"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(RedisBusConfig::builder("redis://x")
+        assert!(RedisBusConfig::new("redis://x")
             .namespace("a b")
-            .build()
+            .validated()
             .is_err());
-        assert!(RedisBusConfig::builder("redis://x")
+        assert!(RedisBusConfig::new("redis://x")
             .prefetch(0)
-            .build()
+            .validated()
             .is_err());
-        assert!(RedisBusConfig::builder("redis://x")
+        assert!(RedisBusConfig::new("redis://x")
             .claim_min_idle(Duration::from_secs(1))
             .claim_interval(Duration::from_secs(2))
-            .build()
+            .validated()
             .is_err());
-        assert!(RedisBusConfig::builder("redis://x")
+        assert!(RedisBusConfig::new("redis://x")
             .max_len(0)
-            .build()
+            .validated()
             .is_err());
     }
 
@@ -352,5 +357,14 @@ mod tests {
         assert_eq!(c.claim_min_idle, Duration::from_secs(60));
         assert_eq!(c.namespace, "eventsource");
         c.validate().expect("valid");
+    }
+
+    #[test]
+    fn single_active_is_named_as_on_rabbitmq_and_the_old_name_still_reads() {
+        for key in ["single_active_consumer", "single_active_member"] {
+            let c: RedisBusConfig =
+                serde_json::from_str(&format!(r#"{{"{key}":true}}"#)).expect("parse");
+            assert!(c.single_active_consumer, "{key}");
+        }
     }
 }

@@ -51,7 +51,7 @@ pub(crate) struct GroupConsumer {
     acks: Mutex<Option<mpsc::UnboundedSender<Ack>>>,
     acker: Mutex<Option<JoinHandle<()>>>,
     /// Whether this member reads: always, or while it holds the group's
-    /// lease with `single_active_member`.
+    /// lease with `single_active_consumer`.
     active: std::sync::atomic::AtomicBool,
 }
 
@@ -123,7 +123,7 @@ impl GroupConsumer {
             .client
             .connection(member.client.config.block + Duration::from_secs(5))
             .await?;
-        if member.client.config.single_active_member {
+        if member.client.config.single_active_consumer {
             let mut conn = member.client.conn.clone();
             let active = member.hold_lease(&mut conn).await;
             member
@@ -252,11 +252,11 @@ impl GroupConsumer {
         }
     }
 
-    /// With `single_active_member`: takes or keeps the group's lease.
+    /// With `single_active_consumer`: takes or keeps the group's lease.
     /// Returns whether this member may read. Always `true` without it.
     async fn hold_lease(&self, conn: &mut ConnectionManager) -> bool {
         let config = &self.client.config;
-        if !config.single_active_member {
+        if !config.single_active_consumer {
             return true;
         }
         let ttl = config.claim_min_idle.as_millis().to_string();
@@ -285,7 +285,7 @@ impl GroupConsumer {
 
     /// Gives the lease up if this member holds it.
     async fn release_lease(&self) {
-        if !self.client.config.single_active_member {
+        if !self.client.config.single_active_consumer {
             return;
         }
         let mut conn = self.client.conn.clone();
@@ -303,13 +303,13 @@ impl GroupConsumer {
         let block_ms = self.client.config.block.as_millis().to_string();
         let mut backoff = Duration::from_millis(100);
         let mut last_claim = tokio::time::Instant::now();
-        let mut active = !self.client.config.single_active_member;
+        let mut active = !self.client.config.single_active_consumer;
         let mut lease_checked = tokio::time::Instant::now();
-        // With single_active_member, right after taking the lease: the
+        // With single_active_consumer, right after taking the lease: the
         // XAUTOCLAIM cursor of each stream over the group's pending entries.
         let mut draining: Option<[String; 2]> = None;
         loop {
-            if self.client.config.single_active_member
+            if self.client.config.single_active_consumer
                 && (!active || lease_checked.elapsed() >= self.client.config.claim_interval)
             {
                 lease_checked = tokio::time::Instant::now();
@@ -616,7 +616,7 @@ impl GroupConsumer {
                 tracing::error!(group = self.group(), error = %e, "could not renew this member in its group's register");
             }
             let mut conn = self.client.conn.clone();
-            if self.client.config.single_active_member {
+            if self.client.config.single_active_consumer {
                 let active = self.hold_lease(&mut conn).await;
                 self.active
                     .store(active, std::sync::atomic::Ordering::Release);

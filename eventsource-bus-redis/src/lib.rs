@@ -20,4 +20,4 @@ mod membership;
 mod wire;
 
 pub use bus::RedisBus;
-pub use config::{RedisBusConfig, RedisBusConfigBuilder};
+pub use config::RedisBusConfig;

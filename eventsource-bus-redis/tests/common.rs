@@ -15,12 +15,12 @@ pub fn redis_url() -> String {
 /// A config with a fresh namespace and short claim timings.
 pub fn config(url: &str) -> RedisBusConfig {
     let namespace = format!("es-test-{}", uuid::Uuid::now_v7().simple());
-    RedisBusConfig::builder(url)
+    RedisBusConfig::new(url)
         .namespace(namespace)
         .block(Duration::from_millis(200))
         .claim_interval(Duration::from_millis(200))
         .claim_min_idle(Duration::from_millis(1500))
-        .build()
+        .validated()
         .expect("valid test config")
 }
 

@@ -1,6 +1,6 @@
 //! The conformance suite against the real Redis: once with the defaults
 //! (work spread over a group's members, order within a member), once with
-//! `single_active_member` (order across the group).
+//! `single_active_consumer` (order across the group).
 
 mod common;
 
@@ -23,7 +23,7 @@ impl Redis {
     fn config(&self) -> RedisBusConfig {
         let mut config = common::config(&common::redis_url());
         config.claim_min_idle = Duration::from_secs(30);
-        config.single_active_member = self.single_active;
+        config.single_active_consumer = self.single_active;
         config.validate().expect("valid test config");
         config
     }
@@ -57,7 +57,7 @@ eventsource_testkit::conformance_suite!(Redis {
 });
 
 /// The membership cases again with one active member per group.
-mod single_active_member {
+mod single_active_consumer {
     use super::Redis;
     eventsource_testkit::membership_suite!(Redis {
         single_active: true

@@ -192,8 +192,8 @@ async fn max_len_trims_the_event_stream() {
 
 #[tokio::test]
 async fn unreachable_server_fails_at_connect_naming_it_without_password() {
-    let config = eventsource_bus_redis::RedisBusConfig::builder("redis://user:hunter2@127.0.0.1:1")
-        .build()
+    let config = eventsource_bus_redis::RedisBusConfig::new("redis://user:hunter2@127.0.0.1:1")
+        .validated()
         .expect("valid");
     let err = RedisBus::connect(config)
         .await
@@ -204,9 +204,9 @@ async fn unreachable_server_fails_at_connect_naming_it_without_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_active_member_keeps_one_reader_and_fails_over() {
+async fn single_active_consumer_keeps_one_reader_and_fails_over() {
     let mut config = common::config(&common::redis_url());
-    config.single_active_member = true;
+    config.single_active_consumer = true;
     let bus = common::connect(config).await;
     let (mut first, h1) = Recorder::new("active member");
     let (mut second, h2) = Recorder::new("standby member");

@@ -62,7 +62,7 @@ impl BusConfig {
             "redis" | "rediss" => {
                 #[cfg(feature = "redis")]
                 return Ok(BusConfig::Redis(
-                    eventsource_bus_redis::RedisBusConfig::builder(url).build()?,
+                    eventsource_bus_redis::RedisBusConfig::new(url).validated()?,
                 ));
                 #[cfg(not(feature = "redis"))]
                 return Err(_missing("redis"));
@@ -70,7 +70,7 @@ impl BusConfig {
             "amqp" | "amqps" => {
                 #[cfg(feature = "rabbitmq")]
                 return Ok(BusConfig::Rabbitmq(
-                    eventsource_bus_rabbitmq::RabbitBusConfig::builder(url).build()?,
+                    eventsource_bus_rabbitmq::RabbitBusConfig::new(url).validated()?,
                 ));
                 #[cfg(not(feature = "rabbitmq"))]
                 return Err(_missing("rabbitmq"));
@@ -78,7 +78,7 @@ impl BusConfig {
             "kafka" => {
                 #[cfg(feature = "kafka")]
                 return Ok(BusConfig::Kafka(
-                    eventsource_bus_kafka::KafkaBusConfig::from_url(url)?.build()?,
+                    eventsource_bus_kafka::KafkaBusConfig::from_url(url)?.validated()?,
                 ));
                 #[cfg(not(feature = "kafka"))]
                 return Err(_missing("kafka"));
