@@ -58,7 +58,7 @@ async fn raw_insert(
 
 async fn run(url: &str, label: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {
     let sqlite = url.starts_with("sqlite");
-    let store = SqlEventStore::connect(StoreConfig::builder(url).build()?).await?;
+    let store = SqlEventStore::connect(StoreConfig::new(url).validated()?).await?;
     let pool = store.pool().clone();
     let serial = if sqlite {
         "INTEGER PRIMARY KEY AUTOINCREMENT"

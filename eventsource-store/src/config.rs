@@ -60,9 +60,9 @@ impl Dialect {
 /// ```
 /// use eventsource_store::StoreConfig;
 ///
-/// let config = StoreConfig::builder("sqlite://events.db").outbox(true).build()?;
+/// let config = StoreConfig::new("sqlite://events.db").outbox(true).validated()?;
 /// assert!(config.outbox);
-/// assert!(StoreConfig::builder("mysql://x").build().is_err());
+/// assert!(StoreConfig::new("mysql://x").validated().is_err());
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,11 +104,11 @@ impl Default for StoreConfig {
 
 impl StoreConfig {
     /// Starts from the defaults with `url`.
-    pub fn builder(url: impl Into<String>) -> StoreConfigBuilder {
-        StoreConfigBuilder(StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig {
             url: url.into(),
             ..Self::default()
-        })
+        }
     }
 
     /// Checks every value.
@@ -128,34 +128,34 @@ impl StoreConfig {
     }
 }
 
-/// Builds a validated [`StoreConfig`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct StoreConfigBuilder(StoreConfig);
-
-impl StoreConfigBuilder {
+/// Setters, each taking and returning the config; every value is checked
+/// by [`validate`](StoreConfig::validate), which `connect` runs.
+impl StoreConfig {
     /// See [`StoreConfig::outbox`].
+    #[must_use]
     pub fn outbox(mut self, enabled: bool) -> Self {
-        self.0.outbox = enabled;
+        self.outbox = enabled;
         self
     }
 
     /// See [`StoreConfig::max_connections`].
+    #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
-        self.0.max_connections = n;
+        self.max_connections = n;
         self
     }
 
     /// See [`StoreConfig::acquire_timeout`].
+    #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.0.acquire_timeout = timeout;
+        self.acquire_timeout = timeout;
         self
     }
 
     /// Validates and returns the config.
-    pub fn build(self) -> Result<StoreConfig> {
-        self.0.validate()?;
-        Ok(self.0)
+    pub fn validated(self) -> Result<Self> {
+        self.validate()?;
+        Ok(self)
     }
 }
 

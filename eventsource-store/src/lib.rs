@@ -25,7 +25,7 @@ mod snapshot;
 mod store;
 
 pub use catchup::{CatchUpRunner, Checkpoints, ProjectionHandler};
-pub use config::{Dialect, StoreConfig, StoreConfigBuilder};
+pub use config::{Dialect, StoreConfig};
 pub use outbox::{OutboxRelay, OutboxRelayConfig, RelayStats};
 pub use snapshot::{SnapshotPolicy, SnapshotRepository};
 pub use store::SqlEventStore;

@@ -29,7 +29,7 @@ use crate::{Dialect, StoreConfig};
 ///
 /// # async fn run() -> eventsource_core::Result<()> {
 /// let store: Arc<dyn EventStore> =
-///     Arc::new(SqlEventStore::connect(StoreConfig::builder("sqlite://events.db").build()?).await?);
+///     Arc::new(SqlEventStore::connect(StoreConfig::new("sqlite://events.db").validated()?).await?);
 /// # Ok(())
 /// # }
 /// ```

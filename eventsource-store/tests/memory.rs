@@ -12,8 +12,8 @@ async fn an_in_memory_sqlite_store_is_one_database() {
     for run in 0..3 {
         let store = Arc::new(
             SqlEventStore::connect(
-                StoreConfig::builder("sqlite::memory:")
-                    .build()
+                StoreConfig::new("sqlite::memory:")
+                    .validated()
                     .expect("valid"),
             )
             .await

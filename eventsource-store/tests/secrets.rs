@@ -14,7 +14,7 @@ async fn a_password_never_shows_in_errors_debug_or_trace_logs() {
         format!("postgres:app:{SECRET}@127.0.0.1:1/test"),
     ] {
         assert_never_shown(SECRET, async {
-            let built = StoreConfig::builder(url.as_str()).build();
+            let built = StoreConfig::new(url.as_str()).validated();
             let debug = format!("{built:?}");
             match built {
                 Err(e) => format!("{debug}\n{e}\n{e:?}"),
@@ -34,8 +34,8 @@ async fn a_password_never_shows_in_errors_debug_or_trace_logs() {
 async fn an_unreachable_database_is_reported_as_refused_with_host_and_port() {
     let started = std::time::Instant::now();
     let connected = SqlEventStore::connect(
-        StoreConfig::builder("postgres://app@127.0.0.1:1/test")
-            .build()
+        StoreConfig::new("postgres://app@127.0.0.1:1/test")
+            .validated()
             .expect("valid config"),
     )
     .await;

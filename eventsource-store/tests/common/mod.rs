@@ -57,9 +57,9 @@ impl TestDb {
 
     pub async fn store(&self, outbox: bool) -> SqlEventStore {
         SqlEventStore::connect(
-            StoreConfig::builder(&self.url)
+            StoreConfig::new(&self.url)
                 .outbox(outbox)
-                .build()
+                .validated()
                 .expect("valid config"),
         )
         .await
