@@ -242,80 +242,18 @@ impl KafkaBusConfig {
     }
 }
 
-/// Setters, each taking and returning the config, for building one in
-/// code; every value is checked by [`validate`](KafkaBusConfig::validate), which
-/// `connect` runs.
-impl KafkaBusConfig {
-    /// See [`KafkaBusConfig::topic_prefix`].
-    #[must_use]
-    pub fn topic_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.topic_prefix = prefix.into();
-        self
-    }
-
-    /// See [`KafkaBusConfig::partitions`].
-    #[must_use]
-    pub fn partitions(mut self, n: i32) -> Self {
-        self.partitions = n;
-        self
-    }
-
-    /// See [`KafkaBusConfig::replication`].
-    #[must_use]
-    pub fn replication(mut self, n: i32) -> Self {
-        self.replication = n;
-        self
-    }
-
-    /// See [`KafkaBusConfig::compression`].
-    #[must_use]
-    pub fn compression(mut self, c: Compression) -> Self {
-        self.compression = c;
-        self
-    }
-
-    /// See [`KafkaBusConfig::source`].
-    #[must_use]
-    pub fn source(mut self, source: impl Into<String>) -> Self {
-        self.source = source.into();
-        self
-    }
-
-    /// See [`KafkaBusConfig::prefetch`].
-    #[must_use]
-    pub fn prefetch(mut self, n: usize) -> Self {
-        self.prefetch = n;
-        self
-    }
-
-    /// See [`KafkaBusConfig::publish_timeout`].
-    #[must_use]
-    pub fn publish_timeout(mut self, d: Duration) -> Self {
-        self.publish_timeout = d;
-        self
-    }
-
-    /// See [`KafkaBusConfig::session_timeout`].
-    #[must_use]
-    pub fn session_timeout(mut self, d: Duration) -> Self {
-        self.session_timeout = d;
-        self
-    }
-
-    /// See [`KafkaBusConfig::max_batch_records`].
-    #[must_use]
-    pub fn max_batch_records(mut self, n: usize) -> Self {
-        self.max_batch_records = Some(n);
-        self
-    }
-
-    /// The config, once [`validate`](Self::validate) passed: to find a
-    /// mistake before `connect` does.
-    pub fn validated(self) -> Result<Self> {
-        self.validate()?;
-        Ok(self)
-    }
-}
+eventsource_core::config_setters!(KafkaBusConfig {
+    topic_prefix: impl Into<String>,
+    partitions: i32,
+    replication: i32,
+    compression: Compression,
+    source: impl Into<String>,
+    prefetch: usize,
+    publish_timeout: Duration,
+    session_timeout: Duration,
+} optional {
+    max_batch_records: usize,
+});
 
 #[cfg(test)]
 mod tests {

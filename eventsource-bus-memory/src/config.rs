@@ -61,28 +61,7 @@ impl MemoryBusConfig {
     }
 }
 
-/// Setters, each taking and returning the config, for building one in
-/// code; every value is checked by [`validate`](MemoryBusConfig::validate), which
-/// `connect` runs.
-impl MemoryBusConfig {
-    /// See [`MemoryBusConfig::group_capacity`].
-    #[must_use]
-    pub fn group_capacity(mut self, capacity: usize) -> Self {
-        self.group_capacity = capacity;
-        self
-    }
-
-    /// See [`MemoryBusConfig::publish_timeout`].
-    #[must_use]
-    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.publish_timeout = timeout;
-        self
-    }
-
-    /// The config, once [`validate`](Self::validate) passed: to find a
-    /// mistake before `connect` does.
-    pub fn validated(self) -> Result<Self> {
-        self.validate()?;
-        Ok(self)
-    }
-}
+eventsource_core::config_setters!(MemoryBusConfig {
+    group_capacity: usize,
+    publish_timeout: Duration,
+});

@@ -163,66 +163,16 @@ impl RabbitBusConfig {
     }
 }
 
-/// Setters, each taking and returning the config, for building one in
-/// code; every value is checked by [`validate`](RabbitBusConfig::validate), which
-/// `connect` runs.
-impl RabbitBusConfig {
-    /// See [`RabbitBusConfig::namespace`].
-    #[must_use]
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// See [`RabbitBusConfig::exchange_type`].
-    #[must_use]
-    pub fn exchange_type(mut self, kind: ExchangeType) -> Self {
-        self.exchange_type = kind;
-        self
-    }
-
-    /// See [`RabbitBusConfig::source`].
-    #[must_use]
-    pub fn source(mut self, source: impl Into<String>) -> Self {
-        self.source = source.into();
-        self
-    }
-
-    /// See [`RabbitBusConfig::prefetch`].
-    #[must_use]
-    pub fn prefetch(mut self, prefetch: u16) -> Self {
-        self.prefetch = prefetch;
-        self
-    }
-
-    /// See [`RabbitBusConfig::queue_expires`].
-    #[must_use]
-    pub fn queue_expires(mut self, after: Duration) -> Self {
-        self.queue_expires = Some(after);
-        self
-    }
-
-    /// See [`RabbitBusConfig::publish_timeout`].
-    #[must_use]
-    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.publish_timeout = timeout;
-        self
-    }
-
-    /// See [`RabbitBusConfig::single_active_consumer`].
-    #[must_use]
-    pub fn single_active_consumer(mut self, enabled: bool) -> Self {
-        self.single_active_consumer = enabled;
-        self
-    }
-
-    /// The config, once [`validate`](Self::validate) passed: to find a
-    /// mistake before `connect` does.
-    pub fn validated(self) -> Result<Self> {
-        self.validate()?;
-        Ok(self)
-    }
-}
+eventsource_core::config_setters!(RabbitBusConfig {
+    namespace: impl Into<String>,
+    exchange_type: ExchangeType,
+    source: impl Into<String>,
+    prefetch: u16,
+    publish_timeout: Duration,
+    single_active_consumer: bool,
+} optional {
+    queue_expires: Duration,
+});
 
 #[cfg(test)]
 mod tests {

@@ -232,63 +232,19 @@ impl KindStr for redis::RedisError {
     }
 }
 
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
-        $(
-            $(#[$doc])*
-            #[must_use]
-            pub fn $name(mut self, value: $ty) -> Self {
-                self.$name = value.into();
-                self
-            }
-        )*
-    };
-}
-
-/// Setters, each taking and returning the config, for building one in
-/// code; every value is checked by [`validate`](RedisBusConfig::validate), which
-/// `connect` runs.
-impl RedisBusConfig {
-    setters! {
-        /// See [`RedisBusConfig::namespace`].
-        namespace: impl Into<String>,
-        /// See [`RedisBusConfig::source`].
-        source: impl Into<String>,
-        /// See [`RedisBusConfig::prefetch`].
-        prefetch: usize,
-        /// See [`RedisBusConfig::block`].
-        block: Duration,
-        /// See [`RedisBusConfig::claim_min_idle`].
-        claim_min_idle: Duration,
-        /// See [`RedisBusConfig::claim_interval`].
-        claim_interval: Duration,
-        /// See [`RedisBusConfig::publish_timeout`].
-        publish_timeout: Duration,
-        /// See [`RedisBusConfig::connect_timeout`].
-        connect_timeout: Duration,
-    }
-
-    /// See [`RedisBusConfig::single_active_consumer`].
-    #[must_use]
-    pub fn single_active_consumer(mut self, enabled: bool) -> Self {
-        self.single_active_consumer = enabled;
-        self
-    }
-
-    /// See [`RedisBusConfig::max_len`].
-    #[must_use]
-    pub fn max_len(mut self, max_len: usize) -> Self {
-        self.max_len = Some(max_len);
-        self
-    }
-
-    /// The config, once [`validate`](Self::validate) passed: to find a
-    /// mistake before `connect` does.
-    pub fn validated(self) -> Result<Self> {
-        self.validate()?;
-        Ok(self)
-    }
-}
+eventsource_core::config_setters!(RedisBusConfig {
+    namespace: impl Into<String>,
+    source: impl Into<String>,
+    prefetch: usize,
+    block: Duration,
+    claim_min_idle: Duration,
+    claim_interval: Duration,
+    publish_timeout: Duration,
+    connect_timeout: Duration,
+    single_active_consumer: bool,
+} optional {
+    max_len: usize,
+});
 
 #[cfg(test)]
 mod tests {

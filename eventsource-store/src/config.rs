@@ -128,36 +128,11 @@ impl StoreConfig {
     }
 }
 
-/// Setters, each taking and returning the config; every value is checked
-/// by [`validate`](StoreConfig::validate), which `connect` runs.
-impl StoreConfig {
-    /// See [`StoreConfig::outbox`].
-    #[must_use]
-    pub fn outbox(mut self, enabled: bool) -> Self {
-        self.outbox = enabled;
-        self
-    }
-
-    /// See [`StoreConfig::max_connections`].
-    #[must_use]
-    pub fn max_connections(mut self, n: u32) -> Self {
-        self.max_connections = n;
-        self
-    }
-
-    /// See [`StoreConfig::acquire_timeout`].
-    #[must_use]
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    /// Validates and returns the config.
-    pub fn validated(self) -> Result<Self> {
-        self.validate()?;
-        Ok(self)
-    }
-}
+eventsource_core::config_setters!(StoreConfig {
+    outbox: bool,
+    max_connections: u32,
+    acquire_timeout: Duration,
+});
 
 #[cfg(test)]
 mod tests {

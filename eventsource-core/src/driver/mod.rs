@@ -47,6 +47,7 @@ mod intake;
 mod member;
 pub mod publish;
 mod queue;
+mod setters;
 mod settle;
 mod worker;
 
