@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    join_tasks, run_worker, triage, Delivery, Intake, KeyedQueue, Member, Outcome, Settle,
+    run_worker, triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
 };
 use eventsource_core::{Error, Failure, Result, Subscription};
 use parking_lot::Mutex;
@@ -19,7 +19,6 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::Producer as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{client_config, kafka_err, Client, BACKEND};
@@ -301,8 +300,7 @@ pub(crate) struct GroupConsumer {
     slots: Arc<Semaphore>,
     /// Offset gaps found (records the broker skipped).
     gaps: std::sync::atomic::AtomicU64,
-    stop: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: MemberTasks,
 }
 
 impl GroupConsumer {
@@ -360,30 +358,17 @@ impl GroupConsumer {
             queue,
             gaps: std::sync::atomic::AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(config.prefetch)),
-            stop,
-            tasks: Mutex::new(Vec::new()),
+            tasks: MemberTasks::new(stop),
             consumer: Arc::new(consumer),
             trackers,
             client,
             subscription,
         });
         let waiting = assigned.notified();
-        let mut tasks = vec![tokio::spawn(Arc::clone(&member).poll_loop())];
+        member.tasks.helper(Arc::clone(&member).poll_loop());
         for _ in 0..member.subscription.concurrency() {
-            let m = Arc::clone(&member);
-            tasks.push(tokio::spawn(async move {
-                run_worker(
-                    BACKEND,
-                    &m.queue,
-                    &m.subscription,
-                    &m.stop,
-                    &m.client.stats,
-                    &*m,
-                )
-                .await;
-            }));
+            member.tasks.worker(Arc::clone(&member).work_loop());
         }
-        *member.tasks.lock() = tasks;
         let timeout = member.client.config.assignment_timeout;
         if tokio::time::timeout(timeout, waiting).await.is_err() {
             member.stop(None).await;
@@ -393,6 +378,19 @@ impl GroupConsumer {
             });
         }
         Ok(member)
+    }
+
+    async fn work_loop(self: Arc<Self>) {
+        let stats = &self.client.stats;
+        run_worker(
+            BACKEND,
+            &self.queue,
+            &self.subscription,
+            self.tasks.token(),
+            stats,
+            &*self,
+        )
+        .await;
     }
 
     pub(crate) fn group(&self) -> &str {
@@ -422,19 +420,19 @@ impl GroupConsumer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let slot = tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.tasks.token().cancelled() => return,
                 _ = tick.tick() => { self.commit(CommitMode::Async); continue; }
                 slot = Arc::clone(&self.slots).acquire_owned() => match slot { Ok(s) => s, Err(_) => return },
             };
             tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.tasks.token().cancelled() => return,
                 _ = tick.tick() => self.commit(CommitMode::Async),
                 received = self.consumer.recv() => match received {
                     Ok(message) => self.accept(&message, slot).await,
                     Err(e) => {
                         tracing::warn!(group = self.group(), error = %e, "kafka consumer error");
                         tokio::select! {
-                            () = self.stop.cancelled() => return,
+                            () = self.tasks.token().cancelled() => return,
                             () = tokio::time::sleep(Duration::from_millis(200)) => {}
                         }
                     }
@@ -553,9 +551,7 @@ impl Member for GroupConsumer {
     /// commits what finished and leaves the group. Returns how many
     /// workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
-        self.stop.cancel();
-        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
-        let abandoned = join_tasks(tasks, 1, deadline).await;
+        let abandoned = self.tasks.stop(deadline).await;
         let consumer = Arc::clone(&self.consumer);
         let tpl = commit_list(&self.trackers.lock());
         let _ = tokio::task::spawn_blocking(move || {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{publish, stamp, Counters, Members, PublishTarget, SendError};
+use eventsource_core::driver::{
+    publish, stamp, Counters, MemberTasks, Members, PublishTarget, SendError,
+};
 use eventsource_core::{
     BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, Result, ShutdownReport,
     Subscription, SubscriptionHandle,
@@ -152,22 +154,16 @@ impl EventBus for MemoryBus {
             group
         };
         group.join();
-        let stop = self.members.stop_token();
-        let workers = (0..subscription.concurrency())
-            .map(|_| {
-                tokio::spawn(run_member_worker(
-                    Arc::clone(&self.client),
-                    Arc::clone(&group),
-                    subscription.clone(),
-                    stop.clone(),
-                ))
-            })
-            .collect();
-        let member = GroupConsumer {
-            group,
-            stop,
-            workers: Mutex::new(workers),
-        };
+        let tasks = MemberTasks::new(self.members.stop_token());
+        for _ in 0..subscription.concurrency() {
+            tasks.worker(run_member_worker(
+                Arc::clone(&self.client),
+                Arc::clone(&group),
+                subscription.clone(),
+                tasks.token().clone(),
+            ));
+        }
+        let member = GroupConsumer { group, tasks };
         Ok(self.members.register(&subscription, Arc::new(member)))
     }
 

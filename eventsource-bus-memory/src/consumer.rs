@@ -5,10 +5,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{join_tasks, run_worker, Delivery, Member, Outcome, Settle};
+use eventsource_core::driver::{run_worker, Delivery, Member, MemberTasks, Outcome, Settle};
 use eventsource_core::{DeadLetter, Subscription};
-use parking_lot::Mutex;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -58,16 +56,13 @@ pub(crate) async fn run_member_worker(
 /// One subscription's member of its group: its workers.
 pub(crate) struct GroupConsumer {
     pub(crate) group: Arc<Group>,
-    pub(crate) stop: CancellationToken,
-    pub(crate) workers: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) tasks: MemberTasks,
 }
 
 #[async_trait]
 impl Member for GroupConsumer {
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
-        self.stop.cancel();
-        let workers: Vec<JoinHandle<()>> = self.workers.lock().drain(..).collect();
-        let abandoned = join_tasks(workers, 0, deadline).await;
+        let abandoned = self.tasks.stop(deadline).await;
         self.group.leave();
         abandoned
     }

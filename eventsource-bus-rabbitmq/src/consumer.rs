@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    join_tasks, run_worker, triage, Delivery, Intake, KeyedQueue, Member, Outcome, Settle,
+    run_worker, triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
 };
 use eventsource_core::{Failure, Result, Subscription};
 use futures::StreamExt;
@@ -15,8 +15,6 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::Acker;
-use parking_lot::Mutex;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -39,8 +37,7 @@ pub(crate) struct GroupConsumer {
     /// The consuming connection; kept open after `stop` until the workers
     /// have acked, then closed (unacked messages go back to the queue).
     session: tokio::sync::Mutex<Option<Session>>,
-    stop: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: MemberTasks,
 }
 
 impl GroupConsumer {
@@ -55,28 +52,30 @@ impl GroupConsumer {
         let member = Arc::new(GroupConsumer {
             queue: KeyedQueue::new(usize::from(client.config.prefetch)),
             session: tokio::sync::Mutex::new(None),
-            stop,
-            tasks: Mutex::new(Vec::new()),
+            tasks: MemberTasks::new(stop),
             client,
             subscription,
         });
-        let mut tasks = vec![tokio::spawn(Arc::clone(&member).consume_loop(session))];
+        member
+            .tasks
+            .helper(Arc::clone(&member).consume_loop(session));
         for _ in 0..member.subscription.concurrency() {
-            let m = Arc::clone(&member);
-            tasks.push(tokio::spawn(async move {
-                run_worker(
-                    BACKEND,
-                    &m.queue,
-                    &m.subscription,
-                    &m.stop,
-                    &m.client.stats,
-                    &*m,
-                )
-                .await;
-            }));
+            member.tasks.worker(Arc::clone(&member).work_loop());
         }
-        *member.tasks.lock() = tasks;
         Ok(member)
+    }
+
+    async fn work_loop(self: Arc<Self>) {
+        let stats = &self.client.stats;
+        run_worker(
+            BACKEND,
+            &self.queue,
+            &self.subscription,
+            self.tasks.token(),
+            stats,
+            &*self,
+        )
+        .await;
     }
 
     pub(crate) fn group(&self) -> &str {
@@ -130,7 +129,7 @@ impl GroupConsumer {
                     Err(e) => {
                         tracing::warn!(group = self.group(), error = %e, ?backoff, "rabbitmq reconnect failed");
                         tokio::select! {
-                            () = self.stop.cancelled() => return,
+                            () = self.tasks.token().cancelled() => return,
                             () = tokio::time::sleep(backoff) => {}
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -170,7 +169,7 @@ impl GroupConsumer {
             .map_err(|e| amqp_err(format!("consuming `{queue}`"), e))?;
         loop {
             tokio::select! {
-                () = self.stop.cancelled() => {
+                () = self.tasks.token().cancelled() => {
                     let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
                     return Ok(());
                 }
@@ -251,9 +250,7 @@ impl Member for GroupConsumer {
     /// any, then aborts them); closes the connection. Returns how many
     /// workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
-        self.stop.cancel();
-        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
-        let abandoned = join_tasks(tasks, 1, deadline).await;
+        let abandoned = self.tasks.stop(deadline).await;
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    join_tasks, run_worker, triage, Delivery, Intake, KeyedQueue, Member, Outcome, Settle,
+    run_worker, triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
 };
 use eventsource_core::{Result, Subscription};
 use parking_lot::Mutex;
@@ -43,8 +43,7 @@ pub(crate) struct GroupConsumer {
     /// Entry ids this member holds unacked, per stream.
     held: Mutex<HashMap<Arc<str>, HashSet<String>>>,
     slots: Arc<Semaphore>,
-    stop: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: MemberTasks,
     workers: usize,
     /// Acks go to one task that sends them in batches: one XACK per stream
     /// for everything finished since its last round trip.
@@ -100,11 +99,10 @@ impl GroupConsumer {
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
         let member = Arc::new(GroupConsumer {
-            stop,
+            tasks: MemberTasks::new(stop),
             slots: Arc::new(Semaphore::new(config.prefetch)),
             queue: KeyedQueue::new(config.prefetch),
             held: Mutex::new(HashMap::new()),
-            tasks: Mutex::new(Vec::new()),
             workers: subscription.concurrency(),
             acks: Mutex::new(None),
             acker: Mutex::new(None),
@@ -133,14 +131,13 @@ impl GroupConsumer {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         *member.acks.lock() = Some(ack_tx);
         *member.acker.lock() = Some(tokio::spawn(Arc::clone(&member).ack_loop(ack_rx)));
-        let mut tasks = vec![
-            tokio::spawn(Arc::clone(&member).read_loop(reader_conn)),
-            tokio::spawn(Arc::clone(&member).refresh_loop()),
-        ];
+        member
+            .tasks
+            .helper(Arc::clone(&member).read_loop(reader_conn));
+        member.tasks.helper(Arc::clone(&member).refresh_loop());
         for _ in 0..member.workers {
-            tasks.push(tokio::spawn(Arc::clone(&member).work_loop()));
+            member.tasks.worker(Arc::clone(&member).work_loop());
         }
-        *member.tasks.lock() = tasks;
         tracing::debug!(group = member.group(), consumer = %member.consumer, "redis member started");
         Ok(member)
     }
@@ -317,7 +314,7 @@ impl GroupConsumer {
                 active = self.hold_lease(&mut conn).await;
                 if !active {
                     tokio::select! {
-                        () = self.stop.cancelled() => return,
+                        () = self.tasks.token().cancelled() => return,
                         () = tokio::time::sleep(self.client.config.claim_interval) => {}
                     }
                     continue;
@@ -330,7 +327,7 @@ impl GroupConsumer {
                 }
             }
             let first = tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.tasks.token().cancelled() => return,
                 slot = Arc::clone(&self.slots).acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => return,
@@ -416,7 +413,7 @@ impl GroupConsumer {
                         tracing::warn!(group = self.group(), error = %e, ?backoff, "redis unreachable, reader backing off");
                     }
                     tokio::select! {
-                        () = self.stop.cancelled() => return,
+                        () = self.tasks.token().cancelled() => return,
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -508,7 +505,7 @@ impl GroupConsumer {
             BACKEND,
             &self.queue,
             &self.subscription,
-            &self.stop,
+            self.tasks.token(),
             &self.client.stats,
             &*self,
         )
@@ -609,7 +606,7 @@ impl GroupConsumer {
     async fn refresh_loop(self: Arc<Self>) {
         loop {
             tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.tasks.token().cancelled() => return,
                 () = tokio::time::sleep(self.client.config.claim_interval) => {}
             }
             if let Err(e) = self.register().await {
@@ -636,10 +633,7 @@ impl Member for GroupConsumer {
     /// if any, then aborts them), and leaves the group — deleting the
     /// consumer when it holds nothing. Returns how many workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
-        self.stop.cancel();
-        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().drain(..).collect();
-        // The reader and the refresher come first; the workers after them.
-        let abandoned = join_tasks(tasks, 2, deadline).await;
+        let abandoned = self.tasks.stop(deadline).await;
         // No more acks can come: let the acker send what is queued, then end.
         drop(self.acks.lock().take());
         let acker = self.acker.lock().take();

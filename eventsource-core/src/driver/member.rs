@@ -40,6 +40,52 @@ pub async fn join_tasks(
     abandoned
 }
 
+/// The tasks of one running member, its helpers (reader, refresher) and
+/// its workers, and the token that stops them all.
+#[derive(Debug)]
+pub struct MemberTasks {
+    stop: CancellationToken,
+    helpers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl MemberTasks {
+    /// No tasks yet; `stop` (from [`Members::stop_token`]) stops them.
+    pub fn new(stop: CancellationToken) -> Self {
+        MemberTasks {
+            stop,
+            helpers: Mutex::new(Vec::new()),
+            workers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Cancelled when the member stops or the bus shuts down.
+    pub fn token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Spawns a helper: a task that fetches or keeps leases, and handles
+    /// nothing itself. Helpers are joined before the workers.
+    pub fn helper(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.helpers.lock().push(tokio::spawn(task));
+    }
+
+    /// Spawns a worker (one that runs handlers: [`run_worker`](super::run_worker)).
+    pub fn worker(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.workers.lock().push(tokio::spawn(task));
+    }
+
+    /// Cancels the token and joins the helpers, then the workers, until
+    /// `deadline` ([`join_tasks`]); returns how many workers were aborted.
+    pub async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
+        self.stop.cancel();
+        let mut tasks: Vec<_> = self.helpers.lock().drain(..).collect();
+        let helpers = tasks.len();
+        tasks.extend(self.workers.lock().drain(..));
+        join_tasks(tasks, helpers, deadline).await
+    }
+}
+
 /// A running subscription member that a backend can stop.
 #[async_trait::async_trait]
 pub trait Member: Send + Sync + 'static {
