@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_bus_redis::RedisBus;
-use eventsource_core::{handler_fn, EventBus, Subscription};
+use eventsource_core::{handler_fn, DeadLetterQuery, EventBus, FailureKind, Subscription};
 use eventsource_testkit::{dead_letters_of, eventually, probe, Recorder};
 use tokio::sync::mpsc;
 
@@ -246,6 +246,72 @@ async fn single_active_consumer_keeps_one_reader_and_fails_over() {
         got.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
         vec![7, 8, 9],
         "the standby took over"
+    );
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
+/// A dead letter written before the one header codec (bare snake_case
+/// fields, no kind, no decoded flag) still lists with its failure and
+/// replays to its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_in_the_former_spelling_lists_and_replays() {
+    let config = common::config(&common::redis_url());
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
+    let (mut rec, h) = Recorder::new("group `old`");
+    let _s = bus
+        .subscribe(
+            Subscription::builder("old")
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    let event = probe("agg-old", 1, 1);
+    let mut conn = raw_conn().await;
+    let _: String = redis::cmd("XADD")
+        .arg(config.dlq_stream("old"))
+        .arg("*")
+        .arg("group")
+        .arg("old")
+        .arg("source")
+        .arg(format!("{}/1-0", config.events_stream()))
+        .arg("error")
+        .arg("boom")
+        .arg("attempts")
+        .arg(3)
+        .arg("first_failed_at")
+        .arg("2026-01-02T03:04:05+00:00")
+        .arg("last_failed_at")
+        .arg("2026-01-02T03:04:07+00:00")
+        .arg("envelope")
+        .arg(serde_json::to_string(&event).expect("encode"))
+        .query_async(&mut conn)
+        .await
+        .expect("xadd a former dead letter");
+    let letters = bus
+        .dead_letters()
+        .list(&DeadLetterQuery::group("old"))
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(
+        (
+            letter.failure.error.as_str(),
+            letter.failure.attempts,
+            letter.failure.kind,
+            letter.group()
+        ),
+        ("boom", 3, FailureKind::Exhausted, "old")
+    );
+    assert_eq!(letter.envelope.as_ref(), Some(&event));
+    bus.dead_letters().replay(&letter.id).await.expect("replay");
+    assert_eq!(
+        rec.expect(1, Duration::from_secs(10)).await[0].event_id,
+        event.event_id
     );
     bus.shutdown(Duration::from_secs(5))
         .await
