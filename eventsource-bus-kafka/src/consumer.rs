@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    run_worker, triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
+    triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
 };
 use eventsource_core::{Error, Failure, Result, Subscription};
 use parking_lot::Mutex;
@@ -366,9 +366,10 @@ impl GroupConsumer {
         });
         let waiting = assigned.notified();
         member.tasks.helper(Arc::clone(&member).poll_loop());
-        for _ in 0..member.subscription.concurrency() {
-            member.tasks.worker(Arc::clone(&member).work_loop());
-        }
+        let n = member.subscription.concurrency();
+        member.tasks.spawn_workers(BACKEND, &member, n, |m| {
+            (&*m.queue, &m.subscription, &m.client.stats)
+        });
         let timeout = member.client.config.assignment_timeout;
         if tokio::time::timeout(timeout, waiting).await.is_err() {
             member.stop(None).await;
@@ -378,19 +379,6 @@ impl GroupConsumer {
             });
         }
         Ok(member)
-    }
-
-    async fn work_loop(self: Arc<Self>) {
-        let stats = &self.client.stats;
-        run_worker(
-            BACKEND,
-            &self.queue,
-            &self.subscription,
-            self.tasks.token(),
-            stats,
-            &*self,
-        )
-        .await;
     }
 
     pub(crate) fn group(&self) -> &str {

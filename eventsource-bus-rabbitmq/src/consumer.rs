@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    run_worker, triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
+    triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
 };
 use eventsource_core::{Failure, Result, Subscription};
 use futures::StreamExt;
@@ -59,23 +59,11 @@ impl GroupConsumer {
         member
             .tasks
             .helper(Arc::clone(&member).consume_loop(session));
-        for _ in 0..member.subscription.concurrency() {
-            member.tasks.worker(Arc::clone(&member).work_loop());
-        }
+        let n = member.subscription.concurrency();
+        member.tasks.spawn_workers(BACKEND, &member, n, |m| {
+            (&m.queue, &m.subscription, &m.client.stats)
+        });
         Ok(member)
-    }
-
-    async fn work_loop(self: Arc<Self>) {
-        let stats = &self.client.stats;
-        run_worker(
-            BACKEND,
-            &self.queue,
-            &self.subscription,
-            self.tasks.token(),
-            stats,
-            &*self,
-        )
-        .await;
     }
 
     pub(crate) fn group(&self) -> &str {

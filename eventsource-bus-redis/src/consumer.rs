@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    run_worker, triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
+    triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
 };
 use eventsource_core::{Result, Subscription};
 use parking_lot::Mutex;
@@ -135,9 +135,11 @@ impl GroupConsumer {
             .tasks
             .helper(Arc::clone(&member).read_loop(reader_conn));
         member.tasks.helper(Arc::clone(&member).refresh_loop());
-        for _ in 0..member.workers {
-            member.tasks.worker(Arc::clone(&member).work_loop());
-        }
+        member
+            .tasks
+            .spawn_workers(BACKEND, &member, member.workers, |m| {
+                (&m.queue, &m.subscription, &m.client.stats)
+            });
         tracing::debug!(group = member.group(), consumer = %member.consumer, "redis member started");
         Ok(member)
     }
@@ -498,18 +500,6 @@ impl GroupConsumer {
                 }
             }
         }
-    }
-
-    async fn work_loop(self: Arc<Self>) {
-        run_worker(
-            BACKEND,
-            &self.queue,
-            &self.subscription,
-            self.tasks.token(),
-            &self.client.stats,
-            &*self,
-        )
-        .await;
     }
 
     /// Takes over entries of this group idle longer than `claim_min_idle`

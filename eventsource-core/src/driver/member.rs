@@ -75,6 +75,28 @@ impl MemberTasks {
         self.workers.lock().push(tokio::spawn(task));
     }
 
+    /// Spawns `n` workers running [`run_worker`](super::run_worker) for
+    /// `member`, which settles; `parts` picks its queue, subscription and
+    /// counters.
+    pub fn spawn_workers<T, M>(
+        &self,
+        backend: &'static str,
+        member: &Arc<M>,
+        n: usize,
+        parts: fn(&M) -> (&super::KeyedQueue<T>, &Subscription, &super::Counters),
+    ) where
+        T: Send + 'static,
+        M: super::Settle<T> + 'static,
+    {
+        for _ in 0..n {
+            let (member, stop) = (Arc::clone(member), self.stop.clone());
+            self.worker(async move {
+                let (queue, subscription, counters) = parts(&member);
+                super::run_worker(backend, queue, subscription, &stop, counters, &*member).await;
+            });
+        }
+    }
+
     /// Cancels the token and joins the helpers, then the workers, until
     /// `deadline` ([`join_tasks`]); returns how many workers were aborted.
     pub async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
