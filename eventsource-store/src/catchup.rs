@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use eventsource_core::{BoxError, Error, EventStore, RecordedEvent, Result};
+use eventsource_core::{
+    handler_fn, BoxError, Error, EventBus, EventStore, RecordedEvent, Result, Subscription,
+};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::schema::{db_err, ts};
@@ -101,7 +104,8 @@ impl CatchUpRunner {
         self
     }
 
-    /// How often to look for new events once caught up.
+    /// How often to look for new events once caught up (with
+    /// [`follow`](Self::follow), the fallback should a bus wake-up be lost).
     #[must_use]
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;
@@ -161,6 +165,68 @@ impl CatchUpRunner {
                     () = stop.cancelled() => return Ok(()),
                     () = tokio::time::sleep(self.poll_interval) => {}
                 }
+            }
+        }
+    }
+
+    /// Catches up from the checkpoint, then follows new events live through
+    /// `bus`, until `stop` is cancelled.
+    ///
+    /// The runner subscribes first, as consumer group `group` (a group of
+    /// its own, every event), and only then reads the store, so no event
+    /// stored after the catch-up began goes unnoticed. Each event the bus
+    /// delivers wakes the runner, which reads the store from its position:
+    /// the projection sees every stored event exactly once across the
+    /// switch, in global order (so in per-aggregate order), with its
+    /// checkpoint saved after each batch as during catch-up, and a restart
+    /// resumes from it. The bus carries the signal; the store stays the
+    /// source of truth (an event published without being stored is not
+    /// projected). [`poll_interval`](Self::poll_interval) is the fallback
+    /// should a wake-up be lost (a bus outage, an outbox relay that has not
+    /// published yet).
+    pub async fn follow(
+        &self,
+        bus: &dyn EventBus,
+        group: &str,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        let wake = Arc::new(Notify::new());
+        let signal = Arc::clone(&wake);
+        let subscription = Subscription::builder(group)
+            .handler(handler_fn(move |_event| {
+                // A permit is kept when the runner is busy: no wake-up is lost.
+                signal.notify_one();
+                async { Ok(()) }
+            }))
+            .build()?;
+        let handle = bus.subscribe(subscription).await?;
+        let followed = self.follow_after_subscribing(&wake, &stop).await;
+        handle.unsubscribe().await;
+        followed
+    }
+
+    async fn follow_after_subscribing(
+        &self,
+        wake: &Notify,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        let mut position = self.checkpoints.load(&self.name).await?;
+        tracing::info!(projection = %self.name, position, "projection starting (catch-up, then live)");
+        loop {
+            loop {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                let (next, n) = self.step(position).await?;
+                position = next;
+                if n == 0 {
+                    break;
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = wake.notified() => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
     }
