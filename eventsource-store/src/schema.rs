@@ -57,6 +57,16 @@ const V1: [&str; 5] = [
         updated_at TEXT NOT NULL)",
 ];
 
+/// Migration 2: the idempotent inbox (`Inbox`).
+const V2: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS es_inbox (
+        group_name TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        handled_at TEXT NOT NULL,
+        PRIMARY KEY (group_name, event_id))",
+    "CREATE INDEX IF NOT EXISTS es_inbox_handled_at ON es_inbox (handled_at)",
+];
+
 /// `(version, statements)`; append new versions, never edit old ones.
 fn migrations(dialect: Dialect) -> Vec<(i64, Vec<String>)> {
     let (serial, int64) = match dialect {
@@ -64,7 +74,10 @@ fn migrations(dialect: Dialect) -> Vec<(i64, Vec<String>)> {
         Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"),
     };
     let fill = |sql: &str| sql.replace("{SERIAL}", serial).replace("{INT64}", int64);
-    vec![(1, V1.iter().map(|s| fill(s)).collect())]
+    vec![
+        (1, V1.iter().map(|s| fill(s)).collect()),
+        (2, V2.iter().map(|s| fill(s)).collect()),
+    ]
 }
 
 /// Applies the migrations not yet applied, each in its own transaction.
