@@ -76,6 +76,17 @@ impl MemoryBus {
         Self::build(MemoryBusConfig::default())
     }
 
+    /// The events published last, oldest first, as many as
+    /// [`MemoryBusConfig::event_log`] keeps (none without it).
+    pub fn event_log(&self) -> Vec<EventEnvelope> {
+        self.client
+            .log
+            .lock()
+            .iter()
+            .map(|e| EventEnvelope::clone(e))
+            .collect()
+    }
+
     /// A bus with `config`, validated.
     pub fn with_config(config: MemoryBusConfig) -> Result<Self> {
         config.validate()?;
@@ -89,6 +100,7 @@ impl MemoryBus {
                 groups: Mutex::new(HashMap::new()),
                 dead_letters: DeadLetters::default(),
                 stats: Counters::default(),
+                log: Mutex::default(),
             }),
             members: Members::new("memory bus"),
         }
@@ -121,6 +133,7 @@ impl EventBus for MemoryBus {
                             .await
                             .map_err(SendError::Fatal)?;
                     }
+                    client.log(&event);
                 }
                 Ok(())
             },

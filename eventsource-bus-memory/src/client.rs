@@ -19,9 +19,22 @@ pub(crate) struct Client {
     pub(crate) groups: Mutex<HashMap<String, Arc<Group>>>,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) stats: Counters,
+    /// The last `config.event_log` events published, oldest first.
+    pub(crate) log: Mutex<std::collections::VecDeque<Arc<eventsource_core::EventEnvelope>>>,
 }
 
 impl Client {
+    /// Keeps `event` in the event log, if the bus keeps one.
+    pub(crate) fn log(&self, event: &Arc<eventsource_core::EventEnvelope>) {
+        if let Some(keep) = self.config.event_log {
+            let mut log = self.log.lock();
+            if log.len() == keep {
+                log.pop_front();
+            }
+            log.push_back(Arc::clone(event));
+        }
+    }
+
     pub(crate) fn group(&self, name: &str) -> Option<Arc<Group>> {
         self.groups.lock().get(name).cloned()
     }

@@ -28,6 +28,10 @@ pub struct MemoryBusConfig {
     /// [`Error::Timeout`] naming the full group.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// Keep the last this many published events in an event log that
+    /// [`MemoryBus::event_log`](crate::MemoryBus::event_log) lists, oldest
+    /// first (none kept by default).
+    pub event_log: Option<usize>,
 }
 
 impl Default for MemoryBusConfig {
@@ -35,6 +39,7 @@ impl Default for MemoryBusConfig {
         MemoryBusConfig {
             group_capacity: 10_000,
             publish_timeout: Duration::from_secs(30),
+            event_log: None,
         }
     }
 }
@@ -52,6 +57,11 @@ impl MemoryBusConfig {
                 "memory bus: group_capacity must be at least 1",
             ));
         }
+        if self.event_log == Some(0) {
+            return Err(Error::config(
+                "memory bus: event_log must keep at least 1 event when set",
+            ));
+        }
         if self.publish_timeout.is_zero() {
             return Err(Error::config(
                 "memory bus: publish_timeout must be more than zero",
@@ -64,4 +74,6 @@ impl MemoryBusConfig {
 eventsource_core::config_setters!(MemoryBusConfig {
     group_capacity: usize,
     publish_timeout: Duration,
+} optional {
+    event_log: usize,
 });

@@ -84,6 +84,45 @@ impl EventEnvelope {
         })
     }
 
+    /// An envelope for an event with no Rust type: its type name and a
+    /// JSON payload (schema version 1), for services that publish events
+    /// they do not model as types (`INVOICE_CREATED`, a webhook's body).
+    ///
+    /// ```
+    /// use eventsource_core::EventEnvelope;
+    ///
+    /// let e = EventEnvelope::from_json(
+    ///     "Invoice",
+    ///     "inv-1",
+    ///     1,
+    ///     "INVOICE_CREATED",
+    ///     serde_json::json!({ "amount_cents": 12_900 }),
+    /// );
+    /// assert_eq!(e.routing_key(), "Invoice.INVOICE_CREATED");
+    /// assert_eq!(e.payload["amount_cents"], 12_900);
+    /// ```
+    pub fn from_json(
+        aggregate_type: impl Into<String>,
+        aggregate_id: impl Into<String>,
+        aggregate_version: u64,
+        event_type: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        EventEnvelope {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            aggregate_version,
+            occurred_at: Utc::now(),
+            correlation_id: None,
+            causation_id: None,
+            metadata: BTreeMap::new(),
+            payload,
+        }
+    }
+
     /// Sets the correlation id.
     #[must_use]
     pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
