@@ -20,6 +20,9 @@ async fn keeps_nothing_unless_asked() {
     let bus = MemoryBus::new();
     bus.publish(&[probe("a", 1, 1)]).await.expect("publish");
     assert!(bus.event_log().is_empty());
-    let err = MemoryBusConfig::new().event_log(0).validated().expect_err("0");
+    let err = MemoryBusConfig::new()
+        .event_log(0)
+        .validated()
+        .expect_err("0");
     assert!(err.to_string().contains("event_log"), "{err}");
 }
