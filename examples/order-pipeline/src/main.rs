@@ -8,21 +8,31 @@
 //! - `payment` charges it, failing once on a flaky gateway (retried) and
 //!   declining orders above a limit (dead-lettered, then replayed after the
 //!   limit is raised, as an operator would after fixing a bug);
-//! - `notification` tells the customer about everything that happens.
+//! - `email` tells the customer about everything that happens;
+//! - `projection` keeps an order summary table in the store's database,
+//!   each event applied exactly once (an idempotent inbox, in the same
+//!   transaction as the row it writes).
 //!
-//! Run it with `cargo run -p orders` (in-process bus), or on a broker
-//! without changing a line of it: `cargo run -p orders -- redis://127.0.0.1:6379`,
+//! The events are kept in a SQLite event store (`ORDER_PIPELINE_STORE`,
+//! default a file in the temp directory, recreated by each run).
+//! `cargo run -p order-pipeline -- rebuild` replays that store into a fresh
+//! projection and shows it equals the live one.
+//!
+//! Run it with `cargo run -p order-pipeline` (in-process bus), or on a broker
+//! without changing a line of it: `cargo run -p order-pipeline -- redis://127.0.0.1:6379`,
 //! `-- amqp://guest:guest@127.0.0.1:5672/%2f` or `-- kafka://127.0.0.1:9092`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource::{
     handler_fn, handler_for, Aggregate, BusConfig, CommandError, DeadLetterQuery, DomainEvent,
-    EventBus, EventFilter, EventStore, HandlerError, InMemoryEventStore, Repository, RetryPolicy,
-    Subscription,
+    EventBus, EventEnvelope, EventFilter, EventStore, HandlerError, HandlerResult, Repository,
+    RetryPolicy, Subscription,
 };
+use eventsource_store::{sqlx, Inbox, InboxHandler, SqlEventStore, StoreConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -111,18 +121,140 @@ impl Aggregate for Order {
     }
 }
 
+/// An order as the summary shows it: status and total.
+type Summary = BTreeMap<String, (String, u64)>;
+
+/// How an event changes the summary (the live projection and the rebuild
+/// share it).
+fn summarize(summary: &mut Summary, order: &str, event: &OrderEvent) {
+    match event {
+        OrderEvent::Placed { total_cents, .. } => {
+            summary.insert(order.to_owned(), ("placed".to_owned(), *total_cents));
+        }
+        OrderEvent::Shipped => {
+            if let Some(row) = summary.get_mut(order) {
+                row.0 = "shipped".to_owned();
+            }
+        }
+    }
+}
+
+/// The live projection: the `order_summary` table, written in the inbox's
+/// transaction, so a redelivered event is not applied twice.
+struct SummaryTable(mpsc::UnboundedSender<String>);
+
+#[async_trait::async_trait]
+impl InboxHandler for SummaryTable {
+    async fn handle(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        e: &EventEnvelope,
+    ) -> HandlerResult {
+        let event: OrderEvent = e.decode().map_err(HandlerError::permanent)?;
+        let mut row = Summary::new();
+        if let OrderEvent::Shipped = event {
+            let current: Option<(String, i64)> =
+                sqlx::query_as("SELECT status, total_cents FROM order_summary WHERE order_id = $1")
+                    .bind(&e.aggregate_id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(HandlerError::transient)?;
+            if let Some((status, total)) = current {
+                row.insert(e.aggregate_id.clone(), (status, total as u64));
+            }
+        }
+        summarize(&mut row, &e.aggregate_id, &event);
+        for (order, (status, total)) in row {
+            sqlx::query(
+                "INSERT INTO order_summary (order_id, status, total_cents) VALUES ($1, $2, $3) \
+                 ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, total_cents = excluded.total_cents",
+            )
+            .bind(&order)
+            .bind(&status)
+            .bind(total as i64)
+            .execute(&mut **tx)
+            .await
+            .map_err(HandlerError::transient)?;
+        }
+        let _ = self.0.send(format!(
+            "[projection]   {} -> {}",
+            e.aggregate_id, e.event_type
+        ));
+        Ok(())
+    }
+}
+
+/// The store's URL: `ORDER_PIPELINE_STORE`, or a file in the temp directory.
+fn store_url() -> String {
+    std::env::var("ORDER_PIPELINE_STORE").unwrap_or_else(|_| {
+        let path = std::env::temp_dir().join("order-pipeline.db");
+        format!("sqlite://{}", path.display())
+    })
+}
+
+/// Replays the whole store into a fresh summary and compares it with the
+/// live `order_summary` table.
+async fn rebuild(store: &SqlEventStore) -> Result<Summary, Box<dyn std::error::Error>> {
+    let mut rebuilt = Summary::new();
+    let mut position = 0;
+    loop {
+        let batch = store.read_all(position, 500).await?;
+        let Some(last) = batch.last() else { break };
+        position = last.position;
+        for recorded in &batch {
+            let event: OrderEvent = recorded.envelope.decode()?;
+            summarize(&mut rebuilt, &recorded.envelope.aggregate_id, &event);
+        }
+    }
+    let live: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT order_id, status, total_cents FROM order_summary ORDER BY order_id")
+            .fetch_all(store.pool())
+            .await?;
+    let live: Summary = live
+        .into_iter()
+        .map(|(order, status, total)| (order, (status, total as u64)))
+        .collect();
+    println!("\nRebuilt from the store ({position} events):");
+    for (order, (status, total)) in &rebuilt {
+        println!("  {order}: {status}, {total} cents");
+    }
+    if rebuilt != live {
+        return Err(format!("the rebuilt projection differs from the live one: {live:?}").into());
+    }
+    println!(
+        "The rebuilt projection equals the live one ({} orders).",
+        live.len()
+    );
+    Ok(rebuilt)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let arg = std::env::args().nth(1);
+    if arg.as_deref() == Some("rebuild") {
+        let store = SqlEventStore::connect(StoreConfig::new(store_url())).await?;
+        rebuild(&store).await?;
+        return Ok(());
+    }
     // The one line that picks the backend. A namespace of its own per run
     // keeps runs on a shared broker apart.
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "memory://".to_owned());
+    let url = arg.unwrap_or_else(|| "memory://".to_owned());
     let namespace = format!("orders-example-{}", std::process::id());
     let bus: Arc<dyn EventBus> =
         eventsource::connect_bus(&BusConfig::from_url(&url)?.with_namespace(&namespace)).await?;
     println!("Bus: {} ({url})", bus.backend());
-    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let store_url = store_url();
+    if let Some(path) = store_url.strip_prefix("sqlite://") {
+        let _ = std::fs::remove_file(path); // a fresh store per run
+    }
+    let sql = SqlEventStore::connect(StoreConfig::new(&store_url)).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS order_summary \
+         (order_id TEXT PRIMARY KEY, status TEXT NOT NULL, total_cents BIGINT NOT NULL)",
+    )
+    .execute(sql.pool())
+    .await?;
+    let store: Arc<dyn EventStore> = Arc::new(sql.clone());
     let orders = Repository::<Order>::new(Arc::clone(&store)).with_bus(Arc::clone(&bus));
 
     // Every handler reports what it did here, so main knows when all is done.
@@ -209,18 +341,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tx = log_tx.clone();
     let _notification = bus
         .subscribe(
-            Subscription::builder("notification")
+            Subscription::builder("email")
                 .filter(EventFilter::pattern("Order.#")?)
                 .handler(handler_fn(move |e| {
                     let tx = tx.clone();
                     async move {
                         let _ = tx.send(format!(
-                            "[notification] {} is now {} (v{})",
+                            "[email]        {} is now {} (v{})",
                             e.aggregate_id, e.event_type, e.aggregate_version
                         ));
                         Ok(())
                     }
                 }))
+                .build()?,
+        )
+        .await?;
+    let inbox = Inbox::new(sql.clone());
+    let _projection = bus
+        .subscribe(
+            Subscription::builder("projection")
+                .handler(inbox.handler("projection", SummaryTable(log_tx.clone())))
                 .build()?,
         )
         .await?;
@@ -252,8 +392,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(_) => return Err("order-1 shipped twice".into()),
     }
 
-    // 3 reservations + 1 flaky try + 3 payments + 4 notifications.
-    wait_for(&mut log, 11).await?;
+    // 3 reservations + 1 flaky try + 3 payments + 4 emails + 4 projection rows.
+    wait_for(&mut log, 15).await?;
 
     // The decline was reported just before the handler returned its error;
     // the dead letter lands right after.
@@ -286,6 +426,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let stored = store.read_all(0, 100).await?;
     println!("Event store holds {} events.", stored.len());
+    rebuild(&sql).await?;
     let report = bus.shutdown(Duration::from_secs(5)).await?;
     println!("Shut down (drained: {}).", report.drained);
     Ok(())
