@@ -30,6 +30,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// An event did not pass its schema ([`Schemas`](crate::schema::Schemas)):
+    /// nothing of the batch was published.
+    #[error("event `{routing_key}` of {aggregate_id} ({event_id}) is invalid: {reason}; nothing was published")]
+    InvalidEvent {
+        /// `{aggregate_type}.{event_type}`.
+        routing_key: String,
+        /// The aggregate.
+        aggregate_id: String,
+        /// The event.
+        event_id: uuid::Uuid,
+        /// What the schema objects to.
+        reason: String,
+    },
+
     /// An event could not be serialized into an envelope.
     #[error("cannot encode event `{event_type}`: {reason}")]
     Encode {

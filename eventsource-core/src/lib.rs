@@ -39,6 +39,7 @@ mod filter;
 mod handler;
 mod repository;
 mod retry;
+pub mod schema;
 mod store;
 mod subscription;
 pub mod trace;

@@ -46,7 +46,7 @@ pub use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Failure
 // Errors.
 pub use eventsource_core::{redact_url, BoxError, Error, Result};
 // Schema evolution and tracing.
-pub use eventsource_core::{trace, upcast};
+pub use eventsource_core::{schema, trace, upcast};
 
 /// The in-process bus (feature `memory`).
 #[cfg(feature = "memory")]
