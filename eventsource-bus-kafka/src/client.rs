@@ -190,7 +190,7 @@ impl Client {
                 "message.timeout.ms",
                 config.publish_timeout.as_millis().to_string(),
             )
-            .set("linger.ms", "2")
+            .set("linger.ms", config.linger.as_millis().to_string())
             .create()
             .map_err(|e| kafka_err("creating the producer", e))?;
         let admin: AdminClient<DefaultClientContext> = client_config(&config)

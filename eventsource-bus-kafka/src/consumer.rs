@@ -349,6 +349,10 @@ impl GroupConsumer {
                     .to_string(),
             )
             .set("enable.partition.eof", "false")
+            .set(
+                "fetch.wait.max.ms",
+                config.fetch_wait_max.as_millis().to_string(),
+            )
             .create_with_context(context)
             .map_err(|e| kafka_err(format!("creating a consumer for group `{group}`"), e))?;
         consumer

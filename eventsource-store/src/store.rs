@@ -1,5 +1,7 @@
 //! [`SqlEventStore`]: the [`EventStore`] on SQLite or PostgreSQL.
 
+use std::sync::OnceLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventsource_core::{
@@ -159,6 +161,39 @@ impl SqlEventStore {
         tx.map_err(|e| db_err(self.backend(), "starting a transaction", e))
     }
 
+    /// The ids of `chunk` already stored, for the error (or all of them if
+    /// that read fails). PostgreSQL has aborted `tx`: read on another
+    /// connection. SQLite undid only the statement: read in `tx` (an
+    /// in-memory database has one connection, which `tx` holds).
+    async fn already_stored(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        chunk: &[EventEnvelope],
+    ) -> String {
+        let mut found = Vec::new();
+        for e in chunk {
+            let id = e.event_id.to_string();
+            let query = sqlx::query_scalar("SELECT event_id FROM es_events WHERE event_id = $1")
+                .bind(id.clone());
+            let stored: std::result::Result<Option<String>, _> = match self.dialect {
+                Dialect::Postgres => query.fetch_optional(&self.pool).await,
+                Dialect::Sqlite => query.fetch_optional(&mut **tx).await,
+            };
+            match stored {
+                Ok(Some(_)) => found.push(id),
+                Ok(None) => {}
+                Err(_) => {
+                    return chunk
+                        .iter()
+                        .map(|e| e.event_id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                }
+            }
+        }
+        found.join(", ")
+    }
+
     async fn append_in(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -183,19 +218,120 @@ impl SqlEventStore {
         expected.check(stream, current)?;
         check_batch(stream, current, events)?;
         let now = ts(Utc::now());
-        let mut last_position = 0;
-        for e in events {
-            let version = i64::try_from(e.aggregate_version).map_err(|_| {
-                Error::config(format!(
-                    "aggregate version {} is too large",
-                    e.aggregate_version
-                ))
-            })?;
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO es_events (stream, version, event_id, event_type, schema_version, aggregate_type, \
-                 aggregate_id, occurred_at, correlation_id, causation_id, metadata, payload) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING position",
-            )
+        let mut last_position: i64 = 0;
+        // Multi-row inserts: one statement per ROWS_PER_INSERT events (12
+        // parameters each, well under either database's limit).
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let inserted = insert_events(chunk, stream)?.fetch_all(&mut **tx).await;
+            let positions: Vec<i64> = match inserted {
+                Ok(positions) => positions,
+                Err(sqlx::Error::Database(db))
+                    if db.is_unique_violation() && db.message().contains("event_id") =>
+                {
+                    return Err(Error::DuplicateEvent {
+                        stream: stream.to_owned(),
+                        event_id: self.already_stored(tx, chunk).await,
+                    });
+                }
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    return Err(Error::Concurrency {
+                        stream: stream.to_owned(),
+                        expected: expected.to_string(),
+                        actual: current,
+                    });
+                }
+                Err(err) => return Err(db_err(backend, format!("appending to `{stream}`"), err)),
+            };
+            last_position = last_position.max(positions.into_iter().max().unwrap_or(0));
+            if self.config.outbox {
+                let mut query = sqlx::query(insert_outbox_sql(chunk.len()));
+                for e in chunk {
+                    query = query
+                        .bind(e.event_id.to_string())
+                        .bind(serde_json::to_string(e).expect("an envelope serializes"))
+                        .bind(now.clone());
+                }
+                query
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|err| db_err(backend, "writing the outbox", err))?;
+            }
+        }
+        Ok(AppendResult {
+            version: current + events.len() as u64,
+            last_position: u64::try_from(last_position).unwrap_or(0),
+        })
+    }
+}
+
+/// Events per multi-row insert (12 parameters each, well under either
+/// database's limit).
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO {table} ({columns}) VALUES ($1, ...), (...){suffix}` for
+/// 1 to `ROWS_PER_INSERT` rows, written once per process.
+fn multi_row_sql(
+    cache: &'static OnceLock<Vec<String>>,
+    head: &str,
+    columns: usize,
+    suffix: &str,
+    rows: usize,
+) -> &'static str {
+    let all = cache.get_or_init(|| {
+        (1..=ROWS_PER_INSERT)
+            .map(|n| {
+                let values: Vec<String> = (0..n)
+                    .map(|r| {
+                        let row: Vec<String> = (1..=columns)
+                            .map(|c| format!("${}", r * columns + c))
+                            .collect();
+                        format!("({})", row.join(", "))
+                    })
+                    .collect();
+                format!("{head} VALUES {}{suffix}", values.join(", "))
+            })
+            .collect()
+    });
+    &all[rows - 1]
+}
+
+fn insert_events_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    multi_row_sql(
+        &SQL,
+        "INSERT INTO es_events (stream, version, event_id, event_type, schema_version, aggregate_type, \
+         aggregate_id, occurred_at, correlation_id, causation_id, metadata, payload)",
+        12,
+        " RETURNING position",
+        rows,
+    )
+}
+
+fn insert_outbox_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    multi_row_sql(
+        &SQL,
+        "INSERT INTO es_outbox (event_id, envelope, created_at)",
+        3,
+        "",
+        rows,
+    )
+}
+
+/// The insert of `chunk` into `stream`, bound.
+fn insert_events<'q>(
+    chunk: &'q [EventEnvelope],
+    stream: &'q str,
+) -> Result<sqlx::query::QueryScalar<'q, Any, i64, sqlx::any::AnyArguments<'q>>> {
+    let mut query = sqlx::query_scalar(insert_events_sql(chunk.len()));
+    for e in chunk {
+        let version = i64::try_from(e.aggregate_version).map_err(|_| {
+            Error::config(format!(
+                "aggregate version {} is too large",
+                e.aggregate_version
+            ))
+        })?;
+        query = query
             .bind(stream)
             .bind(version)
             .bind(e.event_id.to_string())
@@ -207,41 +343,9 @@ impl SqlEventStore {
             .bind(e.correlation_id.clone())
             .bind(e.causation_id.clone())
             .bind(serde_json::to_string(&e.metadata).expect("a string map serializes"))
-            .bind(e.payload.to_string())
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(|err| match &err {
-                sqlx::Error::Database(db) if db.is_unique_violation() && db.message().contains("event_id") => {
-                    Error::DuplicateEvent {
-                        stream: stream.to_owned(),
-                        event_id: e.event_id.to_string(),
-                    }
-                }
-                sqlx::Error::Database(db) if db.is_unique_violation() => Error::Concurrency {
-                    stream: stream.to_owned(),
-                    expected: expected.to_string(),
-                    actual: current,
-                },
-                _ => db_err(backend, format!("appending to `{stream}`"), err),
-            })?;
-            last_position = position;
-            if self.config.outbox {
-                sqlx::query(
-                    "INSERT INTO es_outbox (event_id, envelope, created_at) VALUES ($1, $2, $3)",
-                )
-                .bind(e.event_id.to_string())
-                .bind(serde_json::to_string(e).expect("an envelope serializes"))
-                .bind(&now)
-                .execute(&mut **tx)
-                .await
-                .map_err(|err| db_err(backend, "writing the outbox", err))?;
-            }
-        }
-        Ok(AppendResult {
-            version: current + events.len() as u64,
-            last_position: u64::try_from(last_position).unwrap_or(0),
-        })
+            .bind(e.payload.to_string());
     }
+    Ok(query)
 }
 
 pub(crate) fn envelope_from_row(row: &AnyRow, backend: &'static str) -> Result<RecordedEvent> {

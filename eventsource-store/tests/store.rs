@@ -69,6 +69,10 @@ async fn append_read_and_expected_versions(db: &TestDb) {
         .expect_err("duplicate id");
     assert!(matches!(err, Error::DuplicateEvent { .. }), "{err}");
     assert!(
+        err.to_string().contains(&a[0].event_id.to_string()),
+        "names the id already stored: {err}"
+    );
+    assert!(
         store
             .read_stream("Probe-b", 1)
             .await
@@ -294,7 +298,45 @@ async fn catch_up_runner_checkpoints_and_follows_live(db: &TestDb) {
     );
 }
 
+/// A batch larger than one multi-row insert (64 rows) is stored whole, in
+/// order, with its outbox rows, and a duplicate in its last chunk rejects
+/// all of it.
+async fn a_large_batch_spans_several_inserts(db: &TestDb) {
+    let store = db.store(true).await;
+    let batch = events("big", 1, 150);
+    let appended = store
+        .append("Probe-big", ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("append 150");
+    assert_eq!((appended.version, appended.last_position), (150, 150));
+    let read = store.read_all(0, 1_000).await.expect("read");
+    let ids: Vec<_> = read.iter().map(|r| r.envelope.event_id).collect();
+    let want: Vec<_> = batch.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, want, "every event, in order");
+    let positions: Vec<u64> = read.iter().map(|r| r.position).collect();
+    assert_eq!(positions, (1..=150).collect::<Vec<u64>>());
+    let mut dup = events("other", 1, 130);
+    dup[129].event_id = batch[3].event_id;
+    let err = store
+        .append("Probe-other", ExpectedVersion::NoStream, &dup)
+        .await
+        .expect_err("duplicate in the last chunk");
+    assert!(
+        err.to_string().contains(&batch[3].event_id.to_string()),
+        "{err}"
+    );
+    assert!(
+        store
+            .read_stream("Probe-other", 1)
+            .await
+            .expect("read")
+            .is_empty(),
+        "nothing of the rejected batch is stored"
+    );
+}
+
 on_both_databases!(
+    a_large_batch_spans_several_inserts,
     append_read_and_expected_versions,
     concurrent_writers_never_make_a_reader_skip,
     snapshots_every_n_and_schema_invalidation,
