@@ -20,6 +20,7 @@
 //! [`BusFactory::quiet`] after a positive control has arrived.
 
 mod aggregate;
+pub mod bench;
 mod conformance;
 mod factory;
 mod fault;

@@ -1,0 +1,167 @@
+//! A runner for the bench programs: the bus and the raw client library
+//! measured side by side, several rounds, interleaved, so that a
+//! difference is told from the run-to-run spread.
+//!
+//! Each case runs one warm-up round of both (not counted), then `rounds`
+//! rounds in which bus and raw alternate which goes first; it prints the
+//! min / median / max rate of each and the ratio of the medians. [`header`]
+//! states the machine's load and the payload size first, so a report says
+//! under what it was measured.
+//!
+//! ```no_run
+//! # async fn run() {
+//! use std::time::{Duration, Instant};
+//! use eventsource_testkit::bench;
+//!
+//! bench::header("my-bus", 120);
+//! let row = bench::compare("publish", 10_000, 5,
+//!     |n| async move { let t = Instant::now(); /* bus publishes n */ t.elapsed() },
+//!     |n| async move { let t = Instant::now(); /* raw client publishes n */ t.elapsed() },
+//! ).await;
+//! bench::table(&[row]);
+//! # }
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+/// The rates one case measured, in events per second.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// What was measured.
+    pub label: String,
+    /// Events per round.
+    pub events: usize,
+    /// The bus's rate in each round.
+    pub bus: Vec<f64>,
+    /// The raw client's rate in each round.
+    pub raw: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn spread(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    format!("{:.0} / {:.0} / {:.0}", min, median(v), max)
+}
+
+impl Comparison {
+    /// Median bus rate over median raw rate.
+    pub fn ratio(&self) -> f64 {
+        let raw = median(&self.raw);
+        if raw == 0.0 {
+            0.0
+        } else {
+            median(&self.bus) / raw
+        }
+    }
+}
+
+/// Prints what the numbers were measured under: cores, the load average
+/// (Linux), the payload size.
+pub fn header(name: &str, payload_bytes: usize) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned());
+    println!(
+        "{name}: {cores} cores, load average {load} at start, payload {payload_bytes} bytes per event"
+    );
+}
+
+/// Measures `bus` and `raw` (each given how many events to move and
+/// returning how long that took) over a warm-up and `rounds` rounds.
+pub async fn compare<B, FB, R, FR>(
+    label: &str,
+    events: usize,
+    rounds: usize,
+    mut bus: B,
+    mut raw: R,
+) -> Comparison
+where
+    B: FnMut(usize) -> FB,
+    FB: Future<Output = Duration>,
+    R: FnMut(usize) -> FR,
+    FR: Future<Output = Duration>,
+{
+    let rate = |d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
+    // Warm-up: connections, caches, JIT-less but lazy everything.
+    bus(events).await;
+    raw(events).await;
+    let mut c = Comparison {
+        label: label.to_owned(),
+        events,
+        bus: Vec::with_capacity(rounds),
+        raw: Vec::with_capacity(rounds),
+    };
+    for round in 0..rounds.max(1) {
+        if round % 2 == 0 {
+            c.raw.push(rate(raw(events).await));
+            c.bus.push(rate(bus(events).await));
+        } else {
+            c.bus.push(rate(bus(events).await));
+            c.raw.push(rate(raw(events).await));
+        }
+    }
+    eprintln!("  {label}: ratio {:.2}", c.ratio());
+    c
+}
+
+/// Prints the comparisons as a Markdown table (min / median / max ev/s).
+pub fn table(rows: &[Comparison]) {
+    println!("| case | events | raw ev/s (min / median / max) | bus ev/s (min / median / max) | ratio of medians |");
+    println!("|---|---|---|---|---|");
+    for c in rows {
+        println!(
+            "| {} | {} | {} | {} | {:.2} |",
+            c.label,
+            c.events,
+            spread(&c.raw),
+            spread(&c.bus),
+            c.ratio()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn interleaves_rounds_after_a_warm_up_and_reports_medians() {
+        let order = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (b, r) = (std::sync::Arc::clone(&order), std::sync::Arc::clone(&order));
+        let c = compare(
+            "case",
+            1_000,
+            3,
+            move |_| {
+                b.lock().push("bus");
+                async { Duration::from_millis(2) }
+            },
+            move |_| {
+                r.lock().push("raw");
+                async { Duration::from_millis(1) }
+            },
+        )
+        .await;
+        assert_eq!(
+            *order.lock(),
+            ["bus", "raw", "raw", "bus", "bus", "raw", "raw", "bus"],
+            "warm-up, then alternating"
+        );
+        assert_eq!((c.bus.len(), c.raw.len()), (3, 3));
+        assert!((c.ratio() - 0.5).abs() < 1e-9, "{}", c.ratio());
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+    }
+}
