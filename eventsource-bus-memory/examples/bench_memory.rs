@@ -53,7 +53,9 @@ async fn bus_round(events: &[EventEnvelope], groups: usize) -> Duration {
     }
     finished.await;
     let elapsed = t.elapsed();
-    bus.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
     elapsed
 }
 

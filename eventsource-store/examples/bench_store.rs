@@ -2,11 +2,11 @@
 //! inserts of the same rows, in the same run, printed as ratios.
 //!
 //! ```sh
-//! cargo run --release -p eventsource-store --example bench_store -- [sqlite|postgres|both] [events]
+//! cargo run --release -p eventsource-store --example bench_store -- [sqlite|postgres|both] [events] [rounds]
 //! ```
 //!
 //! For batches of 1, 10 and 100 events: `SqlEventStore::append` (version
-//! check, lock, insert per event, commit) vs raw sqlx inserting the same
+//! check, lock, multi-row inserts, commit) vs raw sqlx inserting the same
 //! rows into a table of the same shape in one transaction per batch. Then
 //! `read_stream` of a 1 000-event stream vs a raw `SELECT`.
 
@@ -14,12 +14,8 @@ use std::time::{Duration, Instant};
 
 use eventsource_core::{EventEnvelope, EventStore, ExpectedVersion};
 use eventsource_store::{SqlEventStore, StoreConfig};
-use eventsource_testkit::probe;
+use eventsource_testkit::{bench, probe};
 use sqlx::{AnyPool, Row};
-
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
-}
 
 async fn raw_insert(
     pool: &AnyPool,
@@ -56,7 +52,41 @@ async fn raw_insert(
     tx.commit().await
 }
 
-async fn run(url: &str, label: &str, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+/// Appends `n` fresh events to a fresh stream in batches; the time taken.
+async fn store_round(store: &SqlEventStore, n: usize, batch: usize) -> Duration {
+    let stream = format!("Probe-{}", uuid::Uuid::now_v7().simple());
+    let events: Vec<EventEnvelope> = (1..=n as u64).map(|v| probe("bus", v, v)).collect();
+    let t = Instant::now();
+    let mut version = 0;
+    for chunk in events.chunks(batch) {
+        store
+            .append(&stream, ExpectedVersion::Exact(version), chunk)
+            .await
+            .expect("append");
+        version += chunk.len() as u64;
+    }
+    t.elapsed()
+}
+
+/// The same rows inserted with plain sqlx, one transaction per batch.
+async fn raw_round(pool: &AnyPool, sqlite: bool, n: usize, batch: usize) -> Duration {
+    let stream = format!("raw-{}", uuid::Uuid::now_v7().simple());
+    let events: Vec<EventEnvelope> = (1..=n as u64).map(|v| probe("raw", v, v)).collect();
+    let t = Instant::now();
+    for chunk in events.chunks(batch) {
+        raw_insert(pool, sqlite, &stream, chunk)
+            .await
+            .expect("raw insert");
+    }
+    t.elapsed()
+}
+
+async fn run(
+    url: &str,
+    label: &str,
+    n: usize,
+    rounds: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let sqlite = url.starts_with("sqlite");
     let store = SqlEventStore::connect(StoreConfig::new(url).validated()?).await?;
     let pool = store.pool().clone();
@@ -77,65 +107,68 @@ async fn run(url: &str, label: &str, n: usize) -> Result<(), Box<dyn std::error:
     ))
     .execute(&pool)
     .await?;
-    println!("\n{label}: {n} events per case");
-    println!(
-        "{:<22} {:>14} {:>16} {:>8}",
-        "", "raw sqlx", "SqlEventStore", "ratio"
-    );
+    let mut rows = Vec::new();
     for batch in [1usize, 10, 100] {
-        let run_id = uuid::Uuid::now_v7().simple().to_string();
-        let raw_events: Vec<EventEnvelope> = (1..=n as u64).map(|v| probe("raw", v, v)).collect();
-        let t = Instant::now();
-        for chunk in raw_events.chunks(batch) {
-            raw_insert(&pool, sqlite, &format!("raw-{run_id}"), chunk).await?;
-        }
-        let raw = t.elapsed();
-        let events: Vec<EventEnvelope> = (1..=n as u64).map(|v| probe("bus", v, v)).collect();
-        let stream = format!("Probe-{run_id}");
-        let t = Instant::now();
-        let mut version = 0;
-        for chunk in events.chunks(batch) {
-            store
-                .append(&stream, ExpectedVersion::Exact(version), chunk)
-                .await?;
-            version += chunk.len() as u64;
-        }
-        let ours = t.elapsed();
-        println!(
-            "{:<22} {:>9.0} ev/s {:>11.0} ev/s {:>8.2}",
-            format!("append, batch of {batch}"),
-            rate(n, raw),
-            rate(n, ours),
-            rate(n, ours) / rate(n, raw)
+        let (ours, raw) = (store.clone(), pool.clone());
+        rows.push(
+            bench::compare(
+                &format!("{label}: append, batch of {batch}"),
+                n,
+                rounds,
+                move |n| {
+                    let store = ours.clone();
+                    async move { store_round(&store, n, batch).await }
+                },
+                move |n| {
+                    let pool = raw.clone();
+                    async move { raw_round(&pool, sqlite, n, batch).await }
+                },
+            )
+            .await,
         );
-        if batch == 100 {
-            let reads = 20;
-            let t = Instant::now();
-            for _ in 0..reads {
-                let rows = sqlx::query(
-                    "SELECT * FROM raw_events WHERE stream = $1 AND version >= $2 ORDER BY version",
-                )
-                .bind(format!("raw-{run_id}"))
-                .bind(1i64)
-                .fetch_all(&pool)
-                .await?;
-                let _: Vec<String> = rows.iter().map(|r| r.get::<String, _>("payload")).collect();
-            }
-            let raw = t.elapsed();
-            let t = Instant::now();
-            for _ in 0..reads {
-                store.read_stream(&stream, 1).await?;
-            }
-            let ours = t.elapsed();
-            println!(
-                "{:<22} {:>9.0} ev/s {:>11.0} ev/s {:>8.2}",
-                format!("read_stream ({n})"),
-                rate(n * reads, raw),
-                rate(n * reads, ours),
-                rate(n * reads, ours) / rate(n * reads, raw)
-            );
-        }
     }
+    // Reads of one stream of `n` events, both sides written once.
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let (raw_stream, stream) = (format!("raw-{run_id}"), format!("Probe-{run_id}"));
+    let events: Vec<EventEnvelope> = (1..=n as u64).map(|v| probe("read", v, v)).collect();
+    for chunk in events.chunks(100) {
+        raw_insert(&pool, sqlite, &raw_stream, chunk).await?;
+        store.append(&stream, ExpectedVersion::Any, chunk).await?;
+    }
+    let (ours, raw) = (store.clone(), pool.clone());
+    rows.push(
+        bench::compare(
+            &format!("{label}: read_stream"),
+            n,
+            rounds,
+            move |_| {
+                let (store, stream) = (ours.clone(), stream.clone());
+                async move {
+                    let t = Instant::now();
+                    store.read_stream(&stream, 1).await.expect("read");
+                    t.elapsed()
+                }
+            },
+            move |_| {
+                let (pool, stream) = (raw.clone(), raw_stream.clone());
+                async move {
+                    let t = Instant::now();
+                    let rows = sqlx::query(
+                        "SELECT * FROM raw_events WHERE stream = $1 AND version >= $2 ORDER BY version",
+                    )
+                    .bind(stream)
+                    .bind(1i64)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("raw read");
+                    let _: Vec<String> = rows.iter().map(|r| r.get::<String, _>("payload")).collect();
+                    t.elapsed()
+                }
+            },
+        )
+        .await,
+    );
+    bench::table(&rows);
     sqlx::query("DROP TABLE IF EXISTS raw_events")
         .execute(&pool)
         .await?;
@@ -147,16 +180,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("both");
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1_000);
-    println!("eventsource-store bench (raw = the same rows inserted with plain sqlx, one transaction per batch)");
+    let rounds: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    bench::header(
+        "eventsource-store (raw = the same rows with plain sqlx, one transaction per batch)",
+        probe("x", 1, 1).payload.to_string().len(),
+    );
     if which == "sqlite" || which == "both" {
         let path =
             std::env::temp_dir().join(format!("es-bench-{}.db", uuid::Uuid::now_v7().simple()));
-        run(
-            &format!("sqlite://{}", path.display()),
-            "SQLite (file, WAL)",
-            n,
-        )
-        .await?;
+        run(&format!("sqlite://{}", path.display()), "SQLite", n, rounds).await?;
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
@@ -164,7 +196,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if which == "postgres" || which == "both" {
         let url = std::env::var("POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        run(&url, "PostgreSQL", n).await?;
+        run(&url, "PostgreSQL", n, rounds).await?;
     }
     Ok(())
 }
