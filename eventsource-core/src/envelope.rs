@@ -69,19 +69,15 @@ impl EventEnvelope {
             event_type: event.event_type().to_owned(),
             reason: e.to_string(),
         })?;
-        Ok(EventEnvelope {
-            event_id: Uuid::now_v7(),
-            event_type: event.event_type().to_owned(),
-            schema_version: event.schema_version(),
-            aggregate_type: event.aggregate_type().to_owned(),
-            aggregate_id: aggregate_id.into(),
+        let mut envelope = Self::from_json(
+            event.aggregate_type(),
+            aggregate_id,
             aggregate_version,
-            occurred_at: Utc::now(),
-            correlation_id: None,
-            causation_id: None,
-            metadata: BTreeMap::new(),
+            event.event_type(),
             payload,
-        })
+        );
+        envelope.schema_version = event.schema_version();
+        Ok(envelope)
     }
 
     /// An envelope for an event with no Rust type: its type name and a

@@ -152,21 +152,8 @@ impl CatchUpRunner {
     /// Catches up, then follows new events until `stop` is cancelled.
     /// Returns the error of a failing handler or store.
     pub async fn run(&self, stop: CancellationToken) -> Result<()> {
-        let mut position = self.checkpoints.load(&self.name).await?;
-        tracing::info!(projection = %self.name, position, "projection starting");
-        loop {
-            if stop.is_cancelled() {
-                return Ok(());
-            }
-            let (next, n) = self.step(position).await?;
-            position = next;
-            if n == 0 {
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(self.poll_interval) => {}
-                }
-            }
-        }
+        // Polling only: nothing ever wakes it early.
+        self.follow_after_subscribing(&Notify::new(), &stop).await
     }
 
     /// Catches up from the checkpoint, then follows new events live through
@@ -211,7 +198,7 @@ impl CatchUpRunner {
         stop: &CancellationToken,
     ) -> Result<()> {
         let mut position = self.checkpoints.load(&self.name).await?;
-        tracing::info!(projection = %self.name, position, "projection starting (catch-up, then live)");
+        tracing::info!(projection = %self.name, position, "projection starting");
         loop {
             loop {
                 if stop.is_cancelled() {

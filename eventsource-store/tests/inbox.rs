@@ -79,6 +79,16 @@ async fn pool(db: &TestDb) -> sqlx::AnyPool {
     sqlx::AnyPool::connect(&db.url).await.expect("connect")
 }
 
+/// An inbox on the test database, beside the handler's `ledger` table.
+async fn ledger_inbox(db: &TestDb) -> Inbox {
+    let store = db.store(false).await;
+    sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
+        .execute(&pool(db).await)
+        .await
+        .expect("create ledger");
+    Inbox::new(store)
+}
+
 async fn subscribe(bus: &Arc<dyn EventBus>, handler: impl EventHandler) {
     let subscription = Subscription::builder("ledger")
         .handler(handler)
@@ -90,12 +100,7 @@ async fn subscribe(bus: &Arc<dyn EventBus>, handler: impl EventHandler) {
 }
 
 async fn a_redelivery_after_a_crash_before_the_ack_is_not_applied_twice(db: &TestDb) {
-    let store = db.store(false).await;
-    sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
-        .execute(&pool(db).await)
-        .await
-        .expect("create ledger");
-    let inbox = Inbox::new(store);
+    let inbox = ledger_inbox(db).await;
     let ledger = Arc::new(Ledger {
         runs: AtomicUsize::new(0),
         fail_first: 0,
@@ -138,12 +143,7 @@ async fn a_redelivery_after_a_crash_before_the_ack_is_not_applied_twice(db: &Tes
 }
 
 async fn a_failing_handler_leaves_no_record_and_its_retry_applies_once(db: &TestDb) {
-    let store = db.store(false).await;
-    sqlx::query("CREATE TABLE ledger (event_id TEXT NOT NULL)")
-        .execute(&pool(db).await)
-        .await
-        .expect("create ledger");
-    let inbox = Inbox::new(store);
+    let inbox = ledger_inbox(db).await;
     let ledger = Arc::new(Ledger {
         runs: AtomicUsize::new(0),
         fail_first: 1,

@@ -107,10 +107,13 @@ fn orders_reach_both_services_and_survive_an_inventory_crash() {
     let (tx, rx) = mpsc::channel();
     let mut seen: Vec<(&str, String)> = Vec::new();
 
+    // The first inventory waits between committing an order and acking it,
+    // so the kill below lands between the two for the order it holds.
+    let slow_args = with(&["inventory", "--slow-ms", "300"], Some(&stock_db));
     let inventory_args = with(&["inventory"], Some(&stock_db));
     let (inventory, _) = start(
         "inventory",
-        &as_refs(&inventory_args),
+        &as_refs(&slow_args),
         &tx,
         &rx,
         "ready",
