@@ -2,14 +2,18 @@
 //! one run, printed as ratios.
 //!
 //! ```sh
-//! cargo run --release -p eventsource-bus-redis --example bench_redis -- [events] [redis-url]
+//! cargo run --release -p eventsource-bus-redis --example bench_redis -- [events] [rounds] [redis-url]
 //! ```
+//!
+//! On the shared runner (`eventsource_testkit::bench`: warm-up, then bus
+//! and raw interleaved over several rounds, medians compared):
 //!
 //! - publish: batches of 100, `RedisBus::publish` vs a raw pipelined XADD
 //!   of the same fields;
-//! - end to end: publish N while one consumer handles them (ack after
-//!   each batch), `RedisBus` with a counting handler vs raw
-//!   XREADGROUP/XACK.
+//! - end to end: publish N while one consumer handles them, `RedisBus`
+//!   with a counting handler (at the defaults users get: prefetch 32,
+//!   concurrency 1; then prefetch 256, concurrency 16) vs raw
+//!   XREADGROUP/XACK of up to 100 entries per round trip.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use eventsource_bus_redis::{RedisBus, RedisBusConfig};
 use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
-use eventsource_testkit::probe;
+use eventsource_testkit::{bench, probe};
 use redis::streams::StreamReadReply;
 
 const BATCH: usize = 100;
@@ -63,8 +67,148 @@ fn events(n: usize) -> Vec<EventEnvelope> {
         .collect()
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
+fn ns(what: &str) -> String {
+    format!("es-bench-{what}-{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn bus_publish(url: &str, evs: &[EventEnvelope]) -> Duration {
+    let bus = RedisBus::connect(RedisBusConfig::new(url).namespace(ns("bus-pub")))
+        .await
+        .expect("connect");
+    let t = Instant::now();
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+async fn raw_publish_round(client: &redis::Client, evs: &[EventEnvelope]) -> Duration {
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stream = format!("{}:events", ns("raw-pub"));
+    let t = Instant::now();
+    raw_publish(&mut raw, &stream, evs).await;
+    t.elapsed()
+}
+
+/// Publishes `evs` while a bus subscription counts them; until all are handled.
+async fn bus_e2e(
+    url: &str,
+    evs: &[EventEnvelope],
+    prefetch: usize,
+    concurrency: usize,
+) -> Duration {
+    let n = evs.len() as u64;
+    let bus = RedisBus::connect(
+        RedisBusConfig::new(url)
+            .namespace(ns("bus-e2e"))
+            .prefetch(prefetch),
+    )
+    .await
+    .expect("connect");
+    let handled = Arc::new(AtomicU64::new(0));
+    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
+    let _s = bus
+        .subscribe(
+            Subscription::builder("g")
+                .concurrency(concurrency)
+                .handler(handler_fn(move |_e| {
+                    let (h, done_tx) = (Arc::clone(&handled), done_tx.clone());
+                    async move {
+                        if h.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                            let _ = done_tx.send(()).await;
+                        }
+                        Ok(())
+                    }
+                }))
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    let t = Instant::now();
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    tokio::time::timeout(Duration::from_secs(300), done.recv())
+        .await
+        .expect("all handled");
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+/// Publishes `evs` while a raw XREADGROUP/XACK loop reads them.
+async fn raw_e2e(client: &redis::Client, evs: &[EventEnvelope]) -> Duration {
+    let n = evs.len();
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stream = format!("{}:events", ns("raw-e2e"));
+    let _: String = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut raw)
+        .await
+        .expect("XGROUP");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let reader_stream = stream.clone();
+    let consumer = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
+                .arg(BATCH)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&reader_stream)
+                .arg(">")
+                .query_async(&mut conn)
+                .await
+                .expect("XREADGROUP");
+            let ids: Vec<String> = reply
+                .map(|r| r.keys)
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|k| k.ids)
+                .map(|i| i.id)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            got += ids.len();
+            let _: i64 = redis::cmd("XACK")
+                .arg(&reader_stream)
+                .arg("g")
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await
+                .expect("XACK");
+        }
+    });
+    let t = Instant::now();
+    raw_publish(&mut raw, &stream, evs).await;
+    consumer.await.expect("raw consumer");
+    t.elapsed()
 }
 
 #[tokio::main]
@@ -75,154 +219,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(20_000);
+    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let url = args
-        .get(2)
+        .get(3)
         .cloned()
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let ns = |what: &str| format!("es-bench-{what}-{}", uuid::Uuid::now_v7().simple());
     let client = redis::Client::open(url.as_str())?;
-    let mut raw = client.get_multiplexed_async_connection().await?;
-    println!("eventsource-bus-redis bench: {n} events, batches of {BATCH}, {url}");
-
-    // Warm-up: connections, allocator, server.
-    raw_publish(
-        &mut raw,
-        &format!("{}:events", ns("warmup")),
-        &events(2_000),
-    )
-    .await;
-
-    // Publish.
-    let evs = events(n);
-    let stream = format!("{}:events", ns("raw-pub"));
-    let t = Instant::now();
-    raw_publish(&mut raw, &stream, &evs).await;
-    let raw_pub = t.elapsed();
-    let bus = RedisBus::connect(
-        RedisBusConfig::new(&url)
-            .namespace(ns("bus-pub"))
-            .validated()?,
-    )
-    .await?;
-    let t = Instant::now();
-    for chunk in evs.chunks(BATCH) {
-        bus.publish(chunk).await?;
+    let evs = Arc::new(events(n));
+    bench::header(
+        &format!("eventsource-bus-redis, batches of {BATCH}, {url}"),
+        evs[0].payload.to_string().len(),
+    );
+    let mut rows = Vec::new();
+    let (u, e, c) = (url.clone(), Arc::clone(&evs), client.clone());
+    let (e2, c2) = (Arc::clone(&evs), client.clone());
+    rows.push(
+        bench::compare(
+            "publish (pipelined XADD)",
+            n,
+            rounds,
+            move |_| {
+                let (u, e) = (u.clone(), Arc::clone(&e));
+                async move { bus_publish(&u, &e).await }
+            },
+            move |_| {
+                let (c, e) = (c2.clone(), Arc::clone(&e2));
+                async move { raw_publish_round(&c, &e).await }
+            },
+        )
+        .await,
+    );
+    for (label, prefetch, concurrency) in [
+        ("end to end, defaults (prefetch 32, concurrency 1)", 32, 1),
+        ("end to end, prefetch 256, concurrency 1", 256, 1),
+        ("end to end, prefetch 256, concurrency 16", 256, 16),
+    ] {
+        let (u, e) = (url.clone(), Arc::clone(&evs));
+        let (c, e2) = (c.clone(), Arc::clone(&evs));
+        rows.push(
+            bench::compare(
+                label,
+                n,
+                rounds,
+                move |_| {
+                    let (u, e) = (u.clone(), Arc::clone(&e));
+                    async move { bus_e2e(&u, &e, prefetch, concurrency).await }
+                },
+                move |_| {
+                    let (c, e) = (c.clone(), Arc::clone(&e2));
+                    async move { raw_e2e(&c, &e).await }
+                },
+            )
+            .await,
+        );
     }
-    let bus_pub = t.elapsed();
-    bus.shutdown(Duration::from_secs(5)).await?;
-
-    // End to end: raw.
-    let stream = format!("{}:events", ns("raw-e2e"));
-    let _: String = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("g")
-        .arg("$")
-        .arg("MKSTREAM")
-        .query_async(&mut raw)
-        .await?;
-    let consumer = {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let stream = stream.clone();
-        tokio::spawn(async move {
-            let mut got = 0;
-            while got < n {
-                let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg("g")
-                    .arg("c")
-                    .arg("COUNT")
-                    .arg(BATCH)
-                    .arg("BLOCK")
-                    .arg(1000)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(">")
-                    .query_async(&mut conn)
-                    .await
-                    .expect("XREADGROUP");
-                let ids: Vec<String> = reply
-                    .map(|r| r.keys)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flat_map(|k| k.ids)
-                    .map(|i| i.id)
-                    .collect();
-                if ids.is_empty() {
-                    continue;
-                }
-                got += ids.len();
-                let _: i64 = redis::cmd("XACK")
-                    .arg(&stream)
-                    .arg("g")
-                    .arg(&ids)
-                    .query_async(&mut conn)
-                    .await
-                    .expect("XACK");
-            }
-        })
-    };
-    let evs = events(n);
-    let t = Instant::now();
-    raw_publish(&mut raw, &stream, &evs).await;
-    consumer.await?;
-    let raw_e2e = t.elapsed();
-
-    // End to end: the bus.
-    let bus = RedisBus::connect(
-        RedisBusConfig::new(&url)
-            .namespace(ns("bus-e2e"))
-            .prefetch(256)
-            .validated()?,
-    )
-    .await?;
-    let handled = Arc::new(AtomicU64::new(0));
-    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
-    let h = Arc::clone(&handled);
-    bus.subscribe(
-        Subscription::builder("g")
-            .concurrency(16)
-            .handler(handler_fn(move |_e| {
-                let (h, done_tx) = (Arc::clone(&h), done_tx.clone());
-                async move {
-                    if h.fetch_add(1, Ordering::Relaxed) + 1 == n as u64 {
-                        let _ = done_tx.send(()).await;
-                    }
-                    Ok(())
-                }
-            }))
-            .build()?,
-    )
-    .await?;
-    let evs = events(n);
-    let t = Instant::now();
-    for chunk in evs.chunks(BATCH) {
-        bus.publish(chunk).await?;
-    }
-    tokio::time::timeout(Duration::from_secs(300), done.recv()).await?;
-    let bus_e2e = t.elapsed();
-    bus.shutdown(Duration::from_secs(5)).await?;
-
-    println!(
-        "{:<12} {:>14} {:>14} {:>8}",
-        "", "raw redis-rs", "RedisBus", "ratio"
-    );
-    println!(
-        "{:<12} {:>10.0} ev/s {:>10.0} ev/s {:>8.2}",
-        "publish",
-        rate(n, raw_pub),
-        rate(n, bus_pub),
-        rate(n, bus_pub) / rate(n, raw_pub)
-    );
-    println!(
-        "{:<12} {:>10.0} ev/s {:>10.0} ev/s {:>8.2}",
-        "end to end",
-        rate(n, raw_e2e),
-        rate(n, bus_e2e),
-        rate(n, bus_e2e) / rate(n, raw_e2e)
-    );
-    println!(
-        "(ratio = RedisBus / raw; the bus also retries, orders per aggregate and dead-letters)"
-    );
+    bench::table(&rows);
     Ok(())
 }
