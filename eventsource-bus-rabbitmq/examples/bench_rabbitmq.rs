@@ -2,25 +2,30 @@
 //! one run, printed as ratios.
 //!
 //! ```sh
-//! cargo run --release -p eventsource-bus-rabbitmq --example bench_rabbitmq -- [events] [amqp-url]
+//! cargo run --release -p eventsource-bus-rabbitmq --example bench_rabbitmq -- [events] [rounds] [amqp-url]
 //! ```
 //!
-//! - confirmed publish: batches of 100 persistent messages, each batch
-//!   waiting for its confirms; `RabbitBus::publish` vs raw lapin;
-//! - consume: N messages already in a durable queue, handled and acked
-//!   with prefetch 256; `RabbitBus` with a counting handler vs a raw lapin
-//!   consumer acking each delivery.
+//! On the shared runner (`eventsource_testkit::bench`):
+//!
+//! - confirmed publish: batches of 100 persistent messages into a bound
+//!   durable queue, each batch waiting for its confirms; `RabbitBus::publish`
+//!   vs raw lapin doing the same;
+//! - consume: N messages already in a durable queue, prefetch 256, handled
+//!   and acked; `RabbitBus` with one worker vs a raw consumer awaiting each
+//!   ack, and `RabbitBus` with 16 workers vs a raw consumer whose acks do
+//!   not wait for each other (equally concurrent).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsource_bus_rabbitmq::{RabbitBus, RabbitBusConfig};
+use eventsource_core::wire::cloudevents;
 use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
-use eventsource_testkit::probe;
+use eventsource_testkit::{bench, probe};
 use futures::StreamExt;
 use lapin::options::*;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 const BATCH: usize = 100;
@@ -31,10 +36,6 @@ fn events(n: usize) -> Vec<EventEnvelope> {
         .collect()
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
-}
-
 async fn raw_publish(
     channel: &lapin::Channel,
     queue: &str,
@@ -43,10 +44,21 @@ async fn raw_publish(
     for chunk in evs.chunks(BATCH) {
         let mut confirms = Vec::new();
         for e in chunk {
-            let body = serde_json::to_vec(&e.payload).expect("json");
+            // The same message the bus sends: CloudEvents attributes in
+            // `cloudEvents:` headers, the payload as the body.
+            let body = e.payload.to_string().into_bytes();
+            let mut headers = FieldTable::default();
+            for (name, value) in cloudevents::to_attributes(e, "bench") {
+                headers.insert(
+                    format!("cloudEvents:{name}").into(),
+                    AMQPValue::LongString(value.into()),
+                );
+            }
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
-                .with_content_type("application/json".into());
+                .with_content_type("application/json".into())
+                .with_message_id(e.event_id.to_string().into())
+                .with_headers(headers);
             confirms.push(
                 channel
                     .basic_publish(
@@ -66,6 +78,153 @@ async fn raw_publish(
     Ok(())
 }
 
+fn ns(what: &str) -> String {
+    format!("es-bench-{what}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A confirming channel and a fresh durable queue (expiring when unused).
+async fn raw_queue(conn: &Connection) -> (lapin::Channel, String) {
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-expires".into(),
+        lapin::types::AMQPValue::LongLongInt(120_000),
+    );
+    let queue = ns("raw");
+    channel
+        .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
+        .await
+        .expect("declare");
+    (channel, queue)
+}
+
+/// A bus on a fresh namespace whose group `g` has its queue declared and
+/// bound (so what is published is stored), with no member running.
+async fn bus_with_queue(url: &str) -> RabbitBus {
+    let config = RabbitBusConfig::new(url)
+        .namespace(ns("bus"))
+        .prefetch(256)
+        .queue_expires(Duration::from_secs(120));
+    let bus = RabbitBus::connect(config).await.expect("connect");
+    bus.subscribe(
+        Subscription::builder("g")
+            .handler(handler_fn(|_e| async { Ok(()) }))
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe")
+    .unsubscribe()
+    .await;
+    bus
+}
+
+async fn bus_publish(url: &str, evs: &[EventEnvelope]) -> Duration {
+    let bus = bus_with_queue(url).await;
+    let t = Instant::now();
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+async fn raw_publish_round(conn: &Connection, evs: &[EventEnvelope]) -> Duration {
+    let (channel, queue) = raw_queue(conn).await;
+    let t = Instant::now();
+    raw_publish(&channel, &queue, evs)
+        .await
+        .expect("raw publish");
+    t.elapsed()
+}
+
+/// Fills a bus's queue with `evs`, then times a member with `workers`
+/// handling and acking all of them.
+async fn bus_consume(url: &str, evs: &[EventEnvelope], workers: usize) -> Duration {
+    let bus = bus_with_queue(url).await;
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    let n = evs.len() as u64;
+    let handled = Arc::new(AtomicU64::new(0));
+    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
+    let t = Instant::now();
+    let _s = bus
+        .subscribe(
+            Subscription::builder("g")
+                .concurrency(workers)
+                .handler(handler_fn(move |_e| {
+                    let (h, done_tx) = (Arc::clone(&handled), done_tx.clone());
+                    async move {
+                        if h.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                            let _ = done_tx.send(()).await;
+                        }
+                        Ok(())
+                    }
+                }))
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    tokio::time::timeout(Duration::from_secs(300), done.recv())
+        .await
+        .expect("all handled");
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+/// Fills a raw queue with `evs`, then times a consumer (prefetch 256)
+/// decoding and acking all of them: each ack awaited before the next
+/// delivery, or (`concurrent`) acks left to complete on their own.
+async fn raw_consume(conn: &Connection, evs: &[EventEnvelope], concurrent: bool) -> Duration {
+    let (channel, queue) = raw_queue(conn).await;
+    raw_publish(&channel, &queue, evs).await.expect("fill");
+    let consume = conn.create_channel().await.expect("channel");
+    consume
+        .basic_qos(256, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let t = Instant::now();
+    let mut consumer = consume
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut acks = Vec::new();
+    for _ in 0..evs.len() {
+        let d = consumer.next().await.expect("open").expect("delivery");
+        let _: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
+        if concurrent {
+            acks.push(tokio::spawn(async move {
+                d.ack(BasicAckOptions::default()).await.expect("ack")
+            }));
+        } else {
+            d.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+    }
+    for ack in acks {
+        ack.await.expect("ack task");
+    }
+    let took = t.elapsed();
+    let _ = consume.close(200, "bye".into()).await;
+    took
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -74,126 +233,72 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(10_000);
+    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let url = args
-        .get(2)
+        .get(3)
         .cloned()
         .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let ns = |what: &str| format!("es-bench-{what}-{}", uuid::Uuid::now_v7().simple());
-    println!("eventsource-bus-rabbitmq bench: {n} events, batches of {BATCH}");
-
-    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let mut args_table = FieldTable::default();
-    args_table.insert(
-        "x-expires".into(),
-        lapin::types::AMQPValue::LongLongInt(120_000),
+    let conn = Arc::new(Connection::connect(&url, ConnectionProperties::default()).await?);
+    let evs = Arc::new(events(n));
+    bench::header(
+        &format!("eventsource-bus-rabbitmq, persistent messages, batches of {BATCH}"),
+        evs[0].payload.to_string().len(),
     );
-    let raw_queue = ns("raw");
-    channel
-        .queue_declare(
-            raw_queue.as_str().into(),
-            QueueDeclareOptions::durable(),
-            args_table.clone(),
+    let mut rows = Vec::new();
+    let (u, e, c, e2) = (
+        url.clone(),
+        Arc::clone(&evs),
+        Arc::clone(&conn),
+        Arc::clone(&evs),
+    );
+    rows.push(
+        bench::compare(
+            "confirmed publish, batches of 100",
+            n,
+            rounds,
+            move |_| {
+                let (u, e) = (u.clone(), Arc::clone(&e));
+                async move { bus_publish(&u, &e).await }
+            },
+            move |_| {
+                let (c, e) = (Arc::clone(&c), Arc::clone(&e2));
+                async move { raw_publish_round(&c, &e).await }
+            },
         )
-        .await?;
-    raw_publish(&channel, &raw_queue, &events(1_000)).await?; // warm-up
-    channel
-        .queue_purge(raw_queue.as_str().into(), QueuePurgeOptions::default())
-        .await?;
-
-    // Confirmed publish, raw then bus.
-    let evs = events(n);
-    let t = Instant::now();
-    raw_publish(&channel, &raw_queue, &evs).await?;
-    let raw_pub = t.elapsed();
-
-    let config = RabbitBusConfig::new(&url)
-        .namespace(ns("bus"))
-        .prefetch(256)
-        .queue_expires(Duration::from_secs(120))
-        .validated()?;
-    let bus = RabbitBus::connect(config).await?;
-    let sub = bus
-        .subscribe(
-            Subscription::builder("g")
-                .handler(handler_fn(|_e| async { Ok(()) }))
-                .build()?,
-        )
-        .await?;
-    sub.unsubscribe().await; // the queue exists and is bound; fill it first
-    let t = Instant::now();
-    for chunk in evs.chunks(BATCH) {
-        bus.publish(chunk).await?;
+        .await,
+    );
+    for (label, workers, concurrent) in [
+        ("consume + ack, 1 worker vs acks awaited in turn", 1, false),
+        (
+            "consume + ack, 16 workers vs acks not awaited in turn",
+            16,
+            true,
+        ),
+    ] {
+        let (u, e, c, e2) = (
+            url.clone(),
+            Arc::clone(&evs),
+            Arc::clone(&conn),
+            Arc::clone(&evs),
+        );
+        rows.push(
+            bench::compare(
+                label,
+                n,
+                rounds,
+                move |_| {
+                    let (u, e) = (u.clone(), Arc::clone(&e));
+                    async move { bus_consume(&u, &e, workers).await }
+                },
+                move |_| {
+                    let (c, e) = (Arc::clone(&c), Arc::clone(&e2));
+                    async move { raw_consume(&c, &e, concurrent).await }
+                },
+            )
+            .await,
+        );
     }
-    let bus_pub = t.elapsed();
-
-    // Consume what is queued, raw then bus.
-    let consume_channel = conn.create_channel().await?;
-    consume_channel
-        .basic_qos(256, BasicQosOptions::default())
-        .await?;
-    let mut consumer = consume_channel
-        .basic_consume(
-            raw_queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let t = Instant::now();
-    let mut got = 0;
-    while got < n {
-        let d = consumer.next().await.ok_or("consumer ended")??;
-        let _: serde_json::Value = serde_json::from_slice(&d.data)?;
-        d.ack(BasicAckOptions::default()).await?;
-        got += 1;
-    }
-    let raw_consume = t.elapsed();
-
-    let handled = Arc::new(AtomicU64::new(0));
-    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
-    let t = Instant::now();
-    bus.subscribe(
-        Subscription::builder("g")
-            .concurrency(16)
-            .handler(handler_fn(move |_e| {
-                let (h, done_tx) = (Arc::clone(&handled), done_tx.clone());
-                async move {
-                    if h.fetch_add(1, Ordering::Relaxed) + 1 == n as u64 {
-                        let _ = done_tx.send(()).await;
-                    }
-                    Ok(())
-                }
-            }))
-            .build()?,
-    )
-    .await?;
-    tokio::time::timeout(Duration::from_secs(300), done.recv()).await?;
-    let bus_consume = t.elapsed();
-    bus.shutdown(Duration::from_secs(5)).await?;
+    bench::table(&rows);
     let _ = conn.close(200, "bye".into()).await;
-
-    println!(
-        "{:<18} {:>14} {:>14} {:>8}",
-        "", "raw lapin", "RabbitBus", "ratio"
-    );
-    println!(
-        "{:<18} {:>10.0} ev/s {:>10.0} ev/s {:>8.2}",
-        "confirmed publish",
-        rate(n, raw_pub),
-        rate(n, bus_pub),
-        rate(n, bus_pub) / rate(n, raw_pub)
-    );
-    println!(
-        "{:<18} {:>10.0} ev/s {:>10.0} ev/s {:>8.2}",
-        "consume + ack",
-        rate(n, raw_consume),
-        rate(n, bus_consume),
-        rate(n, bus_consume) / rate(n, raw_consume)
-    );
-    println!("(ratio = RabbitBus / raw lapin)");
     Ok(())
 }
