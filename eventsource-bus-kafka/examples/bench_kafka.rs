@@ -1,25 +1,33 @@
-//! Throughput of the Kafka bus beside raw rdkafka on the same broker, in
-//! one run, printed as ratios.
+//! Throughput of the Kafka bus beside raw rdkafka on the same broker, and
+//! its publish-to-handler latency.
 //!
 //! ```sh
-//! cargo run --release -p eventsource-bus-kafka --example bench_kafka -- [events] [kafka-url]
+//! cargo run --release -p eventsource-bus-kafka --example bench_kafka -- [events] [rounds] [kafka-url]
 //! ```
+//!
+//! On the shared runner (`eventsource_testkit::bench`):
 //!
 //! - produce: N records in batches of 100, each batch awaiting its
 //!   acknowledgements (idempotent, acks=all) — `KafkaBus::publish` vs a raw
-//!   `FutureProducer` with the same settings;
-//! - consume: N records already in the topic, read by a new group —
-//!   `KafkaBus` with a counting handler (commits included) vs a raw
-//!   `StreamConsumer` that only counts.
+//!   `FutureProducer` with the same settings sending the same record (key,
+//!   `ce_` headers, payload);
+//! - consume: N records already in the topic, read by a new group with the
+//!   same fetch wait — `KafkaBus` with a counting handler (commits
+//!   included) vs a raw `StreamConsumer` that only counts.
+//!
+//! Then the latency at a steady 1 k events/s, with the default fetch wait
+//! and with librdkafka's own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsource_bus_kafka::{KafkaBus, KafkaBusConfig};
+use eventsource_core::wire::cloudevents;
 use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
-use eventsource_testkit::probe;
+use eventsource_testkit::{bench, probe};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -31,29 +39,159 @@ fn events(n: usize) -> Vec<EventEnvelope> {
         .collect()
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
+fn prefix() -> String {
+    format!("es-bench-{}", uuid::Uuid::now_v7().simple())
 }
 
-async fn produce_raw(
-    producer: &FutureProducer,
-    topic: &str,
-    evs: &[EventEnvelope],
-) -> Result<(), Box<dyn std::error::Error>> {
+fn config(url: &str, prefix: &str) -> KafkaBusConfig {
+    KafkaBusConfig::from_url(url)
+        .expect("a kafka:// url")
+        .topic_prefix(prefix)
+}
+
+/// The record the bus sends, written by hand: key, `ce_` headers, payload.
+async fn produce_raw(producer: &FutureProducer, topic: &str, evs: &[EventEnvelope]) {
     for chunk in evs.chunks(BATCH) {
         let mut pending = Vec::new();
         for e in chunk {
             let payload = e.payload.to_string();
+            let mut headers = OwnedHeaders::new();
+            for (name, value) in cloudevents::to_attributes(e, "bench") {
+                headers = headers.insert(Header {
+                    key: &format!("ce_{name}"),
+                    value: Some(value.as_bytes()),
+                });
+            }
             let record = FutureRecord::to(topic)
                 .key(&e.aggregate_id)
-                .payload(&payload);
-            pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+                .payload(&payload)
+                .headers(headers);
+            pending.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
         }
         for p in pending {
-            p.await?.map_err(|(e, _)| e)?;
+            p.await.expect("delivery").map_err(|(e, _)| e).expect("ack");
         }
     }
-    Ok(())
+}
+
+fn raw_producer(servers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .create()
+        .expect("producer")
+}
+
+/// A raw topic, made by a bus on its own prefix (topic creation included).
+async fn raw_topic(url: &str) -> String {
+    let config = config(url, &format!("{}-raw", prefix()));
+    let bus = KafkaBus::connect(config.clone()).await.expect("connect");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    config.events_topic()
+}
+
+async fn bus_produce(url: &str, evs: &[EventEnvelope]) -> Duration {
+    let bus = KafkaBus::connect(config(url, &prefix()))
+        .await
+        .expect("connect");
+    let t = Instant::now();
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+async fn raw_produce(url: &str, evs: &[EventEnvelope]) -> Duration {
+    let topic = raw_topic(url).await;
+    let producer = raw_producer(&config(url, "x").bootstrap_servers);
+    // As the bus's connect does: connection, metadata and producer id
+    // settled before the clock starts.
+    produce_raw(&producer, &topic, &events(1)).await;
+    let t = Instant::now();
+    produce_raw(&producer, &topic, evs).await;
+    t.elapsed()
+}
+
+/// Records already in the topic, read by a new bus group (join included).
+async fn bus_consume(url: &str, evs: &[EventEnvelope]) -> Duration {
+    let bus = KafkaBus::connect(config(url, &prefix()))
+        .await
+        .expect("connect");
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    let n = evs.len() as u64;
+    let handled = Arc::new(AtomicU64::new(0));
+    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
+    let t = Instant::now();
+    let _s = bus
+        .subscribe(
+            Subscription::builder("reader")
+                .concurrency(16)
+                .handler(handler_fn(move |_e| {
+                    let (h, done_tx) = (Arc::clone(&handled), done_tx.clone());
+                    async move {
+                        if h.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                            let _ = done_tx.send(()).await;
+                        }
+                        Ok(())
+                    }
+                }))
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    tokio::time::timeout(Duration::from_secs(300), done.recv())
+        .await
+        .expect("all handled");
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+/// Records already in a raw topic, read by a new raw group with the bus's
+/// fetch wait (join included).
+async fn raw_consume(url: &str, evs: &[EventEnvelope]) -> Duration {
+    let topic = raw_topic(url).await;
+    let servers = config(url, "x").bootstrap_servers;
+    produce_raw(&raw_producer(&servers), &topic, evs).await;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("group.id", format!("{topic}-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set(
+            "fetch.wait.max.ms",
+            KafkaBusConfig::default()
+                .fetch_wait_max
+                .as_millis()
+                .to_string(),
+        )
+        .create()
+        .expect("consumer");
+    let t = Instant::now();
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    for _ in 0..evs.len() {
+        let m = consumer.recv().await.expect("record");
+        let _ = rdkafka::Message::payload(&m);
+    }
+    t.elapsed()
 }
 
 #[tokio::main]
@@ -64,114 +202,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(10_000);
+    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let url = args
-        .get(2)
+        .get(3)
         .cloned()
         .unwrap_or_else(|| "kafka://127.0.0.1:9092".into());
-    let prefix = format!("es-bench-{}", uuid::Uuid::now_v7().simple());
-    let config = KafkaBusConfig::from_url(&url)?
-        .topic_prefix(&prefix)
-        .validated()?;
-    println!(
-        "eventsource-bus-kafka bench: {n} records, batches of {BATCH}, {}",
-        config.bootstrap_servers
+    let evs = Arc::new(events(n));
+    bench::header(
+        &format!("eventsource-bus-kafka, batches of {BATCH}, {url}"),
+        evs[0].payload.to_string().len(),
     );
-
-    // The bus creates the topics; the raw producer writes to a topic of its own.
-    let bus = KafkaBus::connect(config.clone()).await?;
-    let raw_config = KafkaBusConfig::from_url(&url)?
-        .topic_prefix(format!("{prefix}-raw"))
-        .validated()?;
-    let raw_bus = KafkaBus::connect(raw_config.clone()).await?; // only to create the raw topic
-    let raw_topic = raw_config.events_topic();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .create()?;
-
-    // Warm-up of both paths (connections, leaders, idempotence ids).
-    const WARMUP: usize = 1_000;
-    let warm = events(WARMUP);
-    produce_raw(&producer, &raw_topic, &warm).await?;
-    for chunk in warm.chunks(BATCH) {
-        bus.publish(chunk).await?;
-    }
-
-    let evs = events(n);
-    let t = Instant::now();
-    produce_raw(&producer, &raw_topic, &evs).await?;
-    let raw_produce = t.elapsed();
-    let t = Instant::now();
-    for chunk in evs.chunks(BATCH) {
-        bus.publish(chunk).await?;
-    }
-    let bus_produce = t.elapsed();
-    let n_total = n + WARMUP;
-
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", format!("{prefix}-raw-reader"))
-        .set("auto.offset.reset", "earliest")
-        // The bus's fetch wait, for a like-for-like consume.
-        .set(
-            "fetch.wait.max.ms",
-            config.fetch_wait_max.as_millis().to_string(),
+    let mut rows = Vec::new();
+    let (u, e, u2, e2) = (url.clone(), Arc::clone(&evs), url.clone(), Arc::clone(&evs));
+    rows.push(
+        bench::compare(
+            "produce, idempotent, acks=all",
+            n,
+            rounds,
+            move |_| {
+                let (u, e) = (u.clone(), Arc::clone(&e));
+                async move { bus_produce(&u, &e).await }
+            },
+            move |_| {
+                let (u, e) = (u2.clone(), Arc::clone(&e2));
+                async move { raw_produce(&u, &e).await }
+            },
         )
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&[&raw_topic])?;
-    let t = Instant::now();
-    for _ in 0..n_total {
-        let m = consumer.recv().await?;
-        let _ = rdkafka::Message::payload(&m);
-    }
-    let raw_consume = t.elapsed();
-
-    let handled = Arc::new(AtomicU64::new(0));
-    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
-    let t = Instant::now();
-    let h = Arc::clone(&handled);
-    bus.subscribe(
-        Subscription::builder("reader")
-            .concurrency(16)
-            .handler(handler_fn(move |_e| {
-                let (h, done_tx) = (Arc::clone(&h), done_tx.clone());
-                async move {
-                    if h.fetch_add(1, Ordering::Relaxed) + 1 == n_total as u64 {
-                        let _ = done_tx.send(()).await;
-                    }
-                    Ok(())
-                }
-            }))
-            .build()?,
-    )
-    .await?;
-    tokio::time::timeout(Duration::from_secs(300), done.recv()).await?;
-    let bus_consume = t.elapsed();
-    bus.shutdown(Duration::from_secs(5)).await?;
-    raw_bus.shutdown(Duration::from_secs(5)).await?;
-
-    println!(
-        "{:<10} {:>14} {:>14} {:>8}",
-        "", "raw rdkafka", "KafkaBus", "ratio"
+        .await,
     );
-    println!(
-        "{:<10} {:>10.0} ev/s {:>10.0} ev/s {:>8.2}",
-        "produce",
-        rate(n, raw_produce),
-        rate(n, bus_produce),
-        rate(n, bus_produce) / rate(n, raw_produce)
+    let (u, e, u2, e2) = (url.clone(), Arc::clone(&evs), url.clone(), Arc::clone(&evs));
+    rows.push(
+        bench::compare(
+            "consume by a new group (join included)",
+            n,
+            rounds,
+            move |_| {
+                let (u, e) = (u.clone(), Arc::clone(&e));
+                async move { bus_consume(&u, &e).await }
+            },
+            move |_| {
+                let (u, e) = (u2.clone(), Arc::clone(&e2));
+                async move { raw_consume(&u, &e).await }
+            },
+        )
+        .await,
     );
-    println!(
-        "{:<10} {:>10.0} ev/s {:>10.0} ev/s {:>8.2}",
-        "consume",
-        rate(n_total, raw_consume),
-        rate(n_total, bus_consume),
-        rate(n_total, bus_consume) / rate(n_total, raw_consume)
-    );
-    println!("(ratio = KafkaBus / raw; consume times include joining the group)");
+    bench::table(&rows);
 
     // Publish-to-handler latency at a steady 1 k events/s, with the
     // default fetch wait and with librdkafka's own (500 ms).
@@ -186,10 +262,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_millis(500),
         ),
     ] {
-        let config = KafkaBusConfig::from_url(&url)?
-            .topic_prefix(format!("{prefix}-latency-{}", wait.as_millis()))
-            .fetch_wait_max(wait)
-            .validated()?;
+        let config = config(&url, &prefix()).fetch_wait_max(wait);
         let (p50, p99) = latency(config, 3_000).await?;
         println!("  {label:<38} p50 {p50:>6.1} ms   p99 {p99:>6.1} ms");
     }
