@@ -18,7 +18,6 @@
 //! Then the latency at a steady 1 k events/s, with the default fetch wait
 //! and with librdkafka's own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,31 +132,13 @@ async fn bus_consume(url: &str, evs: &[EventEnvelope]) -> Duration {
     for chunk in evs.chunks(BATCH) {
         bus.publish(chunk).await.expect("publish");
     }
-    let n = evs.len() as u64;
-    let handled = Arc::new(AtomicU64::new(0));
-    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
+    let (subscription, done) = bench::counting("reader", evs.len(), 16);
     let t = Instant::now();
-    let _s = bus
-        .subscribe(
-            Subscription::builder("reader")
-                .concurrency(16)
-                .handler(handler_fn(move |_e| {
-                    let (h, done_tx) = (Arc::clone(&handled), done_tx.clone());
-                    async move {
-                        if h.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                            let _ = done_tx.send(()).await;
-                        }
-                        Ok(())
-                    }
-                }))
-                .build()
-                .expect("valid"),
-        )
+    let _s = bus.subscribe(subscription).await.expect("subscribe");
+    tokio::time::timeout(Duration::from_secs(300), done)
         .await
-        .expect("subscribe");
-    tokio::time::timeout(Duration::from_secs(300), done.recv())
-        .await
-        .expect("all handled");
+        .expect("all handled")
+        .expect("open");
     let took = t.elapsed();
     bus.shutdown(Duration::from_secs(5))
         .await

@@ -15,7 +15,6 @@
 //!   ack, and `RabbitBus` with 16 workers vs a raw consumer whose acks do
 //!   not wait for each other (equally concurrent).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -152,31 +151,13 @@ async fn bus_consume(url: &str, evs: &[EventEnvelope], workers: usize) -> Durati
     for chunk in evs.chunks(BATCH) {
         bus.publish(chunk).await.expect("publish");
     }
-    let n = evs.len() as u64;
-    let handled = Arc::new(AtomicU64::new(0));
-    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
+    let (subscription, done) = bench::counting("g", evs.len(), workers);
     let t = Instant::now();
-    let _s = bus
-        .subscribe(
-            Subscription::builder("g")
-                .concurrency(workers)
-                .handler(handler_fn(move |_e| {
-                    let (h, done_tx) = (Arc::clone(&handled), done_tx.clone());
-                    async move {
-                        if h.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                            let _ = done_tx.send(()).await;
-                        }
-                        Ok(())
-                    }
-                }))
-                .build()
-                .expect("valid"),
-        )
+    let _s = bus.subscribe(subscription).await.expect("subscribe");
+    tokio::time::timeout(Duration::from_secs(300), done)
         .await
-        .expect("subscribe");
-    tokio::time::timeout(Duration::from_secs(300), done.recv())
-        .await
-        .expect("all handled");
+        .expect("all handled")
+        .expect("open");
     let took = t.elapsed();
     bus.shutdown(Duration::from_secs(5))
         .await

@@ -15,12 +15,11 @@
 //!   concurrency 1; then prefetch 256, concurrency 16) vs raw
 //!   XREADGROUP/XACK of up to 100 entries per round trip.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsource_bus_redis::{RedisBus, RedisBusConfig};
-use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
+use eventsource_core::{EventBus, EventEnvelope};
 use eventsource_testkit::{bench, probe};
 use redis::streams::StreamReadReply;
 
@@ -104,7 +103,6 @@ async fn bus_e2e(
     prefetch: usize,
     concurrency: usize,
 ) -> Duration {
-    let n = evs.len() as u64;
     let bus = RedisBus::connect(
         RedisBusConfig::new(url)
             .namespace(ns("bus-e2e"))
@@ -112,33 +110,16 @@ async fn bus_e2e(
     )
     .await
     .expect("connect");
-    let handled = Arc::new(AtomicU64::new(0));
-    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
-    let _s = bus
-        .subscribe(
-            Subscription::builder("g")
-                .concurrency(concurrency)
-                .handler(handler_fn(move |_e| {
-                    let (h, done_tx) = (Arc::clone(&handled), done_tx.clone());
-                    async move {
-                        if h.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                            let _ = done_tx.send(()).await;
-                        }
-                        Ok(())
-                    }
-                }))
-                .build()
-                .expect("valid"),
-        )
-        .await
-        .expect("subscribe");
+    let (subscription, done) = bench::counting("g", evs.len(), concurrency);
+    let _s = bus.subscribe(subscription).await.expect("subscribe");
     let t = Instant::now();
     for chunk in evs.chunks(BATCH) {
         bus.publish(chunk).await.expect("publish");
     }
-    tokio::time::timeout(Duration::from_secs(300), done.recv())
+    tokio::time::timeout(Duration::from_secs(300), done)
         .await
-        .expect("all handled");
+        .expect("all handled")
+        .expect("open");
     let took = t.elapsed();
     bus.shutdown(Duration::from_secs(5))
         .await

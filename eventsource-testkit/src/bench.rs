@@ -23,7 +23,11 @@
 //! ```
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use eventsource_core::{handler_fn, Subscription};
 
 /// The rates one case measured, in events per second.
 #[derive(Debug, Clone)]
@@ -115,6 +119,32 @@ where
     }
     eprintln!("  {label}: ratio {:.2}", c.ratio());
     c
+}
+
+/// A subscription of `group` with `concurrency` workers whose handler only
+/// counts, and a receiver told once `n` events were handled: the bus side
+/// of an end-to-end or consume case.
+pub fn counting(
+    group: &str,
+    n: usize,
+    concurrency: usize,
+) -> (Subscription, tokio::sync::oneshot::Receiver<()>) {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(parking_lot::Mutex::new(Some(tx)));
+    let subscription = Subscription::builder(group)
+        .concurrency(concurrency)
+        .handler(handler_fn(move |_event| {
+            if handled.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                if let Some(tx) = tx.lock().take() {
+                    let _ = tx.send(());
+                }
+            }
+            async { Ok(()) }
+        }))
+        .build()
+        .expect("a valid counting subscription");
+    (subscription, rx)
 }
 
 /// Prints the comparisons as a Markdown table (min / median / max ev/s).
