@@ -177,17 +177,7 @@ async fn raw_consume(url: &str, evs: &[EventEnvelope]) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .get(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    let url = args
-        .get(3)
-        .cloned()
-        .unwrap_or_else(|| "kafka://127.0.0.1:9092".into());
+    let (n, rounds, url) = bench::args(10_000, "kafka://127.0.0.1:9092");
     let evs = Arc::new(events(n));
     bench::header(
         &format!("eventsource-bus-kafka, batches of {BATCH}, {url}"),

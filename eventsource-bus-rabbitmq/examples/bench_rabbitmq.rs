@@ -208,17 +208,7 @@ async fn raw_consume(conn: &Connection, evs: &[EventEnvelope], concurrent: bool)
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .get(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(10_000);
-    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    let url = args
-        .get(3)
-        .cloned()
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let (n, rounds, url) = bench::args(10_000, "amqp://guest:guest@127.0.0.1:5672/%2f");
     let conn = Arc::new(Connection::connect(&url, ConnectionProperties::default()).await?);
     let evs = Arc::new(events(n));
     bench::header(

@@ -194,17 +194,7 @@ async fn raw_e2e(client: &redis::Client, evs: &[EventEnvelope]) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .get(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(20_000);
-    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    let url = args
-        .get(3)
-        .cloned()
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let (n, rounds, url) = bench::args(20_000, "redis://127.0.0.1:6379");
     let client = redis::Client::open(url.as_str())?;
     let evs = Arc::new(events(n));
     bench::header(

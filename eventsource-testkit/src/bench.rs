@@ -70,6 +70,24 @@ impl Comparison {
     }
 }
 
+/// The bench programs' arguments: `[events] [rounds] [url]`, with these
+/// defaults (5 rounds). Exits with a usage line on a malformed number.
+pub fn args(default_events: usize, default_url: &str) -> (usize, usize, String) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize, default: usize| match args.get(i) {
+        None => default,
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            eprintln!("usage: [events] [rounds] [url] (`{s}` is not a number)");
+            std::process::exit(2)
+        }),
+    };
+    let url = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| default_url.to_owned());
+    (number(0, default_events), number(1, 5), url)
+}
+
 /// Prints what the numbers were measured under: cores, the load average
 /// (Linux), the payload size.
 pub fn header(name: &str, payload_bytes: usize) {
