@@ -177,6 +177,31 @@ async fn raw_consume(url: &str, evs: &[EventEnvelope]) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("growth") {
+        let url = std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "kafka://127.0.0.1:9092".into());
+        bench::growth(
+            "eventsource-bus-kafka, end to end",
+            &[1_000, 10_000],
+            &[1, 4, 16],
+            |n, groups| {
+                let url = url.clone();
+                async move {
+                    let bus = KafkaBus::connect(config(&url, &prefix()))
+                        .await
+                        .expect("connect");
+                    let took = bench::fan_out(&bus, &events(n), groups, BATCH).await;
+                    bus.shutdown(Duration::from_secs(5))
+                        .await
+                        .expect("shutdown");
+                    took
+                }
+            },
+        )
+        .await;
+        return Ok(());
+    }
     let (n, rounds, url) = bench::args(10_000, "kafka://127.0.0.1:9092");
     let evs = Arc::new(events(n));
     bench::header(

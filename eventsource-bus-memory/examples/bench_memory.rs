@@ -96,6 +96,23 @@ async fn raw_round(events: &[EventEnvelope], groups: usize) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("growth") {
+        bench::growth(
+            "eventsource-bus-memory, end to end",
+            &[1_000, 10_000, 100_000],
+            &[1, 4, 16],
+            |n, groups| async move {
+                let bus = MemoryBus::new();
+                let took = bench::fan_out(&bus, &events(n), groups, BATCH).await;
+                bus.shutdown(Duration::from_secs(5))
+                    .await
+                    .expect("shutdown");
+                took
+            },
+        )
+        .await;
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);

@@ -208,6 +208,32 @@ async fn raw_consume(conn: &Connection, evs: &[EventEnvelope], concurrent: bool)
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("growth") {
+        let url = std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        bench::growth(
+            "eventsource-bus-rabbitmq, end to end, persistent",
+            &[1_000, 10_000],
+            &[1, 4, 16],
+            |n, groups| {
+                let url = url.clone();
+                async move {
+                    let config = RabbitBusConfig::new(url)
+                        .namespace(ns("growth"))
+                        .queue_expires(Duration::from_secs(120));
+                    let bus = RabbitBus::connect(config).await.expect("connect");
+                    let took = bench::fan_out(&bus, &events(n), groups, BATCH).await;
+                    bus.shutdown(Duration::from_secs(5))
+                        .await
+                        .expect("shutdown");
+                    took
+                }
+            },
+        )
+        .await;
+        return Ok(());
+    }
     let (n, rounds, url) = bench::args(10_000, "amqp://guest:guest@127.0.0.1:5672/%2f");
     let conn = Arc::new(Connection::connect(&url, ConnectionProperties::default()).await?);
     let evs = Arc::new(events(n));

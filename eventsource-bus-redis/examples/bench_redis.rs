@@ -194,6 +194,31 @@ async fn raw_e2e(client: &redis::Client, evs: &[EventEnvelope]) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("growth") {
+        let url = std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+        bench::growth(
+            "eventsource-bus-redis, end to end",
+            &[1_000, 10_000, 100_000],
+            &[1, 4, 16],
+            |n, groups| {
+                let url = url.clone();
+                async move {
+                    let bus = RedisBus::connect(RedisBusConfig::new(url).namespace(ns("growth")))
+                        .await
+                        .expect("connect");
+                    let took = bench::fan_out(&bus, &events(n), groups, BATCH).await;
+                    bus.shutdown(Duration::from_secs(5))
+                        .await
+                        .expect("shutdown");
+                    took
+                }
+            },
+        )
+        .await;
+        return Ok(());
+    }
     let (n, rounds, url) = bench::args(20_000, "redis://127.0.0.1:6379");
     let client = redis::Client::open(url.as_str())?;
     let evs = Arc::new(events(n));

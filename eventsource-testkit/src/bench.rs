@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::{handler_fn, Subscription};
+use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
 
 /// The rates one case measured, in events per second.
 #[derive(Debug, Clone)]
@@ -163,6 +163,64 @@ pub fn counting(
         .build()
         .expect("a valid counting subscription");
     (subscription, rx)
+}
+
+/// The bus side of a fan-out case: `groups` consumer groups of one member
+/// each subscribe to `bus`, `events` are published in batches of `batch`,
+/// and the time runs until every group has handled every event.
+pub async fn fan_out(
+    bus: &dyn EventBus,
+    events: &[EventEnvelope],
+    groups: usize,
+    batch: usize,
+) -> Duration {
+    let mut handles = Vec::with_capacity(groups);
+    let mut done = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let (subscription, all) = counting(&format!("g{g}"), events.len(), 1);
+        handles.push(bus.subscribe(subscription).await.expect("subscribe"));
+        done.push(all);
+    }
+    let t = std::time::Instant::now();
+    for chunk in events.chunks(batch.max(1)) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    for all in done {
+        tokio::time::timeout(Duration::from_secs(900), all)
+            .await
+            .expect("every group handles every event")
+            .expect("open");
+    }
+    let took = t.elapsed();
+    for handle in handles {
+        handle.unsubscribe().await;
+    }
+    took
+}
+
+/// How the cost of one handled event grows with the number of events and
+/// of groups: `run(events, groups)` returns how long moving `events` to
+/// `groups` groups took; prints microseconds per handled event (one event
+/// handled by one group), a Markdown table with a row per size.
+pub async fn growth<F, Fut>(label: &str, sizes: &[usize], groups: &[usize], mut run: F)
+where
+    F: FnMut(usize, usize) -> Fut,
+    Fut: Future<Output = Duration>,
+{
+    println!("\n{label}: microseconds per handled event (events x groups handled)");
+    let head: Vec<String> = groups.iter().map(|g| format!("{g} group(s)")).collect();
+    println!("| events | {} |", head.join(" | "));
+    println!("|---|{}", "---|".repeat(groups.len()));
+    for &n in sizes {
+        let mut cells = Vec::with_capacity(groups.len());
+        for &g in groups {
+            let took = run(n, g).await;
+            let per = took.as_secs_f64() * 1e6 / (n * g) as f64;
+            eprintln!("  {n} events x {g} groups: {took:?}");
+            cells.push(format!("{per:.2}"));
+        }
+        println!("| {n} | {} |", cells.join(" | "));
+    }
 }
 
 /// Prints the comparisons as a Markdown table (min / median / max ev/s).
