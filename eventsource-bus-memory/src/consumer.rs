@@ -1,11 +1,11 @@
 //! What a memory-bus worker does with a finished delivery: nothing to ack,
 //! or a dead letter to store. The loop itself is the core's
-//! [`run_worker`](eventsource_core::driver::run_worker).
+//! [`Worker`](eventsource_core::driver::Worker).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{run_worker, Delivery, Member, MemberTasks, Outcome, Settle};
+use eventsource_core::driver::{Delivery, Member, MemberTasks, Outcome, Settle, Worker};
 use eventsource_core::{DeadLetter, Subscription};
 use tokio_util::sync::CancellationToken;
 
@@ -42,14 +42,15 @@ pub(crate) async fn run_member_worker(
         client: &client,
         group: &group,
     };
-    run_worker(
-        "memory",
-        &group.queue,
-        &subscription,
-        &stop,
-        &client.stats,
-        &settle,
-    )
+    Worker {
+        backend: "memory",
+        queue: &group.queue,
+        subscription: &subscription,
+        stop: &stop,
+        counters: &client.stats,
+        settle: &settle,
+    }
+    .run()
     .await;
 }
 

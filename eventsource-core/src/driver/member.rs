@@ -70,12 +70,12 @@ impl MemberTasks {
         self.helpers.lock().push(tokio::spawn(task));
     }
 
-    /// Spawns a worker (one that runs handlers: [`run_worker`](super::run_worker)).
+    /// Spawns a worker (one that runs handlers: a [`Worker`](super::Worker)).
     pub fn worker(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.workers.lock().push(tokio::spawn(task));
     }
 
-    /// Spawns `n` workers running [`run_worker`](super::run_worker) for
+    /// Spawns `n` [`Worker`](super::Worker)s for
     /// `member`, which settles; `parts` picks its queue, subscription and
     /// counters.
     pub fn spawn_workers<T, M>(
@@ -92,7 +92,16 @@ impl MemberTasks {
             let (member, stop) = (Arc::clone(member), self.stop.clone());
             self.worker(async move {
                 let (queue, subscription, counters) = parts(&member);
-                super::run_worker(backend, queue, subscription, &stop, counters, &*member).await;
+                super::Worker {
+                    backend,
+                    queue,
+                    subscription,
+                    stop: &stop,
+                    counters,
+                    settle: &*member,
+                }
+                .run()
+                .await;
             });
         }
     }

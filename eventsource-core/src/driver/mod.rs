@@ -6,7 +6,7 @@
 //! ```text
 //!  publish ──► publish::publish ──► backend send (XADD, basic.publish, produce)
 //!
-//!  broker ──► reader (backend) ──► intake::triage ──► KeyedQueue ──► run_worker × concurrency
+//!  broker ──► reader (backend) ──► intake::triage ──► KeyedQueue ──► Worker × concurrency
 //!                                      │  Skip: ack                      │ attempt (retries, backoff,
 //!                                      │  DeadLetter: Failure            │   panics, span)
 //!                                      ▼                                 ▼
@@ -24,7 +24,7 @@
 //! - **[`KeyedQueue`]** hands out at most one delivery per aggregate at a
 //!   time, in arrival order per aggregate; the worker that finishes an
 //!   aggregate gets its next delivery, so order holds without a race.
-//! - **Workers** ([`run_worker`], `concurrency` per member) take a
+//! - **Workers** ([`Worker`], `concurrency` per member) take a
 //!   delivery, [`attempt`] it under the subscription's
 //!   [`RetryPolicy`](crate::RetryPolicy) inside an `eventsource.handle`
 //!   span, count it in [`Counters`], and give it to the backend's
@@ -57,7 +57,7 @@ pub use member::{join_tasks, Member, MemberTasks, Members};
 pub use publish::{publish, stamp, PublishTarget, SendError, Stamped};
 pub use queue::{Delivery, KeyedQueue};
 pub use settle::Settle;
-pub use worker::{attempt, run_worker, Outcome};
+pub use worker::{attempt, Outcome, Worker};
 
 #[cfg(test)]
 mod tests;

@@ -119,7 +119,15 @@ async fn a_worker_that_panics_outside_the_handler_is_restarted() {
     let (tx, mut settled) = tokio::sync::mpsc::unbounded_channel();
     let settle = PanicsOnce(std::sync::atomic::AtomicBool::new(false), tx);
     let (stop, counters) = (CancellationToken::new(), Counters::default());
-    let worker = run_worker("test", &q, &sub, &stop, &counters, &settle);
+    let worker = Worker {
+        backend: "test",
+        queue: &q,
+        subscription: &sub,
+        stop: &stop,
+        counters: &counters,
+        settle: &settle,
+    }
+    .run();
     let check = async {
         let mut got = Vec::new();
         for _ in 0..2 {

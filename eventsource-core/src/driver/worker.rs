@@ -85,7 +85,8 @@ pub async fn attempt<T>(
     }
 }
 
-/// The worker loop every backend runs `concurrency` times per member:
+/// One worker's loop, which every backend runs `concurrency` times per
+/// member (see [`MemberTasks::spawn_workers`](super::MemberTasks::spawn_workers)):
 /// take a delivery, [`attempt`] it, count it, [`Settle`] it, then take
 /// the same aggregate's next delivery if one is waiting. Returns when
 /// `stop` fires; a handler already running finishes first, and what was
@@ -96,92 +97,95 @@ pub async fn attempt<T>(
 /// counts a restart in [`BusStats::worker_restarts`](crate::BusStats::worker_restarts),
 /// logs an error, and goes on, so the other aggregates keep flowing. The
 /// message it held is not acked, and is delivered again.
-pub async fn run_worker<T: Send>(
-    backend: &'static str,
-    queue: &KeyedQueue<T>,
-    subscription: &Subscription,
-    stop: &CancellationToken,
-    counters: &Counters,
-    settle: &dyn Settle<T>,
-) {
-    loop {
-        let holding: Mutex<Option<String>> = Mutex::new(None);
-        let run = AssertUnwindSafe(work(
+pub struct Worker<'a, T> {
+    /// The backend's name, for spans and logs.
+    pub backend: &'static str,
+    /// Where deliveries come from.
+    pub queue: &'a KeyedQueue<T>,
+    /// The handler, its retry policy and group.
+    pub subscription: &'a Subscription,
+    /// Cancelled when the member stops.
+    pub stop: &'a CancellationToken,
+    /// Where outcomes are counted.
+    pub counters: &'a Counters,
+    /// The backend's ack and dead letter.
+    pub settle: &'a dyn Settle<T>,
+}
+
+impl<T: Send> Worker<'_, T> {
+    /// Runs until `stop` fires (see the type's documentation).
+    pub async fn run(self) {
+        loop {
+            let holding: Mutex<Option<String>> = Mutex::new(None);
+            let run = AssertUnwindSafe(self.work(&holding)).catch_unwind().await;
+            let Err(panic) = run else { return };
+            self.counters.worker_restarted();
+            let key = holding.lock().take();
+            tracing::error!(
+                backend = self.backend,
+                group = self.subscription.group(),
+                aggregate_id = key.as_deref().unwrap_or("-"),
+                panic = %panic_message(&*panic),
+                "worker panicked outside the handler; restarting it (the message it held is delivered again)"
+            );
+            if let Some(key) = key {
+                // Free the aggregate; its next delivery, if one waits, goes back first.
+                if let Some(next) = self.queue.finish(&key) {
+                    self.queue.requeue(next);
+                }
+            }
+            if self.stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    async fn work(&self, holding: &Mutex<Option<String>>) {
+        let Worker {
             backend,
             queue,
             subscription,
             stop,
             counters,
             settle,
-            &holding,
-        ))
-        .catch_unwind()
-        .await;
-        let Err(panic) = run else { return };
-        counters.worker_restarted();
-        let key = holding.lock().take();
-        tracing::error!(
-            backend,
-            group = subscription.group(),
-            aggregate_id = key.as_deref().unwrap_or("-"),
-            panic = %panic_message(&*panic),
-            "worker panicked outside the handler; restarting it (the message it held is delivered again)"
-        );
-        if let Some(key) = key {
-            // Free the aggregate; its next delivery, if one waits, goes back first.
-            if let Some(next) = queue.finish(&key) {
-                queue.requeue(next);
-            }
-        }
-        if stop.is_cancelled() {
-            return;
-        }
-    }
-}
-
-async fn work<T: Send>(
-    backend: &'static str,
-    queue: &KeyedQueue<T>,
-    subscription: &Subscription,
-    stop: &CancellationToken,
-    counters: &Counters,
-    settle: &dyn Settle<T>,
-    holding: &Mutex<Option<String>>,
-) {
-    loop {
-        let mut next = tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            d = queue.take() => Some(d),
-        };
-        while let Some(mut delivery) = next.take() {
-            *holding.lock() = Some(delivery.key().to_owned());
-            let span = tracing::info_span!(
-                "eventsource.handle",
-                backend,
-                group = subscription.group(),
-                event_id = %delivery.envelope.event_id,
-                event_type = %delivery.envelope.event_type,
-                aggregate_id = %delivery.envelope.aggregate_id,
-            );
-            crate::trace::set_parent(&span, &delivery.envelope);
-            let outcome =
-                tracing::Instrument::instrument(attempt(subscription, &mut delivery, stop), span)
-                    .await;
-            counters.record(&delivery, &outcome);
-            if outcome == Outcome::Interrupted {
-                queue.requeue(delivery);
-                return;
-            }
-            let envelope = Arc::clone(&delivery.envelope);
-            settle.settle(delivery, outcome).await;
-            *holding.lock() = None;
-            next = queue.finish(&envelope.aggregate_id);
-            if stop.is_cancelled() {
-                if let Some(d) = next.take() {
-                    queue.requeue(d);
+        } = *self;
+        loop {
+            let mut next = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                d = queue.take() => Some(d),
+            };
+            while let Some(mut delivery) = next.take() {
+                *holding.lock() = Some(delivery.key().to_owned());
+                let span = tracing::info_span!(
+                    "eventsource.handle",
+                    backend,
+                    group = subscription.group(),
+                    event_id = %delivery.envelope.event_id,
+                    event_type = %delivery.envelope.event_type,
+                    aggregate_id = %delivery.envelope.aggregate_id,
+                );
+                crate::trace::set_parent(&span, &delivery.envelope);
+                let outcome = tracing::Instrument::instrument(
+                    attempt(subscription, &mut delivery, stop),
+                    span,
+                )
+                .await;
+                counters.record(&delivery, &outcome);
+                if outcome == Outcome::Interrupted {
+                    queue.requeue(delivery);
+                    return;
                 }
-                return;
+                let envelope = Arc::clone(&delivery.envelope);
+                settle.settle(delivery, outcome).await;
+                *holding.lock() = None;
+                next = queue.finish(&envelope.aggregate_id);
+                if stop.is_cancelled() {
+                    if let Some(d) = next.take() {
+                        queue.requeue(d);
+                    }
+                    return;
+                }
             }
         }
     }
