@@ -59,6 +59,12 @@ pub struct RabbitBusConfig {
     /// How long a publish waits for the broker (reconnection included).
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How long opening a connection (TCP, AMQP handshake, a channel) may
+    /// take before it fails with `Error::Timeout`: a broker that accepts
+    /// and then stalls, or a client library that does not report a refused
+    /// connection, must not hang `connect` or a reconnect.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Declares group queues with `x-single-active-consumer`: one member of
     /// a group consumes at a time and the others stand by, so an
     /// aggregate's events stay in order across the whole group (not just
@@ -77,6 +83,7 @@ impl std::fmt::Debug for RabbitBusConfig {
             .field("prefetch", &self.prefetch)
             .field("queue_expires", &self.queue_expires)
             .field("publish_timeout", &self.publish_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("single_active_consumer", &self.single_active_consumer)
             .finish()
     }
@@ -92,6 +99,7 @@ impl Default for RabbitBusConfig {
             prefetch: 32,
             queue_expires: None,
             publish_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             single_active_consumer: false,
         }
     }
@@ -134,6 +142,11 @@ impl RabbitBusConfig {
                 "rabbitmq: queue_expires must be at least 1 s",
             ));
         }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::config(
+                "rabbitmq: connect_timeout must be more than zero",
+            ));
+        }
         if self.publish_timeout.is_zero() {
             return Err(Error::config(
                 "rabbitmq: publish_timeout must be more than zero",
@@ -169,6 +182,7 @@ eventsource_core::config_setters!(RabbitBusConfig {
     source: impl Into<String>,
     prefetch: u16,
     publish_timeout: Duration,
+    connect_timeout: Duration,
     single_active_consumer: bool,
 } optional {
     queue_expires: Duration,

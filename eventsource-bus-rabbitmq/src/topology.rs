@@ -28,7 +28,20 @@ pub(crate) struct Session {
 
 impl Session {
     /// Connects and opens a channel, with publisher confirms if `confirm`.
+    /// Bounded by `connect_timeout` as a whole.
     pub(crate) async fn open(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
+        tokio::time::timeout(config.connect_timeout, Self::open_unbounded(config, confirm))
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!(
+                    "rabbitmq: connecting to {} (is RabbitMQ running? start it with `rabbitmq-server -detached`)",
+                    config.redacted_url()
+                ),
+                after: config.connect_timeout,
+            })?
+    }
+
+    async fn open_unbounded(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
         let connection = Connection::connect(&config.url, ConnectionProperties::default())
             .await
             .map_err(|e| {

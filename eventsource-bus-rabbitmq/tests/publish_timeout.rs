@@ -22,3 +22,36 @@ async fn publish_gives_up_within_its_timeout_when_the_broker_hangs() {
         "the error names the exchange and the broker: {text}"
     );
 }
+
+/// `connect` to a server that accepts the connection and then says nothing
+/// fails within `connect_timeout` with a typed timeout, instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_gives_up_within_its_timeout_when_the_server_is_silent() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let addr = silent.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket); // accepted, never answered
+        }
+    });
+    let mut config = common::config();
+    config.url = format!("amqp://guest:guest@{addr}/%2f");
+    config.connect_timeout = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let err = eventsource_bus_rabbitmq::RabbitBus::connect(config)
+        .await
+        .expect_err("a silent server");
+    assert!(
+        matches!(err, eventsource_core::Error::Timeout { .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    held.abort();
+}
