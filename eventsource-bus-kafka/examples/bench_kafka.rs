@@ -185,17 +185,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "eventsource-bus-kafka, end to end",
             &[1_000, 10_000],
             &[1, 4, 16],
-            |n, groups| {
-                let url = url.clone();
+            BATCH,
+            events,
+            || {
+                let config = config(&url, &prefix());
                 async move {
-                    let bus = KafkaBus::connect(config(&url, &prefix()))
-                        .await
-                        .expect("connect");
-                    let took = bench::fan_out(&bus, &events(n), groups, BATCH).await;
-                    bus.shutdown(Duration::from_secs(5))
-                        .await
-                        .expect("shutdown");
-                    took
+                    Arc::new(KafkaBus::connect(config).await.expect("connect")) as Arc<dyn EventBus>
                 }
             },
         )

@@ -101,14 +101,9 @@ async fn main() {
             "eventsource-bus-memory, end to end",
             &[1_000, 10_000, 100_000],
             &[1, 4, 16],
-            |n, groups| async move {
-                let bus = MemoryBus::new();
-                let took = bench::fan_out(&bus, &events(n), groups, BATCH).await;
-                bus.shutdown(Duration::from_secs(5))
-                    .await
-                    .expect("shutdown");
-                took
-            },
+            BATCH,
+            events,
+            || async { Arc::new(MemoryBus::new()) as Arc<dyn EventBus> },
         )
         .await;
         return;

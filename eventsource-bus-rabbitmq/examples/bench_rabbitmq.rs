@@ -216,18 +216,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "eventsource-bus-rabbitmq, end to end, persistent",
             &[1_000, 10_000],
             &[1, 4, 16],
-            |n, groups| {
-                let url = url.clone();
+            BATCH,
+            events,
+            || {
+                let config = RabbitBusConfig::new(url.as_str())
+                    .namespace(ns("growth"))
+                    .queue_expires(Duration::from_secs(120));
                 async move {
-                    let config = RabbitBusConfig::new(url)
-                        .namespace(ns("growth"))
-                        .queue_expires(Duration::from_secs(120));
-                    let bus = RabbitBus::connect(config).await.expect("connect");
-                    let took = bench::fan_out(&bus, &events(n), groups, BATCH).await;
-                    bus.shutdown(Duration::from_secs(5))
-                        .await
-                        .expect("shutdown");
-                    took
+                    Arc::new(RabbitBus::connect(config).await.expect("connect"))
+                        as Arc<dyn EventBus>
                 }
             },
         )

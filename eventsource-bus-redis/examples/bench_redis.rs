@@ -202,17 +202,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "eventsource-bus-redis, end to end",
             &[1_000, 10_000, 100_000],
             &[1, 4, 16],
-            |n, groups| {
-                let url = url.clone();
+            BATCH,
+            events,
+            || {
+                let config = RedisBusConfig::new(url.as_str()).namespace(ns("growth"));
                 async move {
-                    let bus = RedisBus::connect(RedisBusConfig::new(url).namespace(ns("growth")))
-                        .await
-                        .expect("connect");
-                    let took = bench::fan_out(&bus, &events(n), groups, BATCH).await;
-                    bus.shutdown(Duration::from_secs(5))
-                        .await
-                        .expect("shutdown");
-                    took
+                    Arc::new(RedisBus::connect(config).await.expect("connect")) as Arc<dyn EventBus>
                 }
             },
         )

@@ -199,22 +199,35 @@ pub async fn fan_out(
 }
 
 /// How the cost of one handled event grows with the number of events and
-/// of groups: `run(events, groups)` returns how long moving `events` to
-/// `groups` groups took; prints microseconds per handled event (one event
-/// handled by one group), a Markdown table with a row per size.
-pub async fn growth<F, Fut>(label: &str, sizes: &[usize], groups: &[usize], mut run: F)
-where
-    F: FnMut(usize, usize) -> Fut,
-    Fut: Future<Output = Duration>,
+/// of groups: for each size and group count, a fresh bus from `connect`
+/// runs [`fan_out`] of `events(size)` in batches of `batch`, then shuts
+/// down; prints microseconds per handled event (one event handled by one
+/// group), a Markdown table with a row per size.
+pub async fn growth<C, Fut, E>(
+    label: &str,
+    sizes: &[usize],
+    groups: &[usize],
+    batch: usize,
+    events: E,
+    mut connect: C,
+) where
+    C: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn EventBus>>,
+    E: Fn(usize) -> Vec<EventEnvelope>,
 {
     println!("\n{label}: microseconds per handled event (events x groups handled)");
     let head: Vec<String> = groups.iter().map(|g| format!("{g} group(s)")).collect();
     println!("| events | {} |", head.join(" | "));
     println!("|---|{}", "---|".repeat(groups.len()));
     for &n in sizes {
+        let evs = events(n);
         let mut cells = Vec::with_capacity(groups.len());
         for &g in groups {
-            let took = run(n, g).await;
+            let bus = connect().await;
+            let took = fan_out(&*bus, &evs, g, batch).await;
+            bus.shutdown(Duration::from_secs(5))
+                .await
+                .expect("shutdown");
             let per = took.as_secs_f64() * 1e6 / (n * g) as f64;
             eprintln!("  {n} events x {g} groups: {took:?}");
             cells.push(format!("{per:.2}"));
