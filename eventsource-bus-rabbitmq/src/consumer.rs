@@ -66,6 +66,12 @@ impl GroupConsumer {
         Ok(member)
     }
 
+    /// Where a message came from, for its dead letter: the group's queue
+    /// and the routing key it arrived with.
+    fn source(&self, routing_key: &str) -> String {
+        format!("{} ({routing_key})", self.client.config.queue(self.group()))
+    }
+
     pub(crate) fn group(&self) -> &str {
         self.subscription.group()
     }
@@ -172,9 +178,8 @@ impl GroupConsumer {
 
     async fn accept(&self, delivery: lapin::message::Delivery) {
         let routing_key = delivery.routing_key.as_str().to_owned();
-        let queue = self.client.config.queue(self.group());
         let decoded = wire::decode(&delivery.properties, &delivery.data);
-        let source = || format!("{queue} ({routing_key})");
+        let source = || self.source(&routing_key);
         match triage(BACKEND, &self.subscription, decoded, source) {
             Intake::Handle(envelope) => {
                 let token = Token {
@@ -253,8 +258,7 @@ impl Settle<Token> for GroupConsumer {
             envelope, token, ..
         } = delivery;
         if let Outcome::DeadLetter(failure) = outcome {
-            let queue = self.client.config.queue(self.group());
-            let failure = failure.from_source(format!("{queue} ({})", token.routing_key));
+            let failure = failure.from_source(self.source(&token.routing_key));
             let body = LetterBody::Event((*envelope).clone());
             if !self.dead_letter(&body, &failure).await {
                 requeue(&token.acker).await;
