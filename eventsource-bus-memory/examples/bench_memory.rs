@@ -1,6 +1,15 @@
-//! End-to-end throughput of the memory bus beside a raw tokio channel doing
-//! the same hand-off (each event cloned into an `Arc`, one consumer task
-//! per group counting), in the same run.
+//! End-to-end throughput of the memory bus beside raw tokio channels doing
+//! the same hand-off, in the same run.
+//!
+//! Two ways to use the bus are measured, each against raw channels doing
+//! the same copying:
+//! - **shared**: events in `Arc`s published with
+//!   [`EventBus::publish_shared`], handled by an [`EventHandler`] that
+//!   reads the envelope by reference — no copy of an event anywhere; raw
+//!   sends each `Arc` to every group's channel.
+//! - **by reference + `handler_fn`**: [`EventBus::publish`] copies each
+//!   event once into an `Arc`, and `handler_fn`'s closure receives its own
+//!   copy; raw makes the same two copies.
 //!
 //! ```sh
 //! cargo run --release -p eventsource-bus-memory --example bench_memory -- [events] [rounds]
@@ -10,8 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use eventsource_bus_memory::{MemoryBus, MemoryBusConfig};
-use eventsource_core::{handler_fn, EventBus, EventEnvelope, Subscription};
+use eventsource_core::{
+    handler_fn, EventBus, EventEnvelope, EventHandler, HandlerResult, Subscription,
+};
 use eventsource_testkit::{bench, probe};
 use tokio::sync::{mpsc, Notify};
 
@@ -23,33 +35,88 @@ fn events(n: usize) -> Vec<EventEnvelope> {
         .collect()
 }
 
+/// How events reach the bus and the handler.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// `publish_shared` and a handler reading by reference: no copies.
+    Shared,
+    /// `publish(&[EventEnvelope])` and `handler_fn`: a copy on each side.
+    Copied,
+}
+
+/// Counts handled events; `done` fires at `total`.
+#[derive(Clone)]
+struct Count {
+    handled: Arc<AtomicUsize>,
+    done: Arc<Notify>,
+    total: usize,
+}
+
+impl Count {
+    fn new(total: usize) -> Self {
+        Count {
+            handled: Arc::default(),
+            done: Arc::default(),
+            total,
+        }
+    }
+
+    fn one(&self, event: &EventEnvelope) {
+        std::hint::black_box(&event.aggregate_id);
+        if self.handled.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
+            self.done.notify_one();
+        }
+    }
+}
+
+#[async_trait]
+impl EventHandler for Count {
+    async fn handle(&self, event: &EventEnvelope) -> HandlerResult {
+        self.one(event);
+        Ok(())
+    }
+}
+
 /// The bus: `groups` groups of one member each, all events published in
 /// batches, timed until every group handled every event.
-async fn bus_round(events: &[EventEnvelope], groups: usize) -> Duration {
+async fn bus_round(events: &[Arc<EventEnvelope>], groups: usize, mode: Mode) -> Duration {
     let bus = MemoryBus::with_config(MemoryBusConfig::new().group_capacity(10_000)).expect("valid");
-    let handled = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(Notify::new());
-    let total = events.len() * groups;
+    let count = Count::new(events.len() * groups);
     for g in 0..groups {
-        let (handled, done) = (Arc::clone(&handled), Arc::clone(&done));
-        let sub = Subscription::builder(format!("g{g}"))
-            .handler(handler_fn(move |_e| {
-                let (handled, done) = (Arc::clone(&handled), Arc::clone(&done));
-                async move {
-                    if handled.fetch_add(1, Ordering::Relaxed) + 1 == total {
-                        done.notify_one();
-                    }
-                    Ok(())
-                }
-            }))
-            .build()
-            .expect("valid");
-        std::mem::forget(bus.subscribe(sub).await.expect("subscribe"));
+        let sub = Subscription::builder(format!("g{g}"));
+        let sub = match mode {
+            Mode::Shared => sub.handler(count.clone()),
+            Mode::Copied => {
+                let count = count.clone();
+                sub.handler(handler_fn(move |e| {
+                    count.one(&e);
+                    async { Ok(()) }
+                }))
+            }
+        };
+        std::mem::forget(
+            bus.subscribe(sub.build().expect("valid"))
+                .await
+                .expect("subscribe"),
+        );
     }
+    let copies: Vec<EventEnvelope> = match mode {
+        Mode::Shared => Vec::new(),
+        Mode::Copied => events.iter().map(|e| EventEnvelope::clone(e)).collect(),
+    };
     let t = Instant::now();
-    let finished = done.notified();
-    for chunk in events.chunks(BATCH) {
-        bus.publish(chunk).await.expect("publish");
+    let finished = count.done.notified();
+    match mode {
+        Mode::Shared => {
+            for chunk in events.chunks(BATCH) {
+                bus.publish_shared(chunk).await.expect("publish");
+            }
+        }
+        Mode::Copied => {
+            for chunk in copies.chunks(BATCH) {
+                bus.publish(chunk).await.expect("publish");
+            }
+        }
     }
     finished.await;
     let elapsed = t.elapsed();
@@ -59,32 +126,32 @@ async fn bus_round(events: &[EventEnvelope], groups: usize) -> Duration {
     elapsed
 }
 
-/// Raw: one bounded channel per group (the bus's group capacity), each
-/// event cloned into an `Arc` and sent to every group, a task per group
-/// counting.
-async fn raw_round(events: &[EventEnvelope], groups: usize) -> Duration {
-    let handled = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(Notify::new());
-    let total = events.len() * groups;
+/// Raw: one bounded channel per group (the bus's group capacity), a task
+/// per group counting, with the copies `mode` makes.
+async fn raw_round(events: &[Arc<EventEnvelope>], groups: usize, mode: Mode) -> Duration {
+    let count = Count::new(events.len() * groups);
     let mut senders = Vec::new();
     for _ in 0..groups {
         let (tx, mut rx) = mpsc::channel::<Arc<EventEnvelope>>(10_000);
-        let (handled, done) = (Arc::clone(&handled), Arc::clone(&done));
+        let count = count.clone();
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
-                std::hint::black_box(&e.aggregate_id);
-                if handled.fetch_add(1, Ordering::Relaxed) + 1 == total {
-                    done.notify_one();
+                match mode {
+                    Mode::Shared => count.one(&e),
+                    Mode::Copied => count.one(&std::hint::black_box(EventEnvelope::clone(&e))),
                 }
             }
         });
         senders.push(tx);
     }
     let t = Instant::now();
-    let finished = done.notified();
+    let finished = count.done.notified();
     for chunk in events.chunks(BATCH) {
         for e in chunk {
-            let e = Arc::new(e.clone());
+            let e = match mode {
+                Mode::Shared => Arc::clone(e),
+                Mode::Copied => Arc::new(EventEnvelope::clone(e)),
+            };
             for tx in &senders {
                 tx.send(Arc::clone(&e)).await.expect("send");
             }
@@ -111,24 +178,36 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let evs = Arc::new(events(n));
+    let evs: Arc<Vec<Arc<EventEnvelope>>> = Arc::new(events(n).into_iter().map(Arc::new).collect());
     let payload = evs[0].payload.to_string().len();
     bench::header("eventsource-bus-memory end to end", payload);
     let mut rows = Vec::new();
-    for groups in [1, 4] {
+    for (groups, mode, label) in [
+        (
+            1,
+            Mode::Shared,
+            "1 group, shared (publish_shared, handler by reference)",
+        ),
+        (4, Mode::Shared, "4 groups, shared"),
+        (
+            1,
+            Mode::Copied,
+            "1 group, publish(&[..]) + handler_fn (2 copies per event)",
+        ),
+    ] {
         let (b, r) = (Arc::clone(&evs), Arc::clone(&evs));
         rows.push(
             bench::compare(
-                &format!("{groups} group(s), handled once per group"),
+                label,
                 n,
                 rounds,
                 move |_| {
                     let evs = Arc::clone(&b);
-                    async move { bus_round(&evs, groups).await }
+                    async move { bus_round(&evs, groups, mode).await }
                 },
                 move |_| {
                     let evs = Arc::clone(&r);
-                    async move { raw_round(&evs, groups).await }
+                    async move { raw_round(&evs, groups, mode).await }
                 },
             )
             .await,

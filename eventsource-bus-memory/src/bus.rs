@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    publish, stamp, Counters, MemberTasks, Members, PublishTarget, SendError,
+    publish, stamp_shared, Counters, MemberTasks, Members, PublishTarget, SendError,
 };
 use eventsource_core::{
     BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, Result, ShutdownReport,
@@ -114,6 +114,11 @@ impl EventBus for MemoryBus {
     }
 
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
+        let shared: Vec<Arc<EventEnvelope>> = events.iter().cloned().map(Arc::new).collect();
+        self.publish_shared(&shared).await
+    }
+
+    async fn publish_shared(&self, events: &[Arc<EventEnvelope>]) -> Result<()> {
         let client = &self.client;
         // Bounded groups time out on their own, naming the group that is full.
         let target =
@@ -122,19 +127,16 @@ impl EventBus for MemoryBus {
             &self.members,
             &client.stats,
             &target,
-            &stamp(events),
+            &stamp_shared(events),
             |events| async move {
                 let groups: Vec<Arc<Group>> = client.groups.lock().values().cloned().collect();
-                for event in events {
-                    let event = Arc::new(event.clone());
-                    for group in groups.iter().filter(|g| g.filter.matches(&event)) {
-                        group
-                            .push(Arc::clone(&event), client.config.publish_timeout)
-                            .await
-                            .map_err(SendError::Fatal)?;
-                    }
-                    client.log(&event);
+                for group in &groups {
+                    group
+                        .push(events, client.config.publish_timeout)
+                        .await
+                        .map_err(SendError::Fatal)?;
                 }
+                client.log(events);
                 Ok(())
             },
         )

@@ -25,13 +25,15 @@ pub(crate) struct Client {
 
 impl Client {
     /// Keeps `event` in the event log, if the bus keeps one.
-    pub(crate) fn log(&self, event: &Arc<eventsource_core::EventEnvelope>) {
+    pub(crate) fn log(&self, events: &[Arc<eventsource_core::EventEnvelope>]) {
         if let Some(keep) = self.config.event_log {
             let mut log = self.log.lock();
-            if log.len() == keep {
-                log.pop_front();
+            for event in events {
+                if log.len() == keep {
+                    log.pop_front();
+                }
+                log.push_back(Arc::clone(event));
             }
-            log.push_back(Arc::clone(event));
         }
     }
 

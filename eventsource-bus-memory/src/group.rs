@@ -26,11 +26,21 @@ impl Group {
         }
     }
 
-    /// Queues `envelope`, waiting up to `timeout` for room.
-    pub(crate) async fn push(&self, envelope: Arc<EventEnvelope>, timeout: Duration) -> Result<()> {
+    /// Queues the `events` this group's filter matches, in order, waiting
+    /// up to `timeout` for room.
+    pub(crate) async fn push(
+        &self,
+        events: &[Arc<EventEnvelope>],
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let matching: Vec<Delivery<()>> = events
+            .iter()
+            .filter(|e| self.filter.matches(e))
+            .map(|e| Delivery::new(Arc::clone(e), ()))
+            .collect();
         self.queue
-            .push(Delivery::new(envelope, ()), Some(deadline))
+            .push_all(matching, Some(deadline))
             .await
             .map_err(|_| Error::Timeout {
                 operation: format!(
@@ -81,11 +91,11 @@ mod tests {
     async fn full_group_times_out_with_its_name() {
         let g = Group::new("full".into(), EventFilter::All, 1);
         let e = Arc::new(EventEnvelope::new("a", 1, &Ping).expect("encode"));
-        g.push(Arc::clone(&e), Duration::from_secs(1))
+        g.push(&[Arc::clone(&e)], Duration::from_secs(1))
             .await
             .expect("room");
         let err = g
-            .push(e, Duration::from_millis(20))
+            .push(&[e], Duration::from_millis(20))
             .await
             .expect_err("no room");
         assert!(matches!(err, Error::Timeout { .. }), "{err}");

@@ -31,6 +31,16 @@ pub trait EventBus: Send + Sync {
     /// them (durably, for brokers that confirm).
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()>;
 
+    /// [`publish`](Self::publish) for events the caller holds in `Arc`s:
+    /// the same contract, and a backend that keeps events in memory (the
+    /// memory bus) shares them instead of copying each one. Brokers encode
+    /// from a reference either way; the default copies the events once and
+    /// calls `publish`.
+    async fn publish_shared(&self, events: &[Arc<EventEnvelope>]) -> Result<()> {
+        let events: Vec<EventEnvelope> = events.iter().map(|e| EventEnvelope::clone(e)).collect();
+        self.publish(&events).await
+    }
+
     /// Starts delivering to `subscription`'s handler.
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle>;
 

@@ -135,6 +135,13 @@ impl EventBus for CheckedBus {
         self.bus.publish(events).await
     }
 
+    async fn publish_shared(&self, events: &[Arc<EventEnvelope>]) -> Result<()> {
+        for event in events {
+            self.schemas.check(event)?;
+        }
+        self.bus.publish_shared(events).await
+    }
+
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
         self.bus.subscribe(subscription).await
     }
@@ -219,7 +226,15 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("missing field `email`"), "{err}");
-        let err = bus.publish(&[negative]).await.expect_err("rule");
+        let err = bus
+            .publish(std::slice::from_ref(&negative))
+            .await
+            .expect_err("rule");
+        assert!(err.to_string().contains("age is negative"), "{err}");
+        let err = bus
+            .publish_shared(&[Arc::new(negative)])
+            .await
+            .expect_err("shared events are checked too");
         assert!(err.to_string().contains("age is negative"), "{err}");
         assert!(
             recording.0.lock().is_empty(),

@@ -54,7 +54,7 @@ mod worker;
 pub use counters::Counters;
 pub use intake::{triage, Intake};
 pub use member::{join_tasks, Member, MemberTasks, Members};
-pub use publish::{publish, stamp, PublishTarget, SendError, Stamped};
+pub use publish::{publish, stamp, stamp_shared, PublishTarget, SendError, Stamped};
 pub use queue::{Delivery, KeyedQueue};
 pub use settle::Settle;
 pub use worker::{attempt, Outcome, Worker};

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -119,14 +120,16 @@ impl<'a> PublishTarget<'a> {
 
 /// Events ready to publish: each carries a trace context, the current
 /// span's where it had none, so a handler's span becomes a child of the
-/// span that published. Made by [`stamp`]; [`publish()`] takes nothing else.
+/// span that published. Made by [`stamp`] (borrowed envelopes) or
+/// [`stamp_shared`] (`Arc`s, for [`EventBus::publish_shared`](crate::EventBus::publish_shared));
+/// [`publish()`] takes nothing else.
 #[derive(Debug)]
-pub struct Stamped<'e>(Cow<'e, [EventEnvelope]>);
+pub struct Stamped<'e, E: Clone = EventEnvelope>(Cow<'e, [E]>);
 
-impl std::ops::Deref for Stamped<'_> {
-    type Target = [EventEnvelope];
+impl<E: Clone> std::ops::Deref for Stamped<'_, E> {
+    type Target = [E];
 
-    fn deref(&self) -> &[EventEnvelope] {
+    fn deref(&self) -> &[E] {
         &self.0
     }
 }
@@ -134,22 +137,66 @@ impl std::ops::Deref for Stamped<'_> {
 /// Stamps `events` (borrowed as they are when there is nothing to stamp:
 /// no trace context, or every event has one already).
 pub fn stamp(events: &[EventEnvelope]) -> Stamped<'_> {
-    match crate::trace::current_traceparent() {
+    stamp_with(
+        crate::trace::current_traceparent(),
+        events,
+        |e| e,
+        |e, tp| {
+            let mut e = e.clone();
+            add_traceparent(&mut e, tp);
+            e
+        },
+    )
+}
+
+/// [`stamp`] for shared envelopes: an event that needs a trace context is
+/// copied once (the caller's `Arc` is not changed); the others are shared.
+pub fn stamp_shared(events: &[Arc<EventEnvelope>]) -> Stamped<'_, Arc<EventEnvelope>> {
+    stamp_shared_as(crate::trace::current_traceparent(), events)
+}
+
+fn stamp_shared_as(
+    traceparent: Option<String>,
+    events: &[Arc<EventEnvelope>],
+) -> Stamped<'_, Arc<EventEnvelope>> {
+    stamp_with(
+        traceparent,
+        events,
+        |e| e,
+        |e, tp| {
+            if e.metadata.contains_key(crate::trace::TRACEPARENT) {
+                Arc::clone(e)
+            } else {
+                let mut e = EventEnvelope::clone(e);
+                add_traceparent(&mut e, tp);
+                Arc::new(e)
+            }
+        },
+    )
+}
+
+fn stamp_with<'e, E: Clone>(
+    traceparent: Option<String>,
+    events: &'e [E],
+    envelope: impl Fn(&E) -> &EventEnvelope,
+    stamped: impl Fn(&E, &str) -> E,
+) -> Stamped<'e, E> {
+    match traceparent {
         Some(tp)
             if events
                 .iter()
-                .any(|e| !e.metadata.contains_key(crate::trace::TRACEPARENT)) =>
+                .any(|e| !envelope(e).metadata.contains_key(crate::trace::TRACEPARENT)) =>
         {
-            let mut owned = events.to_vec();
-            for e in &mut owned {
-                e.metadata
-                    .entry(crate::trace::TRACEPARENT.to_owned())
-                    .or_insert_with(|| tp.clone());
-            }
-            Stamped(Cow::Owned(owned))
+            Stamped(Cow::Owned(events.iter().map(|e| stamped(e, &tp)).collect()))
         }
         _ => Stamped(Cow::Borrowed(events)),
     }
+}
+
+fn add_traceparent(e: &mut EventEnvelope, tp: &str) {
+    e.metadata
+        .entry(crate::trace::TRACEPARENT.to_owned())
+        .or_insert_with(|| tp.to_owned());
 }
 
 /// The whole pipeline of [`EventBus::publish`](crate::EventBus::publish):
@@ -163,16 +210,17 @@ pub fn stamp(events: &[EventEnvelope]) -> Stamped<'_> {
 /// })
 /// .await
 /// ```
-pub async fn publish<'s, M, F, Fut>(
+pub async fn publish<'s, M, E, F, Fut>(
     members: &Members<M>,
     counters: &Counters,
     target: &PublishTarget<'_>,
-    events: &'s Stamped<'_>,
+    events: &'s Stamped<'_, E>,
     mut send: F,
 ) -> Result<()>
 where
     M: Member,
-    F: FnMut(&'s [EventEnvelope]) -> Fut,
+    E: Clone,
+    F: FnMut(&'s [E]) -> Fut,
     Fut: Future<Output = std::result::Result<(), SendError>>,
 {
     members.check_open()?;
@@ -186,7 +234,7 @@ where
         events = events.len(),
     );
     let what = format!("{} event(s)", events.len());
-    let events: &'s [EventEnvelope] = events;
+    let events: &'s [E] = events;
     target.send(&what, || send(events)).instrument(span).await?;
     counters.published(events.len());
     Ok(())
@@ -199,6 +247,45 @@ mod tests {
     fn target(timeout: Duration) -> PublishTarget<'static> {
         PublishTarget::new("test", "events", "broker:1", timeout)
             .backoff(Duration::from_millis(1), Duration::from_millis(2))
+    }
+
+    #[test]
+    fn shared_events_are_shared_unless_they_need_a_trace_context() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Ping;
+        impl crate::DomainEvent for Ping {
+            fn event_type(&self) -> &str {
+                "Ping"
+            }
+            fn aggregate_type(&self) -> &str {
+                "Test"
+            }
+        }
+        let bare = Arc::new(EventEnvelope::new("a", 1, &Ping).expect("encode"));
+        let mut traced = EventEnvelope::new("a", 2, &Ping).expect("encode");
+        traced
+            .metadata
+            .insert(crate::trace::TRACEPARENT.into(), "00-theirs".into());
+        let traced = Arc::new(traced);
+        let events = [Arc::clone(&bare), Arc::clone(&traced)];
+
+        let untraced = stamp_shared_as(None, &events);
+        assert!(matches!(untraced.0, Cow::Borrowed(_)));
+
+        let stamped = stamp_shared_as(Some("00-ours".into()), &events);
+        assert_eq!(
+            stamped[0].metadata.get(crate::trace::TRACEPARENT),
+            Some(&"00-ours".to_owned()),
+            "the bare event gets the current context"
+        );
+        assert!(
+            !bare.metadata.contains_key(crate::trace::TRACEPARENT),
+            "the caller's envelope is not changed"
+        );
+        assert!(
+            Arc::ptr_eq(&stamped[1], &traced),
+            "an event with a context of its own is shared, not copied"
+        );
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! in arrival order per aggregate, different aggregates in parallel.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -41,13 +42,19 @@ impl<T> Delivery<T> {
     }
 }
 
+/// An aggregate as the queue knows it: a 64-bit hash of its id (no string
+/// copied per delivery). Two aggregates whose ids collide (odds 2^-64 per
+/// pair, the hasher seeded per queue) are only serialized together: each
+/// still gets its events in order.
+type Key = u64;
+
 struct Queue<T> {
     /// Deliveries in arrival order, not yet looked at.
     ready: VecDeque<Delivery<T>>,
     /// Deliveries whose aggregate is being handled, per aggregate, in order.
-    waiting: HashMap<String, VecDeque<Delivery<T>>>,
+    waiting: HashMap<Key, VecDeque<Delivery<T>>>,
     /// Aggregates with a delivery out right now.
-    busy: HashSet<String>,
+    busy: HashSet<Key>,
     /// `ready` + `waiting` lengths.
     queued: usize,
 }
@@ -60,6 +67,7 @@ struct Queue<T> {
 /// without another worker racing for it.
 pub struct KeyedQueue<T> {
     capacity: usize,
+    hasher: RandomState,
     queue: Mutex<Queue<T>>,
     work: Notify,
     room: Notify,
@@ -81,6 +89,7 @@ impl<T> KeyedQueue<T> {
     pub fn new(capacity: usize) -> Self {
         KeyedQueue {
             capacity: capacity.max(1),
+            hasher: RandomState::new(),
             queue: Mutex::new(Queue {
                 ready: VecDeque::new(),
                 waiting: HashMap::new(),
@@ -94,6 +103,10 @@ impl<T> KeyedQueue<T> {
 
     fn lock(&self) -> MutexGuard<'_, Queue<T>> {
         self.queue.lock()
+    }
+
+    fn key(&self, aggregate_id: &str) -> Key {
+        self.hasher.hash_one(aggregate_id)
     }
 
     /// Appends a delivery, waiting for room; gives it back if `deadline`
@@ -131,6 +144,48 @@ impl<T> KeyedQueue<T> {
         }
     }
 
+    /// Appends `deliveries` in order under one lock per run of room (one
+    /// wake-up per batch instead of one per delivery), waiting for room as
+    /// [`push`](Self::push) does; gives back those not queued if
+    /// `deadline` passes first.
+    pub async fn push_all(
+        &self,
+        deliveries: impl IntoIterator<Item = Delivery<T>>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), Vec<Delivery<T>>> {
+        let mut rest = deliveries.into_iter().peekable();
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut q = self.lock();
+                let mut pushed = false;
+                while q.queued < self.capacity {
+                    let Some(d) = rest.next() else { break };
+                    q.queued += 1;
+                    q.ready.push_back(d);
+                    pushed = true;
+                }
+                drop(q);
+                if pushed {
+                    self.work.notify_one();
+                }
+                if rest.peek().is_none() {
+                    return Ok(());
+                }
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                        return Err(rest.collect());
+                    }
+                }
+                None => room.await,
+            }
+        }
+    }
+
     /// Appends a delivery regardless of capacity (replays, reclaimed messages).
     pub fn push_now(&self, delivery: Delivery<T>) {
         let mut q = self.lock();
@@ -143,8 +198,9 @@ impl<T> KeyedQueue<T> {
     /// Puts back a delivery that was taken but not finished, ahead of
     /// everything else, and frees its aggregate.
     pub fn requeue(&self, delivery: Delivery<T>) {
+        let key = self.key(delivery.key());
         let mut q = self.lock();
-        q.busy.remove(delivery.key());
+        q.busy.remove(&key);
         q.queued += 1;
         q.ready.push_front(delivery);
         drop(q);
@@ -153,6 +209,10 @@ impl<T> KeyedQueue<T> {
 
     /// Takes the next delivery whose aggregate is not busy, waiting for one.
     pub async fn take(&self) -> Delivery<T> {
+        // Fast path: no waiter registered while there is work.
+        if let Some(d) = self.try_take() {
+            return d;
+        }
         loop {
             let work = self.work.notified();
             tokio::pin!(work);
@@ -168,14 +228,12 @@ impl<T> KeyedQueue<T> {
     pub fn try_take(&self) -> Option<Delivery<T>> {
         let mut q = self.lock();
         while let Some(d) = q.ready.pop_front() {
-            if q.busy.contains(d.key()) {
-                q.waiting
-                    .entry(d.key().to_owned())
-                    .or_default()
-                    .push_back(d);
+            let key = self.key(d.key());
+            if q.busy.contains(&key) {
+                q.waiting.entry(key).or_default().push_back(d);
                 continue;
             }
-            q.busy.insert(d.key().to_owned());
+            q.busy.insert(key);
             q.queued -= 1;
             let more = !q.ready.is_empty();
             drop(q);
@@ -193,10 +251,11 @@ impl<T> KeyedQueue<T> {
     /// aggregate, which the caller must handle next (the aggregate stays
     /// busy), or `None` when the aggregate is free again.
     pub fn finish(&self, key: &str) -> Option<Delivery<T>> {
+        let key = self.key(key);
         let mut q = self.lock();
-        let next = q.waiting.get_mut(key).and_then(VecDeque::pop_front);
-        if q.waiting.get(key).is_some_and(VecDeque::is_empty) {
-            q.waiting.remove(key);
+        let next = q.waiting.get_mut(&key).and_then(VecDeque::pop_front);
+        if q.waiting.get(&key).is_some_and(VecDeque::is_empty) {
+            q.waiting.remove(&key);
         }
         match next {
             Some(d) => {
@@ -206,7 +265,7 @@ impl<T> KeyedQueue<T> {
                 Some(d)
             }
             None => {
-                q.busy.remove(key);
+                q.busy.remove(&key);
                 drop(q);
                 // Deliveries of other aggregates may have piled up behind this one.
                 self.work.notify_one();

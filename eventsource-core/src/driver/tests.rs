@@ -164,3 +164,36 @@ async fn remove_where_takes_queued_and_waiting_deliveries_only() {
     assert!(q.finish(a1.key()).is_none(), "a2 was removed");
     assert!(q.finish("b").is_none());
 }
+
+#[tokio::test]
+async fn push_all_fills_the_room_and_gives_back_the_rest_in_order() {
+    let q = KeyedQueue::new(3);
+    let batch = [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("a", 3)].map(|(a, v)| delivery(a, v));
+    let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+    let rest = q
+        .push_all(batch, Some(soon))
+        .await
+        .expect_err("room for 3 of 5");
+    let rest: Vec<_> = rest
+        .iter()
+        .map(|d| (d.key().to_owned(), d.envelope.aggregate_version))
+        .collect();
+    assert_eq!(rest, [("c".to_owned(), 1), ("a".to_owned(), 3)]);
+    assert_eq!(q.queued(), 3);
+
+    // A worker waiting on an empty queue is woken by a batch.
+    let q = Arc::new(KeyedQueue::new(10));
+    let taker = tokio::spawn({
+        let q = Arc::clone(&q);
+        async move { q.take().await.envelope.aggregate_version }
+    });
+    tokio::task::yield_now().await;
+    q.push_all([delivery("a", 7), delivery("a", 8)], None)
+        .await
+        .expect("room");
+    let first = tokio::time::timeout(Duration::from_secs(5), taker)
+        .await
+        .expect("woken")
+        .expect("join");
+    assert_eq!(first, 7);
+}

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{Counters, Delivery, KeyedQueue, Settle};
-use crate::{Failure, FailureKind, Subscription};
+use crate::{EventEnvelope, Failure, FailureKind, Subscription};
 
 /// What [`attempt`] made of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,21 +116,22 @@ impl<T: Send> Worker<'_, T> {
     /// Runs until `stop` fires (see the type's documentation).
     pub async fn run(self) {
         loop {
-            let holding: Mutex<Option<String>> = Mutex::new(None);
+            let holding: Mutex<Option<Arc<EventEnvelope>>> = Mutex::new(None);
             let run = AssertUnwindSafe(self.work(&holding)).catch_unwind().await;
             let Err(panic) = run else { return };
             self.counters.worker_restarted();
-            let key = holding.lock().take();
+            let held = holding.lock().take();
+            let key = held.as_ref().map(|e| e.aggregate_id.as_str());
             tracing::error!(
                 backend = self.backend,
                 group = self.subscription.group(),
-                aggregate_id = key.as_deref().unwrap_or("-"),
+                aggregate_id = key.unwrap_or("-"),
                 panic = %panic_message(&*panic),
                 "worker panicked outside the handler; restarting it (the message it held is delivered again)"
             );
             if let Some(key) = key {
                 // Free the aggregate; its next delivery, if one waits, goes back first.
-                if let Some(next) = self.queue.finish(&key) {
+                if let Some(next) = self.queue.finish(key) {
                     self.queue.requeue(next);
                 }
             }
@@ -140,7 +141,7 @@ impl<T: Send> Worker<'_, T> {
         }
     }
 
-    async fn work(&self, holding: &Mutex<Option<String>>) {
+    async fn work(&self, holding: &Mutex<Option<Arc<EventEnvelope>>>) {
         let Worker {
             backend,
             queue,
@@ -156,7 +157,7 @@ impl<T: Send> Worker<'_, T> {
                 d = queue.take() => Some(d),
             };
             while let Some(mut delivery) = next.take() {
-                *holding.lock() = Some(delivery.key().to_owned());
+                *holding.lock() = Some(Arc::clone(&delivery.envelope));
                 let span = tracing::info_span!(
                     "eventsource.handle",
                     backend,
