@@ -194,6 +194,59 @@ impl SqlEventStore {
         found.join(", ")
     }
 
+    /// Starts an append's transaction: [`begin_write`](Self::begin_write),
+    /// and on PostgreSQL the append lock taken in the same round trip.
+    async fn begin_append(&self) -> Result<Transaction<'static, Any>> {
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => {
+                self.pool
+                    .begin_with(format!(
+                        "BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK})"
+                    ))
+                    .await
+            }
+        };
+        tx.map_err(|e| db_err(self.backend(), "starting an append", e))
+    }
+
+    /// The version of `stream`: read in `tx`, or on another connection
+    /// when PostgreSQL has aborted `tx` (after a failed insert).
+    async fn version_of(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        stream: &str,
+        aborted: bool,
+    ) -> Result<u64> {
+        let query =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM es_events WHERE stream = $1")
+                .bind(stream);
+        let current: i64 = if aborted && self.dialect == Dialect::Postgres {
+            query.fetch_one(&self.pool).await
+        } else {
+            query.fetch_one(&mut **tx).await
+        }
+        .map_err(|e| {
+            db_err(
+                self.backend(),
+                format!("reading the version of `{stream}`"),
+                e,
+            )
+        })?;
+        Ok(u64::try_from(current).unwrap_or(0))
+    }
+
+    /// Appends inside `tx`, which holds the append lock ([`begin_append`](Self::begin_append)).
+    ///
+    /// A single event says which version it follows (its version minus
+    /// one). When that agrees with `expected`, the version is not read
+    /// first: the insert itself checks it — the row goes in only if the
+    /// stream's event at that version exists, and the unique (stream,
+    /// version) key refuses it if a later one does. Only a conflict reads
+    /// the version, to report it. One statement instead of two is what a
+    /// one-event append costs most; a batch reads the version first (the
+    /// guarded form of a multi-row insert is slower on SQLite than the
+    /// read it saves).
     async fn append_in(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -201,29 +254,66 @@ impl SqlEventStore {
         expected: ExpectedVersion,
         events: &[EventEnvelope],
     ) -> Result<AppendResult> {
-        let backend = self.backend();
-        if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(7426001)")
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| db_err(backend, "locking for append", e))?;
+        let follows = events
+            .first()
+            .map_or(0, |e| e.aggregate_version.saturating_sub(1));
+        let guarded = events.len() == 1
+            && expected.check(stream, follows).is_ok()
+            && check_batch(stream, follows, events).is_ok();
+        if !guarded {
+            let current = self.version_of(tx, stream, false).await?;
+            expected.check(stream, current)?;
+            check_batch(stream, current, events)?;
+            if events.is_empty() {
+                return Ok(AppendResult {
+                    version: current,
+                    last_position: 0,
+                });
+            }
         }
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM es_events WHERE stream = $1")
-                .bind(stream)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(|e| db_err(backend, format!("reading the version of `{stream}`"), e))?;
-        let current = u64::try_from(current).unwrap_or(0);
-        expected.check(stream, current)?;
-        check_batch(stream, current, events)?;
+        match self.insert_after(tx, stream, follows, events).await? {
+            Some(last_position) => Ok(AppendResult {
+                version: follows + events.len() as u64,
+                last_position,
+            }),
+            None => {
+                let current = self.version_of(tx, stream, true).await?;
+                expected.check(stream, current)?;
+                check_batch(stream, current, events)?;
+                // Moved between the insert and the read: still a conflict.
+                Err(Error::Concurrency {
+                    stream: stream.to_owned(),
+                    expected: expected.to_string(),
+                    actual: current,
+                })
+            }
+        }
+    }
+
+    /// Inserts `events` (consistent: versions `follows + 1, …`, ids
+    /// distinct) and their outbox rows. The last position, or `None` when
+    /// the stream is not at `follows` (a concurrency conflict). A batch of
+    /// one checks that in its insert; a longer one was checked before.
+    async fn insert_after(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        stream: &str,
+        follows: u64,
+        events: &[EventEnvelope],
+    ) -> Result<Option<u64>> {
+        let backend = self.backend();
         let now = ts(Utc::now());
         let mut last_position: i64 = 0;
         // Multi-row inserts: one statement per ROWS_PER_INSERT events (12
         // parameters each, well under either database's limit).
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let inserted = insert_events(chunk, stream)?.fetch_all(&mut **tx).await;
+            // A lone event of a stream that exists checks the version.
+            let guard = (events.len() == 1 && follows > 0).then_some(follows);
+            let inserted = insert_events(chunk, stream, guard)?
+                .fetch_all(&mut **tx)
+                .await;
             let positions: Vec<i64> = match inserted {
+                Ok(positions) if positions.is_empty() => return Ok(None),
                 Ok(positions) => positions,
                 Err(sqlx::Error::Database(db))
                     if db.is_unique_violation() && db.message().contains("event_id") =>
@@ -233,13 +323,7 @@ impl SqlEventStore {
                         event_id: self.already_stored(tx, chunk).await,
                     });
                 }
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                    return Err(Error::Concurrency {
-                        stream: stream.to_owned(),
-                        expected: expected.to_string(),
-                        actual: current,
-                    });
-                }
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Ok(None),
                 Err(err) => return Err(db_err(backend, format!("appending to `{stream}`"), err)),
             };
             last_position = last_position.max(positions.into_iter().max().unwrap_or(0));
@@ -257,12 +341,13 @@ impl SqlEventStore {
                     .map_err(|err| db_err(backend, "writing the outbox", err))?;
             }
         }
-        Ok(AppendResult {
-            version: current + events.len() as u64,
-            last_position: u64::try_from(last_position).unwrap_or(0),
-        })
+        Ok(Some(u64::try_from(last_position).unwrap_or(0)))
     }
 }
+
+/// The PostgreSQL advisory lock that serializes appends, so positions are
+/// committed in order.
+const APPEND_LOCK: i64 = 7_426_001;
 
 /// Events per multi-row insert (12 parameters each, well under either
 /// database's limit).
@@ -274,7 +359,7 @@ fn multi_row_sql(
     cache: &'static OnceLock<Vec<String>>,
     head: &str,
     columns: usize,
-    suffix: &str,
+    suffix: impl Fn(usize) -> String,
     rows: usize,
 ) -> &'static str {
     let all = cache.get_or_init(|| {
@@ -288,21 +373,43 @@ fn multi_row_sql(
                         format!("({})", row.join(", "))
                     })
                     .collect();
-                format!("{head} VALUES {}{suffix}", values.join(", "))
+                format!("{head}VALUES {}{}", values.join(", "), suffix(n))
             })
             .collect()
     });
     &all[rows - 1]
 }
 
+const INSERT_EVENTS: &str = "INSERT INTO es_events (stream, version, event_id, event_type, \
+     schema_version, aggregate_type, aggregate_id, occurred_at, correlation_id, causation_id, \
+     metadata, payload) ";
+
 fn insert_events_sql(rows: usize) -> &'static str {
     static SQL: OnceLock<Vec<String>> = OnceLock::new();
     multi_row_sql(
         &SQL,
-        "INSERT INTO es_events (stream, version, event_id, event_type, schema_version, aggregate_type, \
-         aggregate_id, occurred_at, correlation_id, causation_id, metadata, payload)",
+        INSERT_EVENTS,
         12,
-        " RETURNING position",
+        |_| " RETURNING position".into(),
+        rows,
+    )
+}
+
+/// [`insert_events_sql`] inserting nothing unless `$1`'s event at version
+/// `$last` (one past the rows' parameters) exists.
+fn insert_events_after_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    multi_row_sql(
+        &SQL,
+        &format!("{INSERT_EVENTS}SELECT * FROM ("),
+        12,
+        |n| {
+            format!(
+                ") AS v WHERE EXISTS (SELECT 1 FROM es_events WHERE stream = $1 AND version = ${}) \
+                 RETURNING position",
+                n * 12 + 1
+            )
+        },
         rows,
     )
 }
@@ -311,29 +418,31 @@ fn insert_outbox_sql(rows: usize) -> &'static str {
     static SQL: OnceLock<Vec<String>> = OnceLock::new();
     multi_row_sql(
         &SQL,
-        "INSERT INTO es_outbox (event_id, envelope, created_at)",
+        "INSERT INTO es_outbox (event_id, envelope, created_at) ",
         3,
-        "",
+        |_| String::new(),
         rows,
     )
 }
 
-/// The insert of `chunk` into `stream`, bound.
+/// The insert of `chunk` into `stream`, bound; with `after`, only if the
+/// stream's event at that version exists.
 fn insert_events<'q>(
     chunk: &'q [EventEnvelope],
     stream: &'q str,
+    after: Option<u64>,
 ) -> Result<sqlx::query::QueryScalar<'q, Any, i64, sqlx::any::AnyArguments<'q>>> {
-    let mut query = sqlx::query_scalar(insert_events_sql(chunk.len()));
+    let version = |v: u64| {
+        i64::try_from(v).map_err(|_| Error::config(format!("aggregate version {v} is too large")))
+    };
+    let mut query = sqlx::query_scalar(match after {
+        Some(_) => insert_events_after_sql(chunk.len()),
+        None => insert_events_sql(chunk.len()),
+    });
     for e in chunk {
-        let version = i64::try_from(e.aggregate_version).map_err(|_| {
-            Error::config(format!(
-                "aggregate version {} is too large",
-                e.aggregate_version
-            ))
-        })?;
         query = query
             .bind(stream)
-            .bind(version)
+            .bind(version(e.aggregate_version)?)
             .bind(e.event_id.to_string())
             .bind(&e.event_type)
             .bind(i64::from(e.schema_version))
@@ -344,6 +453,9 @@ fn insert_events<'q>(
             .bind(e.causation_id.clone())
             .bind(serde_json::to_string(&e.metadata).expect("a string map serializes"))
             .bind(e.payload.to_string());
+    }
+    if let Some(after) = after {
+        query = query.bind(version(after)?);
     }
     Ok(query)
 }
@@ -396,7 +508,7 @@ impl EventStore for SqlEventStore {
         expected: ExpectedVersion,
         events: &[EventEnvelope],
     ) -> Result<AppendResult> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_append().await?;
         let result = self.append_in(&mut tx, stream, expected, events).await?;
         tx.commit().await.map_err(|e| {
             db_err(

@@ -60,6 +60,48 @@ async fn append_read_and_expected_versions(db: &TestDb) {
         .await
         .expect("any");
 
+    // Batches that agree with their expectation but not with the stream
+    // (now at 5): the insert itself refuses them, and the error says what
+    // the stream holds.
+    let stale = store
+        .append("Probe-a", ExpectedVersion::Exact(2), &events("a", 3, 1))
+        .await
+        .expect_err("versions 3 taken");
+    assert!(
+        stale
+            .to_string()
+            .contains("expected version 2, found version 5"),
+        "{stale}"
+    );
+    for len in [1, 2] {
+        let ahead = store
+            .append("Probe-a", ExpectedVersion::Exact(7), &events("a", 8, len))
+            .await
+            .expect_err("a gap after 5");
+        assert!(
+            matches!(ahead, Error::Concurrency { actual: 5, .. }),
+            "{ahead}"
+        );
+    }
+    let recreated = store
+        .append("Probe-a", ExpectedVersion::NoStream, &events("a", 1, 1))
+        .await
+        .expect_err("exists");
+    assert!(
+        matches!(recreated, Error::Concurrency { actual: 5, .. }),
+        "{recreated}"
+    );
+    let behind = store
+        .append("Probe-a", ExpectedVersion::Any, &events("a", 3, 1))
+        .await
+        .expect_err("any, but versions must follow 5");
+    assert!(behind.to_string().contains("version 6"), "{behind}");
+    assert_eq!(
+        store.read_stream("Probe-a", 1).await.expect("read").len(),
+        5,
+        "nothing of a refused batch stored"
+    );
+
     // A duplicate event id rejects the whole batch.
     let mut dup = events("b", 1, 2);
     dup[1].event_id = a[0].event_id;
