@@ -55,7 +55,7 @@ impl Compression {
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaBusConfig {
     /// `host:port[,host:port...]`.
     pub bootstrap_servers: String,

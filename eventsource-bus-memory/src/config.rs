@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MemoryBusConfig {
     /// How many events one consumer group may hold undelivered. When a
     /// group is full, `publish` waits for room: events are never dropped.

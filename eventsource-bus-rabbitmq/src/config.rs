@@ -38,7 +38,7 @@ pub enum ExchangeType {
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RabbitBusConfig {
     /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
     pub url: String,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisBusConfig {
     /// `redis://[user:password@]host:port[/db]`.
     pub url: String,

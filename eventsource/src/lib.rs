@@ -23,7 +23,7 @@
 
 mod config;
 
-pub use config::{connect_bus, connect_url, BusConfig};
+pub use config::{connect_bus, connect_url, BusConfig, Config, GroupConfig};
 
 // Events, aggregates and repositories.
 // `DomainEvent` is the trait and its derive macro.

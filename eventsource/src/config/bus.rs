@@ -1,16 +1,20 @@
-//! Choosing the bus by configuration.
+//! [`BusConfig`]: which bus, and how to reach it.
 
 use std::sync::Arc;
 
 use eventsource_core::{redact_url, Error, EventBus, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Which bus to connect to, and how: one variant per backend compiled in.
 ///
-/// Deserializes from configuration (`{"backend": "redis", "url": ...}`) or
-/// is built from a URL with [`BusConfig::from_url`]: `memory://`,
+/// Deserializes from configuration (`{"backend": "redis", "url": ...}`,
+/// or just `{"url": ...}`: the backend is inferred from the URL's scheme)
+/// or is built from a URL with [`BusConfig::from_url`]: `memory://`,
 /// `redis://…`, `amqp://…`, `kafka://…`. Application code then holds an
 /// `Arc<dyn EventBus>` from [`connect_bus`] and never names a backend.
+///
+/// A field the backend does not have is an error naming it (a typo such
+/// as `namepsace` is not silently ignored).
 ///
 /// ```
 /// use eventsource::BusConfig;
@@ -21,7 +25,7 @@ use serde::{Deserialize, Serialize};
 /// assert!(err.to_string().contains("mqtt://broker"));
 /// # Ok::<(), eventsource::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "backend", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum BusConfig {
@@ -123,6 +127,79 @@ impl BusConfig {
             BusConfig::Kafka(c) => c.topic_prefix = namespace.to_owned(),
         }
         self
+    }
+}
+
+/// [`BusConfig`] as written with its `backend` tag.
+#[derive(Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+enum Tagged {
+    #[cfg(feature = "memory")]
+    Memory(eventsource_bus_memory::MemoryBusConfig),
+    #[cfg(feature = "redis")]
+    Redis(eventsource_bus_redis::RedisBusConfig),
+    #[cfg(feature = "rabbitmq")]
+    Rabbitmq(eventsource_bus_rabbitmq::RabbitBusConfig),
+    #[cfg(feature = "kafka")]
+    Kafka(eventsource_bus_kafka::KafkaBusConfig),
+}
+
+impl From<Tagged> for BusConfig {
+    fn from(t: Tagged) -> Self {
+        match t {
+            #[cfg(feature = "memory")]
+            Tagged::Memory(c) => BusConfig::Memory(c),
+            #[cfg(feature = "redis")]
+            Tagged::Redis(c) => BusConfig::Redis(c),
+            #[cfg(feature = "rabbitmq")]
+            Tagged::Rabbitmq(c) => BusConfig::Rabbitmq(c),
+            #[cfg(feature = "kafka")]
+            Tagged::Kafka(c) => BusConfig::Kafka(c),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BusConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        BusConfig::from_value(value).map_err(|e| D::Error::custom(e.to_string()))
+    }
+}
+
+impl BusConfig {
+    /// Reads a configuration object: with a `backend` tag as written, or
+    /// without one from its `url` (that URL's defaults, overlaid with the
+    /// other fields given).
+    pub(crate) fn from_value(mut value: serde_json::Value) -> Result<BusConfig> {
+        let bad = |e: serde_json::Error| Error::config(format!("bus configuration: {e}"));
+        let Some(fields) = value.as_object_mut() else {
+            return Err(Error::config(
+                "bus configuration: expected a table of fields (backend, url, namespace, …)",
+            ));
+        };
+        if !fields.contains_key("backend") {
+            let Some(url) = fields.get("url").and_then(serde_json::Value::as_str) else {
+                return Err(Error::config(
+                    "bus configuration: give a `url` (memory://, redis://…, amqp://…, kafka://…) or a `backend`",
+                ));
+            };
+            let base = serde_json::to_value(BusConfig::from_url(url)?).map_err(bad)?;
+            let serde_json::Value::Object(mut base) = base else {
+                unreachable!("a bus configuration serializes to an object")
+            };
+            // memory:// and kafka:// carry no `url` field of their own.
+            let keep_url = base.contains_key("url");
+            for (k, v) in std::mem::take(fields) {
+                if k != "url" || keep_url {
+                    base.insert(k, v);
+                }
+            }
+            *fields = base;
+        }
+        serde_json::from_value::<Tagged>(value)
+            .map(BusConfig::from)
+            .map_err(bad)
     }
 }
 
