@@ -27,6 +27,8 @@
 //! }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod aggregate;
 mod bus;
 mod dlq;

@@ -20,6 +20,8 @@
 //! Layout: `store.rs`, `outbox.rs`, `inbox.rs`, `snapshot.rs`, `catchup.rs`,
 //! `schema.rs` (migrations), `config.rs`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod catchup;
 mod config;
 mod inbox;

@@ -21,6 +21,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 
 pub use config::{connect_bus, connect_url, BusConfig, Config, GroupConfig};
@@ -50,24 +52,28 @@ pub use eventsource_core::{schema, trace, upcast};
 
 /// The in-process bus (feature `memory`).
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub mod memory {
     pub use eventsource_bus_memory::*;
 }
 
 /// The Redis Streams bus (feature `redis`).
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis {
     pub use eventsource_bus_redis::*;
 }
 
 /// The RabbitMQ bus (feature `rabbitmq`).
 #[cfg(feature = "rabbitmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
 pub mod rabbitmq {
     pub use eventsource_bus_rabbitmq::*;
 }
 
 /// The Kafka bus (feature `kafka`).
 #[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka {
     pub use eventsource_bus_kafka::*;
 }
