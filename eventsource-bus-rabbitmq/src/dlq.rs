@@ -255,13 +255,18 @@ impl DeadLetterQueue for RabbitDeadLetterQueue {
         self.act(id, Act::Delete).await
     }
 
-    async fn purge(&self, query: &DeadLetterQuery) -> Result<usize> {
+    async fn purge_with_progress(
+        &self,
+        query: &DeadLetterQuery,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize> {
         if query.limit.is_some() {
             // Only some: delete them one by one.
             let letters = self.list(query).await?;
             let mut n = 0;
-            for l in &letters {
+            for (i, l) in letters.iter().enumerate() {
                 n += usize::from(self.delete(&l.id).await?);
+                progress(i + 1, letters.len());
             }
             return Ok(n);
         }
@@ -281,6 +286,8 @@ impl DeadLetterQueue for RabbitDeadLetterQueue {
             session.close().await;
             n += purged? as usize;
         }
+        // A queue goes at once: one report of the whole.
+        progress(n, n);
         Ok(n)
     }
 }

@@ -50,6 +50,14 @@ pub trait EventBus: Send + Sync {
     /// Counters and per-group state.
     async fn stats(&self) -> Result<BusStats>;
 
+    /// What the broker knows of one consumer group — backlog, members,
+    /// dead letters — whether or not this process is a member; `None`
+    /// when the broker has never seen the group (a typo, or another
+    /// namespace). The default looks the group up in [`stats`](Self::stats).
+    async fn group_stats(&self, group: &str) -> Result<Option<GroupStats>> {
+        Ok(self.stats().await?.groups.remove(group))
+    }
+
     /// Stops accepting publishes, stops fetching, waits up to `timeout` for
     /// in-flight handlers, and reports what it did.
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport>;

@@ -99,12 +99,24 @@ pub trait DeadLetterQueue: Send + Sync {
 
     /// Deletes every dead letter the query selects; returns how many.
     async fn purge(&self, query: &DeadLetterQuery) -> Result<usize> {
+        self.purge_with_progress(query, &|_, _| {}).await
+    }
+
+    /// [`purge`](Self::purge), calling `progress(done, total)` as letters
+    /// go (after each one, or once where a backend purges a whole queue at
+    /// once). Stops at the first failure; what was deleted stays deleted.
+    async fn purge_with_progress(
+        &self,
+        query: &DeadLetterQuery,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize> {
         let letters = self.list(query).await?;
         let mut n = 0;
-        for letter in &letters {
+        for (i, letter) in letters.iter().enumerate() {
             if self.delete(&letter.id).await? {
                 n += 1;
             }
+            progress(i + 1, letters.len());
         }
         Ok(n)
     }

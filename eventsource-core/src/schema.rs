@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, Result, ShutdownReport,
+    BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, GroupStats, Result, ShutdownReport,
     Subscription, SubscriptionHandle,
 };
 
@@ -152,6 +152,10 @@ impl EventBus for CheckedBus {
 
     async fn stats(&self) -> Result<BusStats> {
         self.bus.stats().await
+    }
+
+    async fn group_stats(&self, group: &str) -> Result<Option<GroupStats>> {
+        self.bus.group_stats(group).await
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {

@@ -17,13 +17,21 @@ fn redis_url() -> String {
 }
 
 fn cli(namespace: &str, args: &[&str]) -> (bool, String, String) {
+    let (code, stdout, stderr) =
+        run(&[&["--bus", &redis_url(), "--namespace", namespace], args].concat());
+    (code == 0, stdout, stderr)
+}
+
+/// Runs the binary; its exit code, stdout and stderr.
+fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_eventsource"))
-        .args(["--bus", &redis_url(), "--namespace", namespace])
         .args(args)
+        .env_remove("EVENTSOURCE_BUS")
+        .env_remove("EVENTSOURCE_NAMESPACE")
         .output()
         .expect("run the eventsource binary");
     (
-        out.status.success(),
+        out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -78,29 +86,106 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
     );
     assert!(letters[0].failure.error.contains("tax service says no"));
 
-    let (ok, _, stderr) = cli(&namespace, &["dlq", "purge", "--group", "billing"]);
-    assert!(
-        !ok && stderr.contains("--yes"),
-        "purge without --yes must refuse: {stderr}"
+    // Global options after the subcommand, and the failure history.
+    let id = letters[0].id.clone();
+    let (code, stdout, stderr) = run(&[
+        "dlq",
+        "show",
+        &id,
+        "--bus",
+        &redis_url(),
+        "--namespace",
+        &namespace,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for needle in [
+        "first failed",
+        "last failed",
+        "attempt(s)",
+        "tax service says no",
+        "\"event_id\"",
+    ] {
+        assert!(stdout.contains(needle), "{needle}: {stdout}");
+    }
+    let (ok, stdout, stderr) = cli(
+        &namespace,
+        &["--output", "json", "stats", "--group", "billing"],
     );
+    assert!(ok, "{stderr}");
+    let stats: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(stats["stats"]["dead_letters"], 1, "{stdout}");
+
+    // An unknown group is "not found" with the known ones as a hint, not "0 dead letters".
+    let (code, _, stderr) = run(&[
+        "--bus",
+        &redis_url(),
+        "--namespace",
+        &namespace,
+        "dlq",
+        "list",
+        "--group",
+        "biling",
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("no consumer group `biling`") && stderr.contains("billing"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&[
+        "--bus",
+        &redis_url(),
+        "--namespace",
+        &namespace,
+        "dlq",
+        "show",
+        "billing/0-1",
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+
+    let (code, _, stderr) = run(&[
+        "--bus",
+        &redis_url(),
+        "--namespace",
+        &namespace,
+        "dlq",
+        "purge",
+        "--group",
+        "billing",
+    ]);
+    assert_eq!(code, 2, "purge without --yes is a usage error: {stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
 
     broken.store(false, Ordering::SeqCst);
-    let (ok, _, stderr) = cli(&namespace, &["dlq", "replay-all", "--group", "billing"]);
+    let (ok, stdout, stderr) = cli(
+        &namespace,
+        &[
+            "dlq",
+            "replay-all",
+            "--group",
+            "billing",
+            "--output",
+            "json",
+        ],
+    );
     assert!(ok, "replay-all failed: {stderr}");
     assert!(
         stderr.contains("[1/1] replayed"),
         "progress is printed: {stderr}"
     );
+    let done: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(done["replayed"], 1, "{stdout}");
     let got = tokio::time::timeout(Duration::from_secs(10), handled.recv())
         .await
         .expect("replayed event handled")
         .expect("open");
     assert_eq!(got, sent.event_id);
 
-    let (ok, _, stderr) = cli(&namespace, &["dlq", "show", "billing/0-1"]);
-    assert!(!ok && stderr.contains("not found"), "{stderr}");
-    let (ok, _, stderr) = cli(&namespace, &["stats"]);
+    let (ok, stdout, stderr) = cli(&namespace, &["stats"]);
     assert!(ok, "stats failed: {stderr}");
+    assert!(
+        stdout.contains("GROUP") && stdout.contains("billing"),
+        "{stdout}"
+    );
     bus.shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown");
@@ -116,4 +201,30 @@ fn unknown_schemes_and_missing_urls_are_clear_errors() {
     assert!(!out.status.success());
     assert!(stderr.contains("unknown bus url"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
+}
+
+#[test]
+fn each_kind_of_failure_has_its_exit_code() {
+    // No bus at all: usage.
+    let (code, _, stderr) = run(&["stats"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--bus"), "{stderr}");
+    // A port nobody listens on: connection, password kept out.
+    let (code, _, stderr) = run(&["--bus", "redis://:hunter2@127.0.0.1:1", "stats"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
+    // The bus from a configuration file.
+    let file = std::env::temp_dir().join(format!("es-cli-{}.toml", uuid::Uuid::now_v7().simple()));
+    std::fs::write(&file, "[bus]\nurl = \"memory://\"\n").expect("write");
+    let (code, stdout, stderr) = run(&[
+        "--config",
+        file.to_str().expect("utf-8"),
+        "--output",
+        "json",
+        "stats",
+    ]);
+    std::fs::remove_file(&file).expect("clean up");
+    assert_eq!(code, 0, "{stderr}");
+    let stats: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(stats["published"], 0);
 }

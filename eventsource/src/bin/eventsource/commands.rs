@@ -1,0 +1,232 @@
+//! What each command does.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use eventsource::{connect_bus, BusConfig, Config, DeadLetterQuery, EventBus};
+use serde_json::json;
+
+use crate::exit::{Exit, Failure};
+use crate::output::{self, Output, Progress};
+use crate::{Cli, Command, Dlq};
+
+type Outcome = std::result::Result<(), Failure>;
+
+/// The bus the options name: `--bus` (or `EVENTSOURCE_BUS`), else the
+/// `[bus]` table of `--config`; then `--namespace`.
+fn bus_config(cli: &Cli) -> std::result::Result<BusConfig, Failure> {
+    let mut config = match (&cli.bus, &cli.config) {
+        (Some(url), _) => BusConfig::from_url(url)?,
+        (None, Some(file)) => Config::load(file)?.bus,
+        (None, None) => {
+            return Err(Failure::new(Exit::Usage, "no bus given").hint(
+                "pass --bus URL (or set EVENTSOURCE_BUS), or --config FILE with a [bus] table",
+            ))
+        }
+    };
+    if let Some(ns) = &cli.namespace {
+        config = config.with_namespace(ns);
+    }
+    Ok(config)
+}
+
+/// Where the bus looks, for messages: the backend and the namespace.
+fn place(cli: &Cli, bus: &dyn EventBus) -> String {
+    match &cli.namespace {
+        Some(ns) => format!("{} namespace `{ns}`", bus.backend()),
+        None => format!(
+            "{} namespace `eventsource` (the default; pass --namespace)",
+            bus.backend()
+        ),
+    }
+}
+
+/// Fails with "not found" when the broker knows no `group`, naming the
+/// groups it does know.
+async fn require_group(cli: &Cli, bus: &dyn EventBus, group: &str) -> Outcome {
+    if bus.group_stats(group).await?.is_some() {
+        return Ok(());
+    }
+    let known: Vec<String> = bus.stats().await?.groups.into_keys().collect();
+    let hint = if known.is_empty() {
+        "no consumer group is known there: check --bus and --namespace".to_owned()
+    } else {
+        format!("groups known there: {}", known.join(", "))
+    };
+    Err(Failure::new(
+        Exit::NotFound,
+        format!("no consumer group `{group}` on {}", place(cli, bus)),
+    )
+    .hint(hint))
+}
+
+pub(crate) async fn run(cli: Cli) -> Outcome {
+    let config = bus_config(&cli)?;
+    let bus = connect_bus(&config).await.map_err(Failure::connecting)?;
+    let result = command(&cli, bus.as_ref()).await;
+    // Nothing is consumed here; shutting down only closes connections.
+    let _ = bus.shutdown(Duration::from_secs(5)).await;
+    result
+}
+
+async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
+    let dlq = bus.dead_letters();
+    let out = cli.output;
+    match &cli.command {
+        Command::Stats { group: Some(group) } => {
+            require_group(cli, bus, group).await?;
+            let stats = bus.group_stats(group).await?.unwrap_or_default();
+            match out {
+                Output::Json => output::json(&json!({ "group": group, "stats": stats })),
+                Output::Text => {
+                    let mut all = eventsource::BusStats::default();
+                    all.groups.insert(group.clone(), stats);
+                    output::stats(&all);
+                }
+            }
+        }
+        Command::Stats { group: None } => {
+            let stats = bus.stats().await?;
+            match out {
+                Output::Json => output::json(&stats),
+                Output::Text => output::stats(&stats),
+            }
+        }
+        Command::Dlq { action } => match action {
+            Dlq::List { group, limit } => {
+                let query = DeadLetterQuery {
+                    group: group.clone(),
+                    limit: *limit,
+                };
+                let letters = dlq.list(&query).await?;
+                if letters.is_empty() {
+                    match group {
+                        Some(group) => require_group(cli, bus, group).await?,
+                        None if bus.backend() != "redis" && bus.backend() != "memory" => {
+                            return Err(Failure::new(
+                                Exit::Usage,
+                                format!(
+                                    "{} lists dead letters one consumer group at a time",
+                                    bus.backend()
+                                ),
+                            )
+                            .hint("pass --group NAME"));
+                        }
+                        None => {}
+                    }
+                }
+                for l in &letters {
+                    match out {
+                        Output::Json => output::json(l),
+                        Output::Text => output::letter_line(l),
+                    }
+                }
+                if out == Output::Text {
+                    let whose = group
+                        .as_ref()
+                        .map(|g| format!(" in group `{g}`"))
+                        .unwrap_or_default();
+                    eprintln!("{} dead letter(s){whose}", letters.len());
+                }
+            }
+            Dlq::Show { id } => {
+                let Some(letter) = dlq.get(id).await? else {
+                    return Err(Failure::new(
+                        Exit::NotFound,
+                        format!("dead letter `{id}` not found on {}", place(cli, bus)),
+                    )
+                    .hint("ids look like GROUP/ID, as `dlq list --group GROUP` prints them"));
+                };
+                match out {
+                    Output::Json => output::json(&letter),
+                    Output::Text => output::letter_detail(&letter),
+                }
+            }
+            Dlq::Replay { id } => {
+                dlq.replay(id).await?;
+                match out {
+                    Output::Json => output::json(&json!({ "replayed": id })),
+                    Output::Text => eprintln!("replayed {id}"),
+                }
+            }
+            Dlq::ReplayAll { group } => {
+                let n = bulk(cli, bus, group, Bulk::Replay).await?;
+                match out {
+                    Output::Json => output::json(&json!({ "group": group, "replayed": n })),
+                    Output::Text => eprintln!("replayed {n} dead letter(s) of `{group}`"),
+                }
+            }
+            Dlq::Purge { group, yes } => {
+                if !yes {
+                    return Err(Failure::new(
+                        Exit::Usage,
+                        format!("purging deletes every dead letter of `{group}` for good"),
+                    )
+                    .hint("add --yes to confirm"));
+                }
+                let n = bulk(cli, bus, group, Bulk::Purge).await?;
+                match out {
+                    Output::Json => output::json(&json!({ "group": group, "purged": n })),
+                    Output::Text => eprintln!("purged {n} dead letter(s) of `{group}`"),
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+/// A bulk operation on a group's dead letters.
+#[derive(Clone, Copy)]
+enum Bulk {
+    Replay,
+    Purge,
+}
+
+/// Runs a bulk operation on `group`'s letters with progress; a failure
+/// after some were done is `Partial`, and an empty, unknown group is
+/// "not found".
+async fn bulk(
+    cli: &Cli,
+    bus: &dyn EventBus,
+    group: &str,
+    op: Bulk,
+) -> std::result::Result<usize, Failure> {
+    let verb = match op {
+        Bulk::Replay => "replayed",
+        Bulk::Purge => "purged",
+    };
+    let progress = Progress::new(verb);
+    let done = AtomicUsize::new(0);
+    let report = |n: usize, total: usize| {
+        done.store(n, Ordering::Relaxed);
+        progress.step(n, total);
+    };
+    let dlq = bus.dead_letters();
+    let query = DeadLetterQuery::group(group);
+    let result = match op {
+        Bulk::Replay => dlq.replay_all_with_progress(&query, &report).await,
+        Bulk::Purge => dlq.purge_with_progress(&query, &report).await,
+    };
+    progress.finish();
+    match result {
+        Ok(0) => {
+            require_group(cli, bus, group).await?;
+            Ok(0)
+        }
+        Ok(n) => Ok(n),
+        Err(e) => {
+            let done = done.load(Ordering::Relaxed);
+            if done == 0 {
+                Err(e.into())
+            } else {
+                Err(Failure::new(
+                    Exit::Partial,
+                    format!("{verb} {done} dead letter(s) of `{group}`, then: {e}"),
+                )
+                .hint(format!(
+                    "what was {verb} stays {verb}; run the command again for the rest"
+                )))
+            }
+        }
+    }
+}
