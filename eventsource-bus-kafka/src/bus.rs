@@ -121,7 +121,6 @@ impl EventBus for KafkaBus {
         let mut stats = self.client.stats.snapshot();
         let members: Vec<Arc<GroupConsumer>> = self.members.all();
         let groups: Vec<String> = self.client.groups.lock().iter().cloned().collect();
-        let dlq = self.dead_letters();
         if let Some(member) = members.first() {
             let topic = self.client.config.events_topic();
             let bounds = crate::dlq::topic_bounds(member.consumer(), &topic).await?;
@@ -132,29 +131,37 @@ impl EventBus for KafkaBus {
             stats.streams.insert(topic, length);
         }
         for group in groups {
-            let dead = dlq.list(&DeadLetterQuery::group(&group)).await?.len() as u64;
-            let mine = members.iter().filter(|m| m.group() == group);
-            let (members, pending, in_flight, offset_gaps) =
-                mine.fold((0, 0, 0, 0), |(n, p, f, g), m| {
-                    (
-                        n + 1,
-                        p + m.queued() as u64,
-                        f + m.in_flight() as u64,
-                        g + m.offset_gaps(),
-                    )
-                });
-            stats.groups.insert(
-                group,
-                GroupStats {
-                    members,
-                    pending,
-                    in_flight,
-                    dead_letters: dead,
-                    offset_gaps,
-                },
-            );
+            let found = self.group_stats(&group).await?.unwrap_or_default();
+            stats.groups.insert(group, found);
         }
         Ok(stats)
+    }
+
+    /// From the broker: the lag after the group's committed offsets on the
+    /// events topic, its dead letters, and the members the broker reports
+    /// (or this process's, where the broker does not say); `None` when the
+    /// group has committed nothing and has no dead letters, and this
+    /// process is not a member. `pending` counts records not yet
+    /// committed, including those this process holds.
+    async fn group_stats(&self, group: &str) -> Result<Option<GroupStats>> {
+        let offsets = crate::lag::group_offsets(&self.client.config, group).await?;
+        let dead = self
+            .dead_letters()
+            .list(&DeadLetterQuery::group(group))
+            .await?
+            .len() as u64;
+        let members: Vec<Arc<GroupConsumer>> = self.members.all();
+        let mine: Vec<_> = members.iter().filter(|m| m.group() == group).collect();
+        if offsets.committed == 0 && dead == 0 && mine.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(GroupStats {
+            members: offsets.members.max(mine.len()),
+            pending: offsets.lag,
+            in_flight: mine.iter().map(|m| m.in_flight() as u64).sum(),
+            dead_letters: dead,
+            offset_gaps: mine.iter().map(|m| m.offset_gaps()).sum(),
+        }))
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {

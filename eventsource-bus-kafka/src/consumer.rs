@@ -371,9 +371,13 @@ impl GroupConsumer {
         let waiting = assigned.notified();
         member.tasks.helper(Arc::clone(&member).poll_loop());
         let n = member.subscription.concurrency();
-        member.tasks.spawn_workers(BACKEND, &member, n, |m| {
-            (&*m.queue, &m.subscription, &m.client.stats)
-        });
+        member.tasks.spawn_workers(
+            BACKEND,
+            member.client.config.events_topic(),
+            &member,
+            n,
+            |m| (&*m.queue, &m.subscription, &m.client.stats),
+        );
         let timeout = member.client.config.assignment_timeout;
         if tokio::time::timeout(timeout, waiting).await.is_err() {
             member.stop(None).await;
@@ -391,10 +395,6 @@ impl GroupConsumer {
 
     pub(crate) fn consumer(&self) -> Arc<StreamConsumer<MemberContext>> {
         Arc::clone(&self.consumer)
-    }
-
-    pub(crate) fn queued(&self) -> usize {
-        self.queue.queued()
     }
 
     pub(crate) fn in_flight(&self) -> usize {

@@ -18,6 +18,7 @@ mod client;
 mod config;
 mod consumer;
 mod dlq;
+mod lag;
 mod wire;
 
 pub use bus::KafkaBus;

@@ -44,6 +44,7 @@ pub(crate) async fn run_member_worker(
     };
     Worker {
         backend: "memory",
+        destination: &group.name,
         queue: &group.queue,
         subscription: &subscription,
         stop: &stop,

@@ -1,6 +1,5 @@
 //! The RabbitMQ [`EventBus`] and its confirmed publisher.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,34 +123,38 @@ impl EventBus for RabbitBus {
     async fn stats(&self) -> Result<BusStats> {
         let mut stats = self.client.stats.snapshot();
         let groups: Vec<String> = self.client.groups.lock().iter().cloned().collect();
-        let in_flight: HashMap<String, u64> =
-            self.members
-                .all()
-                .iter()
-                .fold(HashMap::new(), |mut m, member| {
-                    *m.entry(member.group().to_owned()).or_default() += member.in_flight() as u64;
-                    m
-                });
         for group in groups {
-            let config = &self.client.config;
-            let (pending, members) = queue_counts(config, &config.queue(&group))
-                .await?
-                .unwrap_or((0, 0));
-            let (dead, _) = queue_counts(config, &config.dlq(&group))
-                .await?
-                .unwrap_or((0, 0));
-            stats.groups.insert(
-                group.clone(),
-                GroupStats {
-                    members: members as usize,
-                    pending: u64::from(pending),
-                    in_flight: in_flight.get(&group).copied().unwrap_or(0),
-                    dead_letters: u64::from(dead),
-                    offset_gaps: 0,
-                },
-            );
+            let found = self.group_stats(&group).await?.unwrap_or_default();
+            stats.groups.insert(group, found);
         }
         Ok(stats)
+    }
+
+    /// From the broker: the group's queue (ready messages as `pending`,
+    /// its consumers as `members`) and its dead-letter queue; `None` when
+    /// the group has no queue. `in_flight` is this process's.
+    async fn group_stats(&self, group: &str) -> Result<Option<GroupStats>> {
+        let config = &self.client.config;
+        let Some((pending, members)) = queue_counts(config, &config.queue(group)).await? else {
+            return Ok(None);
+        };
+        let (dead, _) = queue_counts(config, &config.dlq(group))
+            .await?
+            .unwrap_or((0, 0));
+        let in_flight = self
+            .members
+            .all()
+            .iter()
+            .filter(|m| m.group() == group)
+            .map(|m| m.in_flight() as u64)
+            .sum();
+        Ok(Some(GroupStats {
+            members: members as usize,
+            pending: u64::from(pending),
+            in_flight,
+            dead_letters: u64::from(dead),
+            offset_gaps: 0,
+        }))
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {

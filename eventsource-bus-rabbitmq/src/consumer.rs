@@ -60,9 +60,13 @@ impl GroupConsumer {
             .tasks
             .helper(Arc::clone(&member).consume_loop(session));
         let n = member.subscription.concurrency();
-        member.tasks.spawn_workers(BACKEND, &member, n, |m| {
-            (&m.queue, &m.subscription, &m.client.stats)
-        });
+        member.tasks.spawn_workers(
+            BACKEND,
+            member.client.config.queue(member.subscription.group()),
+            &member,
+            n,
+            |m| (&m.queue, &m.subscription, &m.client.stats),
+        );
         Ok(member)
     }
 

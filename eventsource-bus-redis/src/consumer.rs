@@ -135,11 +135,13 @@ impl GroupConsumer {
             .tasks
             .helper(Arc::clone(&member).read_loop(reader_conn));
         member.tasks.helper(Arc::clone(&member).refresh_loop());
-        member
-            .tasks
-            .spawn_workers(BACKEND, &member, member.workers, |m| {
-                (&m.queue, &m.subscription, &m.client.stats)
-            });
+        member.tasks.spawn_workers(
+            BACKEND,
+            member.client.config.events_stream(),
+            &member,
+            member.workers,
+            |m| (&m.queue, &m.subscription, &m.client.stats),
+        );
         tracing::debug!(group = member.group(), consumer = %member.consumer, "redis member started");
         Ok(member)
     }

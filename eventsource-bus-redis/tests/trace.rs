@@ -6,8 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use eventsource_core::{handler_fn, EventBus, Subscription};
-use eventsource_testkit::probe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use eventsource_core::{
+    handler_fn, DeadLetterQuery, EventBus, HandlerError, RetryPolicy, Subscription,
+};
+use eventsource_testkit::{dead_letters_of, probe};
 use opentelemetry::trace::{TraceContextExt, TracerProvider};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -45,6 +50,28 @@ async fn handler_span_joins_the_publishers_trace() {
     )
     .await
     .expect("subscribe");
+    // A group that fails the event until it is fixed, then handles its replay.
+    let fixed = Arc::new(AtomicBool::new(false));
+    let (replay_tx, mut replayed) = mpsc::unbounded_channel();
+    let f = Arc::clone(&fixed);
+    bus.subscribe(
+        Subscription::builder("traced-later")
+            .retry(RetryPolicy::no_retry())
+            .handler(handler_fn(move |_e| {
+                let (tx, f) = (replay_tx.clone(), Arc::clone(&f));
+                async move {
+                    if !f.load(Ordering::SeqCst) {
+                        return Err(HandlerError::transient("not fixed yet"));
+                    }
+                    let _ = tx.send(trace_id_of(&tracing::Span::current()));
+                    Ok(())
+                }
+            }))
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe");
 
     let request = tracing::info_span!("http.request");
     let publisher_trace = trace_id_of(&request);
@@ -66,6 +93,26 @@ async fn handler_span_joins_the_publishers_trace() {
     assert_eq!(
         handler_trace, publisher_trace,
         "the handle span is in the publisher's trace"
+    );
+
+    // The dead letter keeps the context: its replay is handled in the same trace.
+    let shared: Arc<dyn EventBus> = Arc::new(bus.clone());
+    dead_letters_of(&shared, "traced-later", 1, Duration::from_secs(10)).await;
+    fixed.store(true, Ordering::SeqCst);
+    let replays = bus
+        .dead_letters()
+        .replay_all(&DeadLetterQuery::group("traced-later"))
+        .instrument(tracing::info_span!("operator.replay"))
+        .await
+        .expect("replay");
+    assert_eq!(replays, 1);
+    let replay_trace = tokio::time::timeout(Duration::from_secs(10), replayed.recv())
+        .await
+        .expect("replay handled")
+        .expect("open");
+    assert_eq!(
+        replay_trace, publisher_trace,
+        "a replayed event is handled in the trace it was published in"
     );
     bus.shutdown(Duration::from_secs(5))
         .await

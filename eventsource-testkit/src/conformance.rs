@@ -772,3 +772,64 @@ pub async fn a_new_group_starts_where_the_backend_says(f: &dyn BusFactory) {
     late.expect_nothing(f.quiet()).await;
     finish(bus).await;
 }
+
+/// What a bus reports of a group comes from the broker: another process,
+/// which never subscribed, sees the group's dead letter and the backlog
+/// that piles up while no member runs
+/// ([`EventBus::group_stats`](eventsource_core::EventBus::group_stats)),
+/// and no group under a name never used.
+pub async fn group_stats_come_from_the_broker(f: &dyn BusFactory) {
+    let peers = f.peers(2).await;
+    let (app, operator) = (&peers[0], &peers[1]);
+    let (tx, mut handled) = mpsc::unbounded_channel();
+    let s = Subscription::builder("audited")
+        .retry(RetryPolicy::no_retry())
+        .handler(handler_fn(move |e| {
+            let tx = tx.clone();
+            async move {
+                if e.aggregate_id == "bad" {
+                    return Err(HandlerError::permanent("bad aggregate"));
+                }
+                let _ = tx.send(e.event_id);
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let member = subscribe(app, s).await;
+    let good = probe("good", 1, 2);
+    publish(app, &[probe("bad", 1, 1), good.clone()]).await;
+    let got = tokio::time::timeout(f.patience(), handled.recv())
+        .await
+        .expect("the good event handled")
+        .expect("open");
+    assert_eq!(got, good.event_id);
+    dead_letters_of(app, "audited", 1, f.patience()).await;
+    member.unsubscribe().await;
+    let backlog: Vec<_> = (1..=5).map(|i| probe("later", i, 10 + i)).collect();
+    publish(app, &backlog).await;
+    let seen = eventually(
+        "the operator's bus to see 1 dead letter and 5 pending events of `audited`",
+        f.patience(),
+        || async {
+            let stats = operator
+                .group_stats("audited")
+                .await
+                .expect("group stats")?;
+            (stats.dead_letters == 1 && stats.pending == 5).then_some(stats)
+        },
+    )
+    .await;
+    assert_eq!(seen.in_flight, 0, "{seen:?}");
+    assert_eq!(
+        operator
+            .group_stats("never-used")
+            .await
+            .expect("group stats"),
+        None,
+        "a group nobody ever joined is not reported"
+    );
+    for bus in peers {
+        finish(bus).await;
+    }
+}

@@ -29,6 +29,7 @@ mod handling;
 mod membership;
 mod proxy;
 mod secrets;
+mod spans;
 
 pub use aggregate::{AggregateOutcome, AggregateTest};
 pub use conformance::*;
@@ -39,6 +40,7 @@ pub use handling::{handle_with_retries, HandlingReport};
 pub use membership::*;
 pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
 pub use secrets::assert_never_shown;
+pub use spans::{CapturedSpan, SpanCapture};
 
 /// Writes one `#[tokio::test]` per conformance case, each calling the case
 /// with the given [`BusFactory`] expression.
@@ -61,6 +63,7 @@ macro_rules! conformance_suite {
             dead_letters_can_be_deleted_and_purged,
             shutdown_lets_in_flight_handlers_finish,
             a_new_group_starts_where_the_backend_says,
+            group_stats_come_from_the_broker,
         );
         $crate::membership_suite!($factory);
     };

@@ -77,10 +77,12 @@ impl MemberTasks {
 
     /// Spawns `n` [`Worker`](super::Worker)s for
     /// `member`, which settles; `parts` picks its queue, subscription and
-    /// counters.
+    /// counters. `destination` is what the member consumes (stream, queue,
+    /// topic), for spans.
     pub fn spawn_workers<T, M>(
         &self,
         backend: &'static str,
+        destination: String,
         member: &Arc<M>,
         n: usize,
         parts: fn(&M) -> (&super::KeyedQueue<T>, &Subscription, &super::Counters),
@@ -90,10 +92,12 @@ impl MemberTasks {
     {
         for _ in 0..n {
             let (member, stop) = (Arc::clone(member), self.stop.clone());
+            let destination = destination.clone();
             self.worker(async move {
                 let (queue, subscription, counters) = parts(&member);
                 super::Worker {
                     backend,
+                    destination: &destination,
                     queue,
                     subscription,
                     stop: &stop,

@@ -227,8 +227,17 @@ where
     if events.is_empty() {
         return Ok(());
     }
+    // OpenTelemetry messaging conventions (a producer span named
+    // "send {destination}"), beside the names used before.
     let span = tracing::info_span!(
         "eventsource.publish",
+        otel.name = %format_args!("send {}", target.destination),
+        otel.kind = "producer",
+        messaging.system = target.backend,
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %target.destination,
+        messaging.batch.message_count = events.len(),
         backend = target.backend,
         destination = %target.destination,
         events = events.len(),

@@ -120,6 +120,7 @@ async fn a_worker_that_panics_outside_the_handler_is_restarted() {
     let settle = PanicsOnce(std::sync::atomic::AtomicBool::new(false), tx);
     let (stop, counters) = (CancellationToken::new(), Counters::default());
     let worker = Worker {
+        destination: "test",
         backend: "test",
         queue: &q,
         subscription: &sub,

@@ -40,6 +40,8 @@ pub async fn attempt<T>(
     let retry = subscription.retry();
     loop {
         delivery.attempts += 1;
+        // The handle span (current here) shows the attempt it ended on.
+        tracing::Span::current().record("attempt", delivery.attempts);
         let result = AssertUnwindSafe(subscription.handler().handle(&delivery.envelope))
             .catch_unwind()
             .await;
@@ -100,6 +102,8 @@ pub async fn attempt<T>(
 pub struct Worker<'a, T> {
     /// The backend's name, for spans and logs.
     pub backend: &'static str,
+    /// What the member consumes (stream, queue, topic), for spans.
+    pub destination: &'a str,
     /// Where deliveries come from.
     pub queue: &'a KeyedQueue<T>,
     /// The handler, its retry policy and group.
@@ -144,6 +148,7 @@ impl<T: Send> Worker<'_, T> {
     async fn work(&self, holding: &Mutex<Option<Arc<EventEnvelope>>>) {
         let Worker {
             backend,
+            destination,
             queue,
             subscription,
             stop,
@@ -158,13 +163,25 @@ impl<T: Send> Worker<'_, T> {
             };
             while let Some(mut delivery) = next.take() {
                 *holding.lock() = Some(Arc::clone(&delivery.envelope));
+                // OpenTelemetry messaging conventions (a consumer span named
+                // "process {destination}"), beside the names used before.
                 let span = tracing::info_span!(
                     "eventsource.handle",
+                    otel.name = %format_args!("process {destination}"),
+                    otel.kind = "consumer",
+                    messaging.system = backend,
+                    messaging.operation.type = "process",
+                    messaging.operation.name = "handle",
+                    messaging.destination.name = destination,
+                    messaging.consumer.group.name = subscription.group(),
+                    messaging.message.id = %delivery.envelope.event_id,
+                    messaging.message.conversation_id = delivery.envelope.correlation_id.as_deref(),
                     backend,
                     group = subscription.group(),
                     event_id = %delivery.envelope.event_id,
                     event_type = %delivery.envelope.event_type,
                     aggregate_id = %delivery.envelope.aggregate_id,
+                    attempt = tracing::field::Empty,
                 );
                 crate::trace::set_parent(&span, &delivery.envelope);
                 let outcome = tracing::Instrument::instrument(
