@@ -201,7 +201,7 @@ impl Client {
             producer,
             admin,
             created: Mutex::new(HashSet::new()),
-            stats: Counters::default(),
+            stats: Counters::new(BACKEND),
             groups: Mutex::new(BTreeSet::new()),
         };
         client

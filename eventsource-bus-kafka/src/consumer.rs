@@ -493,7 +493,7 @@ impl GroupConsumer {
                     .dead_letter(&key, headers, payload, &failure, false)
                     .await
                 {
-                    self.client.stats.dead_lettered();
+                    self.client.stats.dead_lettered(self.subscription.group());
                     self.done(&topic, partition, offset);
                 }
             }

@@ -245,8 +245,8 @@ impl KafkaDeadLetterQueue {
         self.client.produce(&replays).await?;
         let markers: Vec<Outgoing> = letters.iter().map(|(l, _)| self.done_marker(l)).collect();
         self.client.produce(&markers).await?;
-        for _ in letters {
-            self.client.stats.replayed();
+        for (letter, _) in letters {
+            self.client.stats.replayed(letter.group());
         }
         Ok(())
     }

@@ -99,7 +99,7 @@ impl MemoryBus {
                 config,
                 groups: Mutex::new(HashMap::new()),
                 dead_letters: DeadLetters::default(),
-                stats: Counters::default(),
+                stats: Counters::new("memory"),
                 log: Mutex::default(),
             }),
             members: Members::new("memory bus"),

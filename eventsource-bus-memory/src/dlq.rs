@@ -55,7 +55,7 @@ impl DeadLetterQueue for MemoryDeadLetterQueue {
             }
         };
         group.queue.push_now(Delivery::new(Arc::new(envelope), ()));
-        inner.stats.replayed();
+        inner.stats.replayed(&group.name);
         Ok(())
     }
 

@@ -146,7 +146,7 @@ impl Client {
         Ok(Client {
             config,
             publisher: tokio::sync::Mutex::new(Some(session)),
-            stats: Counters::default(),
+            stats: Counters::new(BACKEND),
             groups: Mutex::new(BTreeSet::new()),
         })
     }

@@ -202,7 +202,7 @@ impl GroupConsumer {
                     body: delivery.data.clone(),
                 };
                 if self.dead_letter(&body, &failure).await {
-                    self.client.stats.dead_lettered();
+                    self.client.stats.dead_lettered(self.subscription.group());
                     let _ = delivery.acker.ack(BasicAckOptions::default()).await;
                 } else {
                     requeue(&delivery.acker).await;

@@ -181,7 +181,7 @@ impl RabbitDeadLetterQueue {
                         self.client
                             .publish_confirmed(&target, std::slice::from_ref(&message))
                             .await?;
-                        self.client.stats.replayed();
+                        self.client.stats.replayed(group);
                     }
                     d.acker
                         .ack(BasicAckOptions::default())

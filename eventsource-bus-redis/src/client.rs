@@ -59,7 +59,7 @@ impl Client {
             config,
             redis: client,
             conn,
-            stats: Counters::default(),
+            stats: Counters::new(BACKEND),
         })
     }
 

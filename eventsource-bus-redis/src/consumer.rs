@@ -452,7 +452,7 @@ impl GroupConsumer {
                 {
                     tracing::error!(error = %e, "could not dead-letter an undecodable entry; it stays pending");
                 } else {
-                    self.client.stats.dead_lettered();
+                    self.client.stats.dead_lettered(self.subscription.group());
                 }
                 self.release(stream, &entry.id);
             }

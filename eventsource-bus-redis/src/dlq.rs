@@ -213,7 +213,7 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
         pipe.query_async::<()>(&mut conn)
             .await
             .map_err(|e| redis_err(format!("replaying {id} from `{dlq}` to `{replay}`"), e))?;
-        self.client.stats.replayed();
+        self.client.stats.replayed(group);
         Ok(())
     }
 

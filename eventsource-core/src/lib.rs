@@ -39,6 +39,7 @@ mod event;
 mod failure;
 mod filter;
 mod handler;
+pub mod metrics;
 mod repository;
 mod retry;
 pub mod schema;

@@ -57,7 +57,13 @@ pub fn handle_with_retries(subscription: &Subscription, event: EventEnvelope) ->
         .expect("a current-thread runtime");
     runtime.block_on(async {
         let mut delivery = Delivery::new(Arc::new(event), ());
-        let outcome = attempt(subscription, &mut delivery, &CancellationToken::new()).await;
+        let outcome = attempt(
+            subscription,
+            &mut delivery,
+            &CancellationToken::new(),
+            &eventsource_core::driver::Counters::default(),
+        )
+        .await;
         HandlingReport {
             attempts: delivery.attempts,
             dead_letter: match outcome {

@@ -48,7 +48,7 @@ pub use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Failure
 // Errors.
 pub use eventsource_core::{redact_url, BoxError, Error, Result};
 // Schema evolution and tracing.
-pub use eventsource_core::{schema, trace, upcast};
+pub use eventsource_core::{metrics, schema, trace, upcast};
 
 /// The in-process bus (feature `memory`).
 #[cfg(feature = "memory")]

@@ -1,12 +1,16 @@
-//! The process counters behind [`BusStats`](crate::BusStats).
+//! The process counters behind [`BusStats`](crate::BusStats), and the
+//! OpenTelemetry metrics beside them (feature `metrics`, see
+//! [`crate::metrics`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::{Delivery, Outcome};
 
 /// The counters of [`BusStats`](crate::BusStats) that every backend keeps
-/// the same way.
-#[derive(Debug, Default)]
+/// the same way; with the `metrics` feature each count is also recorded
+/// to OpenTelemetry, labelled with the backend and the group.
+#[derive(Debug)]
 pub struct Counters {
     published: AtomicU64,
     handled: AtomicU64,
@@ -14,22 +18,55 @@ pub struct Counters {
     dead_lettered: AtomicU64,
     replayed: AtomicU64,
     worker_restarts: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::Instruments,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters::new("unknown")
+    }
 }
 
 impl Counters {
-    /// Counts `n` published events.
-    pub fn published(&self, n: usize) {
+    /// Counters of a `backend` bus (its name labels the metrics).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn new(backend: &'static str) -> Self {
+        Counters {
+            published: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            worker_restarts: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::Instruments::new(backend),
+        }
+    }
+
+    /// Counts `n` events published by one `publish` that took `took`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn published(&self, n: usize, took: Duration) {
         self.published.fetch_add(n as u64, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.published(n as u64, took);
     }
 
-    /// Counts one replayed dead letter.
-    pub fn replayed(&self) {
+    /// Counts one replayed dead letter of `group`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn replayed(&self, group: &str) {
         self.replayed.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.replayed(group);
     }
 
-    /// Counts a dead letter written outside [`attempt`](super::attempt) (an undecodable message).
-    pub fn dead_lettered(&self) {
+    /// Counts a dead letter of `group` written outside
+    /// [`attempt`](super::attempt) (an undecodable message).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn dead_lettered(&self, group: &str) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.dead_lettered(group);
     }
 
     /// Counts a worker restarted after a panic outside the handler.
@@ -37,21 +74,44 @@ impl Counters {
         self.worker_restarts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts what one [`attempt`](super::attempt) did with `delivery`.
-    pub fn record<T>(&self, delivery: &Delivery<T>, outcome: &Outcome) {
+    /// Records one handler call of `group` that took `took`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn handler_call(&self, group: &str, took: Duration, ok: bool) {
+        #[cfg(feature = "metrics")]
+        self.metrics.handler_call(group, took, ok);
+    }
+
+    /// A handler of `group` started (`+1`) or ended (`-1`).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn in_flight(&self, group: &str, delta: i64) {
+        #[cfg(feature = "metrics")]
+        self.metrics.in_flight(group, delta);
+    }
+
+    /// Counts what one [`attempt`](super::attempt) of `group` did with
+    /// `delivery`.
+    pub fn record<T>(&self, group: &str, delivery: &Delivery<T>, outcome: &Outcome) {
         let failed = match outcome {
             Outcome::Handled => {
                 self.handled.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.metrics.handled(group);
                 delivery.attempts.saturating_sub(1)
             }
             Outcome::DeadLetter(_) => {
                 self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.metrics.dead_lettered(group);
                 delivery.attempts
             }
             Outcome::Interrupted => delivery.attempts,
         };
         self.failed_attempts
             .fetch_add(u64::from(failed), Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.failed(group, u64::from(failed));
+        #[cfg(not(feature = "metrics"))]
+        let _ = group;
     }
 
     /// The counters as stats, with no groups filled in.

@@ -244,8 +244,9 @@ where
     );
     let what = format!("{} event(s)", events.len());
     let events: &'s [E] = events;
+    let started = std::time::Instant::now();
     target.send(&what, || send(events)).instrument(span).await?;
-    counters.published(events.len());
+    counters.published(events.len(), started.elapsed());
     Ok(())
 }
 

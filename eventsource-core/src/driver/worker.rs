@@ -36,15 +36,22 @@ pub async fn attempt<T>(
     subscription: &Subscription,
     delivery: &mut Delivery<T>,
     stop: &CancellationToken,
+    counters: &Counters,
 ) -> Outcome {
     let retry = subscription.retry();
     loop {
         delivery.attempts += 1;
         // The handle span (current here) shows the attempt it ended on.
         tracing::Span::current().record("attempt", delivery.attempts);
+        let started = std::time::Instant::now();
         let result = AssertUnwindSafe(subscription.handler().handle(&delivery.envelope))
             .catch_unwind()
             .await;
+        counters.handler_call(
+            subscription.group(),
+            started.elapsed(),
+            matches!(result, Ok(Ok(()))),
+        );
         let (error, permanent) = match result {
             Ok(Ok(())) => return Outcome::Handled,
             Ok(Err(e)) => (e.to_string(), e.is_permanent()),
@@ -184,12 +191,14 @@ impl<T: Send> Worker<'_, T> {
                     attempt = tracing::field::Empty,
                 );
                 crate::trace::set_parent(&span, &delivery.envelope);
+                counters.in_flight(subscription.group(), 1);
                 let outcome = tracing::Instrument::instrument(
-                    attempt(subscription, &mut delivery, stop),
+                    attempt(subscription, &mut delivery, stop, counters),
                     span,
                 )
                 .await;
-                counters.record(&delivery, &outcome);
+                counters.in_flight(subscription.group(), -1);
+                counters.record(subscription.group(), &delivery, &outcome);
                 if outcome == Outcome::Interrupted {
                     queue.requeue(delivery);
                     return;
