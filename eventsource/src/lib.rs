@@ -8,8 +8,9 @@
 //! `redis`, `rabbitmq`, `kafka`, `full`) and reachable as a module
 //! ([`redis`], ...) for its own configuration. The building blocks for
 //! backend authors (`eventsource_core::driver`, `eventsource_core::wire`)
-//! are not re-exported. The `eventsource` binary is the operator's CLI for
-//! dead letters: list, show, replay, purge.
+//! are not re-exported. The `eventsource` command (crate `eventsource-cli`)
+//! is the operator's: groups, dead letters (list, show, replay, purge) and
+//! a web console.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
