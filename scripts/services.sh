@@ -15,7 +15,7 @@ wait_port() { # name port seconds
 }
 
 # Which services the workspace's tests need; later crates add theirs here.
-NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis rabbitmq tansu}
+NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis rabbitmq tansu chromium}
 
 ensure_services() {
     local s
@@ -77,4 +77,12 @@ ensure_tansu() {
         --advertised-listener-url tcp://127.0.0.1:9092 \
         --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
     wait_port tansu 9092 60
+}
+
+# Headless Chromium and its WebDriver, for the web console's browser test
+# (eventsource-cli/tests/console.rs). Not a service: installed once.
+ensure_chromium() {
+    if command -v chromedriver >/dev/null && [ -x /usr/bin/chromium ]; then return 0; fi
+    echo "==> installing chromium and chromium-driver (the console's browser test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 }

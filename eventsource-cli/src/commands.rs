@@ -1,6 +1,7 @@
 //! What each command does.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource::{connect_bus, BusConfig, Config, DeadLetterQuery, EventBus};
@@ -63,16 +64,54 @@ async fn require_group(cli: &Cli, bus: &dyn EventBus, group: &str) -> Outcome {
 pub(crate) async fn run(cli: Cli) -> Outcome {
     let config = bus_config(&cli)?;
     let bus = connect_bus(&config).await.map_err(Failure::connecting)?;
+    if let Command::Console {
+        listen,
+        allow_writes,
+        groups,
+    } = &cli.command
+    {
+        return console(&cli, bus, listen, *allow_writes, groups).await;
+    }
     let result = command(&cli, bus.as_ref()).await;
     // Nothing is consumed here; shutting down only closes connections.
     let _ = bus.shutdown(Duration::from_secs(5)).await;
     result
 }
 
+/// Serves the web console until Ctrl-C.
+async fn console(
+    cli: &Cli,
+    bus: Arc<dyn EventBus>,
+    listen: &str,
+    allow_writes: bool,
+    groups: &[String],
+) -> Outcome {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::new(Exit::Usage, format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new(Exit::Failure, e.to_string()))?;
+    crate::console::announce(addr, allow_writes);
+    let console = Arc::new(crate::console::Console {
+        bus: Arc::clone(&bus),
+        groups: groups.to_vec(),
+        allow_writes,
+        place: place(cli, bus.as_ref()),
+    });
+    let served = tokio::select! {
+        served = crate::console::serve(listener, console) => served,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    let _ = bus.shutdown(Duration::from_secs(5)).await;
+    served.map_err(|e| Failure::new(Exit::Failure, format!("console: {e}")))
+}
+
 async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
     let dlq = bus.dead_letters();
     let out = cli.output;
     match &cli.command {
+        Command::Console { .. } => unreachable!("run serves the console"),
         Command::Stats { group: Some(group) } => {
             require_group(cli, bus, group).await?;
             let stats = bus.group_stats(group).await?.unwrap_or_default();

@@ -3,6 +3,7 @@
 //! codes.
 
 mod commands;
+mod console;
 mod exit;
 mod output;
 
@@ -19,6 +20,7 @@ Examples:
   eventsource dlq show billing/1732540000000-0 --bus redis://127.0.0.1:6379
   eventsource --bus amqp://guest:guest@127.0.0.1:5672/%2f dlq replay-all --group billing
   eventsource --config eventsource.toml dlq purge --group billing --yes
+  eventsource --bus kafka://127.0.0.1:9092 console --group billing --listen 127.0.0.1:9400 --allow-writes
   EVENTSOURCE_BUS=kafka://127.0.0.1:9092 eventsource stats --group billing --output json
 
 The bus comes from --bus, EVENTSOURCE_BUS, or the [bus] table of --config FILE.
@@ -46,7 +48,7 @@ struct Cli {
     /// The key, queue or topic prefix the application uses (default: eventsource).
     #[arg(long, env = "EVENTSOURCE_NAMESPACE", global = true)]
     namespace: Option<String>,
-    /// A configuration file (TOML, or JSON by extension) whose [bus] table says which bus.
+    /// A configuration file (TOML, or JSON by extension) whose `bus` table says which bus.
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// How to print results.
@@ -73,6 +75,21 @@ enum Command {
         /// on RabbitMQ and Kafka to see a group this process is not in).
         #[arg(long, value_parser = group_name)]
         group: Option<String>,
+    },
+    /// Serves a web console: groups with their backlog, members, in-flight
+    /// handlers and dead letters (refreshing), each dead letter with its
+    /// failure; replay one or all and purge with --allow-writes.
+    Console {
+        /// Where to listen (port 0 picks a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:9400")]
+        listen: String,
+        /// Allow replaying and purging from the page (read-only otherwise).
+        #[arg(long)]
+        allow_writes: bool,
+        /// A group to show besides those the broker lists (repeat it; needed
+        /// on RabbitMQ and Kafka, which do not list groups).
+        #[arg(long = "group", value_parser = group_name)]
+        groups: Vec<String>,
     },
 }
 
