@@ -165,3 +165,30 @@ fn passwords_stay_out_of_configuration_errors() {
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }
+
+#[test]
+fn a_group_with_its_own_prefetch_gets_a_bus_config_of_its_own() {
+    let config = Config::from_toml(
+        "[bus]\nurl = \"redis://cache:6379\"\nprefetch = 32\n[groups.reports]\nprefetch = 256\n",
+    )
+    .expect("valid");
+    let prefetch = |bus: BusConfig| match bus {
+        BusConfig::Redis(c) => c.prefetch,
+        other => panic!("not redis: {other:?}"),
+    };
+    assert_eq!(prefetch(config.bus_for("reports").expect("valid")), 256);
+    assert_eq!(prefetch(config.bus_for("billing").expect("valid")), 32);
+    let env = Config::from_vars(vars(&[
+        ("EVENTSOURCE_BUS", "redis://cache:6379"),
+        ("EVENTSOURCE_GROUP_REPORTS_PREFETCH", "128"),
+    ]))
+    .expect("valid");
+    assert_eq!(prefetch(env.bus_for("reports").expect("valid")), 128);
+
+    let rabbit = Config::from_toml(
+        "[bus]\nurl = \"amqp://h:5672/%2f\"\n[groups.reports]\nprefetch = 70000\n",
+    )
+    .expect("parses");
+    let err = rabbit.bus_for("reports").expect_err("above u16");
+    assert!(err.to_string().contains("`reports`"), "{err}");
+}

@@ -68,6 +68,12 @@ pub struct GroupConfig {
     /// Handlers of this member running at once (different aggregates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// Messages a member of this group reads ahead. Prefetch belongs to a
+    /// bus connection, so a group with its own prefetch runs on a bus of
+    /// its own: connect it with [`Config::bus_for`]. (The memory bus has
+    /// no prefetch; this sets its group capacity.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
 }
 
 impl GroupConfig {
@@ -134,10 +140,8 @@ impl Config {
     ///   configuration (`EVENTSOURCE_BUS_PREFETCH=64`,
     ///   `EVENTSOURCE_BUS_CLAIM_MIN_IDLE=1m`);
     /// - `EVENTSOURCE_STORE`: the store URL;
-    /// - `EVENTSOURCE_GROUP_<GROUP>_CONCURRENCY` and
-    ///   `EVENTSOURCE_GROUP_<GROUP>_MAX_ATTEMPTS` (the group name in upper
-    ///   case, `-` as `_`; it must be listed in the file too when names
-    ///   differ only in case).
+    /// - `EVENTSOURCE_GROUP_<GROUP>_CONCURRENCY`, `_MAX_ATTEMPTS` and
+    ///   `_PREFETCH` (the group name in upper case, `-` written `_`).
     ///
     /// An `EVENTSOURCE_` variable that means nothing is an error naming it.
     ///
@@ -162,6 +166,37 @@ impl Config {
     /// ```
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
         env::config_from_vars(vars)
+    }
+
+    /// The bus configuration for `group`'s members: [`bus`](Self::bus)
+    /// with the group's `prefetch`, if it sets one. A prefetch the backend
+    /// cannot take (RabbitMQ's is at most 65 535) is an error naming the
+    /// group.
+    pub fn bus_for(&self, group: &str) -> Result<BusConfig> {
+        let Some(prefetch) = self.group(group).prefetch else {
+            return Ok(self.bus.clone());
+        };
+        let mut bus = self.bus.clone();
+        let too_large = || {
+            Error::config(format!(
+                "group `{group}`: prefetch {prefetch} is too large for {}",
+                self.bus.backend()
+            ))
+        };
+        match &mut bus {
+            #[cfg(feature = "memory")]
+            BusConfig::Memory(c) => c.group_capacity = prefetch,
+            #[cfg(feature = "redis")]
+            BusConfig::Redis(c) => c.prefetch = prefetch,
+            #[cfg(feature = "rabbitmq")]
+            BusConfig::Rabbitmq(c) => {
+                c.prefetch = u16::try_from(prefetch).map_err(|_| too_large())?
+            }
+            #[cfg(feature = "kafka")]
+            BusConfig::Kafka(c) => c.prefetch = prefetch,
+        }
+        let _ = too_large;
+        Ok(bus)
     }
 
     /// The settings of `group` (the defaults when it is not listed).

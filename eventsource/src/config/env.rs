@@ -31,7 +31,7 @@ pub(super) fn config_from_vars(vars: impl IntoIterator<Item = (String, String)>)
             Error::config(format!(
                 "environment variable `{name}` is not an eventsource setting \
                  (EVENTSOURCE_BUS, EVENTSOURCE_NAMESPACE, EVENTSOURCE_BUS_<FIELD>, \
-                 EVENTSOURCE_STORE, EVENTSOURCE_GROUP_<GROUP>_CONCURRENCY or _MAX_ATTEMPTS)"
+                 EVENTSOURCE_STORE, EVENTSOURCE_GROUP_<GROUP>_CONCURRENCY, _MAX_ATTEMPTS or _PREFETCH)"
             ))
         };
         match key {
@@ -47,6 +47,8 @@ pub(super) fn config_from_vars(vars: impl IntoIterator<Item = (String, String)>)
                         (g, "concurrency")
                     } else if let Some(g) = rest.strip_suffix("_MAX_ATTEMPTS") {
                         (g, "max_attempts")
+                    } else if let Some(g) = rest.strip_suffix("_PREFETCH") {
+                        (g, "prefetch")
                     } else {
                         return Err(unknown());
                     };
