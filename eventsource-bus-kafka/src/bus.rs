@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventsource_core::driver::{publish, stamp, Members};
 use eventsource_core::{
-    BusStats, DeadLetterQuery, DeadLetterQueue, EventBus, EventEnvelope, GroupStats, Result,
-    ShutdownReport, Subscription, SubscriptionHandle,
+    BusStats, DeadLetterQuery, DeadLetterQueue, EventBus, EventEnvelope, EventFilter, EventWatch,
+    GroupStats, Result, ShutdownReport, Subscription, SubscriptionHandle,
 };
 use rdkafka::producer::Producer as _;
 
@@ -109,6 +109,11 @@ impl EventBus for KafkaBus {
             GroupConsumer::start(Arc::clone(&self.client), subscription.clone(), stop).await?;
         self.client.groups.lock().insert(group.clone());
         Ok(self.members.register(&subscription, member))
+    }
+
+    async fn watch(&self, filter: EventFilter) -> Result<EventWatch> {
+        self.members.check_open()?;
+        crate::watch::watch(&self.client, filter, self.members.stop_token()).await
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

@@ -19,6 +19,7 @@ mod config;
 mod consumer;
 mod dlq;
 mod lag;
+mod watch;
 mod wire;
 
 pub use bus::KafkaBus;

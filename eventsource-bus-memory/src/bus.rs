@@ -9,8 +9,8 @@ use eventsource_core::driver::{
     publish, stamp_shared, Counters, MemberTasks, Members, PublishTarget, SendError,
 };
 use eventsource_core::{
-    BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, Result, ShutdownReport,
-    Subscription, SubscriptionHandle,
+    BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, EventFilter, EventWatch, Result,
+    ShutdownReport, Subscription, SubscriptionHandle,
 };
 use parking_lot::Mutex;
 
@@ -101,6 +101,7 @@ impl MemoryBus {
                 dead_letters: DeadLetters::default(),
                 stats: Counters::new("memory"),
                 log: Mutex::default(),
+                watchers: Mutex::default(),
             }),
             members: Members::new("memory bus"),
         }
@@ -137,6 +138,7 @@ impl EventBus for MemoryBus {
                         .map_err(SendError::Fatal)?;
                 }
                 client.log(events);
+                client.feed_watchers(events);
                 Ok(())
             },
         )
@@ -180,6 +182,13 @@ impl EventBus for MemoryBus {
         }
         let member = GroupConsumer { group, tasks };
         Ok(self.members.register(&subscription, Arc::new(member)))
+    }
+
+    async fn watch(&self, filter: EventFilter) -> Result<EventWatch> {
+        self.members.check_open()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EventWatch::BUFFER);
+        self.client.watchers.lock().push((filter, tx));
+        Ok(EventWatch::new(rx, self.members.stop_token()))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

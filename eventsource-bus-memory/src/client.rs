@@ -21,9 +21,34 @@ pub(crate) struct Client {
     pub(crate) stats: Counters,
     /// The last `config.event_log` events published, oldest first.
     pub(crate) log: Mutex<std::collections::VecDeque<Arc<eventsource_core::EventEnvelope>>>,
+    /// Open [`EventWatch`](eventsource_core::EventWatch)es: filter and feed.
+    pub(crate) watchers: Mutex<Vec<Watcher>>,
 }
 
+/// One watch's filter and the channel feeding it.
+pub(crate) type Watcher = (
+    eventsource_core::EventFilter,
+    tokio::sync::mpsc::Sender<eventsource_core::Result<eventsource_core::EventEnvelope>>,
+);
+
 impl Client {
+    /// Hands `events` to every open watch whose filter selects them; a
+    /// watch whose reader is a full buffer behind misses them.
+    pub(crate) fn feed_watchers(&self, events: &[Arc<eventsource_core::EventEnvelope>]) {
+        let mut watchers = self.watchers.lock();
+        watchers.retain(|(_, tx)| !tx.is_closed());
+        for (filter, tx) in watchers.iter() {
+            for e in events.iter().filter(|e| filter.matches(e)) {
+                if tx
+                    .try_send(Ok(eventsource_core::EventEnvelope::clone(e)))
+                    .is_err()
+                {
+                    tracing::warn!(event_id = %e.event_id, "memory bus: a watch is a full buffer behind; it misses this event");
+                }
+            }
+        }
+    }
+
     /// Keeps `event` in the event log, if the bus keeps one.
     pub(crate) fn log(&self, events: &[Arc<eventsource_core::EventEnvelope>]) {
         if let Some(keep) = self.config.event_log {

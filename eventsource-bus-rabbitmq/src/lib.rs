@@ -20,6 +20,7 @@ mod config;
 mod consumer;
 mod dlq;
 mod topology;
+mod watch;
 mod wire;
 
 pub use bus::RabbitBus;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventsource_core::driver::{publish, stamp, Members, PublishTarget, SendError};
 use eventsource_core::{
-    BusStats, DeadLetterQueue, EventBus, EventEnvelope, GroupStats, Result, ShutdownReport,
-    Subscription, SubscriptionHandle,
+    BusStats, DeadLetterQueue, EventBus, EventEnvelope, EventFilter, EventWatch, GroupStats,
+    Result, ShutdownReport, Subscription, SubscriptionHandle,
 };
 use redis::streams::StreamInfoGroupsReply;
 
@@ -131,6 +131,11 @@ impl EventBus for RedisBus {
         let member =
             GroupConsumer::start(Arc::clone(&self.client), subscription.clone(), stop).await?;
         Ok(self.members.register(&subscription, member))
+    }
+
+    async fn watch(&self, filter: EventFilter) -> Result<EventWatch> {
+        self.members.check_open()?;
+        crate::watch::watch(&self.client, filter, self.members.stop_token()).await
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

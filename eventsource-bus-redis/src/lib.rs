@@ -17,6 +17,7 @@ mod config;
 mod consumer;
 mod dlq;
 mod membership;
+mod watch;
 mod wire;
 
 pub use bus::RedisBus;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource::{connect_bus, BusConfig, Config, DeadLetterQuery, EventBus};
+use eventsource::{connect_bus, BusConfig, Config, DeadLetterQuery, EventBus, EventFilter};
 use serde_json::json;
 
 use crate::exit::{Exit, Failure};
@@ -78,6 +78,42 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
     result
 }
 
+/// Prints events as they are published, until `count` or Ctrl-C.
+async fn tail(
+    bus: &dyn EventBus,
+    filters: &[String],
+    count: Option<usize>,
+    out: Output,
+) -> Outcome {
+    let filter = if filters.is_empty() {
+        EventFilter::All
+    } else {
+        EventFilter::patterns(filters)?
+    };
+    let mut watch = bus.watch(filter).await?;
+    // On stderr in every mode: a script can wait for it before publishing.
+    eprintln!("following new events on {} (Ctrl-C stops)", bus.backend());
+    let mut seen = 0;
+    while count.is_none_or(|n| seen < n) {
+        let next = tokio::select! {
+            next = watch.next() => next,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        match next {
+            Some(Ok(event)) => {
+                seen += 1;
+                match out {
+                    Output::Json => output::json(&event),
+                    Output::Text => output::event_line(&event),
+                }
+            }
+            Some(Err(e)) => eprintln!("warning: {e}"),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
 /// Serves the web console until Ctrl-C.
 async fn console(
     cli: &Cli,
@@ -112,6 +148,7 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
     let out = cli.output;
     match &cli.command {
         Command::Console { .. } => unreachable!("run serves the console"),
+        Command::Tail { filters, count } => tail(bus, filters, *count, out).await?,
         Command::Stats { group: Some(group) } => {
             require_group(cli, bus, group).await?;
             let stats = bus.group_stats(group).await?.unwrap_or_default();

@@ -22,6 +22,7 @@ Examples:
   eventsource --config eventsource.toml dlq purge --group billing --yes
   eventsource --bus kafka://127.0.0.1:9092 console --group billing --listen 127.0.0.1:9400 --allow-writes
   EVENTSOURCE_BUS=kafka://127.0.0.1:9092 eventsource stats --group billing --output json
+  eventsource --bus redis://127.0.0.1:6379 tail --filter 'order.*' --output json
 
 The bus comes from --bus, EVENTSOURCE_BUS, or the [bus] table of --config FILE.
 Passwords in URLs are never printed.
@@ -75,6 +76,17 @@ enum Command {
         /// on RabbitMQ and Kafka to see a group this process is not in).
         #[arg(long, value_parser = group_name)]
         group: Option<String>,
+    },
+    /// Follows the events published from now on, live, without joining or
+    /// creating any consumer group (nothing is taken from the groups).
+    Tail {
+        /// Only events whose routing key (`aggregate_type.event_type`) matches
+        /// a pattern: `order.*`, `#.created` (repeat it).
+        #[arg(long = "filter", value_name = "PATTERN")]
+        filters: Vec<String>,
+        /// Stop after this many events (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<usize>,
     },
     /// Serves a web console: groups with their backlog, members, in-flight
     /// handlers and dead letters (refreshing), each dead letter with its

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use eventsource::{BusStats, DeadLetter, GroupStats};
+use eventsource::{BusStats, DeadLetter, EventEnvelope, GroupStats};
 
 /// `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +46,19 @@ pub(crate) fn letter_line(l: &DeadLetter) {
         what,
         l.failure.error,
         l.failure.source
+    );
+}
+
+/// One event in a line: when, what, whose, which.
+pub(crate) fn event_line(e: &EventEnvelope) {
+    println!(
+        "{}  {}  {}/{} v{}  {}",
+        e.occurred_at.format("%H:%M:%S%.3f"),
+        e.routing_key(),
+        e.aggregate_type,
+        e.aggregate_id,
+        e.aggregate_version,
+        e.event_id
     );
 }
 

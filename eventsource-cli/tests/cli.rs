@@ -228,3 +228,55 @@ fn each_kind_of_failure_has_its_exit_code() {
     let stats: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(stats["published"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_new_events_as_they_are_published() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let namespace = format!("es-tail-{}", uuid::Uuid::now_v7().simple());
+    let config = BusConfig::from_url(&redis_url())
+        .expect("redis url")
+        .with_namespace(&namespace);
+    let bus = connect_bus(&config).await.unwrap_or_else(|e| {
+        panic!("Redis is not reachable ({e}); start it with ./scripts/test.sh")
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventsource"))
+        .args(["--bus", &redis_url(), "--namespace", &namespace])
+        .args([
+            "tail", "--filter", "Probe.*", "--count", "2", "--output", "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the eventsource binary");
+    let mut started = String::new();
+    BufReader::new(child.stderr.take().expect("piped"))
+        .read_line(&mut started)
+        .expect("tail says it follows");
+    assert!(started.contains("following"), "{started}");
+    let other =
+        eventsource::EventEnvelope::from_json("Other", "o-1", 1, "Created", serde_json::json!({}));
+    let probes = [probe("t-1", 1, 1), probe("t-2", 1, 2)];
+    bus.publish(&[probes[0].clone(), other, probes[1].clone()])
+        .await
+        .expect("publish");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("tail exits after --count events");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<uuid::Uuid> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<eventsource::EventEnvelope>(l)
+                .expect("an envelope per line")
+                .event_id
+        })
+        .collect();
+    assert_eq!(ids, [probes[0].event_id, probes[1].event_id], "{stdout}");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

@@ -7,7 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{DeadLetterQueue, EventEnvelope, Result, Subscription, SubscriptionHandle};
+use crate::{
+    DeadLetterQueue, EventEnvelope, EventFilter, EventWatch, Result, Subscription,
+    SubscriptionHandle,
+};
 
 /// Publishes events and delivers them to subscriptions.
 ///
@@ -43,6 +46,17 @@ pub trait EventBus: Send + Sync {
 
     /// Starts delivering to `subscription`'s handler.
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle>;
+
+    /// Follows the events published from now on that `filter` selects,
+    /// without joining or creating a consumer group (see [`EventWatch`]).
+    /// The default says the backend cannot.
+    async fn watch(&self, filter: EventFilter) -> Result<EventWatch> {
+        let _ = filter;
+        Err(crate::Error::config(format!(
+            "{}: this backend cannot watch events",
+            self.backend()
+        )))
+    }
 
     /// The dead-letter queue.
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue>;

@@ -47,6 +47,7 @@ mod store;
 mod subscription;
 pub mod trace;
 pub mod upcast;
+mod watch;
 pub mod wire;
 
 pub use aggregate::Aggregate;
@@ -73,3 +74,4 @@ pub use store::{
     check_batch, AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent,
 };
 pub use subscription::{validate_name, Subscription, SubscriptionBuilder, SubscriptionHandle};
+pub use watch::EventWatch;

@@ -158,6 +158,10 @@ impl EventBus for CheckedBus {
         self.bus.group_stats(group).await
     }
 
+    async fn watch(&self, filter: crate::EventFilter) -> Result<crate::EventWatch> {
+        self.bus.watch(filter).await
+    }
+
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
         self.bus.shutdown(timeout).await
     }

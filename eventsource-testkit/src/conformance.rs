@@ -833,3 +833,44 @@ pub async fn group_stats_come_from_the_broker(f: &dyn BusFactory) {
         finish(bus).await;
     }
 }
+
+/// [`EventBus::watch`](eventsource_core::EventBus::watch) follows the
+/// events published after it began that its filter selects, in order, and
+/// takes none from the consumer groups; dropping it stops it.
+pub async fn a_watch_follows_new_events_without_taking_any(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let (mut work, h) = Recorder::new("group `work`");
+    let _work = subscribe(&bus, sub("work", h)).await;
+    publish(&bus, &[probe("before", 1, 1)]).await;
+    work.expect(1, f.patience()).await;
+    let mut watch = bus
+        .watch(EventFilter::aggregate_type("Probe"))
+        .await
+        .expect("watch");
+    let other = EventEnvelope::new("o-1", 1, &OtherCreated { n: 9 }).expect("encode");
+    let probes: Vec<_> = (1..=3).map(|v| probe("watched", v, 10 + v)).collect();
+    publish(&bus, &[probes[0].clone(), other, probes[1].clone()]).await;
+    publish(&bus, &probes[2..]).await;
+    let mut seen = Vec::new();
+    while seen.len() < probes.len() {
+        let event = tokio::time::timeout(f.patience(), watch.next())
+            .await
+            .expect("watched events arrive")
+            .expect("the watch is open")
+            .expect("a decodable event");
+        seen.push(event.event_id);
+    }
+    let want: Vec<_> = probes.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        seen, want,
+        "the Probe events published after the watch, in order"
+    );
+    assert!(
+        tokio::time::timeout(f.quiet(), watch.next()).await.is_err(),
+        "nothing else: not the event before the watch, not the Other one"
+    );
+    // The group still gets all four: the watch took nothing from it.
+    work.expect(4, f.patience()).await;
+    drop(watch);
+    finish(bus).await;
+}

@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
             shutdown_lets_in_flight_handlers_finish,
             a_new_group_starts_where_the_backend_says,
             group_stats_come_from_the_broker,
+            a_watch_follows_new_events_without_taking_any,
         );
         $crate::membership_suite!($factory);
     };

@@ -41,8 +41,8 @@ pub use eventsource_core::{
 // The bus, subscriptions and handlers.
 pub use eventsource_core::{
     async_trait, handler_fn, handler_for, validate_name, Backoff, BusStats, EventBus, EventFilter,
-    EventHandler, FnHandler, GroupStats, HandlerError, HandlerResult, RetryPolicy, ShutdownReport,
-    Subscription, SubscriptionBuilder, SubscriptionHandle, TypedHandler,
+    EventHandler, EventWatch, FnHandler, GroupStats, HandlerError, HandlerResult, RetryPolicy,
+    ShutdownReport, Subscription, SubscriptionBuilder, SubscriptionHandle, TypedHandler,
 };
 // Dead letters.
 pub use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Failure, FailureKind};

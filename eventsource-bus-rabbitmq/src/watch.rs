@@ -1,0 +1,108 @@
+//! Watching the exchange from outside every group: a server-named,
+//! exclusive queue that is deleted with its connection, bound with the
+//! watch's filter, consumed without acks.
+
+use eventsource_core::{Error, EventEnvelope, EventFilter, EventWatch, Result};
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::topology::{amqp_err, binding_keys, declare_exchange, short, Session, BACKEND};
+use crate::{wire, RabbitBusConfig};
+
+/// Starts a watch of the events exchange; `stop` ends it (with the bus).
+pub(crate) async fn watch(
+    config: &RabbitBusConfig,
+    filter: EventFilter,
+    stop: CancellationToken,
+) -> Result<EventWatch> {
+    let keys = binding_keys(config, &filter)?;
+    let session = Session::open(config, false).await?;
+    let channel = &session.channel;
+    declare_exchange(channel, config).await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("declaring a watch queue", e))?;
+    let name = queue.name().as_str().to_owned();
+    let exchange = config.exchange();
+    for key in keys {
+        channel
+            .queue_bind(
+                short("queue", &name)?,
+                short("exchange", &exchange)?,
+                short("binding key", &key)?,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| amqp_err(format!("binding the watch queue with `{key}`"), e))?;
+    }
+    let consumer = channel
+        .basic_consume(
+            short("queue", &name)?,
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err("consuming the watch queue", e))?;
+    let (tx, rx) = mpsc::channel(EventWatch::BUFFER);
+    tokio::spawn(read(session, consumer, filter, tx, stop.clone()));
+    Ok(EventWatch::new(rx, stop))
+}
+
+async fn read(
+    session: Session,
+    mut consumer: lapin::Consumer,
+    filter: EventFilter,
+    tx: mpsc::Sender<Result<EventEnvelope>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => break,
+            () = tx.closed() => break,
+            next = consumer.next() => next,
+        };
+        let sent = match next {
+            Some(Ok(delivery)) => match wire::decode(&delivery.properties, &delivery.data) {
+                Ok(event) if filter.matches(&event) => tx.try_send(Ok(event)),
+                Ok(_) => continue,
+                Err(reason) => tx.try_send(Err(Error::backend(
+                    BACKEND,
+                    "decoding a watched message",
+                    reason,
+                ))),
+            },
+            Some(Err(e)) => {
+                let _ = tx.send(Err(amqp_err("watching the exchange", e))).await;
+                break;
+            }
+            None => break,
+        };
+        match sent {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("rabbitmq: a watch is a full buffer behind; it misses a message");
+            }
+        }
+    }
+    // The exclusive queue goes with the connection.
+    session.close().await;
+}

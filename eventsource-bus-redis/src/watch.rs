@@ -1,0 +1,101 @@
+//! Watching the event stream from outside every group: plain `XREAD`s from
+//! the last entry at the time the watch began, no consumer group, no acks.
+
+use std::sync::Arc;
+
+use eventsource_core::{Error, EventEnvelope, EventFilter, EventWatch, Result};
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamRangeReply, StreamReadReply};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{redis_err, Client, BACKEND};
+use crate::wire;
+
+/// Starts a watch of `client`'s event stream; `stop` ends it (with the bus).
+pub(crate) async fn watch(
+    client: &Arc<Client>,
+    filter: EventFilter,
+    stop: CancellationToken,
+) -> Result<EventWatch> {
+    let config = &client.config;
+    let stream = config.events_stream();
+    let mut conn = client.connection(config.block * 2).await?;
+    // Where the stream ends now: the watch starts after it.
+    let last: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(&stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis_err(format!("XREVRANGE `{stream}`"), e))?;
+    let from = last
+        .ids
+        .first()
+        .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+    let (tx, rx) = mpsc::channel(EventWatch::BUFFER);
+    let block_ms = config.block.as_millis().to_string();
+    tokio::spawn(read(conn, stream, from, block_ms, filter, tx, stop.clone()));
+    Ok(EventWatch::new(rx, stop))
+}
+
+async fn read(
+    mut conn: ConnectionManager,
+    stream: String,
+    mut from: String,
+    block_ms: String,
+    filter: EventFilter,
+    tx: mpsc::Sender<Result<EventEnvelope>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let mut xread = redis::cmd("XREAD");
+        xread
+            .arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(&block_ms)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&from);
+        let reply: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
+            () = stop.cancelled() => return,
+            () = tx.closed() => return,
+            reply = xread.query_async(&mut conn) => reply,
+        };
+        let entries = match reply {
+            Ok(reply) => reply.map(|r| r.keys).unwrap_or_default(),
+            Err(e) => {
+                let _ = tx
+                    .send(Err(redis_err(format!("XREAD `{stream}`"), e)))
+                    .await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        for entry in entries.into_iter().flat_map(|k| k.ids) {
+            from.clone_from(&entry.id);
+            let decoded = wire::decode(&wire::fields_as_text(&entry.map));
+            let sent = match decoded {
+                Ok(event) if filter.matches(&event) => tx.try_send(Ok(event)),
+                Ok(_) => continue,
+                Err(reason) => tx.try_send(Err(Error::backend(
+                    BACKEND,
+                    format!("decoding entry {} of `{stream}`", entry.id),
+                    reason,
+                ))),
+            };
+            match sent {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(entry = %entry.id, "redis: a watch is a full buffer behind; it misses this entry");
+                }
+            }
+        }
+    }
+}
