@@ -124,17 +124,10 @@ impl EventBus for KafkaBus {
 
     async fn stats(&self) -> Result<BusStats> {
         let mut stats = self.client.stats.snapshot();
-        let members: Vec<Arc<GroupConsumer>> = self.members.all();
         let groups: Vec<String> = self.client.groups.lock().iter().cloned().collect();
-        if let Some(member) = members.first() {
-            let topic = self.client.config.events_topic();
-            let bounds = crate::dlq::topic_bounds(member.consumer(), &topic).await?;
-            let length = bounds
-                .iter()
-                .map(|(_, low, high)| (high - low).max(0) as u64)
-                .sum();
-            stats.streams.insert(topic, length);
-        }
+        let topic = self.client.config.events_topic();
+        let length = crate::lag::topic_length(&self.client.config).await?;
+        stats.streams.insert(topic, length);
         for group in groups {
             let found = self.group_stats(&group).await?.unwrap_or_default();
             stats.groups.insert(group, found);

@@ -393,10 +393,6 @@ impl GroupConsumer {
         self.subscription.group()
     }
 
-    pub(crate) fn consumer(&self) -> Arc<StreamConsumer<MemberContext>> {
-        Arc::clone(&self.consumer)
-    }
-
     pub(crate) fn in_flight(&self) -> usize {
         self.queue.in_flight()
     }

@@ -72,3 +72,30 @@ pub(crate) async fn group_offsets(config: &KafkaBusConfig, group: &str) -> Resul
     .await
     .map_err(|e| Error::backend(BACKEND, "reading a group's offsets", e))?
 }
+
+/// The events topic's length: records between the low and high watermarks
+/// of every partition (0 when the topic does not exist yet).
+pub(crate) async fn topic_length(config: &KafkaBusConfig) -> Result<u64> {
+    let topic = config.events_topic();
+    let consumer: BaseConsumer = client_config(config)
+        .set("group.id", format!("{}.stats", config.topic_prefix))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| kafka_err("creating a watermark reader", e))?;
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|e| kafka_err(format!("reading metadata of `{topic}`"), e))?;
+        let mut length = 0;
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p.id(), timeout)
+                .map_err(|e| kafka_err(format!("reading watermarks of `{topic}`"), e))?;
+            length += u64::try_from(high - low).unwrap_or(0);
+        }
+        Ok(length)
+    })
+    .await
+    .map_err(|e| Error::backend(BACKEND, "reading the topic's length", e))?
+}

@@ -370,3 +370,26 @@ async fn replay_all_sends_a_thousand_letters_back_in_batches() {
         .await
         .expect("shutdown");
 }
+
+/// `stats()` reads the events topic's length from the broker, also in a
+/// process that has no member (an operator's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_read_the_topic_length_without_a_member() {
+    let config = common::config(&common::kafka_url());
+    let app = common::connect(config.clone()).await;
+    app.publish(&[probe("a", 1, 1), probe("a", 2, 2), probe("b", 1, 3)])
+        .await
+        .expect("publish");
+    let operator = common::connect(config.clone()).await;
+    let stats = operator.stats().await.expect("stats");
+    assert_eq!(
+        stats.streams.get(&config.events_topic()),
+        Some(&3),
+        "{stats:?}"
+    );
+    for bus in [app, operator] {
+        bus.shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
+    }
+}

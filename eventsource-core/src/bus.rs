@@ -77,25 +77,29 @@ pub trait EventBus: Send + Sync {
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport>;
 }
 
-/// Counters since the bus started.
+/// What a bus knows: this process's counters since the bus started, and
+/// per-group and per-stream state read from the broker where the backend
+/// can (see [`EventBus::group_stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BusStats {
-    /// Events accepted by `publish`.
+    /// Events accepted by `publish` (this process).
     pub published: u64,
-    /// Handler calls that succeeded.
+    /// Handler calls that succeeded (this process).
     pub handled: u64,
-    /// Handler calls that failed (each failed attempt counts).
+    /// Handler calls that failed, each failed attempt counted (this process).
     pub failed_attempts: u64,
-    /// Messages moved to the dead-letter queue.
+    /// Messages moved to the dead-letter queue (this process).
     pub dead_lettered: u64,
-    /// Dead letters replayed.
+    /// Dead letters replayed (this process).
     pub replayed: u64,
     /// Workers that panicked outside the handler (a bug in a backend or
     /// its settle path) and were restarted; the message each held is
     /// redelivered. 0 in a healthy bus.
     #[serde(default)]
     pub worker_restarts: u64,
-    /// Per consumer group.
+    /// Per consumer group: from the broker on Redis (every group), RabbitMQ
+    /// and Kafka (the groups this bus has seen; ask for others with
+    /// [`EventBus::group_stats`]), in-process on the memory bus.
     pub groups: BTreeMap<String, GroupStats>,
     /// Length of each stream, queue or topic the bus publishes to, where
     /// the backend can tell (e.g. Redis `XLEN`).
