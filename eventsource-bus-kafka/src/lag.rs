@@ -22,16 +22,22 @@ pub(crate) struct GroupOffsets {
     pub(crate) members: usize,
 }
 
+/// A consumer under `group_id` that only reads metadata, watermarks and
+/// committed offsets: it never subscribes, so it never joins the group.
+fn reader(config: &KafkaBusConfig, group_id: &str) -> Result<BaseConsumer> {
+    client_config(config)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| kafka_err("creating an offset reader", e))
+}
+
 /// Reads `group`'s committed offsets and the topic's watermarks without
 /// joining the group (an offset fetch, not a subscription).
 pub(crate) async fn group_offsets(config: &KafkaBusConfig, group: &str) -> Result<GroupOffsets> {
     let group_id = config.group_id(group);
     let topic = config.events_topic();
-    let consumer: BaseConsumer = client_config(config)
-        .set("group.id", &group_id)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| kafka_err("creating an offset reader", e))?;
+    let consumer = reader(config, &group_id)?;
     tokio::task::spawn_blocking(move || -> Result<GroupOffsets> {
         let timeout = Duration::from_secs(10);
         let metadata = consumer
@@ -77,11 +83,7 @@ pub(crate) async fn group_offsets(config: &KafkaBusConfig, group: &str) -> Resul
 /// of every partition (0 when the topic does not exist yet).
 pub(crate) async fn topic_length(config: &KafkaBusConfig) -> Result<u64> {
     let topic = config.events_topic();
-    let consumer: BaseConsumer = client_config(config)
-        .set("group.id", format!("{}.stats", config.topic_prefix))
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| kafka_err("creating a watermark reader", e))?;
+    let consumer = reader(config, &format!("{}.stats", config.topic_prefix))?;
     tokio::task::spawn_blocking(move || -> Result<u64> {
         let timeout = Duration::from_secs(10);
         let metadata = consumer

@@ -247,14 +247,23 @@ pub(crate) async fn declare_group(
             .await
             .map_err(|e| amqp_err(format!("declaring queue `{name}`"), e))?;
     }
-    let queue = config.queue(group);
+    bind(channel, config, &config.queue(group), &keys).await
+}
+
+/// Binds `queue` to the events exchange with each of `keys`.
+pub(crate) async fn bind(
+    channel: &Channel,
+    config: &RabbitBusConfig,
+    queue: &str,
+    keys: &[String],
+) -> Result<()> {
     let exchange = config.exchange();
     for key in keys {
         channel
             .queue_bind(
-                short("queue", &queue)?,
+                short("queue", queue)?,
                 short("exchange", &exchange)?,
-                short("binding key", &key)?,
+                short("binding key", key)?,
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

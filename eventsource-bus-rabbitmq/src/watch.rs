@@ -4,12 +4,12 @@
 
 use eventsource_core::{Error, EventEnvelope, EventFilter, EventWatch, Result};
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::{amqp_err, binding_keys, declare_exchange, short, Session, BACKEND};
+use crate::topology::{amqp_err, bind, binding_keys, declare_exchange, short, Session, BACKEND};
 use crate::{wire, RabbitBusConfig};
 
 /// Starts a watch of the events exchange; `stop` ends it (with the bus).
@@ -35,19 +35,7 @@ pub(crate) async fn watch(
         .await
         .map_err(|e| amqp_err("declaring a watch queue", e))?;
     let name = queue.name().as_str().to_owned();
-    let exchange = config.exchange();
-    for key in keys {
-        channel
-            .queue_bind(
-                short("queue", &name)?,
-                short("exchange", &exchange)?,
-                short("binding key", &key)?,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| amqp_err(format!("binding the watch queue with `{key}`"), e))?;
-    }
+    bind(channel, config, &name, &keys).await?;
     let consumer = channel
         .basic_consume(
             short("queue", &name)?,

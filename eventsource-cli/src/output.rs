@@ -22,10 +22,9 @@ pub(crate) fn json(value: &impl serde::Serialize) {
     );
 }
 
-/// One dead letter in a line or two: what, why, where.
-pub(crate) fn letter_line(l: &DeadLetter) {
-    let what = l
-        .envelope
+/// What a dead letter holds, in a few words: `Order.Placed Order/o-1 v3`.
+pub(crate) fn what(l: &DeadLetter) -> String {
+    l.envelope
         .as_ref()
         .map(|e| {
             format!(
@@ -36,7 +35,12 @@ pub(crate) fn letter_line(l: &DeadLetter) {
                 e.aggregate_version
             )
         })
-        .unwrap_or_else(|| "(undecodable message)".to_owned());
+        .unwrap_or_else(|| "(undecodable message)".to_owned())
+}
+
+/// One dead letter in a line or two: what, why, where.
+pub(crate) fn letter_line(l: &DeadLetter) {
+    let what = what(l);
     println!(
         "{}  group={}  attempts={}  last={}  {}\n    error: {}\n    source: {}",
         l.id,

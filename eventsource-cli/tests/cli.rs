@@ -1,20 +1,15 @@
 //! The `eventsource` CLI against the real Redis: an application dead-letters
 //! an event, the operator lists it, fixes the bug, and replays it.
 
+mod common;
+
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use eventsource::{
-    connect_bus, handler_fn, BusConfig, DeadLetter, HandlerError, RetryPolicy, Subscription,
-};
-use eventsource_testkit::{dead_letters_of, probe};
-use tokio::sync::mpsc;
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
+use common::{announced, dead_lettered_order, redis_bus, redis_url};
+use eventsource::DeadLetter;
+use eventsource_testkit::probe;
 
 fn cli(namespace: &str, args: &[&str]) -> (bool, String, String) {
     let (code, stdout, stderr) =
@@ -39,39 +34,9 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_lists_and_replays_dead_letters_from_the_cli() {
-    let namespace = format!("es-cli-{}", uuid::Uuid::now_v7().simple());
-    let config = BusConfig::from_url(&redis_url())
-        .expect("redis url")
-        .with_namespace(&namespace);
-    let bus = connect_bus(&config).await.unwrap_or_else(|e| {
-        panic!("Redis is not reachable ({e}); start it with ./scripts/test.sh")
-    });
-    let broken = Arc::new(AtomicBool::new(true));
-    let (tx, mut handled) = mpsc::unbounded_channel();
-    let b = Arc::clone(&broken);
-    bus.subscribe(
-        Subscription::builder("billing")
-            .retry(RetryPolicy::no_retry())
-            .handler(handler_fn(move |e| {
-                let (b, tx) = (Arc::clone(&b), tx.clone());
-                async move {
-                    if b.load(Ordering::SeqCst) {
-                        return Err(HandlerError::transient("tax service says no"));
-                    }
-                    let _ = tx.send(e.event_id);
-                    Ok(())
-                }
-            }))
-            .build()
-            .expect("valid"),
-    )
-    .await
-    .expect("subscribe");
-    let sent = probe("order-7", 1, 7);
-    bus.publish(std::slice::from_ref(&sent))
-        .await
-        .expect("publish");
-    dead_letters_of(&bus, "billing", 1, Duration::from_secs(10)).await;
+    let (namespace, bus) = redis_bus("es-cli").await;
+    let mut billing = dead_lettered_order(&bus).await;
+    let sent = billing.sent.clone();
 
     let (ok, stdout, stderr) = cli(&namespace, &["--json", "dlq", "list", "--group", "billing"]);
     assert!(ok, "list failed: {stderr}");
@@ -155,7 +120,7 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
     assert_eq!(code, 2, "purge without --yes is a usage error: {stderr}");
     assert!(stderr.contains("--yes"), "{stderr}");
 
-    broken.store(false, Ordering::SeqCst);
+    billing.fixed.store(true, Ordering::SeqCst);
     let (ok, stdout, stderr) = cli(
         &namespace,
         &[
@@ -174,7 +139,7 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
     );
     let done: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(done["replayed"], 1, "{stdout}");
-    let got = tokio::time::timeout(Duration::from_secs(10), handled.recv())
+    let got = tokio::time::timeout(Duration::from_secs(10), billing.handled.recv())
         .await
         .expect("replayed event handled")
         .expect("open");
@@ -231,29 +196,21 @@ fn each_kind_of_failure_has_its_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_new_events_as_they_are_published() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
-    let namespace = format!("es-tail-{}", uuid::Uuid::now_v7().simple());
-    let config = BusConfig::from_url(&redis_url())
-        .expect("redis url")
-        .with_namespace(&namespace);
-    let bus = connect_bus(&config).await.unwrap_or_else(|e| {
-        panic!("Redis is not reachable ({e}); start it with ./scripts/test.sh")
-    });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eventsource"))
-        .args(["--bus", &redis_url(), "--namespace", &namespace])
-        .args([
-            "tail", "--filter", "Probe.*", "--count", "2", "--output", "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the eventsource binary");
-    let mut started = String::new();
-    BufReader::new(child.stderr.take().expect("piped"))
-        .read_line(&mut started)
-        .expect("tail says it follows");
+    let (namespace, bus) = redis_bus("es-tail").await;
+    let url = redis_url();
+    let (tail, started) = announced(&[
+        "--bus",
+        &url,
+        "--namespace",
+        &namespace,
+        "tail",
+        "--filter",
+        "Probe.*",
+        "--count",
+        "2",
+        "--output",
+        "json",
+    ]);
     assert!(started.contains("following"), "{started}");
     let other =
         eventsource::EventEnvelope::from_json("Other", "o-1", 1, "Created", serde_json::json!({}));
@@ -261,9 +218,8 @@ async fn tail_prints_new_events_as_they_are_published() {
     bus.publish(&[probes[0].clone(), other, probes[1].clone()])
         .await
         .expect("publish");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let out = tokio::task::spawn_blocking(move || tail.output())
         .await
-        .expect("join")
         .expect("tail exits after --count events");
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -8,30 +8,16 @@
 //! README's screenshot (docs/console.png); otherwise it goes to the
 //! target directory.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use eventsource::{connect_bus, handler_fn, BusConfig, HandlerError, RetryPolicy, Subscription};
+use common::{address, announced, dead_lettered_order, redis_bus, redis_url, Killed};
+use eventsource::{handler_fn, HandlerError, RetryPolicy, Subscription};
 use eventsource_testkit::{dead_letters_of, probe};
 use fantoccini::{ClientBuilder, Locator};
-use tokio::sync::mpsc;
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -54,7 +40,7 @@ fn chromedriver() -> (Killed, u16) {
                  (./scripts/test.sh does)"
             )
         });
-    let child = Killed(child);
+    let child = Killed::new(child);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -66,65 +52,33 @@ fn chromedriver() -> (Killed, u16) {
     (child, port)
 }
 
-/// Starts `eventsource console` and reads the address it announces.
-fn console(namespace: &str) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eventsource"))
-        .args(["--bus", &redis_url(), "--namespace", namespace])
-        .args(["console", "--listen", "127.0.0.1:0", "--allow-writes"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the eventsource binary");
-    let stderr = child.stderr.take().expect("piped");
-    let child = Killed(child);
-    let mut line = String::new();
-    BufReader::new(stderr)
-        .read_line(&mut line)
-        .expect("the console announces its address");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    (child, url)
+/// Starts `eventsource console --allow-writes` on `namespace`; its address.
+fn console(namespace: &str, writes: bool) -> (Killed, String) {
+    let url = redis_url();
+    let mut args = vec!["--bus", &url, "--namespace", namespace];
+    args.extend(["console", "--listen", "127.0.0.1:0"]);
+    if writes {
+        args.push("--allow-writes");
+    }
+    let (child, line) = announced(&args);
+    assert!(
+        line.contains(if writes {
+            "replay and purge allowed"
+        } else {
+            "read-only"
+        }),
+        "{line}"
+    );
+    (child, address(&line))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_replays_a_dead_letter_from_the_browser() {
-    let namespace = format!("es-console-{}", uuid::Uuid::now_v7().simple());
-    let config = BusConfig::from_url(&redis_url())
-        .expect("redis url")
-        .with_namespace(&namespace);
-    let bus = connect_bus(&config).await.unwrap_or_else(|e| {
-        panic!("Redis is not reachable ({e}); start it with ./scripts/test.sh")
-    });
-    let fixed = Arc::new(AtomicBool::new(false));
-    let (tx, mut handled) = mpsc::unbounded_channel();
-    let f = Arc::clone(&fixed);
-    bus.subscribe(
-        Subscription::builder("billing")
-            .retry(RetryPolicy::no_retry())
-            .handler(handler_fn(move |e| {
-                let (f, tx) = (Arc::clone(&f), tx.clone());
-                async move {
-                    if !f.load(Ordering::SeqCst) {
-                        return Err(HandlerError::transient("tax service says no"));
-                    }
-                    let _ = tx.send(e.event_id);
-                    Ok(())
-                }
-            }))
-            .build()
-            .expect("valid"),
-    )
-    .await
-    .expect("subscribe");
-    let sent = probe("order-7", 1, 7);
-    bus.publish(std::slice::from_ref(&sent))
-        .await
-        .expect("publish");
-    dead_letters_of(&bus, "billing", 1, Duration::from_secs(10)).await;
+    let (namespace, bus) = redis_bus("es-console").await;
+    let mut billing = dead_lettered_order(&bus).await;
+    let sent = billing.sent.clone();
 
-    let (_console, url) = console(&namespace);
+    let (_console, url) = console(&namespace, true);
     let (_driver, port) = chromedriver();
     let mut caps = serde_json::Map::new();
     caps.insert(
@@ -190,7 +144,7 @@ async fn an_operator_replays_a_dead_letter_from_the_browser() {
             .contains(&sent.event_id.to_string()),
         "the letter shows its event"
     );
-    fixed.store(true, Ordering::SeqCst);
+    billing.fixed.store(true, Ordering::SeqCst);
     browser
         .find(Locator::Id("replay"))
         .await
@@ -198,7 +152,7 @@ async fn an_operator_replays_a_dead_letter_from_the_browser() {
         .click()
         .await
         .expect("replay");
-    let got = tokio::time::timeout(Duration::from_secs(10), handled.recv())
+    let got = tokio::time::timeout(Duration::from_secs(10), billing.handled.recv())
         .await
         .expect("the replayed event reaches the handler")
         .expect("open");
@@ -254,13 +208,7 @@ fn http(base: &str, method: &str, path: &str, form: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
-    let namespace = format!("es-console-{}", uuid::Uuid::now_v7().simple());
-    let config = BusConfig::from_url(&redis_url())
-        .expect("redis url")
-        .with_namespace(&namespace);
-    let bus = connect_bus(&config).await.unwrap_or_else(|e| {
-        panic!("Redis is not reachable ({e}); start it with ./scripts/test.sh")
-    });
+    let (namespace, bus) = redis_bus("es-console").await;
     let _member = bus
         .subscribe(
             Subscription::builder("billing")
@@ -279,24 +227,7 @@ async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
     let letters = dead_letters_of(&bus, "billing", 2, Duration::from_secs(10)).await;
 
     // Read-only: no buttons, and the write endpoints refuse.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eventsource"))
-        .args(["--bus", &redis_url(), "--namespace", &namespace])
-        .args(["console", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the eventsource binary");
-    let stderr = child.stderr.take().expect("piped");
-    let _read_only = Killed(child);
-    let mut line = String::new();
-    BufReader::new(stderr)
-        .read_line(&mut line)
-        .expect("announce");
-    assert!(line.contains("read-only"), "{line}");
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("address")
-        .to_owned();
+    let (_read_only, base) = console(&namespace, false);
     let (status, page) = http(&base, "GET", "/group?name=billing", "");
     assert!(status.contains("200"), "{status}");
     assert!(
@@ -313,7 +244,7 @@ async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
     assert!(status.contains("403"), "{status}");
 
     // Writable: a purge without the group's name typed is refused.
-    let (_console, base) = console(&namespace);
+    let (_console, base) = console(&namespace, true);
     let (status, page) = http(&base, "GET", "/purge?name=billing", "");
     assert!(
         status.contains("200") && page.contains("all 2 dead letter(s)"),

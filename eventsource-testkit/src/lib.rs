@@ -39,7 +39,7 @@ pub use fixtures::{dead_letters_of, eventually, probe, OtherCreated, Probe, Reco
 pub use handling::{handle_with_retries, HandlingReport};
 pub use membership::*;
 pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
-pub use secrets::assert_never_shown;
+pub use secrets::{assert_never_shown, urls_with_password};
 pub use spans::{CapturedSpan, SpanCapture};
 
 /// Writes one `#[tokio::test]` per conformance case, each calling the case

@@ -142,19 +142,7 @@ pub(crate) fn group(
              <th>last failed</th><th>error</th></tr>",
         );
         for l in letters {
-            let what = l
-                .envelope
-                .as_ref()
-                .map(|e| {
-                    format!(
-                        "{} {}/{} v{}",
-                        e.routing_key(),
-                        e.aggregate_type,
-                        e.aggregate_id,
-                        e.aggregate_version
-                    )
-                })
-                .unwrap_or_else(|| "(undecodable message)".into());
+            let what = crate::output::what(l);
             body.push_str(&format!(
                 "<tr class=\"letter\"><td><a href=\"/letter?id={}\">{}</a></td><td>{}</td><td class=\"n\">{}</td>\
                  <td>{}</td><td class=\"bad\">{}</td></tr>",
