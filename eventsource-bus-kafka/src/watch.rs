@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use eventsource_core::{Error, EventEnvelope, EventFilter, EventWatch, Result};
+use eventsource_core::{Error, EventFilter, EventWatch, Result, WatchFeed};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{client_config, kafka_err, Client, BACKEND};
@@ -42,43 +41,39 @@ pub(crate) async fn watch(
     consumer
         .assign(&tpl)
         .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
-    let (tx, rx) = mpsc::channel(EventWatch::BUFFER);
-    tokio::spawn(read(consumer, filter, tx, stop.clone()));
-    Ok(EventWatch::new(rx, stop))
+    let (feed, watch) = EventWatch::channel(BACKEND, stop.clone());
+    tokio::spawn(read(consumer, filter, feed, stop));
+    Ok(watch)
 }
 
 async fn read(
     consumer: Arc<StreamConsumer>,
     filter: EventFilter,
-    tx: mpsc::Sender<Result<EventEnvelope>>,
+    feed: WatchFeed,
     stop: CancellationToken,
 ) {
     loop {
-        let sent = tokio::select! {
+        let open = tokio::select! {
             () = stop.cancelled() => return,
-            () = tx.closed() => return,
+            () = feed.closed() => return,
             message = consumer.recv() => match message {
                 Ok(m) => {
                     let headers = wire::headers_as_text(m.headers());
                     match wire::decode(&headers, m.payload()) {
-                        Ok(event) if filter.matches(&event) => tx.try_send(Ok(event)),
-                        Ok(_) => continue,
-                        Err(reason) => tx.try_send(Err(Error::backend(
+                        Ok(event) if filter.matches(&event) => feed.offer(Ok(event)),
+                        Ok(_) => true,
+                        Err(reason) => feed.offer(Err(Error::backend(
                             BACKEND,
                             format!("decoding {}[{}]@{}", m.topic(), m.partition(), m.offset()),
                             reason,
                         ))),
                     }
                 }
-                Err(e) => tx.try_send(Err(kafka_err("watching the events topic", e))),
+                Err(e) => feed.offer(Err(kafka_err("watching the events topic", e))),
             },
         };
-        match sent {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("kafka: a watch is a full buffer behind; it misses a record");
-            }
+        if !open {
+            return;
         }
     }
 }

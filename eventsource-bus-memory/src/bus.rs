@@ -186,9 +186,9 @@ impl EventBus for MemoryBus {
 
     async fn watch(&self, filter: EventFilter) -> Result<EventWatch> {
         self.members.check_open()?;
-        let (tx, rx) = tokio::sync::mpsc::channel(EventWatch::BUFFER);
-        self.client.watchers.lock().push((filter, tx));
-        Ok(EventWatch::new(rx, self.members.stop_token()))
+        let (feed, watch) = EventWatch::channel("memory", self.members.stop_token());
+        self.client.watchers.lock().push((filter, feed));
+        Ok(watch)
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

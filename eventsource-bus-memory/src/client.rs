@@ -25,26 +25,18 @@ pub(crate) struct Client {
     pub(crate) watchers: Mutex<Vec<Watcher>>,
 }
 
-/// One watch's filter and the channel feeding it.
-pub(crate) type Watcher = (
-    eventsource_core::EventFilter,
-    tokio::sync::mpsc::Sender<eventsource_core::Result<eventsource_core::EventEnvelope>>,
-);
+/// One watch's filter and its feed.
+pub(crate) type Watcher = (eventsource_core::EventFilter, eventsource_core::WatchFeed);
 
 impl Client {
     /// Hands `events` to every open watch whose filter selects them; a
     /// watch whose reader is a full buffer behind misses them.
     pub(crate) fn feed_watchers(&self, events: &[Arc<eventsource_core::EventEnvelope>]) {
         let mut watchers = self.watchers.lock();
-        watchers.retain(|(_, tx)| !tx.is_closed());
-        for (filter, tx) in watchers.iter() {
+        watchers.retain(|(_, feed)| !feed.is_closed());
+        for (filter, feed) in watchers.iter() {
             for e in events.iter().filter(|e| filter.matches(e)) {
-                if tx
-                    .try_send(Ok(eventsource_core::EventEnvelope::clone(e)))
-                    .is_err()
-                {
-                    tracing::warn!(event_id = %e.event_id, "memory bus: a watch is a full buffer behind; it misses this event");
-                }
+                feed.offer(Ok(eventsource_core::EventEnvelope::clone(e)));
             }
         }
     }

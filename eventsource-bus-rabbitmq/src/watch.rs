@@ -2,11 +2,10 @@
 //! exclusive queue that is deleted with its connection, bound with the
 //! watch's filter, consumed without acks.
 
-use eventsource_core::{Error, EventEnvelope, EventFilter, EventWatch, Result};
+use eventsource_core::{Error, EventFilter, EventWatch, Result, WatchFeed};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::topology::{amqp_err, bind, binding_keys, declare_exchange, short, Session, BACKEND};
@@ -49,46 +48,42 @@ pub(crate) async fn watch(
         )
         .await
         .map_err(|e| amqp_err("consuming the watch queue", e))?;
-    let (tx, rx) = mpsc::channel(EventWatch::BUFFER);
-    tokio::spawn(read(session, consumer, filter, tx, stop.clone()));
-    Ok(EventWatch::new(rx, stop))
+    let (feed, watch) = EventWatch::channel(BACKEND, stop.clone());
+    tokio::spawn(read(session, consumer, filter, feed, stop));
+    Ok(watch)
 }
 
 async fn read(
     session: Session,
     mut consumer: lapin::Consumer,
     filter: EventFilter,
-    tx: mpsc::Sender<Result<EventEnvelope>>,
+    feed: WatchFeed,
     stop: CancellationToken,
 ) {
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => break,
-            () = tx.closed() => break,
+            () = feed.closed() => break,
             next = consumer.next() => next,
         };
-        let sent = match next {
+        let open = match next {
             Some(Ok(delivery)) => match wire::decode(&delivery.properties, &delivery.data) {
-                Ok(event) if filter.matches(&event) => tx.try_send(Ok(event)),
-                Ok(_) => continue,
-                Err(reason) => tx.try_send(Err(Error::backend(
+                Ok(event) if filter.matches(&event) => feed.offer(Ok(event)),
+                Ok(_) => true,
+                Err(reason) => feed.offer(Err(Error::backend(
                     BACKEND,
                     "decoding a watched message",
                     reason,
                 ))),
             },
             Some(Err(e)) => {
-                let _ = tx.send(Err(amqp_err("watching the exchange", e))).await;
+                feed.offer(Err(amqp_err("watching the exchange", e)));
                 break;
             }
             None => break,
         };
-        match sent {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => break,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("rabbitmq: a watch is a full buffer behind; it misses a message");
-            }
+        if !open {
+            break;
         }
     }
     // The exclusive queue goes with the connection.

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use eventsource_core::{Error, EventEnvelope, EventFilter, EventWatch, Result};
+use eventsource_core::{Error, EventFilter, EventWatch, Result, WatchFeed};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamRangeReply, StreamReadReply};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{redis_err, Client, BACKEND};
@@ -35,10 +34,10 @@ pub(crate) async fn watch(
         .ids
         .first()
         .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
-    let (tx, rx) = mpsc::channel(EventWatch::BUFFER);
+    let (feed, watch) = EventWatch::channel(BACKEND, stop.clone());
     let block_ms = config.block.as_millis().to_string();
-    tokio::spawn(read(conn, stream, from, block_ms, filter, tx, stop.clone()));
-    Ok(EventWatch::new(rx, stop))
+    tokio::spawn(read(conn, stream, from, block_ms, filter, feed, stop));
+    Ok(watch)
 }
 
 async fn read(
@@ -47,7 +46,7 @@ async fn read(
     mut from: String,
     block_ms: String,
     filter: EventFilter,
-    tx: mpsc::Sender<Result<EventEnvelope>>,
+    feed: WatchFeed,
     stop: CancellationToken,
 ) {
     loop {
@@ -62,15 +61,13 @@ async fn read(
             .arg(&from);
         let reply: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
             () = stop.cancelled() => return,
-            () = tx.closed() => return,
+            () = feed.closed() => return,
             reply = xread.query_async(&mut conn) => reply,
         };
         let entries = match reply {
             Ok(reply) => reply.map(|r| r.keys).unwrap_or_default(),
             Err(e) => {
-                let _ = tx
-                    .send(Err(redis_err(format!("XREAD `{stream}`"), e)))
-                    .await;
+                feed.offer(Err(redis_err(format!("XREAD `{stream}`"), e)));
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
@@ -80,21 +77,17 @@ async fn read(
         for entry in entries.into_iter().flat_map(|k| k.ids) {
             from.clone_from(&entry.id);
             let decoded = wire::decode(&wire::fields_as_text(&entry.map));
-            let sent = match decoded {
-                Ok(event) if filter.matches(&event) => tx.try_send(Ok(event)),
-                Ok(_) => continue,
-                Err(reason) => tx.try_send(Err(Error::backend(
+            let open = match decoded {
+                Ok(event) if filter.matches(&event) => feed.offer(Ok(event)),
+                Ok(_) => true,
+                Err(reason) => feed.offer(Err(Error::backend(
                     BACKEND,
                     format!("decoding entry {} of `{stream}`", entry.id),
                     reason,
                 ))),
             };
-            match sent {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(entry = %entry.id, "redis: a watch is a full buffer behind; it misses this entry");
-                }
+            if !open {
+                return;
             }
         }
     }

@@ -74,4 +74,4 @@ pub use store::{
     check_batch, AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent,
 };
 pub use subscription::{validate_name, Subscription, SubscriptionBuilder, SubscriptionHandle};
-pub use watch::EventWatch;
+pub use watch::{EventWatch, WatchFeed};
