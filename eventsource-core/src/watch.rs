@@ -97,7 +97,10 @@ mod tests {
         let first = watch.next().await.expect("open").expect("an event");
         assert_eq!(first.aggregate_version, 1, "in order, the overflow missed");
         drop(watch);
-        assert!(stop.is_cancelled(), "dropping the watch stops the backend's reading");
+        assert!(
+            stop.is_cancelled(),
+            "dropping the watch stops the backend's reading"
+        );
         assert!(!feed.offer(Ok(event(0))) && feed.is_closed());
     }
 }
