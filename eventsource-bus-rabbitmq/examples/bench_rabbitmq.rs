@@ -206,6 +206,70 @@ async fn raw_consume(conn: &Connection, evs: &[EventEnvelope], concurrent: bool)
     took
 }
 
+/// Times publishing `evs` in batches while a member with 16 workers
+/// handles them: from the first publish to the last event handled.
+async fn bus_end_to_end(url: &str, evs: &[EventEnvelope]) -> Duration {
+    let bus = bus_with_queue(url).await;
+    let (subscription, done) = bench::counting("g", evs.len(), 16);
+    let _s = bus.subscribe(subscription).await.expect("subscribe");
+    let t = Instant::now();
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    tokio::time::timeout(Duration::from_secs(300), done)
+        .await
+        .expect("all handled")
+        .expect("open");
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+/// The same with raw lapin: a consumer (prefetch 256, decoding, acks not
+/// awaited in turn) running while the same messages are published with
+/// confirms per batch.
+async fn raw_end_to_end(conn: &Connection, evs: &[EventEnvelope]) -> Duration {
+    let (channel, queue) = raw_queue(conn).await;
+    let consume = conn.create_channel().await.expect("channel");
+    consume
+        .basic_qos(256, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = consume
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let n = evs.len();
+    let t = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut acks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let d = consumer.next().await.expect("open").expect("delivery");
+            let _: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
+            acks.push(tokio::spawn(async move {
+                d.ack(BasicAckOptions::default()).await.expect("ack")
+            }));
+        }
+        for ack in acks {
+            ack.await.expect("ack task");
+        }
+    });
+    raw_publish(&channel, &queue, evs)
+        .await
+        .expect("raw publish");
+    reader.await.expect("reader");
+    let took = t.elapsed();
+    let _ = consume.close(200, "bye".into()).await;
+    took
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().nth(1).as_deref() == Some("growth") {
@@ -292,6 +356,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await,
         );
     }
+    let (u, e, c, e2) = (
+        url.clone(),
+        Arc::clone(&evs),
+        Arc::clone(&conn),
+        Arc::clone(&evs),
+    );
+    rows.push(
+        bench::compare(
+            "end to end: publish while 16 workers consume",
+            n,
+            rounds,
+            move |_| {
+                let (u, e) = (u.clone(), Arc::clone(&e));
+                async move { bus_end_to_end(&u, &e).await }
+            },
+            move |_| {
+                let (c, e) = (Arc::clone(&c), Arc::clone(&e2));
+                async move { raw_end_to_end(&c, &e).await }
+            },
+        )
+        .await,
+    );
     bench::table(&rows);
     let _ = conn.close(200, "bye".into()).await;
     Ok(())
