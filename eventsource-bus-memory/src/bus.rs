@@ -215,6 +215,9 @@ impl EventBus for MemoryBus {
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
-        Ok(self.members.shutdown(timeout).await)
+        let report = self.members.shutdown(timeout).await;
+        // Open watches end: their feeds go.
+        self.client.watchers.lock().clear();
+        Ok(report)
     }
 }

@@ -57,3 +57,22 @@ async fn shared_events_reach_every_group_uncopied_and_in_order() {
     }
     assert_eq!(bus.stats().await.expect("stats").published, 20);
 }
+
+#[tokio::test]
+async fn a_watch_ends_at_shutdown_while_the_bus_is_still_held() {
+    let bus = MemoryBus::new();
+    let mut watch = bus
+        .watch(eventsource_core::EventFilter::All)
+        .await
+        .expect("watch");
+    bus.publish(&[probe("a", 1, 1)]).await.expect("publish");
+    assert!(watch.next().await.expect("open").is_ok());
+    bus.shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the watch ends within 5 s");
+    assert!(end.is_none(), "no more events after shutdown");
+    drop(bus);
+}
