@@ -13,7 +13,9 @@
 //! - consume: N messages already in a durable queue, prefetch 256, handled
 //!   and acked; `RabbitBus` with one worker vs a raw consumer awaiting each
 //!   ack, and `RabbitBus` with 16 workers vs a raw consumer whose acks do
-//!   not wait for each other (equally concurrent).
+//!   not wait for each other (equally concurrent);
+//! - end to end: publishing in batches while 16 workers (raw: concurrent
+//!   acks) consume the same queue.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,16 +146,27 @@ async fn raw_publish_round(conn: &Connection, evs: &[EventEnvelope]) -> Duration
     t.elapsed()
 }
 
-/// Fills a bus's queue with `evs`, then times a member with `workers`
-/// handling and acking all of them.
-async fn bus_consume(url: &str, evs: &[EventEnvelope], workers: usize) -> Duration {
+/// Times a member with `workers` handling and acking all of `evs`: with
+/// `backlog`, published before the member starts (the clock starts at the
+/// subscribe); otherwise published in batches once it runs (the clock
+/// starts at the first publish).
+async fn bus_handle(url: &str, evs: &[EventEnvelope], workers: usize, backlog: bool) -> Duration {
     let bus = bus_with_queue(url).await;
-    for chunk in evs.chunks(BATCH) {
-        bus.publish(chunk).await.expect("publish");
+    let publish = || async {
+        for chunk in evs.chunks(BATCH) {
+            bus.publish(chunk).await.expect("publish");
+        }
+    };
+    if backlog {
+        publish().await;
     }
     let (subscription, done) = bench::counting("g", evs.len(), workers);
-    let t = Instant::now();
+    let subscribing = Instant::now();
     let _s = bus.subscribe(subscription).await.expect("subscribe");
+    let t = if backlog { subscribing } else { Instant::now() };
+    if !backlog {
+        publish().await;
+    }
     tokio::time::timeout(Duration::from_secs(300), done)
         .await
         .expect("all handled")
@@ -165,29 +178,30 @@ async fn bus_consume(url: &str, evs: &[EventEnvelope], workers: usize) -> Durati
     took
 }
 
-/// Fills a raw queue with `evs`, then times a consumer (prefetch 256)
-/// decoding and acking all of them: each ack awaited before the next
-/// delivery, or (`concurrent`) acks left to complete on their own.
-async fn raw_consume(conn: &Connection, evs: &[EventEnvelope], concurrent: bool) -> Duration {
-    let (channel, queue) = raw_queue(conn).await;
-    raw_publish(&channel, &queue, evs).await.expect("fill");
-    let consume = conn.create_channel().await.expect("channel");
-    consume
+/// A channel consuming `queue` with prefetch 256.
+async fn raw_consumer(conn: &Connection, queue: &str) -> (lapin::Channel, lapin::Consumer) {
+    let channel = conn.create_channel().await.expect("channel");
+    channel
         .basic_qos(256, BasicQosOptions::default())
         .await
         .expect("qos");
-    let t = Instant::now();
-    let mut consumer = consume
+    let consumer = channel
         .basic_consume(
-            queue.as_str().into(),
+            queue.into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
         .expect("consume");
+    (channel, consumer)
+}
+
+/// Decodes and acks `n` deliveries: each ack awaited before the next
+/// delivery, or (`concurrent`) acks left to complete on their own.
+async fn drain(mut consumer: lapin::Consumer, n: usize, concurrent: bool) {
     let mut acks = Vec::new();
-    for _ in 0..evs.len() {
+    for _ in 0..n {
         let d = consumer.next().await.expect("open").expect("delivery");
         let _: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
         if concurrent {
@@ -201,73 +215,61 @@ async fn raw_consume(conn: &Connection, evs: &[EventEnvelope], concurrent: bool)
     for ack in acks {
         ack.await.expect("ack task");
     }
-    let took = t.elapsed();
-    let _ = consume.close(200, "bye".into()).await;
-    took
 }
 
-/// Times publishing `evs` in batches while a member with 16 workers
-/// handles them: from the first publish to the last event handled.
-async fn bus_end_to_end(url: &str, evs: &[EventEnvelope]) -> Duration {
-    let bus = bus_with_queue(url).await;
-    let (subscription, done) = bench::counting("g", evs.len(), 16);
-    let _s = bus.subscribe(subscription).await.expect("subscribe");
-    let t = Instant::now();
-    for chunk in evs.chunks(BATCH) {
-        bus.publish(chunk).await.expect("publish");
-    }
-    tokio::time::timeout(Duration::from_secs(300), done)
-        .await
-        .expect("all handled")
-        .expect("open");
-    let took = t.elapsed();
-    bus.shutdown(Duration::from_secs(5))
-        .await
-        .expect("shutdown");
-    took
-}
-
-/// The same with raw lapin: a consumer (prefetch 256, decoding, acks not
-/// awaited in turn) running while the same messages are published with
-/// confirms per batch.
-async fn raw_end_to_end(conn: &Connection, evs: &[EventEnvelope]) -> Duration {
+/// Raw lapin doing what [`bus_handle`] does: a consumer draining a queue
+/// filled beforehand (`backlog`), or one running while the messages are
+/// published with confirms per batch.
+async fn raw_handle(
+    conn: &Connection,
+    evs: &[EventEnvelope],
+    concurrent: bool,
+    backlog: bool,
+) -> Duration {
     let (channel, queue) = raw_queue(conn).await;
-    let consume = conn.create_channel().await.expect("channel");
-    consume
-        .basic_qos(256, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut consumer = consume
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let n = evs.len();
-    let t = Instant::now();
-    let reader = tokio::spawn(async move {
-        let mut acks = Vec::with_capacity(n);
-        for _ in 0..n {
-            let d = consumer.next().await.expect("open").expect("delivery");
-            let _: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
-            acks.push(tokio::spawn(async move {
-                d.ack(BasicAckOptions::default()).await.expect("ack")
-            }));
-        }
-        for ack in acks {
-            ack.await.expect("ack task");
-        }
-    });
-    raw_publish(&channel, &queue, evs)
-        .await
-        .expect("raw publish");
+    if backlog {
+        raw_publish(&channel, &queue, evs).await.expect("fill");
+    }
+    let consuming = Instant::now();
+    let (consume, consumer) = raw_consumer(conn, &queue).await;
+    let t = if backlog { consuming } else { Instant::now() };
+    let reader = tokio::spawn(drain(consumer, evs.len(), concurrent));
+    if !backlog {
+        raw_publish(&channel, &queue, evs)
+            .await
+            .expect("raw publish");
+    }
     reader.await.expect("reader");
     let took = t.elapsed();
     let _ = consume.close(200, "bye".into()).await;
     took
+}
+
+/// One row of the table.
+#[derive(Clone, Copy)]
+enum Case {
+    /// Confirmed publishing alone.
+    Publish,
+    /// Handling a backlog (`workers` bus workers; raw acks `concurrent`).
+    Consume { workers: usize, concurrent: bool },
+    /// Publishing while 16 workers (raw: concurrent acks) consume.
+    EndToEnd,
+}
+
+async fn bus_round(url: &str, evs: &[EventEnvelope], case: Case) -> Duration {
+    match case {
+        Case::Publish => bus_publish(url, evs).await,
+        Case::Consume { workers, .. } => bus_handle(url, evs, workers, true).await,
+        Case::EndToEnd => bus_handle(url, evs, 16, false).await,
+    }
+}
+
+async fn raw_round(conn: &Connection, evs: &[EventEnvelope], case: Case) -> Duration {
+    match case {
+        Case::Publish => raw_publish_round(conn, evs).await,
+        Case::Consume { concurrent, .. } => raw_handle(conn, evs, concurrent, true).await,
+        Case::EndToEnd => raw_handle(conn, evs, true, false).await,
+    }
 }
 
 #[tokio::main]
@@ -303,34 +305,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         evs[0].payload.to_string().len(),
     );
     let mut rows = Vec::new();
-    let (u, e, c, e2) = (
-        url.clone(),
-        Arc::clone(&evs),
-        Arc::clone(&conn),
-        Arc::clone(&evs),
-    );
-    rows.push(
-        bench::compare(
-            "confirmed publish, batches of 100",
-            n,
-            rounds,
-            move |_| {
-                let (u, e) = (u.clone(), Arc::clone(&e));
-                async move { bus_publish(&u, &e).await }
+    for (label, case) in [
+        ("confirmed publish, batches of 100", Case::Publish),
+        (
+            "consume + ack, 1 worker vs acks awaited in turn",
+            Case::Consume {
+                workers: 1,
+                concurrent: false,
             },
-            move |_| {
-                let (c, e) = (Arc::clone(&c), Arc::clone(&e2));
-                async move { raw_publish_round(&c, &e).await }
-            },
-        )
-        .await,
-    );
-    for (label, workers, concurrent) in [
-        ("consume + ack, 1 worker vs acks awaited in turn", 1, false),
+        ),
         (
             "consume + ack, 16 workers vs acks not awaited in turn",
-            16,
-            true,
+            Case::Consume {
+                workers: 16,
+                concurrent: true,
+            },
+        ),
+        (
+            "end to end: publish while 16 workers consume",
+            Case::EndToEnd,
         ),
     ] {
         let (u, e, c, e2) = (
@@ -346,38 +339,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rounds,
                 move |_| {
                     let (u, e) = (u.clone(), Arc::clone(&e));
-                    async move { bus_consume(&u, &e, workers).await }
+                    async move { bus_round(&u, &e, case).await }
                 },
                 move |_| {
                     let (c, e) = (Arc::clone(&c), Arc::clone(&e2));
-                    async move { raw_consume(&c, &e, concurrent).await }
+                    async move { raw_round(&c, &e, case).await }
                 },
             )
             .await,
         );
     }
-    let (u, e, c, e2) = (
-        url.clone(),
-        Arc::clone(&evs),
-        Arc::clone(&conn),
-        Arc::clone(&evs),
-    );
-    rows.push(
-        bench::compare(
-            "end to end: publish while 16 workers consume",
-            n,
-            rounds,
-            move |_| {
-                let (u, e) = (u.clone(), Arc::clone(&e));
-                async move { bus_end_to_end(&u, &e).await }
-            },
-            move |_| {
-                let (c, e) = (Arc::clone(&c), Arc::clone(&e2));
-                async move { raw_end_to_end(&c, &e).await }
-            },
-        )
-        .await,
-    );
     bench::table(&rows);
     let _ = conn.close(200, "bye".into()).await;
     Ok(())
