@@ -198,43 +198,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let (n, rounds, url) = bench::args(10_000, "kafka://127.0.0.1:9092");
-    let evs = Arc::new(events(n));
+    let evs = events(n);
     bench::header(
         &format!("eventsource-bus-kafka, batches of {BATCH}, {url}"),
         evs[0].payload.to_string().len(),
     );
     let mut rows = Vec::new();
-    let (u, e, u2, e2) = (url.clone(), Arc::clone(&evs), url.clone(), Arc::clone(&evs));
     rows.push(
         bench::compare(
             "produce, idempotent, acks=all",
             n,
             rounds,
-            move |_| {
-                let (u, e) = (u.clone(), Arc::clone(&e));
-                async move { bus_produce(&u, &e).await }
-            },
-            move |_| {
-                let (u, e) = (u2.clone(), Arc::clone(&e2));
-                async move { raw_produce(&u, &e).await }
-            },
+            async |_| bus_produce(&url, &evs).await,
+            async |_| raw_produce(&url, &evs).await,
         )
         .await,
     );
-    let (u, e, u2, e2) = (url.clone(), Arc::clone(&evs), url.clone(), Arc::clone(&evs));
     rows.push(
         bench::compare(
             "consume by a new group (join included)",
             n,
             rounds,
-            move |_| {
-                let (u, e) = (u.clone(), Arc::clone(&e));
-                async move { bus_consume(&u, &e).await }
-            },
-            move |_| {
-                let (u, e) = (u2.clone(), Arc::clone(&e2));
-                async move { raw_consume(&u, &e).await }
-            },
+            async |_| bus_consume(&url, &evs).await,
+            async |_| raw_consume(&url, &evs).await,
         )
         .await,
     );

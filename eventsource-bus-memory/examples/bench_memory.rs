@@ -178,7 +178,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let evs: Arc<Vec<Arc<EventEnvelope>>> = Arc::new(events(n).into_iter().map(Arc::new).collect());
+    let evs: Vec<Arc<EventEnvelope>> = events(n).into_iter().map(Arc::new).collect();
     let payload = evs[0].payload.to_string().len();
     bench::header("eventsource-bus-memory end to end", payload);
     let mut rows = Vec::new();
@@ -195,20 +195,13 @@ async fn main() {
             "1 group, publish(&[..]) + handler_fn (2 copies per event)",
         ),
     ] {
-        let (b, r) = (Arc::clone(&evs), Arc::clone(&evs));
         rows.push(
             bench::compare(
                 label,
                 n,
                 rounds,
-                move |_| {
-                    let evs = Arc::clone(&b);
-                    async move { bus_round(&evs, groups, mode).await }
-                },
-                move |_| {
-                    let evs = Arc::clone(&r);
-                    async move { raw_round(&evs, groups, mode).await }
-                },
+                async |_| bus_round(&evs, groups, mode).await,
+                async |_| raw_round(&evs, groups, mode).await,
             )
             .await,
         );

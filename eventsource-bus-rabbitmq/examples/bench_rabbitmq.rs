@@ -298,8 +298,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let (n, rounds, url) = bench::args(10_000, "amqp://guest:guest@127.0.0.1:5672/%2f");
-    let conn = Arc::new(Connection::connect(&url, ConnectionProperties::default()).await?);
-    let evs = Arc::new(events(n));
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+    let evs = events(n);
     bench::header(
         &format!("eventsource-bus-rabbitmq, persistent messages, batches of {BATCH}"),
         evs[0].payload.to_string().len(),
@@ -326,25 +326,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Case::EndToEnd,
         ),
     ] {
-        let (u, e, c, e2) = (
-            url.clone(),
-            Arc::clone(&evs),
-            Arc::clone(&conn),
-            Arc::clone(&evs),
-        );
         rows.push(
             bench::compare(
                 label,
                 n,
                 rounds,
-                move |_| {
-                    let (u, e) = (u.clone(), Arc::clone(&e));
-                    async move { bus_round(&u, &e, case).await }
-                },
-                move |_| {
-                    let (c, e) = (Arc::clone(&c), Arc::clone(&e2));
-                    async move { raw_round(&c, &e, case).await }
-                },
+                async |_| bus_round(&url, &evs, case).await,
+                async |_| raw_round(&conn, &evs, case).await,
             )
             .await,
         );

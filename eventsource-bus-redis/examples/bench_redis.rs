@@ -216,27 +216,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (n, rounds, url) = bench::args(20_000, "redis://127.0.0.1:6379");
     let client = redis::Client::open(url.as_str())?;
-    let evs = Arc::new(events(n));
+    let evs = events(n);
     bench::header(
         &format!("eventsource-bus-redis, batches of {BATCH}, {url}"),
         evs[0].payload.to_string().len(),
     );
     let mut rows = Vec::new();
-    let (u, e, c) = (url.clone(), Arc::clone(&evs), client.clone());
-    let (e2, c2) = (Arc::clone(&evs), client.clone());
     rows.push(
         bench::compare(
             "publish (pipelined XADD)",
             n,
             rounds,
-            move |_| {
-                let (u, e) = (u.clone(), Arc::clone(&e));
-                async move { bus_publish(&u, &e).await }
-            },
-            move |_| {
-                let (c, e) = (c2.clone(), Arc::clone(&e2));
-                async move { raw_publish_round(&c, &e).await }
-            },
+            async |_| bus_publish(&url, &evs).await,
+            async |_| raw_publish_round(&client, &evs).await,
         )
         .await,
     );
@@ -245,21 +237,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("end to end, prefetch 256, concurrency 1", 256, 1),
         ("end to end, prefetch 256, concurrency 16", 256, 16),
     ] {
-        let (u, e) = (url.clone(), Arc::clone(&evs));
-        let (c, e2) = (c.clone(), Arc::clone(&evs));
         rows.push(
             bench::compare(
                 label,
                 n,
                 rounds,
-                move |_| {
-                    let (u, e) = (u.clone(), Arc::clone(&e));
-                    async move { bus_e2e(&u, &e, prefetch, concurrency).await }
-                },
-                move |_| {
-                    let (c, e) = (c.clone(), Arc::clone(&e2));
-                    async move { raw_e2e(&c, &e).await }
-                },
+                async |_| bus_e2e(&url, &evs, prefetch, concurrency).await,
+                async |_| raw_e2e(&client, &evs).await,
             )
             .await,
         );

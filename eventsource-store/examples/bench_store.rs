@@ -109,20 +109,13 @@ async fn run(
     .await?;
     let mut rows = Vec::new();
     for batch in [1usize, 10, 100] {
-        let (ours, raw) = (store.clone(), pool.clone());
         rows.push(
             bench::compare(
                 &format!("{label}: append, batch of {batch}"),
                 n,
                 rounds,
-                move |n| {
-                    let store = ours.clone();
-                    async move { store_round(&store, n, batch).await }
-                },
-                move |n| {
-                    let pool = raw.clone();
-                    async move { raw_round(&pool, sqlite, n, batch).await }
-                },
+                async |n| store_round(&store, n, batch).await,
+                async |n| raw_round(&pool, sqlite, n, batch).await,
             )
             .await,
         );
@@ -135,35 +128,28 @@ async fn run(
         raw_insert(&pool, sqlite, &raw_stream, chunk).await?;
         store.append(&stream, ExpectedVersion::Any, chunk).await?;
     }
-    let (ours, raw) = (store.clone(), pool.clone());
     rows.push(
         bench::compare(
             &format!("{label}: read_stream"),
             n,
             rounds,
-            move |_| {
-                let (store, stream) = (ours.clone(), stream.clone());
-                async move {
-                    let t = Instant::now();
-                    store.read_stream(&stream, 1).await.expect("read");
-                    t.elapsed()
-                }
+            async |_| {
+                let t = Instant::now();
+                store.read_stream(&stream, 1).await.expect("read");
+                t.elapsed()
             },
-            move |_| {
-                let (pool, stream) = (raw.clone(), raw_stream.clone());
-                async move {
-                    let t = Instant::now();
-                    let rows = sqlx::query(
-                        "SELECT * FROM raw_events WHERE stream = $1 AND version >= $2 ORDER BY version",
-                    )
-                    .bind(stream)
-                    .bind(1i64)
-                    .fetch_all(&pool)
-                    .await
-                    .expect("raw read");
-                    let _: Vec<String> = rows.iter().map(|r| r.get::<String, _>("payload")).collect();
-                    t.elapsed()
-                }
+            async |_| {
+                let t = Instant::now();
+                let rows = sqlx::query(
+                    "SELECT * FROM raw_events WHERE stream = $1 AND version >= $2 ORDER BY version",
+                )
+                .bind(&raw_stream)
+                .bind(1i64)
+                .fetch_all(&pool)
+                .await
+                .expect("raw read");
+                let _: Vec<String> = rows.iter().map(|r| r.get::<String, _>("payload")).collect();
+                t.elapsed()
             },
         )
         .await,

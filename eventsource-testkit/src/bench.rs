@@ -15,8 +15,8 @@
 //!
 //! bench::header("my-bus", 120);
 //! let row = bench::compare("publish", 10_000, 5,
-//!     |n| async move { let t = Instant::now(); /* bus publishes n */ t.elapsed() },
-//!     |n| async move { let t = Instant::now(); /* raw client publishes n */ t.elapsed() },
+//!     async |n| { let t = Instant::now(); /* bus publishes n */ t.elapsed() },
+//!     async |n| { let t = Instant::now(); /* raw client publishes n */ t.elapsed() },
 //! ).await;
 //! bench::table(&[row]);
 //! # }
@@ -103,7 +103,10 @@ pub fn header(name: &str, payload_bytes: usize) {
 
 /// Measures `bus` and `raw` (each given how many events to move and
 /// returning how long that took) over a warm-up and `rounds` rounds.
-pub async fn compare<B, FB, R, FR>(
+///
+/// Both are async closures, so they may borrow what the caller holds
+/// (`async |n| bus_round(&url, &events[..n]).await`).
+pub async fn compare<B, R>(
     label: &str,
     events: usize,
     rounds: usize,
@@ -111,10 +114,8 @@ pub async fn compare<B, FB, R, FR>(
     mut raw: R,
 ) -> Comparison
 where
-    B: FnMut(usize) -> FB,
-    FB: Future<Output = Duration>,
-    R: FnMut(usize) -> FR,
-    FR: Future<Output = Duration>,
+    B: AsyncFnMut(usize) -> Duration,
+    R: AsyncFnMut(usize) -> Duration,
 {
     let rate = |d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
     // Warm-up: connections, caches, JIT-less but lazy everything.
