@@ -11,10 +11,8 @@ use common::{announced, dead_lettered_order, redis_bus, redis_url};
 use eventsource::DeadLetter;
 use eventsource_testkit::probe;
 
-fn cli(namespace: &str, args: &[&str]) -> (bool, String, String) {
-    let (code, stdout, stderr) =
-        run(&[&["--bus", &redis_url(), "--namespace", namespace], args].concat());
-    (code == 0, stdout, stderr)
+fn cli(namespace: &str, args: &[&str]) -> (i32, String, String) {
+    run(&[&["--bus", &redis_url(), "--namespace", namespace], args].concat())
 }
 
 /// Runs the binary; its exit code, stdout and stderr.
@@ -38,8 +36,8 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
     let mut billing = dead_lettered_order(&bus).await;
     let sent = billing.sent.clone();
 
-    let (ok, stdout, stderr) = cli(&namespace, &["--json", "dlq", "list", "--group", "billing"]);
-    assert!(ok, "list failed: {stderr}");
+    let (code, stdout, stderr) = cli(&namespace, &["--json", "dlq", "list", "--group", "billing"]);
+    assert_eq!(code, 0, "list failed: {stderr}");
     let letters: Vec<DeadLetter> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
@@ -72,56 +70,30 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
     ] {
         assert!(stdout.contains(needle), "{needle}: {stdout}");
     }
-    let (ok, stdout, stderr) = cli(
+    let (code, stdout, stderr) = cli(
         &namespace,
         &["--output", "json", "stats", "--group", "billing"],
     );
-    assert!(ok, "{stderr}");
+    assert_eq!(code, 0, "{stderr}");
     let stats: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
     assert_eq!(stats["stats"]["dead_letters"], 1, "{stdout}");
 
     // An unknown group is "not found" with the known ones as a hint, not "0 dead letters".
-    let (code, _, stderr) = run(&[
-        "--bus",
-        &redis_url(),
-        "--namespace",
-        &namespace,
-        "dlq",
-        "list",
-        "--group",
-        "biling",
-    ]);
+    let (code, _, stderr) = cli(&namespace, &["dlq", "list", "--group", "biling"]);
     assert_eq!(code, 3, "{stderr}");
     assert!(
         stderr.contains("no consumer group `biling`") && stderr.contains("billing"),
         "{stderr}"
     );
-    let (code, _, stderr) = run(&[
-        "--bus",
-        &redis_url(),
-        "--namespace",
-        &namespace,
-        "dlq",
-        "show",
-        "billing/0-1",
-    ]);
+    let (code, _, stderr) = cli(&namespace, &["dlq", "show", "billing/0-1"]);
     assert_eq!(code, 3, "{stderr}");
 
-    let (code, _, stderr) = run(&[
-        "--bus",
-        &redis_url(),
-        "--namespace",
-        &namespace,
-        "dlq",
-        "purge",
-        "--group",
-        "billing",
-    ]);
+    let (code, _, stderr) = cli(&namespace, &["dlq", "purge", "--group", "billing"]);
     assert_eq!(code, 2, "purge without --yes is a usage error: {stderr}");
     assert!(stderr.contains("--yes"), "{stderr}");
 
     billing.fixed.store(true, Ordering::SeqCst);
-    let (ok, stdout, stderr) = cli(
+    let (code, stdout, stderr) = cli(
         &namespace,
         &[
             "dlq",
@@ -132,7 +104,7 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
             "json",
         ],
     );
-    assert!(ok, "replay-all failed: {stderr}");
+    assert_eq!(code, 0, "replay-all failed: {stderr}");
     assert!(
         stderr.contains("[1/1] replayed"),
         "progress is printed: {stderr}"
@@ -145,8 +117,8 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
         .expect("open");
     assert_eq!(got, sent.event_id);
 
-    let (ok, stdout, stderr) = cli(&namespace, &["stats"]);
-    assert!(ok, "stats failed: {stderr}");
+    let (code, stdout, stderr) = cli(&namespace, &["stats"]);
+    assert_eq!(code, 0, "stats failed: {stderr}");
     assert!(
         stdout.contains("GROUP") && stdout.contains("billing"),
         "{stdout}"
