@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource::{connect_bus, BusConfig, Config, DeadLetterQuery, EventBus, EventFilter};
+use eventsource::{
+    connect_bus, BusConfig, Config, DeadLetterQuery, EventBus, EventFilter, GroupStats,
+};
 use serde_json::json;
 
 use crate::exit::{Exit, Failure};
@@ -42,11 +44,15 @@ fn place(cli: &Cli, bus: &dyn EventBus) -> String {
     }
 }
 
-/// Fails with "not found" when the broker knows no `group`, naming the
-/// groups it does know.
-async fn require_group(cli: &Cli, bus: &dyn EventBus, group: &str) -> Outcome {
-    if bus.group_stats(group).await?.is_some() {
-        return Ok(());
+/// What the broker knows of `group`; "not found" naming the groups it
+/// does know when it knows none by that name.
+async fn require_group(
+    cli: &Cli,
+    bus: &dyn EventBus,
+    group: &str,
+) -> std::result::Result<GroupStats, Failure> {
+    if let Some(stats) = bus.group_stats(group).await? {
+        return Ok(stats);
     }
     let known: Vec<String> = bus.stats().await?.groups.into_keys().collect();
     let hint = if known.is_empty() {
@@ -150,8 +156,7 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
         Command::Console { .. } => unreachable!("run serves the console"),
         Command::Tail { filters, count } => tail(bus, filters, *count, out).await?,
         Command::Stats { group: Some(group) } => {
-            require_group(cli, bus, group).await?;
-            let stats = bus.group_stats(group).await?.unwrap_or_default();
+            let stats = require_group(cli, bus, group).await?;
             match out {
                 Output::Json => output::json(&json!({ "group": group, "stats": stats })),
                 Output::Text => {
@@ -177,7 +182,9 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
                 let letters = dlq.list(&query).await?;
                 if letters.is_empty() {
                     match group {
-                        Some(group) => require_group(cli, bus, group).await?,
+                        Some(group) => {
+                            require_group(cli, bus, group).await?;
+                        }
                         None if bus.backend() != "redis" && bus.backend() != "memory" => {
                             return Err(Failure::new(
                                 Exit::Usage,

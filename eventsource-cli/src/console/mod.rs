@@ -6,7 +6,7 @@
 
 mod html;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -73,15 +73,24 @@ impl From<eventsource::Error> for PageError {
 
 type Page = Result<Html<String>, PageError>;
 
+/// The groups `stats` reports, and those named with `--group` that it
+/// does not (asked of the broker one by one), by name.
 async fn group_rows(console: &Console) -> Result<Vec<(String, Option<GroupStats>)>, PageError> {
-    let mut names: BTreeSet<String> = console.bus.stats().await?.groups.into_keys().collect();
-    names.extend(console.groups.iter().cloned());
-    let mut rows = Vec::new();
-    for name in names {
-        let stats = console.bus.group_stats(&name).await?;
-        rows.push((name, stats));
+    let mut rows: BTreeMap<String, Option<GroupStats>> = console
+        .bus
+        .stats()
+        .await?
+        .groups
+        .into_iter()
+        .map(|(name, stats)| (name, Some(stats)))
+        .collect();
+    for name in &console.groups {
+        if !rows.contains_key(name) {
+            let stats = console.bus.group_stats(name).await?;
+            rows.insert(name.clone(), stats);
+        }
     }
-    Ok(rows)
+    Ok(rows.into_iter().collect())
 }
 
 async fn overview(State(console): Shared) -> Page {
