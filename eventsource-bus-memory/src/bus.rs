@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    publish, stamp_shared, Counters, MemberTasks, Members, PublishTarget, SendError,
+    publish, stamp, stamp_shared, Counters, MemberTasks, Members, PublishTarget, SendError,
 };
 use eventsource_core::{
     BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, EventFilter, EventWatch, Result,
@@ -115,7 +115,9 @@ impl EventBus for MemoryBus {
     }
 
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
-        let shared: Vec<Arc<EventEnvelope>> = events.iter().cloned().map(Arc::new).collect();
+        // Stamped while borrowed, so each event is copied once: into its
+        // `Arc` (publish_shared then finds every trace context in place).
+        let shared: Vec<Arc<EventEnvelope>> = stamp(events).iter().cloned().map(Arc::new).collect();
         self.publish_shared(&shared).await
     }
 

@@ -90,6 +90,7 @@ impl Counters {
 
     /// Counts what one [`attempt`](super::attempt) of `group` did with
     /// `delivery`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub fn record<T>(&self, group: &str, delivery: &Delivery<T>, outcome: &Outcome) {
         let failed = match outcome {
             Outcome::Handled => {
@@ -110,8 +111,6 @@ impl Counters {
             .fetch_add(u64::from(failed), Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         self.metrics.failed(group, u64::from(failed));
-        #[cfg(not(feature = "metrics"))]
-        let _ = group;
     }
 
     /// The counters as stats, with no groups filled in.
