@@ -177,12 +177,6 @@ impl Config {
             return Ok(self.bus.clone());
         };
         let mut bus = self.bus.clone();
-        let too_large = || {
-            Error::config(format!(
-                "group `{group}`: prefetch {prefetch} is too large for {}",
-                self.bus.backend()
-            ))
-        };
         match &mut bus {
             #[cfg(feature = "memory")]
             BusConfig::Memory(c) => c.group_capacity = prefetch,
@@ -190,12 +184,15 @@ impl Config {
             BusConfig::Redis(c) => c.prefetch = prefetch,
             #[cfg(feature = "rabbitmq")]
             BusConfig::Rabbitmq(c) => {
-                c.prefetch = u16::try_from(prefetch).map_err(|_| too_large())?
+                c.prefetch = u16::try_from(prefetch).map_err(|_| {
+                    Error::config(format!(
+                        "group `{group}`: prefetch {prefetch} is too large for rabbitmq (at most 65535)"
+                    ))
+                })?;
             }
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(c) => c.prefetch = prefetch,
         }
-        let _ = too_large;
         Ok(bus)
     }
 
