@@ -6,15 +6,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventsource_core::driver::{publish, stamp, Members, PublishTarget, SendError};
 use eventsource_core::{
-    BusStats, DeadLetterQueue, EventBus, EventEnvelope, EventFilter, EventWatch, GroupStats,
-    Result, ShutdownReport, Subscription, SubscriptionHandle,
+    BusStats, DeadLetterQueue, EventBus, EventEnvelope, EventFilter, EventWatch, Result,
+    ShutdownReport, Subscription, SubscriptionHandle,
 };
 use redis::streams::StreamInfoGroupsReply;
 
 use crate::client::{is_transient, redis_err, Client, BACKEND};
 use crate::consumer::GroupConsumer;
 use crate::dlq::RedisDeadLetterQueue;
-use crate::{wire, RedisBusConfig};
+use crate::{partitions, wire, RedisBusConfig};
 
 /// An [`EventBus`] on Redis Streams.
 ///
@@ -61,8 +61,10 @@ impl RedisBus {
     /// Connects and checks the server answers; bad configuration or an
     /// unreachable server fails here, not at the first publish.
     pub async fn connect(config: RedisBusConfig) -> Result<Self> {
+        let client = Client::connect(config).await?;
+        partitions::check_count(&mut client.conn.clone(), &client.config).await?;
         Ok(RedisBus {
-            client: Arc::new(Client::connect(config).await?),
+            client: Arc::new(client),
             members: Members::new("redis bus"),
         })
     }
@@ -87,7 +89,7 @@ impl EventBus for RedisBus {
         let events = stamp(events);
         let mut pipe = redis::pipe();
         for event in events.iter() {
-            let cmd = pipe.cmd("XADD").arg(&stream);
+            let cmd = pipe.cmd("XADD").arg(config.stream_of(&event.aggregate_id));
             if let Some(max) = config.max_len {
                 cmd.arg("MAXLEN").arg("~").arg(max);
             }
@@ -147,14 +149,17 @@ impl EventBus for RedisBus {
     async fn stats(&self) -> Result<BusStats> {
         let mut stats = self.client.stats.snapshot();
         let config = &self.client.config;
-        let stream = config.events_stream();
         let mut conn = self.client.conn.clone();
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&stream)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis_err(format!("EXISTS `{stream}`"), e))?;
-        if exists {
+        // Per stream (one, or one per partition), summed per group.
+        for stream in config.event_streams() {
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(&stream)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_err(format!("EXISTS `{stream}`"), e))?;
+            if !exists {
+                continue;
+            }
             let length: u64 = redis::cmd("XLEN")
                 .arg(&stream)
                 .query_async(&mut conn)
@@ -168,22 +173,26 @@ impl EventBus for RedisBus {
                 .await
                 .map_err(|e| redis_err(format!("XINFO GROUPS `{stream}`"), e))?;
             for g in info.groups {
-                let dlq = config.dlq_stream(&g.name);
-                let dead: u64 = redis::cmd("XLEN")
-                    .arg(&dlq)
-                    .query_async(&mut conn)
+                let group = stats.groups.entry(g.name.clone()).or_default();
+                group.members = group.members.max(g.consumers);
+                group.pending += g.lag.unwrap_or(0) as u64;
+                group.in_flight += g.pending as u64;
+            }
+        }
+        for (name, group) in &mut stats.groups {
+            let dlq = config.dlq_stream(name);
+            group.dead_letters = redis::cmd("XLEN")
+                .arg(&dlq)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_err(format!("XLEN `{dlq}`"), e))?;
+            if config.partitions.is_some() {
+                // A member reads only its partitions' streams: count the
+                // group's live members from its register instead.
+                let live = partitions::live_members(&mut conn, config, name)
                     .await
-                    .map_err(|e| redis_err(format!("XLEN `{dlq}`"), e))?;
-                stats.groups.insert(
-                    g.name.clone(),
-                    GroupStats {
-                        members: g.consumers,
-                        pending: g.lag.unwrap_or(0) as u64,
-                        in_flight: g.pending as u64,
-                        dead_letters: dead,
-                        offset_gaps: 0,
-                    },
-                );
+                    .map_err(|e| redis_err(format!("reading group `{name}`'s members"), e))?;
+                group.members = live.len();
             }
         }
         Ok(stats)

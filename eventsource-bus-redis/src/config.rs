@@ -64,6 +64,21 @@ pub struct RedisBusConfig {
     /// in configuration written before is still read).
     #[serde(alias = "single_active_member")]
     pub single_active_consumer: bool,
+    /// Partitioned mode: events go to `partitions` streams
+    /// `{namespace}:events:{p}`, `p` = [`partition_of`](eventsource_core::partition_of)
+    /// of the aggregate id, and each partition has one owner per group at
+    /// a time (a lease `{namespace}:lease:{group}:{p}`), so an aggregate's
+    /// events are handled in order across all members of a group while
+    /// the partitions spread the work. Members split the partitions
+    /// evenly and rebalance as they join and leave. `None` (the default):
+    /// one stream, order within a member only.
+    ///
+    /// A namespace keeps the count it was first used with (stored in
+    /// `{namespace}:partitions`): a bus configured otherwise is refused at
+    /// connect, as is a partitioned bus on a namespace with unpartitioned
+    /// events. Between 1 and 1024; at least the number of members you run,
+    /// or some stand by.
+    pub partitions: Option<u32>,
 }
 
 impl std::fmt::Debug for RedisBusConfig {
@@ -80,6 +95,7 @@ impl std::fmt::Debug for RedisBusConfig {
             .field("publish_timeout", &self.publish_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("single_active_consumer", &self.single_active_consumer)
+            .field("partitions", &self.partitions)
             .finish()
     }
 }
@@ -98,6 +114,7 @@ impl Default for RedisBusConfig {
             publish_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
             single_active_consumer: false,
+            partitions: None,
         }
     }
 }
@@ -151,12 +168,57 @@ impl RedisBusConfig {
         if self.max_len == Some(0) {
             return Err(Error::config("redis: max_len must be at least 1 when set"));
         }
+        if let Some(n) = self.partitions {
+            if !(1..=1024).contains(&n) {
+                return Err(Error::config(format!(
+                    "redis: partitions must be between 1 and 1024, got {n}"
+                )));
+            }
+            if self.single_active_consumer {
+                return Err(Error::config(
+                    "redis: partitions and single_active_consumer are two answers to one need \
+                     (order across a group's members); pick one — partitions spread the work",
+                ));
+            }
+        }
         Ok(())
     }
 
     /// The stream every event is published to.
     pub fn events_stream(&self) -> String {
         format!("{}:events", self.namespace)
+    }
+
+    /// The stream of partition `p` (in partitioned mode).
+    pub fn partition_stream(&self, p: u32) -> String {
+        format!("{}:events:{p}", self.namespace)
+    }
+
+    /// The streams events are published to: [`events_stream`](Self::events_stream),
+    /// or one [`partition_stream`](Self::partition_stream) per partition.
+    pub fn event_streams(&self) -> Vec<String> {
+        match self.partitions {
+            None => vec![self.events_stream()],
+            Some(n) => (0..n).map(|p| self.partition_stream(p)).collect(),
+        }
+    }
+
+    /// The stream `aggregate_id`'s events are published to.
+    pub fn stream_of(&self, aggregate_id: &str) -> String {
+        match self.partitions {
+            None => self.events_stream(),
+            Some(n) => self.partition_stream(eventsource_core::partition_of(aggregate_id, n)),
+        }
+    }
+
+    /// The lease of partition `p` in `group` (in partitioned mode).
+    pub fn partition_lease_key(&self, group: &str, p: u32) -> String {
+        format!("{}:lease:{group}:{p}", self.namespace)
+    }
+
+    /// Where the namespace's partition count is kept.
+    pub fn partitions_key(&self) -> String {
+        format!("{}:partitions", self.namespace)
     }
 
     /// The stream replayed dead letters of `group` go to (read by that group only).
@@ -244,6 +306,7 @@ eventsource_core::config_setters!(RedisBusConfig {
     single_active_consumer: bool,
 } optional {
     max_len: usize,
+    partitions: u32,
 });
 
 #[cfg(test)]

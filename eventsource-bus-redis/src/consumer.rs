@@ -2,7 +2,7 @@
 //! run the handler and XACK, the takeover of entries a dead member left
 //! behind, and the refresher that keeps this member's own entries fresh.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{is_transient, redis_err, Client, BACKEND};
 use crate::dlq::{write_dead_letter, LetterBody};
+use crate::partitions::{self, Lease};
 use crate::{membership, wire};
 
 /// What a worker needs to ack an entry; holding it holds a prefetch slot.
@@ -32,13 +33,32 @@ pub(crate) struct Token {
 /// An entry to ack: its stream and id.
 type Ack = (Arc<str>, String);
 
+/// Where a member stands with a partition it holds the lease of
+/// (partitioned mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    /// Just taken: claiming what the group left pending in it (a previous
+    /// owner's entries), from this XAUTOCLAIM cursor, before reading new ones.
+    Draining(String),
+    /// Read with the other partitions.
+    Reading,
+    /// Meant for another member: no longer read; the lease goes once
+    /// every entry read from it is acked.
+    Releasing,
+}
+
 /// One subscription's consumer in its Redis consumer group: its reader,
 /// claimer, acker and workers.
 pub(crate) struct GroupConsumer {
     client: Arc<Client>,
     subscription: Subscription,
     consumer: String,
-    streams: [Arc<str>; 2],
+    /// The event streams: the namespace's one, or one per partition.
+    events: Vec<Arc<str>>,
+    /// The group's replay stream.
+    replay: Arc<str>,
+    /// Partitioned mode: the partitions this member holds the lease of.
+    owned: Mutex<BTreeMap<u32, Part>>,
     queue: KeyedQueue<Token>,
     /// Entry ids this member holds unacked, per stream.
     held: Mutex<HashMap<Arc<str>, HashSet<String>>>,
@@ -88,10 +108,8 @@ impl GroupConsumer {
     ) -> Result<Arc<Self>> {
         let config = &client.config;
         let group = subscription.group().to_owned();
-        let streams: [Arc<str>; 2] = [
-            config.events_stream().into(),
-            config.replay_stream(&group).into(),
-        ];
+        let events: Vec<Arc<str>> = config.event_streams().into_iter().map(Into::into).collect();
+        let replay: Arc<str> = config.replay_stream(&group).into();
         let consumer = format!(
             "{}-{}-{}",
             std::process::id(),
@@ -107,20 +125,27 @@ impl GroupConsumer {
             acks: Mutex::new(None),
             acker: Mutex::new(None),
             active: std::sync::atomic::AtomicBool::new(true),
+            owned: Mutex::new(BTreeMap::new()),
             client,
             subscription,
             consumer,
-            streams,
+            events,
+            replay,
         });
-        // New events only on the shared stream (as a queue bound late would),
+        // New events only on the shared streams (as a queue bound late would),
         // everything on the group's own replay stream.
-        member.create_group(0, "$").await?;
-        member.create_group(1, "0").await?;
+        for stream in &member.events {
+            member.create_group(stream, "$").await?;
+        }
+        member.create_group(&member.replay, "0").await?;
         member.register().await?;
         let reader_conn = member
             .client
             .connection(member.client.config.block + Duration::from_secs(5))
             .await?;
+        if member.client.config.partitions.is_some() {
+            member.take_share(&mut member.client.conn.clone()).await;
+        }
         if member.client.config.single_active_consumer {
             let mut conn = member.client.conn.clone();
             let active = member.hold_lease(&mut conn).await;
@@ -185,12 +210,11 @@ impl GroupConsumer {
         }
     }
 
-    async fn create_group(&self, stream: usize, from: &str) -> Result<()> {
-        let key = &self.streams[stream];
+    async fn create_group(&self, key: &str, from: &str) -> Result<()> {
         let mut conn = self.client.conn.clone();
         let created: redis::RedisResult<String> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&**key)
+            .arg(key)
             .arg(self.group())
             .arg(from)
             .arg("MKSTREAM")
@@ -299,19 +323,65 @@ impl GroupConsumer {
             .await;
     }
 
+    /// Partitioned mode, leaving: gives up every partition (after
+    /// [`hand_back`](Self::hand_back), so the next owner finds all this
+    /// member left pending).
+    async fn release_partitions(&self) {
+        let owned: Vec<u32> = std::mem::take(&mut *self.owned.lock())
+            .into_keys()
+            .collect();
+        let mut conn = self.client.conn.clone();
+        let lease = self.lease();
+        for p in owned {
+            if let Err(e) = lease.release(&mut conn, p).await {
+                tracing::warn!(group = self.group(), partition = p, error = %e, "could not release a partition; it frees itself after claim_min_idle");
+            }
+        }
+    }
+
+    /// Partitioned mode: renews the lease of every partition held; drops
+    /// (stops reading) one whose lease was lost, which happens only when
+    /// this member stalled past `claim_min_idle` and another took it over.
+    async fn renew_partitions(&self, conn: &mut ConnectionManager) {
+        let owned: Vec<u32> = self.owned.lock().keys().copied().collect();
+        let lease = self.lease();
+        for p in owned {
+            match lease.renew(conn, p).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(group = self.group(), partition = p, "lost the lease of a partition (stalled past claim_min_idle?); its new owner handles what this member did not ack");
+                    self.owned.lock().remove(&p);
+                }
+                Err(e) => {
+                    tracing::warn!(group = self.group(), partition = p, error = %e, "could not renew a partition's lease")
+                }
+            }
+        }
+    }
+
     /// Reads new entries while there are free prefetch slots.
     async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager) {
-        let block_ms = self.client.config.block.as_millis().to_string();
+        let config = &self.client.config;
+        let block_ms = config.block.as_millis().to_string();
         let mut backoff = Duration::from_millis(100);
         let mut last_claim = tokio::time::Instant::now();
-        let mut active = !self.client.config.single_active_consumer;
+        let mut active = !config.single_active_consumer;
         let mut lease_checked = tokio::time::Instant::now();
         // With single_active_consumer, right after taking the lease: the
         // XAUTOCLAIM cursor of each stream over the group's pending entries.
         let mut draining: Option<[String; 2]> = None;
+        // Partitioned: how often to look at the group's members.
+        let rebalance_every = config.block.min(config.claim_interval);
+        let mut last_rebalance: Option<tokio::time::Instant> = None;
         loop {
-            if self.client.config.single_active_consumer
-                && (!active || lease_checked.elapsed() >= self.client.config.claim_interval)
+            if config.partitions.is_some()
+                && last_rebalance.is_none_or(|t| t.elapsed() >= rebalance_every)
+            {
+                last_rebalance = Some(tokio::time::Instant::now());
+                let _settled = self.rebalance(&mut conn).await;
+            }
+            if config.single_active_consumer
+                && (!active || lease_checked.elapsed() >= config.claim_interval)
             {
                 lease_checked = tokio::time::Instant::now();
                 let was_active = active;
@@ -319,7 +389,7 @@ impl GroupConsumer {
                 if !active {
                     tokio::select! {
                         () = self.tasks.token().cancelled() => return,
-                        () = tokio::time::sleep(self.client.config.claim_interval) => {}
+                        () = tokio::time::sleep(config.claim_interval) => {}
                     }
                     continue;
                 }
@@ -352,45 +422,65 @@ impl GroupConsumer {
                 // Read new entries only once nothing older is left.
                 continue;
             }
-            if last_claim.elapsed() >= self.client.config.claim_interval {
-                last_claim = tokio::time::Instant::now();
-                self.take_over(&mut conn, &mut slots).await;
+            if config.partitions.is_some() {
+                self.drain_taken(&mut conn, &mut slots).await;
                 if slots.is_empty() {
                     continue;
                 }
             }
-            // Not cancelled midway: an XREADGROUP whose reply were dropped
-            // would leave entries pending until another member claims them.
-            let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+            let streams = self.readable();
+            if last_claim.elapsed() >= config.claim_interval {
+                last_claim = tokio::time::Instant::now();
+                self.take_over(&mut conn, &streams, &mut slots).await;
+                if slots.is_empty() {
+                    continue;
+                }
+            }
+            // COUNT applies per stream: split the free slots between them.
+            let count = slots.len().div_ceil(streams.len()).max(1);
+            let mut xread = redis::cmd("XREADGROUP");
+            xread
                 .arg("GROUP")
                 .arg(self.group())
                 .arg(&self.consumer)
                 .arg("COUNT")
-                .arg(slots.len())
+                .arg(count)
                 .arg("BLOCK")
                 .arg(&block_ms)
-                .arg("STREAMS")
-                .arg(&*self.streams[0])
-                .arg(&*self.streams[1])
-                .arg(">")
-                .arg(">")
-                .query_async(&mut conn)
-                .await;
+                .arg("STREAMS");
+            for stream in &streams {
+                xread.arg(&**stream);
+            }
+            for _ in &streams {
+                xread.arg(">");
+            }
+            // Not cancelled midway: an XREADGROUP whose reply were dropped
+            // would leave entries pending until another member claims them.
+            let reply: redis::RedisResult<Option<StreamReadReply>> =
+                xread.query_async(&mut conn).await;
             match reply {
                 Ok(reply) => {
                     backoff = Duration::from_millis(100);
                     for key in reply.map(|r| r.keys).unwrap_or_default() {
-                        let Some(stream) = self.streams.iter().find(|s| ***s == *key.key).cloned()
+                        let Some(stream) = streams.iter().find(|s| ***s == *key.key).cloned()
                         else {
                             continue;
                         };
                         for entry in key.ids {
                             let slot = match slots.pop() {
                                 Some(slot) => slot,
-                                // COUNT applies per stream: wait for a slot for the extra ones.
-                                None => match Arc::clone(&self.slots).acquire_owned().await {
-                                    Ok(slot) => slot,
-                                    Err(_) => return,
+                                // Rounded up per stream: wait for a slot for
+                                // the extra ones — or, stopping, hold them
+                                // unstarted so the leave hands them back.
+                                None => tokio::select! {
+                                    slot = Arc::clone(&self.slots).acquire_owned() => match slot {
+                                        Ok(slot) => slot,
+                                        Err(_) => return,
+                                    },
+                                    () = self.tasks.token().cancelled() => {
+                                        self.hold(&stream, &entry.id);
+                                        continue;
+                                    }
                                 },
                             };
                             self.accept(&stream, entry, slot).await;
@@ -404,8 +494,8 @@ impl GroupConsumer {
                         group = self.group(),
                         "redis consumer group missing, recreating it"
                     );
-                    for i in 0..2 {
-                        if let Err(e) = self.create_group(i, "0").await {
+                    for stream in self.events.iter().chain([&self.replay]) {
+                        if let Err(e) = self.create_group(stream, "0").await {
                             tracing::warn!(error = %e, "recreating redis consumer group failed");
                         }
                     }
@@ -421,6 +511,166 @@ impl GroupConsumer {
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// The streams to read now: the event stream and the replay stream, or
+    /// in partitioned mode the partitions this member reads and the replay
+    /// stream.
+    fn readable(&self) -> Vec<Arc<str>> {
+        let mut streams: Vec<Arc<str>> = if self.client.config.partitions.is_some() {
+            self.owned
+                .lock()
+                .iter()
+                .filter(|(_, part)| **part == Part::Reading)
+                .map(|(p, _)| Arc::clone(&self.events[*p as usize]))
+                .collect()
+        } else {
+            self.events.clone()
+        };
+        streams.push(Arc::clone(&self.replay));
+        streams
+    }
+
+    /// The partition `stream` is, in partitioned mode.
+    fn partition(&self, stream: &str) -> Option<u32> {
+        self.client.config.partitions?;
+        self.events
+            .iter()
+            .position(|s| **s == *stream)
+            .map(|p| p as u32)
+    }
+
+    fn lease(&self) -> Lease<'_> {
+        Lease {
+            config: &self.client.config,
+            group: self.group(),
+            owner: &self.consumer,
+        }
+    }
+
+    /// Partitioned mode: compares the partitions this member holds with
+    /// its share among the group's live members; starts releasing the
+    /// ones it should not hold (their lease goes once what was read from
+    /// them is acked), and takes the free ones it should.
+    /// Returns whether this member holds exactly its share afterwards.
+    async fn rebalance(&self, conn: &mut ConnectionManager) -> bool {
+        let config = &self.client.config;
+        let Some(n) = config.partitions else {
+            return true;
+        };
+        let members = match partitions::live_members(conn, config, self.group()).await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!(group = self.group(), error = %e, "could not read the group's members; partitions stay as they are");
+                return false;
+            }
+        };
+        let wanted = partitions::assigned(&members, &self.consumer, n);
+        let drained: Vec<u32> = {
+            let held = self.held.lock();
+            let mut owned = self.owned.lock();
+            for (p, part) in owned.iter_mut() {
+                match (wanted.contains(p), &*part) {
+                    (false, Part::Releasing) | (true, Part::Reading | Part::Draining(_)) => {}
+                    (false, _) => {
+                        tracing::debug!(
+                            group = self.group(),
+                            partition = p,
+                            "releasing a partition to another member"
+                        );
+                        *part = Part::Releasing;
+                    }
+                    (true, Part::Releasing) => *part = Part::Reading,
+                }
+            }
+            owned
+                .iter()
+                .filter(|(p, part)| {
+                    **part == Part::Releasing
+                        && held
+                            .get(&self.events[**p as usize])
+                            .is_none_or(HashSet::is_empty)
+                })
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        let lease = self.lease();
+        for p in drained {
+            if let Err(e) = lease.release(conn, p).await {
+                tracing::warn!(group = self.group(), partition = p, error = %e, "could not release a partition; it frees itself after claim_min_idle");
+            }
+            self.owned.lock().remove(&p);
+            tracing::debug!(group = self.group(), partition = p, "released a partition");
+        }
+        for p in wanted.iter().copied() {
+            if self.owned.lock().contains_key(&p) {
+                continue;
+            }
+            match lease.take(conn, p).await {
+                Ok(true) => {
+                    tracing::debug!(group = self.group(), partition = p, "took a partition");
+                    self.owned
+                        .lock()
+                        .insert(p, Part::Draining("0-0".to_owned()));
+                }
+                // Its owner has not let go yet: next round.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(group = self.group(), partition = p, error = %e, "could not take a partition")
+                }
+            }
+        }
+        self.owned.lock().keys().copied().eq(wanted)
+    }
+
+    /// Partitioned mode, joining: rebalances until this member holds its
+    /// share — the members that held it let go once what they read from
+    /// it is acked — or `claim_min_idle` passed (by then a crashed
+    /// holder's lease has lapsed); the reader goes on rebalancing after.
+    async fn take_share(&self, conn: &mut ConnectionManager) {
+        let config = &self.client.config;
+        let deadline = tokio::time::Instant::now() + config.claim_min_idle;
+        let every = config.block.min(config.claim_interval) / 2;
+        while !self.rebalance(conn).await {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(group = self.group(), consumer = %self.consumer, "joined without its whole share of partitions yet; it takes the rest as their holders let go");
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Partitioned mode: claims what the group left pending in the
+    /// partitions just taken (whatever its idle time: the lease says the
+    /// previous owner is gone), in stream order, as many as `slots`
+    /// allows; a partition is read once nothing older is left in it.
+    async fn drain_taken(
+        &self,
+        conn: &mut ConnectionManager,
+        slots: &mut Vec<OwnedSemaphorePermit>,
+    ) {
+        let taken: Vec<(u32, String)> = self
+            .owned
+            .lock()
+            .iter()
+            .filter_map(|(p, part)| match part {
+                Part::Draining(cursor) => Some((*p, cursor.clone())),
+                _ => None,
+            })
+            .collect();
+        for (p, mut cursor) in taken {
+            let stream = Arc::clone(&self.events[p as usize]);
+            let done = self.drain(conn, &stream, &mut cursor, slots).await;
+            if let Some(part) = self.owned.lock().get_mut(&p) {
+                if matches!(part, Part::Draining(_)) {
+                    *part = if done {
+                        Part::Reading
+                    } else {
+                        Part::Draining(cursor)
+                    };
                 }
             }
         }
@@ -487,15 +737,26 @@ impl GroupConsumer {
                 n += 1;
             }
             for (stream, ids) in batch {
-                let acked: redis::RedisResult<i64> = redis::cmd("XACK")
-                    .arg(&*stream)
-                    .arg(self.group())
-                    .arg(&ids)
-                    .query_async(&mut conn)
-                    .await;
-                if let Err(e) = acked {
+                let acked = match self.partition(&stream) {
+                    // Fenced: only while this member owns the partition.
+                    Some(p) => self.lease().ack(&mut conn, p, &stream, &ids).await,
+                    None => redis::cmd("XACK")
+                        .arg(&*stream)
+                        .arg(self.group())
+                        .arg(&ids)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map(|_| true),
+                };
+                match acked {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(group = self.group(), stream = %stream, entries = ids.len(), "not acked: this member no longer owns the partition; its new owner handles these entries again");
+                    }
                     // Not lost: the entries stay pending and are delivered again.
-                    tracing::warn!(group = self.group(), entries = ids.len(), error = %e, "XACK failed; the entries will be redelivered");
+                    Err(e) => {
+                        tracing::warn!(group = self.group(), entries = ids.len(), error = %e, "XACK failed; the entries will be redelivered");
+                    }
                 }
                 for id in &ids {
                     self.release(&stream, id);
@@ -504,11 +765,19 @@ impl GroupConsumer {
         }
     }
 
-    /// Takes over entries of this group idle longer than `claim_min_idle`
-    /// (a dead member's), as many as `slots` allows (XAUTOCLAIM).
-    async fn take_over(&self, conn: &mut ConnectionManager, slots: &mut Vec<OwnedSemaphorePermit>) {
+    /// Takes over entries of `streams` idle longer than `claim_min_idle`
+    /// (a dead member's), as many as `slots` allows (XAUTOCLAIM). In
+    /// partitioned mode `streams` are the partitions this member owns (a
+    /// straggler a stalled former owner read after losing the lease) and
+    /// the replay stream.
+    async fn take_over(
+        &self,
+        conn: &mut ConnectionManager,
+        streams: &[Arc<str>],
+        slots: &mut Vec<OwnedSemaphorePermit>,
+    ) {
         let min_idle = self.client.config.claim_min_idle.as_millis().to_string();
-        for stream in &self.streams {
+        for stream in streams {
             if slots.is_empty() {
                 return;
             }
@@ -561,31 +830,50 @@ impl GroupConsumer {
         cursors: &mut [String; 2],
         slots: &mut Vec<OwnedSemaphorePermit>,
     ) -> bool {
-        for (stream, cursor) in self.streams.iter().zip(cursors.iter_mut()) {
-            while cursor.as_str() != "done" {
-                if slots.is_empty() {
-                    return false;
+        let streams = [Arc::clone(&self.events[0]), Arc::clone(&self.replay)];
+        for (stream, cursor) in streams.iter().zip(cursors.iter_mut()) {
+            if !self.drain(conn, stream, cursor, slots).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Claims `stream`'s pending entries of the group whatever their idle
+    /// time, from `cursor` on, as many as `slots` allows, in stream order.
+    /// Returns `true` once the stream is scanned to the end. Only for a
+    /// member no other member competes with on `stream` (the single active
+    /// one, or a partition's owner).
+    async fn drain(
+        &self,
+        conn: &mut ConnectionManager,
+        stream: &Arc<str>,
+        cursor: &mut String,
+        slots: &mut Vec<OwnedSemaphorePermit>,
+    ) -> bool {
+        while cursor.as_str() != "done" {
+            if slots.is_empty() {
+                return false;
+            }
+            let claimed = self
+                .autoclaim(conn, stream, "0", cursor.as_str(), slots.len())
+                .await;
+            match claimed {
+                Ok(reply) => {
+                    for entry in reply.claimed {
+                        let Some(slot) = slots.pop() else { break };
+                        self.accept(stream, entry, slot).await;
+                    }
+                    *cursor = if reply.next_stream_id == "0-0" {
+                        "done".to_owned()
+                    } else {
+                        reply.next_stream_id
+                    };
                 }
-                let claimed = self
-                    .autoclaim(conn, stream, "0", cursor.as_str(), slots.len())
-                    .await;
-                match claimed {
-                    Ok(reply) => {
-                        for entry in reply.claimed {
-                            let Some(slot) = slots.pop() else { break };
-                            self.accept(stream, entry, slot).await;
-                        }
-                        *cursor = if reply.next_stream_id == "0-0" {
-                            "done".to_owned()
-                        } else {
-                            reply.next_stream_id
-                        };
-                    }
-                    Err(e) if e.code() == Some("NOGROUP") => *cursor = "done".to_owned(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, stream = %stream, "XAUTOCLAIM failed");
-                        return false;
-                    }
+                Err(e) if e.code() == Some("NOGROUP") => *cursor = "done".to_owned(),
+                Err(e) => {
+                    tracing::warn!(error = %e, stream = %stream, "XAUTOCLAIM failed");
+                    return false;
                 }
             }
         }
@@ -610,6 +898,7 @@ impl GroupConsumer {
                 self.active
                     .store(active, std::sync::atomic::Ordering::Release);
             }
+            self.renew_partitions(&mut conn).await;
             for (stream, ids) in self.held_ids() {
                 if let Err(e) = self.claim_to_self(&stream, &ids, None).await {
                     tracing::warn!(error = %e, "refreshing held redis entries failed");
@@ -637,11 +926,12 @@ impl Member for GroupConsumer {
         // finds everything this one left.
         self.hand_back().await;
         self.release_lease().await;
+        self.release_partitions().await;
         let mut conn = self.client.conn.clone();
         membership::leave(&mut conn, &self.client.config, self.group(), &self.consumer).await;
         let holds_nothing = self.held.lock().values().all(HashSet::is_empty);
         if holds_nothing {
-            for stream in &self.streams {
+            for stream in self.events.iter().chain([&self.replay]) {
                 let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
                     .arg("DELCONSUMER")
                     .arg(&**stream)

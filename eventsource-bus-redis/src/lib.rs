@@ -8,7 +8,8 @@
 //! only, and automatic takeover (`XAUTOCLAIM`) of what a dead member left.
 //!
 //! Layout: [`RedisBus`] and publishing in `bus.rs`, the consumer loop in
-//! `consumer.rs`, dead letters in `dlq.rs`, the entry format (CloudEvents
+//! `consumer.rs`, partition counts and leases (partitioned mode) in
+//! `partitions.rs`, dead letters in `dlq.rs`, the entry format (CloudEvents
 //! attribute names) in `wire.rs`, [`RedisBusConfig`] in `config.rs`.
 
 mod bus;
@@ -17,6 +18,7 @@ mod config;
 mod consumer;
 mod dlq;
 mod membership;
+mod partitions;
 mod watch;
 mod wire;
 

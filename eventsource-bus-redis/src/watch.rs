@@ -18,32 +18,35 @@ pub(crate) async fn watch(
     stop: CancellationToken,
 ) -> Result<EventWatch> {
     let config = &client.config;
-    let stream = config.events_stream();
     let mut conn = client.connection(config.block * 2).await?;
-    // Where the stream ends now: the watch starts after it.
-    let last: StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(&stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| redis_err(format!("XREVRANGE `{stream}`"), e))?;
-    let from = last
-        .ids
-        .first()
-        .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+    // Where each stream ends now: the watch starts after it.
+    let mut cursors = Vec::new();
+    for stream in config.event_streams() {
+        let last: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_err(format!("XREVRANGE `{stream}`"), e))?;
+        let from = last
+            .ids
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        cursors.push((stream, from));
+    }
     let (feed, watch) = EventWatch::channel(BACKEND, stop.clone());
     let block_ms = config.block.as_millis().to_string();
-    tokio::spawn(read(conn, stream, from, block_ms, filter, feed, stop));
+    tokio::spawn(read(conn, cursors, block_ms, filter, feed, stop));
     Ok(watch)
 }
 
+/// Reads every stream of `cursors` (stream, last id seen) from its cursor on.
 async fn read(
     mut conn: ConnectionManager,
-    stream: String,
-    mut from: String,
+    mut cursors: Vec<(String, String)>,
     block_ms: String,
     filter: EventFilter,
     feed: WatchFeed,
@@ -56,9 +59,13 @@ async fn read(
             .arg(256)
             .arg("BLOCK")
             .arg(&block_ms)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(&from);
+            .arg("STREAMS");
+        for (stream, _) in &cursors {
+            xread.arg(stream);
+        }
+        for (_, from) in &cursors {
+            xread.arg(from);
+        }
         let reply: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
             () = stop.cancelled() => return,
             () = feed.closed() => return,
@@ -67,27 +74,34 @@ async fn read(
         let entries = match reply {
             Ok(reply) => reply.map(|r| r.keys).unwrap_or_default(),
             Err(e) => {
-                feed.offer(Err(redis_err(format!("XREAD `{stream}`"), e)));
+                let streams: Vec<&str> = cursors.iter().map(|(s, _)| s.as_str()).collect();
+                feed.offer(Err(redis_err(format!("XREAD {streams:?}"), e)));
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
                 }
             }
         };
-        for entry in entries.into_iter().flat_map(|k| k.ids) {
-            from.clone_from(&entry.id);
-            let decoded = wire::decode(&wire::fields_as_text(&entry.map));
-            let open = match decoded {
-                Ok(event) if filter.matches(&event) => feed.offer(Ok(event)),
-                Ok(_) => true,
-                Err(reason) => feed.offer(Err(Error::backend(
-                    BACKEND,
-                    format!("decoding entry {} of `{stream}`", entry.id),
-                    reason,
-                ))),
+        for key in entries {
+            let Some(cursor) = cursors.iter_mut().find(|(s, _)| *s == key.key) else {
+                continue;
             };
-            if !open {
-                return;
+            let stream = cursor.0.clone();
+            for entry in key.ids {
+                cursor.1.clone_from(&entry.id);
+                let decoded = wire::decode(&wire::fields_as_text(&entry.map));
+                let open = match decoded {
+                    Ok(event) if filter.matches(&event) => feed.offer(Ok(event)),
+                    Ok(_) => true,
+                    Err(reason) => feed.offer(Err(Error::backend(
+                        BACKEND,
+                        format!("decoding entry {} of `{stream}`", entry.id),
+                        reason,
+                    ))),
+                };
+                if !open {
+                    return;
+                }
             }
         }
     }

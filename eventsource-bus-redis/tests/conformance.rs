@@ -1,6 +1,8 @@
-//! The conformance suite against the real Redis: once with the defaults
-//! (work spread over a group's members, order within a member), once with
-//! `single_active_consumer` (order across the group).
+//! The conformance suite against the real Redis: with the defaults (work
+//! spread over a group's members, order within a member), with
+//! `partitions` (work spread, order across the group), and the membership
+//! cases with `single_active_consumer` (order across the group, one
+//! member at a time).
 
 mod common;
 
@@ -12,9 +14,10 @@ use eventsource_bus_redis::RedisBusConfig;
 use eventsource_core::EventBus;
 use eventsource_testkit::{peers_of, BusFactory, Features};
 
-/// Buses on the real server; `single_active` picks the mode.
+/// Buses on the real server; `single_active` and `partitions` pick the mode.
 struct Redis {
     single_active: bool,
+    partitions: Option<u32>,
 }
 
 impl Redis {
@@ -24,6 +27,7 @@ impl Redis {
         let mut config = common::config(&common::redis_url());
         config.claim_min_idle = Duration::from_secs(30);
         config.single_active_consumer = self.single_active;
+        config.partitions = self.partitions;
         config.validate().expect("valid test config");
         config
     }
@@ -45,7 +49,7 @@ impl BusFactory for Redis {
 
     fn features(&self) -> Features {
         Features {
-            ordered_across_members: self.single_active,
+            ordered_across_members: self.single_active || self.partitions.is_some(),
             spreads_work: !self.single_active,
             ..Features::default()
         }
@@ -53,13 +57,24 @@ impl BusFactory for Redis {
 }
 
 eventsource_testkit::conformance_suite!(Redis {
-    single_active: false
+    single_active: false,
+    partitions: None,
 });
+
+/// The whole suite again with partitioned groups.
+mod partitioned {
+    use super::Redis;
+    eventsource_testkit::conformance_suite!(Redis {
+        single_active: false,
+        partitions: Some(16),
+    });
+}
 
 /// The membership cases again with one active member per group.
 mod single_active_consumer {
     use super::Redis;
     eventsource_testkit::membership_suite!(Redis {
-        single_active: true
+        single_active: true,
+        partitions: None,
     });
 }

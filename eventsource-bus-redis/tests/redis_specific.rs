@@ -317,3 +317,132 @@ async fn a_dead_letter_in_the_former_spelling_lists_and_replays() {
         .await
         .expect("shutdown");
 }
+
+/// A partitioned namespace keeps its partition count: a bus with another
+/// count, an unpartitioned bus, and a partitioned bus on a namespace with
+/// unpartitioned events are refused at connect with a typed error that
+/// says what is stored and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_keeps_its_partition_count() {
+    let mut config = common::config(&common::redis_url());
+    config.partitions = Some(16);
+    let bus = common::connect(config.clone()).await;
+    let events: Vec<_> = (1..=3).map(|v| probe("order-7", v, v)).collect();
+    bus.publish(&events).await.expect("publish");
+    // Every event of the aggregate is in its partition's stream.
+    let p = eventsource_core::partition_of("order-7", 16);
+    let mut conn = raw_conn().await;
+    let len: usize = redis::cmd("XLEN")
+        .arg(config.partition_stream(p))
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(len, 3, "order-7's events are all in partition {p}");
+
+    for (partitions, says) in [(Some(8), "16 partitions"), (None, "16 partitions")] {
+        let mut other = config.clone();
+        other.partitions = partitions;
+        match RedisBus::connect(other).await {
+            Err(e @ eventsource_core::Error::Config(_)) => {
+                let text = e.to_string();
+                assert!(text.contains(says) && text.contains("namespace"), "{text}");
+            }
+            Err(e) => panic!("{partitions:?}: expected a config error, got {e}"),
+            Ok(_) => panic!("{partitions:?}: a bus with another partition count connected"),
+        }
+    }
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+
+    let plain = common::config(&common::redis_url());
+    let unpartitioned = common::connect(plain.clone()).await;
+    unpartitioned
+        .publish(&[probe("a", 1, 1)])
+        .await
+        .expect("publish");
+    let mut partitioned = plain;
+    partitioned.partitions = Some(4);
+    let err = RedisBus::connect(partitioned)
+        .await
+        .expect_err("unpartitioned events in the namespace");
+    assert!(err.to_string().contains("unpartitioned events"), "{err}");
+}
+
+/// A partition whose owner crashed (it holds entries unacked, its lease
+/// and register entry lapse) is taken over by the next member, which
+/// handles what the dead owner left first, in stream order, then new
+/// events of the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_owners_partition_is_taken_over_in_order() {
+    let mut config = common::config(&common::redis_url());
+    config.partitions = Some(2);
+    let bus = common::connect(config.clone()).await;
+    // A group on both partitions, made by a member that leaves at once.
+    let (_, h) = Recorder::new("founder");
+    let founder = bus
+        .subscribe(
+            Subscription::builder("crash")
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    founder.unsubscribe().await;
+    let first: Vec<_> = (1..=4).map(|v| probe("agg-1", v, v)).collect();
+    bus.publish(&first).await.expect("publish");
+    // The ghost: reads them (pending under its name), holds every
+    // partition's lease and a register entry, then stops renewing.
+    let p = eventsource_core::partition_of("agg-1", 2);
+    let mut conn = raw_conn().await;
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("crash")
+        .arg("ghost")
+        .arg("STREAMS")
+        .arg(config.partition_stream(p))
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .expect("ghost reads");
+    for q in 0..2 {
+        let _: () = redis::cmd("SET")
+            .arg(config.partition_lease_key("crash", q))
+            .arg("ghost")
+            .arg("PX")
+            .arg(1_000)
+            .query_async(&mut conn)
+            .await
+            .expect("ghost's lease");
+    }
+    let later: Vec<_> = (5..=6).map(|v| probe("agg-1", v, v)).collect();
+    bus.publish(&later).await.expect("publish");
+
+    let (mut rec, h) = Recorder::new("successor");
+    let started = tokio::time::Instant::now();
+    let _s = bus
+        .subscribe(
+            Subscription::builder("crash")
+                .concurrency(4)
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe successor");
+    let got = rec.expect(6, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6],
+        "the ghost's entries first, in order, then the new ones"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "taken over only once the ghost's lease lapsed ({:?})",
+        started.elapsed()
+    );
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

@@ -40,6 +40,7 @@ mod failure;
 mod filter;
 mod handler;
 pub mod metrics;
+mod partition;
 mod repository;
 mod retry;
 pub mod schema;
@@ -68,6 +69,7 @@ pub use filter::EventFilter;
 pub use handler::{
     handler_fn, handler_for, EventHandler, FnHandler, HandlerError, HandlerResult, TypedHandler,
 };
+pub use partition::partition_of;
 pub use repository::{AggregateRoot, Repository, SaveContext};
 pub use retry::{Backoff, RetryPolicy};
 pub use store::{
