@@ -89,6 +89,7 @@ macro_rules! membership_suite {
         $crate::conformance_suite!(@cases $factory;
             keeps_order_with_ten_members,
             keeps_order_while_members_join_and_leave,
+            keeps_order_across_a_changing_group,
             clean_leave_hands_over_promptly,
             members_with_different_filters_are_refused,
             new_member_after_shutdown_with_handlers_in_flight_loses_nothing,

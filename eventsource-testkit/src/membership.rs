@@ -319,6 +319,118 @@ pub async fn keeps_order_while_members_join_and_leave(f: &dyn BusFactory) {
     shutdown_all(&buses).await;
 }
 
+/// `n` aggregate ids with `prefix`, each in its own partition of `n`
+/// ([`partition_of`](eventsource_core::partition_of)), so that a
+/// partitioned bus with `n` partitions can spread them evenly.
+pub fn ids_in_distinct_partitions(prefix: &str, n: u32) -> Vec<String> {
+    let mut taken = HashSet::new();
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .filter(|id| taken.insert(eventsource_core::partition_of(id, n)))
+        .take(n as usize)
+        .collect()
+}
+
+/// The group of #12: 1,000 events over 16 aggregates, published in ten
+/// batches of 100 while up to ten members join and leave — four to start,
+/// six more (all ten up), three clean leaves with a batch in flight, one
+/// shutdown that aborts handlers, two joins. Nothing lost; duplicates only
+/// where a shutdown cut acks off; per aggregate the first handling of each
+/// event follows the publish order where the backend promises order
+/// across members; and while all ten are up no member handles more than
+/// twice its fair share (where the members share the work).
+pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
+    const GROUP: &str = "changing";
+    let buses = f.peers(10).await;
+    let watch = Arc::new(GroupWatch::default());
+    let join = |i: usize, label: String| {
+        let (bus, watch) = (Arc::clone(&buses[i]), Arc::clone(&watch));
+        async move {
+            let s = watch.subscription(GROUP, &label, Duration::from_millis(2), EventFilter::All);
+            subscribe(&bus, s).await
+        }
+    };
+    let aggregates = ids_in_distinct_partitions(GROUP, 16);
+    let events: Vec<EventEnvelope> = (0..1_000u64)
+        .map(|n| {
+            let version = n / 16 + 1;
+            probe(&aggregates[(n % 16) as usize], version, n)
+        })
+        .collect();
+    let batches: Vec<&[EventEnvelope]> = events.chunks(100).collect();
+    let mut members: HashMap<usize, SubscriptionHandle> = HashMap::new();
+    for i in 0..4 {
+        members.insert(i, join(i, format!("member-{i}")).await);
+    }
+    let patience = f.patience() + f.handover();
+    for batch in &batches[..2] {
+        publish(&buses[0], batch).await;
+    }
+    watch
+        .wait_handled(&events, 200, patience, "four members")
+        .await;
+
+    // All ten up: the work is spread.
+    for i in 4..10 {
+        members.insert(i, join(i, format!("member-{i}")).await);
+    }
+    let before = watch.lock().by_member.clone();
+    for batch in &batches[2..6] {
+        publish(&buses[0], batch).await;
+    }
+    watch
+        .wait_handled(&events, 600, patience, "ten members")
+        .await;
+    let during: BTreeMap<String, usize> = watch
+        .lock()
+        .by_member
+        .iter()
+        .map(|(m, n)| (m.clone(), n - before.get(m).copied().unwrap_or(0)))
+        .collect();
+    if f.features().spreads_work {
+        let total: usize = during.values().sum();
+        let fair = total / 10;
+        let busiest = during.values().copied().max().unwrap_or(0);
+        assert!(
+            busiest <= 2 * fair,
+            "with all ten members up, one handled {busiest} of {total} events, more than twice \
+             its fair share of {fair}: {during:?}"
+        );
+    }
+
+    // Three clean leaves with a batch in flight, then one member shut down
+    // while its handlers run.
+    publish(&buses[0], batches[6]).await;
+    for i in 0..3 {
+        members.remove(&i).expect("member").unsubscribe().await;
+    }
+    publish(&buses[0], batches[7]).await;
+    if f.features().durable {
+        buses[9]
+            .shutdown(Duration::from_millis(20))
+            .await
+            .expect("shutdown");
+        members.remove(&9);
+    } else {
+        members.remove(&9).expect("member 9").unsubscribe().await;
+    }
+    // Two join again, on peers that still run.
+    publish(&buses[0], batches[8]).await;
+    members.insert(0, join(0, "member-0-again".to_owned()).await);
+    members.insert(1, join(1, "member-1-again".to_owned()).await);
+    publish(&buses[0], batches[9]).await;
+    watch
+        .wait_handled(&events, events.len(), patience * 2, "a changing group")
+        .await;
+    watch.check(
+        &events,
+        f.features(),
+        CUT_OFF_ACKS * 2,
+        "1,000 events, a changing group of up to ten",
+    );
+    shutdown_all(&buses[..9]).await;
+}
+
 /// Eight rounds of subscribe, handle some, unsubscribe, then one last
 /// member: together they handle every event, and the last one gets what
 /// the others left within [`BusFactory::handover`].
