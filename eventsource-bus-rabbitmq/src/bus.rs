@@ -13,7 +13,7 @@ use eventsource_core::{
 use crate::client::{Client, Outgoing};
 use crate::consumer::GroupConsumer;
 use crate::dlq::RabbitDeadLetterQueue;
-use crate::topology::{queue_counts, BACKEND};
+use crate::topology::{partitioned_counts, queue_counts, BACKEND};
 use crate::{wire, RabbitBusConfig};
 
 /// An [`EventBus`] on RabbitMQ.
@@ -57,6 +57,8 @@ impl RabbitBus {
     /// Connects, declares the exchange and checks publisher confirms work;
     /// bad configuration or an unreachable broker fails here.
     pub async fn connect(config: RabbitBusConfig) -> Result<Self> {
+        config.validate()?;
+        crate::topology::check_partitions(&config).await?;
         Ok(RabbitBus {
             client: Arc::new(Client::connect(config).await?),
             members: Members::new("rabbitmq bus"),
@@ -86,7 +88,7 @@ impl EventBus for RabbitBus {
                 let (properties, body) = wire::encode(e, &config.source);
                 Outgoing {
                     exchange: &exchange,
-                    routing_key: e.routing_key(),
+                    routing_key: config.routing_key_of(&e.aggregate_id, e.routing_key()),
                     properties,
                     body,
                 }
@@ -140,7 +142,10 @@ impl EventBus for RabbitBus {
     /// the group has no queue. `in_flight` is this process's.
     async fn group_stats(&self, group: &str) -> Result<Option<GroupStats>> {
         let config = &self.client.config;
-        let Some((pending, members)) = queue_counts(config, &config.queue(group)).await? else {
+        let Some((pending, members)) = (match config.partitions {
+            None => queue_counts(config, &config.queue(group)).await?,
+            Some(n) => partitioned_counts(config, group, n).await?,
+        }) else {
             return Ok(None);
         };
         let (dead, _) = queue_counts(config, &config.dlq(group))

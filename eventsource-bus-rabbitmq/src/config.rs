@@ -71,6 +71,27 @@ pub struct RabbitBusConfig {
     /// within a member), at the cost of spreading work over members. Fixed
     /// when a group's queue is first declared.
     pub single_active_consumer: bool,
+    /// Partitioned mode: each event is routed with the key
+    /// `p{p}.{routing key}`, `p` = [`partition_of`](eventsource_core::partition_of)
+    /// of its aggregate id, and a group has one queue per partition,
+    /// `{namespace}.{group}.p{p}`, each consumed with
+    /// `x-single-active-consumer` by the member it is assigned to.
+    /// Members take a rank in their group (an exclusive queue
+    /// `{namespace}.{group}.rank.{r}`, gone with its connection) and
+    /// consume the partitions `p % members == rank`; when membership
+    /// changes, a member lets go of a partition only after what it started
+    /// from it is acked, and what it had not started goes back to the
+    /// queue, ahead of the rest, for the next owner. So an aggregate's
+    /// events are handled in order across all members of a group while
+    /// the partitions spread the work. `None` (the default): one queue per
+    /// group, order within a member only.
+    ///
+    /// Needs a topic exchange. A namespace keeps the count it was first
+    /// used with (a durable marker queue `{namespace}.partitions`): a bus
+    /// configured otherwise, or unpartitioned, is refused at connect, as
+    /// is a partitioned bus on a namespace that already has an
+    /// unpartitioned exchange. Between 1 and 1024.
+    pub partitions: Option<u32>,
 }
 
 impl std::fmt::Debug for RabbitBusConfig {
@@ -85,6 +106,7 @@ impl std::fmt::Debug for RabbitBusConfig {
             .field("publish_timeout", &self.publish_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("single_active_consumer", &self.single_active_consumer)
+            .field("partitions", &self.partitions)
             .finish()
     }
 }
@@ -101,6 +123,7 @@ impl Default for RabbitBusConfig {
             publish_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             single_active_consumer: false,
+            partitions: None,
         }
     }
 }
@@ -152,6 +175,25 @@ impl RabbitBusConfig {
                 "rabbitmq: publish_timeout must be more than zero",
             ));
         }
+        if let Some(n) = self.partitions {
+            if !(1..=1024).contains(&n) {
+                return Err(Error::config(format!(
+                    "rabbitmq: partitions must be between 1 and 1024, got {n}"
+                )));
+            }
+            if self.exchange_type != ExchangeType::Topic {
+                return Err(Error::config(
+                    "rabbitmq: partitions route by a `p{partition}.` prefix on the routing key, \
+                     which needs a topic exchange",
+                ));
+            }
+            if self.single_active_consumer {
+                return Err(Error::config(
+                    "rabbitmq: partitions and single_active_consumer are two answers to one need \
+                     (order across a group's members); pick one — partitions spread the work",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -163,6 +205,28 @@ impl RabbitBusConfig {
     /// The queue of consumer group `group`.
     pub fn queue(&self, group: &str) -> String {
         format!("{}.{group}", self.namespace)
+    }
+
+    /// The queue of partition `p` of `group` (in partitioned mode).
+    pub fn partition_queue(&self, group: &str, p: u32) -> String {
+        format!("{}.{group}.p{p}", self.namespace)
+    }
+
+    /// The routing key of an event with `routing_key` of `aggregate_id`:
+    /// `p{partition}.{routing_key}` in partitioned mode.
+    pub fn routing_key_of(&self, aggregate_id: &str, routing_key: String) -> String {
+        match self.partitions {
+            None => routing_key,
+            Some(n) => format!(
+                "p{}.{routing_key}",
+                eventsource_core::partition_of(aggregate_id, n)
+            ),
+        }
+    }
+
+    /// Where the namespace's partition count is kept (a durable, empty queue).
+    pub fn partitions_marker(&self) -> String {
+        format!("{}.partitions", self.namespace)
     }
 
     /// The dead-letter queue of consumer group `group`.
@@ -186,6 +250,7 @@ eventsource_core::config_setters!(RabbitBusConfig {
     single_active_consumer: bool,
 } optional {
     queue_expires: Duration,
+    partitions: u32,
 });
 
 #[cfg(test)]

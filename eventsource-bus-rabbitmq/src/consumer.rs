@@ -1,6 +1,10 @@
 //! One member of a consumer group: its own connection consuming the
-//! group's queue (basic.qos = prefetch), the workers, and reconnection.
+//! group's queue (basic.qos = prefetch), the workers, and reconnection;
+//! in partitioned mode, its rank in the group and a channel per partition
+//! it owns.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,13 +23,53 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::dlq::{dead_letter_message, LetterBody};
-use crate::topology::{amqp_err, declare_group, join_group, short, Session, BACKEND};
+use crate::topology::{
+    amqp_err, declare_group, join_group, members_of, short, take_rank, Session, BACKEND,
+};
 use crate::wire;
 
 /// What a worker needs to settle a message.
 pub(crate) struct Token {
     acker: Acker,
     routing_key: String,
+    /// Partitioned mode: the partition it came from, counted outstanding
+    /// until the token is dropped (settled, or dropped unacked when the
+    /// partition is released).
+    partition: Option<Outstanding>,
+}
+
+/// One message of a partition not yet settled; dropping it counts it off.
+struct Outstanding {
+    partition: u32,
+    count: Arc<AtomicUsize>,
+}
+
+impl Outstanding {
+    fn new(partition: u32, count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Outstanding {
+            partition,
+            count: Arc::clone(count),
+        }
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A partition this member consumes (partitioned mode): its own channel,
+/// so that closing it gives back exactly what this member had not acked
+/// from it, and lets the queue's next consumer in.
+struct Owned {
+    channel: lapin::Channel,
+    /// Messages of it queued or being handled here.
+    outstanding: Arc<AtomicUsize>,
+    /// Meant for another member: what arrives is left unacked, and the
+    /// channel closes once nothing is outstanding.
+    releasing: bool,
 }
 
 /// One subscription's consumer of its group's queue: its consume loop
@@ -38,6 +82,8 @@ pub(crate) struct GroupConsumer {
     /// have acked, then closed (unacked messages go back to the queue).
     session: tokio::sync::Mutex<Option<Session>>,
     tasks: MemberTasks,
+    /// Partitioned mode: the partitions this member consumes.
+    owned: parking_lot::Mutex<BTreeMap<u32, Owned>>,
 }
 
 impl GroupConsumer {
@@ -53,12 +99,19 @@ impl GroupConsumer {
             queue: KeyedQueue::new(usize::from(client.config.prefetch)),
             session: tokio::sync::Mutex::new(None),
             tasks: MemberTasks::new(stop),
+            owned: parking_lot::Mutex::new(BTreeMap::new()),
             client,
             subscription,
         });
-        member
-            .tasks
-            .helper(Arc::clone(&member).consume_loop(session));
+        if member.client.config.partitions.is_some() {
+            member
+                .tasks
+                .helper(Arc::clone(&member).partition_loop(session));
+        } else {
+            member
+                .tasks
+                .helper(Arc::clone(&member).consume_loop(session));
+        }
         let n = member.subscription.concurrency();
         member.tasks.spawn_workers(
             BACKEND,
@@ -172,7 +225,7 @@ impl GroupConsumer {
                     return Ok(());
                 }
                 next = consumer.next() => match next {
-                    Some(Ok(delivery)) => self.accept(delivery).await,
+                    Some(Ok(delivery)) => self.accept(delivery, None).await,
                     Some(Err(e)) => return Err(amqp_err(format!("consuming `{queue}`"), e)),
                     None => return Err(eventsource_core::Error::backend(BACKEND, format!("consuming `{queue}`"), "the broker cancelled the consumer")),
                 },
@@ -180,7 +233,10 @@ impl GroupConsumer {
         }
     }
 
-    async fn accept(&self, delivery: lapin::message::Delivery) {
+    /// Queues a delivery for the workers, or acks it at once when the
+    /// filter does not select it, or dead-letters it when it does not
+    /// decode. `partition`: where it came from, in partitioned mode.
+    async fn accept(&self, delivery: lapin::message::Delivery, partition: Option<Outstanding>) {
         let routing_key = delivery.routing_key.as_str().to_owned();
         let decoded = wire::decode(&delivery.properties, &delivery.data);
         let source = || self.source(&routing_key);
@@ -189,6 +245,7 @@ impl GroupConsumer {
                 let token = Token {
                     acker: delivery.acker,
                     routing_key,
+                    partition,
                 };
                 self.queue
                     .push_now(Delivery::new(Arc::new(envelope), token));
@@ -207,6 +264,194 @@ impl GroupConsumer {
                 } else {
                     requeue(&delivery.acker).await;
                 }
+            }
+        }
+    }
+
+    /// Partitioned mode: keeps this member's rank in its group and
+    /// consumes the partitions it is assigned (`p % members == rank`),
+    /// handing over the others; on a lost connection, starts again.
+    async fn partition_loop(self: Arc<Self>, first: Session) {
+        let tick = Duration::from_millis(250);
+        let mut backoff = Duration::from_millis(200);
+        *self.session.lock().await = Some(first);
+        let mut rank: Option<u32> = None;
+        loop {
+            if !self
+                .session
+                .lock()
+                .await
+                .as_ref()
+                .is_some_and(Session::is_usable)
+            {
+                // What the dead connection delivered goes back to the
+                // queues on the broker; the local copies must not be
+                // handled twice, and its rank went with it.
+                self.owned.lock().clear();
+                let dropped = self.queue.drain().len();
+                tracing::warn!(
+                    group = self.group(),
+                    dropped,
+                    "rabbitmq member lost its connection; reconnecting"
+                );
+                rank = None;
+                match Self::open(&self.client, &self.subscription).await {
+                    Ok(s) => {
+                        backoff = Duration::from_millis(200);
+                        if let Some(old) = self.session.lock().await.replace(s) {
+                            old.close().await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = self.group(), error = %e, ?backoff, "rabbitmq reconnect failed");
+                        tokio::select! {
+                            () = self.tasks.token().cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = self.rebalance(&mut rank).await {
+                tracing::warn!(group = self.group(), error = %e, "rebalancing partitions failed; trying again");
+            }
+            tokio::select! {
+                () = self.tasks.token().cancelled() => return,
+                () = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
+    /// One round of partitioned membership: take (or improve) a rank,
+    /// count the group's members, release what is not this member's,
+    /// consume what is.
+    async fn rebalance(self: &Arc<Self>, rank: &mut Option<u32>) -> Result<()> {
+        let config = &self.client.config;
+        let Some(n) = config.partitions else {
+            return Ok(());
+        };
+        let guard = self.session.lock().await;
+        let Some(session) = guard.as_ref() else {
+            return Ok(());
+        };
+        // This member counts itself even before the broker does.
+        let members = members_of(session, config, self.group()).await?.max(1);
+        // Ranks are dense once every member took the lowest free one; a
+        // member whose rank is past the count moves down into a hole.
+        let below = match *rank {
+            Some(r) if r < members => None,
+            Some(_) => Some(members),
+            None => Some(u32::MAX),
+        };
+        if let Some(below) = below {
+            if let Some(r) = take_rank(session, config, self.group(), below, *rank).await? {
+                tracing::debug!(
+                    group = self.group(),
+                    rank = r,
+                    members,
+                    "took a rank in the group"
+                );
+                *rank = Some(r);
+            }
+        }
+        let wanted: Vec<u32> = match *rank {
+            Some(r) if r < members => (0..n).filter(|p| p % members == r).collect(),
+            _ => Vec::new(),
+        };
+        // Release: stop taking from partitions meant for others; close
+        // their channel once nothing of theirs is outstanding here.
+        let mut closing = Vec::new();
+        {
+            let mut owned = self.owned.lock();
+            for (p, part) in owned.iter_mut() {
+                let keep = wanted.contains(p);
+                if !keep && !part.releasing {
+                    part.releasing = true;
+                    // Not started: left unacked, so the broker gives them
+                    // to the next owner first.
+                    let p = *p;
+                    drop(
+                        self.queue.remove_where(|t| {
+                            t.partition.as_ref().is_some_and(|o| o.partition == p)
+                        }),
+                    );
+                }
+                if part.releasing && part.outstanding.load(Ordering::Acquire) == 0 {
+                    closing.push(*p);
+                }
+            }
+        }
+        for p in closing {
+            let part = self.owned.lock().remove(&p);
+            if let Some(part) = part {
+                let _ = part.channel.close(200, "partition released".into()).await;
+                tracing::debug!(group = self.group(), partition = p, "released a partition");
+            }
+        }
+        // Take: consume the partitions meant for this member; the broker
+        // makes the consumer active once the previous owner let go.
+        for p in wanted {
+            if self.owned.lock().contains_key(&p) {
+                continue;
+            }
+            let queue = config.partition_queue(self.group(), p);
+            let channel = session
+                .connection
+                .create_channel()
+                .await
+                .map_err(|e| amqp_err("opening a channel", e))?;
+            channel
+                .basic_qos(config.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| amqp_err("setting prefetch (basic.qos)", e))?;
+            let consumer = channel
+                .basic_consume(
+                    short("queue", &queue)?,
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| amqp_err(format!("consuming `{queue}`"), e))?;
+            let outstanding = Arc::new(AtomicUsize::new(0));
+            self.owned.lock().insert(
+                p,
+                Owned {
+                    channel,
+                    outstanding: Arc::clone(&outstanding),
+                    releasing: false,
+                },
+            );
+            tracing::debug!(group = self.group(), partition = p, "consuming a partition");
+            self.tasks
+                .helper(Arc::clone(self).consume_partition(p, consumer, outstanding));
+        }
+        Ok(())
+    }
+
+    /// Takes one partition's deliveries until its channel closes; once the
+    /// partition is being released, leaves them unacked.
+    async fn consume_partition(
+        self: Arc<Self>,
+        p: u32,
+        mut consumer: lapin::Consumer,
+        outstanding: Arc<AtomicUsize>,
+    ) {
+        loop {
+            let next = tokio::select! {
+                () = self.tasks.token().cancelled() => return,
+                next = consumer.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let releasing = self.owned.lock().get(&p).is_none_or(|o| o.releasing);
+                    if !releasing {
+                        let counted = Outstanding::new(p, &outstanding);
+                        self.accept(delivery, Some(counted)).await;
+                    }
+                }
+                Some(Err(_)) | None => return,
             }
         }
     }

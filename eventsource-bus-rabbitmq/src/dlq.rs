@@ -169,7 +169,16 @@ impl RabbitDeadLetterQueue {
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
                         h = FieldTable::from(cleaned);
-                        let queue = config.queue(group);
+                        // Back to the group's queue, or in partitioned mode
+                        // to the queue of its aggregate's partition.
+                        let queue = match (config.partitions, &letter.envelope) {
+                            (Some(n), Some(event)) => config.partition_queue(
+                                group,
+                                eventsource_core::partition_of(&event.aggregate_id, n),
+                            ),
+                            (Some(_), None) => config.partition_queue(group, 0),
+                            (None, _) => config.queue(group),
+                        };
                         let message = Outgoing {
                             exchange: "",
                             routing_key: queue,

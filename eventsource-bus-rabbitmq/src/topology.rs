@@ -128,13 +128,25 @@ pub(crate) fn binding_keys(config: &RabbitBusConfig, filter: &EventFilter) -> Re
     }
 }
 
+/// The binding keys of `filter` for a watch: in partitioned mode any
+/// partition's prefix (`*.`) before each.
+pub(crate) fn watch_keys(config: &RabbitBusConfig, filter: &EventFilter) -> Result<Vec<String>> {
+    let keys = binding_keys(config, filter)?;
+    Ok(match config.partitions {
+        None => keys,
+        Some(_) => keys.iter().map(|k| format!("*.{k}")).collect(),
+    })
+}
+
 fn queue_args(config: &RabbitBusConfig, dlq: bool) -> FieldTable {
     let mut args = FieldTable::default();
     if let Some(expires) = config.queue_expires {
         let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
         args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
     }
-    if config.single_active_consumer && !dlq {
+    // A partition's queue has one consumer at a time: the broker fences
+    // the hand-over from one owner to the next.
+    if (config.single_active_consumer || config.partitions.is_some()) && !dlq {
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
     args
@@ -237,17 +249,172 @@ pub(crate) async fn declare_group(
     filter: &EventFilter,
 ) -> Result<()> {
     let keys = binding_keys(config, filter)?;
-    for (name, dlq) in [(config.queue(group), false), (config.dlq(group), true)] {
+    // One queue per partition, each bound with its partition's prefix, or
+    // the group's one queue.
+    let queues: Vec<(String, Vec<String>)> = match config.partitions {
+        None => vec![(config.queue(group), keys)],
+        Some(n) => (0..n)
+            .map(|p| {
+                let keys = keys.iter().map(|k| format!("p{p}.{k}")).collect();
+                (config.partition_queue(group, p), keys)
+            })
+            .collect(),
+    };
+    let dlq = (config.dlq(group), Vec::new());
+    for (i, (name, keys)) in queues.iter().chain([&dlq]).enumerate() {
         channel
             .queue_declare(
-                short("queue", &name)?,
+                short("queue", name)?,
                 QueueDeclareOptions::durable(),
-                queue_args(config, dlq),
+                queue_args(config, i == queues.len()),
             )
             .await
             .map_err(|e| amqp_err(format!("declaring queue `{name}`"), e))?;
+        bind(channel, config, name, keys).await?;
     }
-    bind(channel, config, &config.queue(group), &keys).await
+    Ok(())
+}
+
+/// Checks the namespace's partition count against `config`'s, recording
+/// it on first use in a durable, empty marker queue whose
+/// `x-dead-letter-routing-key` argument holds it (RabbitMQ refuses to
+/// declare it again with another: 406 PRECONDITION_FAILED); refuses a
+/// partitioned bus on a namespace whose exchange exists without a marker
+/// (unpartitioned events), and an unpartitioned bus where a marker is.
+pub(crate) async fn check_partitions(config: &RabbitBusConfig) -> Result<()> {
+    let connection = Connection::connect(&config.url, ConnectionProperties::default())
+        .await
+        .map_err(|e| {
+            amqp_err(
+                format!(
+                    "connecting to {} (is RabbitMQ running? start it with `rabbitmq-server -detached`)",
+                    config.redacted_url()
+                ),
+                e,
+            )
+        })?;
+    let checked = check_partitions_on(&connection, config).await;
+    let _ = connection.close(200, "bye".into()).await;
+    checked
+}
+
+async fn check_partitions_on(connection: &Connection, config: &RabbitBusConfig) -> Result<()> {
+    let (ns, marker) = (&config.namespace, config.partitions_marker());
+    let marked = exists(connection, Declared::Queue, &marker).await?;
+    let Some(n) = config.partitions else {
+        return if marked {
+            Err(Error::config(format!(
+                "rabbitmq: namespace `{ns}` is partitioned (marker queue `{marker}`); this bus is \
+                 unpartitioned and would publish where no partitioned group reads. Configure the \
+                 namespace's `partitions`, or use another namespace"
+            )))
+        } else {
+            Ok(())
+        };
+    };
+    if !marked && exists(connection, Declared::Exchange, &config.exchange()).await? {
+        return Err(Error::config(format!(
+            "rabbitmq: namespace `{ns}` has an unpartitioned exchange `{}`; a bus with \
+             partitions = {n} would not reach its groups. Use a new namespace for the \
+             partitioned layout, or leave `partitions` unset",
+            config.exchange()
+        )));
+    }
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| amqp_err("opening a channel", e))?;
+    // As for the register: a routing key needs a dead-letter exchange,
+    // and nothing is ever routed to the marker, so both are inert.
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(format!("partitions={n}").as_str().into()),
+    );
+    let declared = channel
+        .queue_declare(
+            short("queue", &marker)?,
+            QueueDeclareOptions::durable(),
+            args,
+        )
+        .await;
+    match declared {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("PRECONDITION_FAILED") => {
+            let text = e.to_string();
+            // "... received 'partitions=8' but current is 'partitions=16'"
+            let stored = text
+                .split("partitions=")
+                .skip(1)
+                .filter_map(|rest| rest.split('\'').next())
+                .find(|count| *count != n.to_string())
+                .unwrap_or("another number of");
+            Err(Error::config(format!(
+                "rabbitmq: namespace `{ns}` is partitioned into {stored} partitions (marker queue \
+                 `{marker}`), this bus is configured with {n}: changing the count would move \
+                 aggregates between partitions and break their order. Configure partitions = \
+                 {stored}, or use a new namespace"
+            )))
+        }
+        Err(e) => Err(amqp_err(
+            format!("declaring the marker queue `{marker}`"),
+            e,
+        )),
+    }
+}
+
+/// What [`exists`] looks for.
+#[derive(Clone, Copy)]
+pub(crate) enum Declared {
+    Queue,
+    Exchange,
+}
+
+/// Whether a queue or exchange exists (a passive declare on a channel of
+/// its own: a miss closes the channel).
+pub(crate) async fn exists(connection: &Connection, what: Declared, name: &str) -> Result<bool> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| amqp_err("opening a channel", e))?;
+    let passive = match what {
+        Declared::Queue => channel
+            .queue_declare(
+                short("queue", name)?,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(drop),
+        Declared::Exchange => {
+            channel
+                .exchange_declare(
+                    short("exchange", name)?,
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+        }
+    };
+    match passive {
+        Ok(()) => {
+            let _ = channel.close(200, "bye".into()).await;
+            Ok(true)
+        }
+        Err(e) if e.to_string().contains("NOT_FOUND") => Ok(false),
+        Err(e) => Err(amqp_err(format!("looking up `{name}`"), e)),
+    }
 }
 
 /// Binds `queue` to the events exchange with each of `keys`.
@@ -273,6 +440,78 @@ pub(crate) async fn bind(
     Ok(())
 }
 
+/// How many members `group` has: the consumers of its register queue
+/// (see [`join_group`]), read with a passive declare on `session`.
+pub(crate) async fn members_of(
+    session: &Session,
+    config: &RabbitBusConfig,
+    group: &str,
+) -> Result<u32> {
+    let register = format!("{}.members", config.queue(group));
+    let q = session
+        .channel
+        .queue_declare(
+            short("queue", &register)?,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err(format!("counting the members of `{group}`"), e))?;
+    Ok(q.consumer_count())
+}
+
+/// Takes the lowest free rank of `group` below `below`: declares the
+/// exclusive queue `{queue}.rank.{r}` on `session`'s connection, which the
+/// broker refuses (405 RESOURCE_LOCKED) while another connection holds it
+/// and deletes when this one closes. On success gives up `current`.
+/// `None` when every rank below `below` is held.
+pub(crate) async fn take_rank(
+    session: &Session,
+    config: &RabbitBusConfig,
+    group: &str,
+    below: u32,
+    current: Option<u32>,
+) -> Result<Option<u32>> {
+    let name = |r: u32| format!("{}.rank.{r}", config.queue(group));
+    for r in 0..below.min(4_096) {
+        // A refused declare closes its channel: one channel per try.
+        let channel = session
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_err("opening a channel", e))?;
+        let declared = channel
+            .queue_declare(
+                short("queue", &name(r))?,
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(_) => {
+                if let Some(old) = current.filter(|old| *old != r) {
+                    channel
+                        .queue_delete(short("queue", &name(old))?, Default::default())
+                        .await
+                        .map_err(|e| amqp_err(format!("giving up rank {old}"), e))?;
+                }
+                let _ = channel.close(200, "bye".into()).await;
+                return Ok(Some(r));
+            }
+            Err(e) if e.to_string().contains("RESOURCE_LOCKED") => {}
+            Err(e) => return Err(amqp_err(format!("taking rank {r} in `{group}`"), e)),
+        }
+    }
+    Ok(None)
+}
+
 /// `(messages ready, consumers)` of a queue, or `None` if it does not exist.
 pub(crate) async fn queue_counts(
     config: &RabbitBusConfig,
@@ -293,6 +532,42 @@ pub(crate) async fn queue_counts(
         .await;
     session.close().await;
     Ok(result.ok().map(|q| (q.message_count(), q.consumer_count())))
+}
+
+/// `(messages ready in every partition queue, members)` of a partitioned
+/// group, or `None` if it has no queues.
+pub(crate) async fn partitioned_counts(
+    config: &RabbitBusConfig,
+    group: &str,
+    partitions: u32,
+) -> Result<Option<(u32, u32)>> {
+    let session = Session::open(config, false).await?;
+    let mut ready = 0;
+    for p in 0..partitions {
+        let queue = config.partition_queue(group, p);
+        let declared = session
+            .channel
+            .queue_declare(
+                short("queue", &queue)?,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(q) => ready += q.message_count(),
+            // A miss closes the channel; the group has no queues.
+            Err(_) => {
+                session.close().await;
+                return Ok(None);
+            }
+        }
+    }
+    let members = members_of(&session, config, group).await.unwrap_or(0);
+    session.close().await;
+    Ok(Some((ready, members)))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::{amqp_err, bind, binding_keys, declare_exchange, short, Session, BACKEND};
+use crate::topology::{amqp_err, bind, declare_exchange, short, watch_keys, Session, BACKEND};
 use crate::{wire, RabbitBusConfig};
 
 /// Starts a watch of the events exchange; `stop` ends it (with the bus).
@@ -17,7 +17,7 @@ pub(crate) async fn watch(
     filter: EventFilter,
     stop: CancellationToken,
 ) -> Result<EventWatch> {
-    let keys = binding_keys(config, &filter)?;
+    let keys = watch_keys(config, &filter)?;
     let session = Session::open(config, false).await?;
     let channel = &session.channel;
     declare_exchange(channel, config).await?;

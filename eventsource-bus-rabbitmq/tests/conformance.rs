@@ -1,6 +1,8 @@
-//! The conformance suite against the real RabbitMQ: once with the defaults
-//! (work spread over a group's members, order within a member), once with
-//! `single_active_consumer` (order across the group).
+//! The conformance suite against the real RabbitMQ: with the defaults
+//! (work spread over a group's members, order within a member), with
+//! `partitions` (work spread, order across the group), and the membership
+//! cases with `single_active_consumer` (order across the group, one
+//! member at a time).
 
 mod common;
 
@@ -11,15 +13,17 @@ use eventsource_bus_rabbitmq::RabbitBusConfig;
 use eventsource_core::EventBus;
 use eventsource_testkit::{peers_of, BusFactory, Features};
 
-/// Buses on the real broker; `single_active` picks the mode.
+/// Buses on the real broker; `single_active` and `partitions` pick the mode.
 struct Rabbit {
     single_active: bool,
+    partitions: Option<u32>,
 }
 
 impl Rabbit {
     fn config(&self) -> RabbitBusConfig {
         let mut config = common::config();
         config.single_active_consumer = self.single_active;
+        config.partitions = self.partitions;
         config
     }
 }
@@ -40,7 +44,7 @@ impl BusFactory for Rabbit {
 
     fn features(&self) -> Features {
         Features {
-            ordered_across_members: self.single_active,
+            ordered_across_members: self.single_active || self.partitions.is_some(),
             spreads_work: !self.single_active,
             ..Features::default()
         }
@@ -48,13 +52,24 @@ impl BusFactory for Rabbit {
 }
 
 eventsource_testkit::conformance_suite!(Rabbit {
-    single_active: false
+    single_active: false,
+    partitions: None,
 });
+
+/// The whole suite again with partitioned groups.
+mod partitioned {
+    use super::Rabbit;
+    eventsource_testkit::conformance_suite!(Rabbit {
+        single_active: false,
+        partitions: Some(16),
+    });
+}
 
 /// The membership cases again with one active consumer per group.
 mod single_active_consumer {
     use super::Rabbit;
     eventsource_testkit::membership_suite!(Rabbit {
-        single_active: true
+        single_active: true,
+        partitions: None,
     });
 }

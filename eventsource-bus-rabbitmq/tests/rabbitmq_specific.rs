@@ -352,3 +352,111 @@ async fn single_active_consumer_keeps_one_member_active_and_fails_over() {
         .await
         .expect("shutdown");
 }
+
+/// A partitioned namespace keeps its partition count: a bus with another
+/// count, or unpartitioned, is refused at connect with a typed error that
+/// says what is stored; a partitioned bus on a namespace with an
+/// unpartitioned exchange is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_keeps_its_partition_count() {
+    let mut config = common::config();
+    config.partitions = Some(16);
+    let bus = common::connect(config.clone()).await;
+    for (partitions, says) in [(Some(8), "into 16 partitions"), (None, "is partitioned")] {
+        let mut other = config.clone();
+        other.partitions = partitions;
+        match eventsource_bus_rabbitmq::RabbitBus::connect(other).await {
+            Err(e @ Error::Config(_)) => {
+                let text = e.to_string();
+                assert!(text.contains(says), "{partitions:?}: {text}");
+            }
+            Err(e) => panic!("{partitions:?}: expected a config error, got {e}"),
+            Ok(_) => panic!("{partitions:?}: a bus with another partition count connected"),
+        }
+    }
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+
+    let plain = common::config();
+    let unpartitioned = common::connect(plain.clone()).await;
+    let mut partitioned = plain;
+    partitioned.partitions = Some(4);
+    let err = eventsource_bus_rabbitmq::RabbitBus::connect(partitioned)
+        .await
+        .expect_err("an unpartitioned exchange in the namespace");
+    assert!(err.to_string().contains("unpartitioned exchange"), "{err}");
+    unpartitioned
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
+/// Partitioned: a member assigned a partition another member is stuck in
+/// gets nothing of it (the broker keeps one consumer active per partition
+/// queue) until the stuck one dies; then it gets what the dead one never
+/// acked and the rest, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_only_once_its_stuck_owner_is_gone() {
+    use eventsource_core::handler_fn;
+    use tokio::sync::mpsc;
+
+    let mut config = common::config();
+    config.partitions = Some(2);
+    // An aggregate of partition 1: the second member's once it joins.
+    let aggregate = (0..)
+        .map(|i| format!("agg-{i}"))
+        .find(|id| eventsource_core::partition_of(id, 2) == 1)
+        .expect("some id");
+    let a = common::connect(config.clone()).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    a.subscribe(
+        Subscription::builder("stuck")
+            .handler(handler_fn(move |_e| {
+                let started_tx = started_tx.clone();
+                async move {
+                    let _ = started_tx.send(());
+                    std::future::pending::<()>().await; // stuck: this member dies with it
+                    Ok(())
+                }
+            }))
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe A");
+    let events: Vec<_> = (1..=3).map(|v| probe(&aggregate, v, v)).collect();
+    a.publish(&events).await.expect("publish");
+    tokio::time::timeout(Duration::from_secs(10), started.recv())
+        .await
+        .expect("A started v1")
+        .expect("open");
+
+    let b = common::connect(config).await;
+    let (mut rec, h) = Recorder::new("member B");
+    b.subscribe(
+        Subscription::builder("stuck")
+            .concurrency(4)
+            .handler(h)
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe B");
+    // B is assigned partition 1, but A has v1 in flight there.
+    rec.expect_nothing(Duration::from_millis(1_500)).await;
+    let report = a
+        .shutdown(Duration::from_millis(50))
+        .await
+        .expect("shutdown A");
+    assert_eq!(report.abandoned, 1, "{report:?}");
+    let got = rec.expect(3, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "B takes over what A never acked, in order"
+    );
+    b.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown B");
+}
