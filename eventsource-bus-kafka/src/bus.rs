@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use eventsource_core::driver::{publish, stamp, Members};
 use eventsource_core::{
-    BusStats, DeadLetterQuery, DeadLetterQueue, EventBus, EventEnvelope, EventFilter, EventWatch,
-    GroupStats, Result, ShutdownReport, Subscription, SubscriptionHandle,
+    partition_of, BusStats, DeadLetterQuery, DeadLetterQueue, EventBus, EventEnvelope, EventFilter,
+    EventWatch, GroupStats, Result, ShutdownReport, Subscription, SubscriptionHandle,
 };
 use rdkafka::producer::Producer as _;
 
@@ -87,6 +87,8 @@ impl EventBus for KafkaBus {
                 Outgoing {
                     topic: topic.clone(),
                     key: e.aggregate_id.clone(),
+                    // The same partition function as every backend's.
+                    partition: Some(partition_of(&e.aggregate_id, client.event_partitions) as i32),
                     headers,
                     payload,
                 }

@@ -28,6 +28,10 @@ pub(crate) fn kafka_err(context: impl Into<String>, e: KafkaError) -> Error {
 pub(crate) struct Outgoing {
     pub(crate) topic: String,
     pub(crate) key: String,
+    /// The partition, where the bus chooses it (events: by
+    /// [`partition_of`](eventsource_core::partition_of) of the key);
+    /// `None`: librdkafka's partitioner on the key.
+    pub(crate) partition: Option<i32>,
     pub(crate) headers: OwnedHeaders,
     pub(crate) payload: Vec<u8>,
 }
@@ -50,6 +54,8 @@ pub(crate) struct Client {
     created: Mutex<HashSet<String>>,
     pub(crate) stats: Counters,
     pub(crate) groups: Mutex<BTreeSet<String>>,
+    /// How many partitions the events topic has (read from the broker).
+    pub(crate) event_partitions: u32,
 }
 
 impl Client {
@@ -150,6 +156,9 @@ impl Client {
                 .key(&r.key)
                 .payload(&r.payload)
                 .headers(r.headers.clone());
+            if let Some(p) = r.partition {
+                record = record.partition(p);
+            }
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {
@@ -196,17 +205,47 @@ impl Client {
         let admin: AdminClient<DefaultClientContext> = client_config(&config)
             .create()
             .map_err(|e| kafka_err("creating the admin client", e))?;
-        let client = Client {
+        let mut client = Client {
             config,
             producer,
             admin,
             created: Mutex::new(HashSet::new()),
             stats: Counters::new(BACKEND),
             groups: Mutex::new(BTreeSet::new()),
+            event_partitions: 0,
         };
-        client
-            .ensure_topics(&[client.config.events_topic()])
-            .await?;
+        let topic = client.config.events_topic();
+        client.ensure_topics(std::slice::from_ref(&topic)).await?;
+        client.event_partitions = client.partition_count(&topic).await?;
         Ok(client)
+    }
+
+    /// How many partitions `topic` has, from the broker's metadata (the
+    /// topic may predate this bus, with another count than configured).
+    async fn partition_count(&self, topic: &str) -> Result<u32> {
+        use rdkafka::producer::Producer;
+        let producer = self.producer.clone();
+        let name = topic.to_owned();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&name), Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| Error::backend(BACKEND, "reading topic metadata", e))?
+        .map_err(|e| kafka_err(format!("reading the metadata of `{topic}`"), e))?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        match u32::try_from(count) {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Error::backend(
+                BACKEND,
+                format!("reading the metadata of `{topic}`"),
+                "the broker reports no partitions",
+            )),
+        }
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn dead_letter_record(
     Outgoing {
         topic: config.dlq_topic(&failure.group),
         key: key.to_owned(),
+        partition: None,
         headers: wire::headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         payload,
     }
@@ -216,6 +217,7 @@ impl KafkaDeadLetterQueue {
         Outgoing {
             topic: self.client.config.dlq_done_topic(letter.group()),
             key: letter.id.clone(),
+            partition: None,
             headers: OwnedHeaders::new(),
             payload: letter.id.clone().into_bytes(),
         }
@@ -237,6 +239,7 @@ impl KafkaDeadLetterQueue {
                 Outgoing {
                     topic: self.client.config.replay_topic(letter.group()),
                     key: record.key.clone(),
+                    partition: None,
                     headers: wire::headers(headers),
                     payload: record.payload.clone(),
                 }

@@ -10,14 +10,22 @@ use eventsource_testkit::{peers_of, BusFactory, Features, GroupStart};
 
 struct Kafka;
 
+/// The test config with as many partitions as the groups' cases have
+/// aggregates (16), so that ten members can share the work.
+fn config() -> eventsource_bus_kafka::KafkaBusConfig {
+    let mut config = common::config(&common::kafka_url());
+    config.partitions = 16;
+    config
+}
+
 #[async_trait]
 impl BusFactory for Kafka {
     async fn bus(&self) -> Arc<dyn EventBus> {
-        Arc::new(common::connect(common::config(&common::kafka_url())).await)
+        Arc::new(common::connect(config()).await)
     }
 
     async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
-        let config = common::config(&common::kafka_url());
+        let config = config();
         peers_of(n, || async {
             Arc::new(common::connect(config.clone()).await) as Arc<dyn EventBus>
         })

@@ -393,3 +393,50 @@ async fn stats_read_the_topic_length_without_a_member() {
             .expect("shutdown");
     }
 }
+
+/// Events go to the partition [`partition_of`](eventsource_core::partition_of)
+/// gives for their aggregate among the topic's partitions — the same
+/// function as every backend's, not librdkafka's hash of the key — so an
+/// aggregate's events share a partition and tools in other languages can
+/// tell which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_to_the_partition_of_their_aggregate() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let mut config = common::config(&common::kafka_url());
+    config.partitions = 16;
+    let bus = common::connect(config.clone()).await;
+    let aggregates = ["order-1", "order-2", "order-3", "customer-9"];
+    let events: Vec<_> = aggregates
+        .iter()
+        .flat_map(|a| (1..=2).map(move |v| probe(a, v, v)))
+        .collect();
+    bus.publish(&events).await.expect("publish");
+    let bootstrap = config.bootstrap_servers.clone();
+    let topic = config.events_topic();
+    let lengths = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "watermarks")
+            .create()
+            .expect("consumer");
+        (0..16)
+            .map(|p| {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .expect("watermarks (start the broker with ./scripts/test.sh)");
+                high - low
+            })
+            .collect::<Vec<i64>>()
+    })
+    .await
+    .expect("join");
+    let mut expected = vec![0i64; 16];
+    for a in aggregates {
+        expected[eventsource_core::partition_of(a, 16) as usize] += 2;
+    }
+    assert_eq!(lengths, expected, "records per partition");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
