@@ -192,3 +192,31 @@ fn a_group_with_its_own_prefetch_gets_a_bus_config_of_its_own() {
     let err = rabbit.bus_for("reports").expect_err("above u16");
     assert!(err.to_string().contains("`reports`"), "{err}");
 }
+
+#[test]
+fn partitions_come_from_a_file_or_the_environment_and_are_checked() {
+    let config = Config::from_toml("[bus]\nurl = \"amqp://broker:5672/%2f\"\npartitions = 16\n")
+        .expect("valid");
+    let BusConfig::Rabbitmq(rabbit) = &config.bus else {
+        panic!("not rabbitmq")
+    };
+    assert_eq!(rabbit.partitions, Some(16));
+    let config = Config::from_vars(vars(&[
+        ("EVENTSOURCE_BUS", "redis://127.0.0.1:6379"),
+        ("EVENTSOURCE_BUS_PARTITIONS", "32"),
+    ]))
+    .expect("valid");
+    let BusConfig::Redis(redis) = &config.bus else {
+        panic!("not redis")
+    };
+    assert_eq!(redis.partitions, Some(32));
+    for bad in [
+        "partitions = 0",
+        "partitions = 5000",
+        "partitions = 8\nsingle_active_consumer = true",
+    ] {
+        let err =
+            Config::from_toml(&format!("[bus]\nurl = \"redis://h:6379\"\n{bad}\n")).expect_err(bad);
+        assert!(err.to_string().contains("partitions"), "{bad}: {err}");
+    }
+}

@@ -223,6 +223,7 @@ impl Config {
 
     /// `bus`, with the store and groups read from `rest`.
     pub(crate) fn with_bus(bus: BusConfig, rest: serde_json::Value) -> Result<Config> {
+        bus.validate()?;
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Rest {

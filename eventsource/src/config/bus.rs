@@ -94,6 +94,21 @@ impl BusConfig {
         }
     }
 
+    /// Checks every value of the backend's config (as `connect` does), so
+    /// a bad file or environment fails where it is read.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            #[cfg(feature = "memory")]
+            BusConfig::Memory(c) => c.validate(),
+            #[cfg(feature = "redis")]
+            BusConfig::Redis(c) => c.validate(),
+            #[cfg(feature = "rabbitmq")]
+            BusConfig::Rabbitmq(c) => c.validate(),
+            #[cfg(feature = "kafka")]
+            BusConfig::Kafka(c) => c.validate(),
+        }
+    }
+
     /// The backend's name.
     pub fn backend(&self) -> &'static str {
         match self {
