@@ -28,6 +28,10 @@ use crate::{wire, RabbitBusConfig};
 /// to the group's `.dlq` queue. A lost connection is re-established with
 /// backoff, the topology declared again and consuming resumed.
 ///
+/// Ordering holds per member, or across the whole group with
+/// [`RabbitBusConfig::partitions`]: one queue per partition, each consumed
+/// by one member at a time, the members splitting the partitions.
+///
 /// ```no_run
 /// use std::sync::Arc;
 /// use eventsource_bus_rabbitmq::{RabbitBus, RabbitBusConfig};

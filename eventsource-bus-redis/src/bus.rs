@@ -30,7 +30,10 @@ use crate::{partitions, wire, RedisBusConfig};
 ///
 /// Ordering holds per member: with several members in one group, events
 /// of one aggregate may be handled by different members (see
-/// `docs/adr/0002-redis-streams.md`).
+/// `docs/adr/0002-redis-streams.md`) — or across the whole group with
+/// [`RedisBusConfig::partitions`]: one stream per partition, each read by
+/// one member at a time, the members splitting the partitions
+/// (`docs/adr/0010-partitioned-groups.md`).
 ///
 /// ```no_run
 /// use std::sync::Arc;
