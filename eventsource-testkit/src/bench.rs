@@ -237,9 +237,125 @@ pub async fn growth<C, Fut, E>(
     }
 }
 
+/// One consumer group of several members, each on a bus of its own, all
+/// counting into one total: the setup of [`members`].
+pub struct Group {
+    buses: Vec<Arc<dyn EventBus>>,
+    handles: Vec<eventsource_core::SubscriptionHandle>,
+    handled: Arc<(AtomicUsize, tokio::sync::Notify)>,
+}
+
+impl Group {
+    /// Subscribes one member of `group` with `concurrency` workers on each
+    /// of `buses`.
+    pub async fn join(buses: Vec<Arc<dyn EventBus>>, group: &str, concurrency: usize) -> Group {
+        let handled = Arc::new((AtomicUsize::new(0), tokio::sync::Notify::new()));
+        let mut handles = Vec::with_capacity(buses.len());
+        for bus in &buses {
+            let count = Arc::clone(&handled);
+            let subscription = Subscription::builder(group)
+                .concurrency(concurrency)
+                .handler(handler_fn(move |_event| {
+                    count.0.fetch_add(1, Ordering::Relaxed);
+                    count.1.notify_waiters();
+                    async { Ok(()) }
+                }))
+                .build()
+                .expect("a valid counting subscription");
+            handles.push(bus.subscribe(subscription).await.expect("subscribe"));
+        }
+        Group {
+            buses,
+            handles,
+            handled,
+        }
+    }
+
+    /// Publishes `events` in batches of `batch` through the first bus and
+    /// returns how long until the group handled that many more.
+    pub async fn round(&self, events: &[EventEnvelope], batch: usize) -> Duration {
+        let target = self.handled.0.load(Ordering::Acquire) + events.len();
+        let t = std::time::Instant::now();
+        for chunk in events.chunks(batch.max(1)) {
+            self.buses[0].publish(chunk).await.expect("publish");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+        loop {
+            let changed = self.handled.1.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.handled.0.load(Ordering::Acquire) >= target {
+                return t.elapsed();
+            }
+            tokio::time::timeout_at(deadline, changed)
+                .await
+                .expect("the group handles every event within 15 minutes");
+        }
+    }
+
+    /// Unsubscribes every member and shuts every bus down.
+    pub async fn leave(self) {
+        for handle in self.handles {
+            handle.unsubscribe().await;
+        }
+        for bus in self.buses {
+            let _ = bus.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// End to end through one group of 1, 4, 8… members (`members`), one bus
+/// each, partitioned (`connect(true)`) beside unpartitioned
+/// (`connect(false)`): per member count, [`compare`] with the
+/// partitioned layout as the "bus" side and the unpartitioned one as the
+/// "raw" side, `events` published in batches of 100 per round.
+pub async fn members<C>(
+    events: &[EventEnvelope],
+    rounds: usize,
+    members: &[usize],
+    concurrency: usize,
+    mut connect: C,
+) -> Vec<Comparison>
+where
+    C: AsyncFnMut(bool) -> Arc<dyn EventBus>,
+{
+    let mut rows = Vec::with_capacity(members.len());
+    for &m in members {
+        let mut groups = Vec::with_capacity(2);
+        for partitioned in [true, false] {
+            let mut buses = Vec::with_capacity(m);
+            for _ in 0..m {
+                buses.push(connect(partitioned).await);
+            }
+            groups.push(Group::join(buses, &format!("bench-{m}"), concurrency).await);
+        }
+        let (partitioned, plain) = (&groups[0], &groups[1]);
+        rows.push(
+            compare(
+                &format!("{m} member(s), concurrency {concurrency} each"),
+                events.len(),
+                rounds,
+                async |_| partitioned.round(events, 100).await,
+                async |_| plain.round(events, 100).await,
+            )
+            .await,
+        );
+        for group in groups {
+            group.leave().await;
+        }
+    }
+    rows
+}
+
 /// Prints the comparisons as a Markdown table (min / median / max ev/s).
 pub fn table(rows: &[Comparison]) {
-    println!("| case | events | raw ev/s (min / median / max) | bus ev/s (min / median / max) | ratio of medians |");
+    table_of(rows, "raw", "bus");
+}
+
+/// [`table`] with other names for the two sides (e.g. unpartitioned and
+/// partitioned).
+pub fn table_of(rows: &[Comparison], raw: &str, bus: &str) {
+    println!("| case | events | {raw} ev/s (min / median / max) | {bus} ev/s (min / median / max) | ratio of medians |");
     println!("|---|---|---|---|---|");
     for c in rows {
         println!(
