@@ -171,21 +171,9 @@ impl GroupConsumer {
         loop {
             let session = match next_session.take() {
                 Some(s) => s,
-                None => match Self::open(&self.client, &self.subscription).await {
-                    Ok(s) => {
-                        tracing::info!(group = self.group(), "rabbitmq consumer reconnected");
-                        backoff = Duration::from_millis(200);
-                        s
-                    }
-                    Err(e) => {
-                        tracing::warn!(group = self.group(), error = %e, ?backoff, "rabbitmq reconnect failed");
-                        tokio::select! {
-                            () = self.tasks.token().cancelled() => return,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
+                None => match self.reconnect(&mut backoff).await {
+                    Some(s) => s,
+                    None => return, // stopped
                 },
             };
             let channel = session.channel.clone();
@@ -268,6 +256,29 @@ impl GroupConsumer {
         }
     }
 
+    /// Opens the member's session again (topology, register), with
+    /// `backoff` between tries, until it succeeds — or `None` once the
+    /// member stops.
+    async fn reconnect(&self, backoff: &mut Duration) -> Option<Session> {
+        loop {
+            match Self::open(&self.client, &self.subscription).await {
+                Ok(s) => {
+                    tracing::info!(group = self.group(), "rabbitmq consumer reconnected");
+                    *backoff = Duration::from_millis(200);
+                    return Some(s);
+                }
+                Err(e) => {
+                    tracing::warn!(group = self.group(), error = %e, ?backoff, "rabbitmq reconnect failed");
+                    tokio::select! {
+                        () = self.tasks.token().cancelled() => return None,
+                        () = tokio::time::sleep(*backoff) => {}
+                    }
+                    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// Partitioned mode: keeps this member's rank in its group and
     /// consumes the partitions it is assigned (`p % members == rank`),
     /// handing over the others; on a lost connection, starts again.
@@ -295,22 +306,11 @@ impl GroupConsumer {
                     "rabbitmq member lost its connection; reconnecting"
                 );
                 rank = None;
-                match Self::open(&self.client, &self.subscription).await {
-                    Ok(s) => {
-                        backoff = Duration::from_millis(200);
-                        if let Some(old) = self.session.lock().await.replace(s) {
-                            old.close().await;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(group = self.group(), error = %e, ?backoff, "rabbitmq reconnect failed");
-                        tokio::select! {
-                            () = self.tasks.token().cancelled() => return,
-                            () = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
+                let Some(s) = self.reconnect(&mut backoff).await else {
+                    return; // stopped
+                };
+                if let Some(old) = self.session.lock().await.replace(s) {
+                    old.close().await;
                 }
             }
             if let Err(e) = self.rebalance(&mut rank).await {

@@ -30,29 +30,11 @@ impl Session {
     /// Connects and opens a channel, with publisher confirms if `confirm`.
     /// Bounded by `connect_timeout` as a whole.
     pub(crate) async fn open(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
-        tokio::time::timeout(config.connect_timeout, Self::open_unbounded(config, confirm))
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: format!(
-                    "rabbitmq: connecting to {} (is RabbitMQ running? start it with `rabbitmq-server -detached`)",
-                    config.redacted_url()
-                ),
-                after: config.connect_timeout,
-            })?
+        within_connect_timeout(config, Self::open_unbounded(config, confirm)).await
     }
 
     async fn open_unbounded(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
-        let connection = Connection::connect(&config.url, ConnectionProperties::default())
-            .await
-            .map_err(|e| {
-                amqp_err(
-                    format!(
-                        "connecting to {} (is RabbitMQ running? start it with `rabbitmq-server -detached`)",
-                        config.redacted_url()
-                    ),
-                    e,
-                )
-            })?;
+        let connection = connect(config).await?;
         let channel = connection
             .create_channel()
             .await
@@ -80,6 +62,36 @@ impl Session {
     pub(crate) async fn close(&self) {
         let _ = self.connection.close(200, "bye".into()).await;
     }
+}
+
+/// What connecting to the broker in `config` says when it fails.
+fn connecting(config: &RabbitBusConfig) -> String {
+    format!(
+        "rabbitmq: connecting to {} (is RabbitMQ running? start it with `rabbitmq-server -detached`)",
+        config.redacted_url()
+    )
+}
+
+/// Opens a connection (unbounded: callers wrap it in
+/// [`within_connect_timeout`]).
+async fn connect(config: &RabbitBusConfig) -> Result<Connection> {
+    Connection::connect(&config.url, ConnectionProperties::default())
+        .await
+        .map_err(|e| amqp_err(connecting(config), e))
+}
+
+/// Bounds `work` (which connects) by `connect_timeout`: a broker that
+/// accepts and then stays silent fails with `Error::Timeout`.
+async fn within_connect_timeout<T>(
+    config: &RabbitBusConfig,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(config.connect_timeout, work)
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: connecting(config),
+            after: config.connect_timeout,
+        })?
 }
 
 /// A short string, or a typed error naming `what` when longer than 255 bytes.
@@ -281,21 +293,15 @@ pub(crate) async fn declare_group(
 /// declare it again with another: 406 PRECONDITION_FAILED); refuses a
 /// partitioned bus on a namespace whose exchange exists without a marker
 /// (unpartitioned events), and an unpartitioned bus where a marker is.
+/// Bounded by `connect_timeout`.
 pub(crate) async fn check_partitions(config: &RabbitBusConfig) -> Result<()> {
-    let connection = Connection::connect(&config.url, ConnectionProperties::default())
-        .await
-        .map_err(|e| {
-            amqp_err(
-                format!(
-                    "connecting to {} (is RabbitMQ running? start it with `rabbitmq-server -detached`)",
-                    config.redacted_url()
-                ),
-                e,
-            )
-        })?;
-    let checked = check_partitions_on(&connection, config).await;
-    let _ = connection.close(200, "bye".into()).await;
-    checked
+    within_connect_timeout(config, async {
+        let connection = connect(config).await?;
+        let checked = check_partitions_on(&connection, config).await;
+        let _ = connection.close(200, "bye".into()).await;
+        checked
+    })
+    .await
 }
 
 async fn check_partitions_on(connection: &Connection, config: &RabbitBusConfig) -> Result<()> {
