@@ -10,7 +10,9 @@
 //! handler and concurrency 4; events of 256 aggregates are published
 //! (persistent, confirmed) in batches of 100 through the first member's
 //! bus. The partitioned column buys order per aggregate across the whole
-//! group; the ratio says what it costs.
+//! group; the ratio says what it costs. `BENCH_PARTITIONS=N` measures
+//! another partition count than 16 (the cost grows with it: see
+//! `docs/benchmarks.md`).
 
 use std::sync::Arc;
 
@@ -36,12 +38,16 @@ async fn main() {
                 if partitioned { "p16" } else { "plain" }
             ))
             .queue_expires(std::time::Duration::from_secs(60));
-        config.partitions = partitioned.then_some(16);
+        let n: u32 = std::env::var("BENCH_PARTITIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        config.partitions = partitioned.then_some(n);
         let bus = RabbitBus::connect(config.validated().expect("valid config"))
             .await
             .unwrap_or_else(|e| panic!("RabbitMQ at {url}: {e} (start it with ./scripts/test.sh)"));
         Arc::new(bus) as Arc<dyn EventBus>
     })
     .await;
-    bench::table_of(&rows, "unpartitioned", "partitioned (16)");
+    bench::table_of(&rows, "unpartitioned", "partitioned");
 }
