@@ -72,6 +72,11 @@ pub(crate) struct GroupConsumer {
     /// Whether this member reads: always, or while it holds the group's
     /// lease with `single_active_consumer`.
     active: std::sync::atomic::AtomicBool,
+    /// Partitioned mode: entries were left pending under this member's
+    /// name for a partition's new owner (acks or dead letters refused
+    /// after the lease was lost), so leaving must not delete the consumer
+    /// (XGROUP DELCONSUMER drops its pending entries).
+    left_pending: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -84,11 +89,18 @@ impl Settle<Token> for GroupConsumer {
             Outcome::DeadLetter(failure) => {
                 let failure = failure.from_source(format!("{}/{}", token.stream, token.id));
                 let body = LetterBody::Event((*envelope).clone());
-                let written =
-                    write_dead_letter(&self.client, &token.stream, &token.id, &body, &failure)
-                        .await;
+                let written = write_dead_letter(
+                    &self.client,
+                    &token.stream,
+                    &token.id,
+                    &body,
+                    &failure,
+                    self.fence(&token.stream),
+                )
+                .await;
                 match written {
-                    Ok(()) => self.release(&token.stream, &token.id),
+                    Ok(true) => self.release(&token.stream, &token.id),
+                    Ok(false) => self.forsake(&token.stream, &token.id),
                     Err(e) => {
                         tracing::error!(error = %e, "could not dead-letter; the entry stays pending and will be redelivered")
                     }
@@ -125,6 +137,7 @@ impl GroupConsumer {
             acks: Mutex::new(None),
             acker: Mutex::new(None),
             active: std::sync::atomic::AtomicBool::new(true),
+            left_pending: std::sync::atomic::AtomicBool::new(false),
             owned: Mutex::new(BTreeMap::new()),
             client,
             subscription,
@@ -271,6 +284,16 @@ impl GroupConsumer {
             .collect()
     }
 
+    /// Lets go of an entry whose partition another member owns now: it
+    /// stays pending in the group under this member's name, for the owner
+    /// to claim — so this member must not delete itself from the group.
+    fn forsake(&self, stream: &Arc<str>, id: &str) {
+        tracing::warn!(group = self.group(), stream = %stream, entry = id, "not dead-lettered: this member no longer owns the partition; its new owner handles the entry");
+        self.release(stream, id);
+        self.left_pending
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     fn release(&self, stream: &Arc<str>, id: &str) {
         if let Some(ids) = self.held.lock().get_mut(stream) {
             ids.remove(id);
@@ -351,6 +374,11 @@ impl GroupConsumer {
                 Ok(false) => {
                     tracing::warn!(group = self.group(), partition = p, "lost the lease of a partition (stalled past claim_min_idle?); its new owner handles what this member did not ack");
                     self.owned.lock().remove(&p);
+                    // Not this member's to refresh any more: a refresh
+                    // (XCLAIM to itself) would take them from the new owner.
+                    self.held.lock().remove(&self.events[p as usize]);
+                    self.left_pending
+                        .store(true, std::sync::atomic::Ordering::Release);
                 }
                 Err(e) => {
                     tracing::warn!(group = self.group(), partition = p, error = %e, "could not renew a partition's lease")
@@ -543,6 +571,16 @@ impl GroupConsumer {
             .map(|p| p as u32)
     }
 
+    /// The lease a dead letter from `stream` needs, in partitioned mode.
+    fn fence(&self, stream: &str) -> crate::dlq::Fence<'_> {
+        self.partition(stream).map(|p| {
+            (
+                self.client.config.partition_lease_key(self.group(), p),
+                self.consumer.as_str(),
+            )
+        })
+    }
+
     fn lease(&self) -> Lease<'_> {
         Lease {
             config: &self.client.config,
@@ -697,14 +735,26 @@ impl GroupConsumer {
             Intake::Skip => self.ack(stream, &entry.id),
             Intake::DeadLetter(failure) => {
                 let body = LetterBody::Raw(fields);
-                if let Err(e) =
-                    write_dead_letter(&self.client, stream, &entry.id, &body, &failure).await
-                {
-                    tracing::error!(error = %e, "could not dead-letter an undecodable entry; it stays pending");
-                } else {
-                    self.client.stats.dead_lettered(self.subscription.group());
+                let written = write_dead_letter(
+                    &self.client,
+                    stream,
+                    &entry.id,
+                    &body,
+                    &failure,
+                    self.fence(stream),
+                )
+                .await;
+                match written {
+                    Ok(true) => {
+                        self.client.stats.dead_lettered(self.subscription.group());
+                        self.release(stream, &entry.id);
+                    }
+                    Ok(false) => self.forsake(stream, &entry.id),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not dead-letter an undecodable entry; it stays pending");
+                        self.release(stream, &entry.id);
+                    }
                 }
-                self.release(stream, &entry.id);
             }
         }
     }
@@ -752,6 +802,8 @@ impl GroupConsumer {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(group = self.group(), stream = %stream, entries = ids.len(), "not acked: this member no longer owns the partition; its new owner handles these entries again");
+                        self.left_pending
+                            .store(true, std::sync::atomic::Ordering::Release);
                     }
                     // Not lost: the entries stay pending and are delivered again.
                     Err(e) => {
@@ -929,7 +981,8 @@ impl Member for GroupConsumer {
         self.release_partitions().await;
         let mut conn = self.client.conn.clone();
         membership::leave(&mut conn, &self.client.config, self.group(), &self.consumer).await;
-        let holds_nothing = self.held.lock().values().all(HashSet::is_empty);
+        let holds_nothing = self.held.lock().values().all(HashSet::is_empty)
+            && !self.left_pending.load(std::sync::atomic::Ordering::Acquire);
         if holds_nothing {
             for stream in self.events.iter().chain([&self.replay]) {
                 let _: redis::RedisResult<i64> = redis::cmd("XGROUP")

@@ -22,13 +22,33 @@ pub(crate) enum LetterBody {
 /// Appends a dead letter and acks the entry in one MULTI/EXEC, so a
 /// message is either pending or dead-lettered, never lost nor both. The
 /// failure is written by the core's codec, the body as `envelope` or `raw`.
+/// Dead-letters in a partition only while `ARGV[1]` holds its lease
+/// `KEYS[4]`: XADD `ARGV[4..]` to `KEYS[1]`, XACK `ARGV[3]` of `KEYS[2]` in
+/// group `ARGV[2]`, SADD the group to `KEYS[3]`; -1 (nothing written) if
+/// the lease is another's.
+const FENCED: &str = r"
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then return -1 end
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+";
+
+/// Who must hold which lease for a dead letter to be written (partitioned
+/// mode): the lease key and the owner's name.
+pub(crate) type Fence<'a> = Option<(String, &'a str)>;
+
+/// Writes a dead letter and acks its entry in one step (fenced by the
+/// partition's lease in partitioned mode). `Ok(false)`: refused, the lease
+/// is another member's (nothing written, the entry stays pending for it).
 pub(crate) async fn write_dead_letter(
     client: &Client,
     stream: &str,
     entry_id: &str,
     body: &LetterBody,
     failure: &Failure,
-) -> Result<()> {
+    fence: Fence<'_>,
+) -> Result<bool> {
     let config = &client.config;
     let group = &failure.group;
     let dlq = config.dlq_stream(group);
@@ -42,9 +62,33 @@ pub(crate) async fn write_dead_letter(
             serde_json::to_string(fields).expect("a string map serializes"),
         ),
     };
+    let decoded = matches!(body, LetterBody::Event(_));
+    let what = || format!("dead-lettering entry {entry_id} of `{stream}` to `{dlq}`");
+    let mut conn = client.conn.clone();
+    if let Some((lease, owner)) = fence {
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(FENCED)
+            .arg(4)
+            .arg(&dlq)
+            .arg(stream)
+            .arg(config.dlq_groups_key())
+            .arg(lease)
+            .arg(owner)
+            .arg(group)
+            .arg(entry_id);
+        for (name, value) in dead_letter::encode(failure, decoded) {
+            script.arg(name).arg(value);
+        }
+        script.arg(body_field).arg(body_value);
+        let written: i64 = script
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_err(what(), e))?;
+        return Ok(written >= 0);
+    }
     let mut pipe = redis::pipe();
     let xadd = pipe.atomic().cmd("XADD").arg(&dlq).arg("*");
-    let decoded = matches!(body, LetterBody::Event(_));
     for (name, value) in dead_letter::encode(failure, decoded) {
         xadd.arg(name).arg(value);
     }
@@ -60,13 +104,10 @@ pub(crate) async fn write_dead_letter(
         .arg(config.dlq_groups_key())
         .arg(group)
         .ignore();
-    let mut conn = client.conn.clone();
-    pipe.query_async::<()>(&mut conn).await.map_err(|e| {
-        redis_err(
-            format!("dead-lettering entry {entry_id} of `{stream}` to `{dlq}`"),
-            e,
-        )
-    })
+    pipe.query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| redis_err(what(), e))?;
+    Ok(true)
 }
 
 /// The [`DeadLetterQueue`] of a [`RedisBus`](crate::RedisBus). Ids are

@@ -446,3 +446,93 @@ async fn a_crashed_owners_partition_is_taken_over_in_order() {
         .await
         .expect("shutdown");
 }
+
+/// Partitioned: once another member holds a partition's lease, this
+/// member's acks and dead letters of that partition are refused on the
+/// server — the entries stay pending for the lease's holder — even before
+/// this member notices it lost the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_lease_cannot_ack_or_dead_letter() {
+    use eventsource_core::HandlerError;
+
+    let mut config = common::config(&common::redis_url());
+    config.partitions = Some(1);
+    let bus = common::connect(config.clone()).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let go = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = Arc::clone(&go);
+    let _s = bus
+        .subscribe(
+            Subscription::builder("fenced")
+                .handler(handler_fn(move |e| {
+                    let (started_tx, gate) = (started_tx.clone(), Arc::clone(&gate));
+                    async move {
+                        let _ = started_tx.send(e.aggregate_version);
+                        gate.acquire().await.expect("open").forget();
+                        if e.aggregate_version == 1 {
+                            Ok(())
+                        } else {
+                            Err(HandlerError::permanent("v2 fails"))
+                        }
+                    }
+                }))
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    bus.publish(&[probe("agg-1", 1, 1), probe("agg-1", 2, 2)])
+        .await
+        .expect("publish");
+    assert_eq!(started.recv().await, Some(1));
+    // Another member takes the lease while v1 is being handled.
+    let mut conn = raw_conn().await;
+    let _: () = redis::cmd("SET")
+        .arg(config.partition_lease_key("fenced", 0))
+        .arg("thief")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("thief's lease");
+    go.add_permits(1); // v1 succeeds: its ack is refused
+    assert_eq!(started.recv().await, Some(2));
+    go.add_permits(1); // v2 fails for good: its dead letter is refused
+    let stream = config.partition_stream(0);
+    eventually(
+        "both settled by the member",
+        Duration::from_secs(10),
+        || {
+            let bus = bus.clone();
+            async move {
+                let stats = bus.stats().await.expect("stats");
+                (stats.handled == 1 && stats.failed_attempts == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    // A shutdown sends every queued ack before it returns: then look.
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("fenced")
+        .query_async(&mut conn)
+        .await
+        .expect("XPENDING");
+    let count = match pending {
+        redis::Value::Array(ref v) => match v.first() {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("XPENDING summary: {other:?}"),
+        },
+        other => panic!("XPENDING summary: {other:?}"),
+    };
+    assert_eq!(count, 2, "both entries stay pending for the lease's holder");
+    let dead: usize = redis::cmd("XLEN")
+        .arg(config.dlq_stream("fenced"))
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(dead, 0, "no dead letter written without the lease");
+}
