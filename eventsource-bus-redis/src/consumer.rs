@@ -985,6 +985,21 @@ impl Member for GroupConsumer {
             && !self.left_pending.load(std::sync::atomic::Ordering::Acquire);
         if holds_nothing {
             for stream in self.events.iter().chain([&self.replay]) {
+                // Only when the server, too, shows nothing pending for it:
+                // DELCONSUMER drops a consumer's pending entries, and an
+                // entry read just as the reader stopped may not be held.
+                let pending: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XPENDING")
+                    .arg(&**stream)
+                    .arg(self.group())
+                    .arg("-")
+                    .arg("+")
+                    .arg(1)
+                    .arg(&self.consumer)
+                    .query_async(&mut conn)
+                    .await;
+                if !pending.is_ok_and(|p| p.is_empty()) {
+                    continue;
+                }
                 let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
                     .arg("DELCONSUMER")
                     .arg(&**stream)
