@@ -13,10 +13,16 @@ pub fn amqp_url() -> String {
 }
 
 /// A config with a fresh namespace whose queues expire when unused.
+///
+/// `connect_timeout` is 30 s, not the default 10 s: the membership cases
+/// open ten buses and their consumers while the rest of the suite runs
+/// beside them, and on a loaded 2-core machine one handshake once took
+/// longer than 10 s (a clean-clone CI run failed on it, with nothing lost).
 pub fn config() -> RabbitBusConfig {
     RabbitBusConfig::new(amqp_url())
         .namespace(format!("es-test-{}", uuid::Uuid::now_v7().simple()))
         .queue_expires(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(30))
         .validated()
         .expect("valid test config")
 }
