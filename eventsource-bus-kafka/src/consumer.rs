@@ -376,7 +376,7 @@ impl GroupConsumer {
             member.client.config.events_topic(),
             &member,
             n,
-            |m| (&*m.queue, &m.subscription, &m.client.stats),
+            |m| (&*m.queue, &m.subscription, &m.client.stats, None),
         );
         let timeout = member.client.config.assignment_timeout;
         if tokio::time::timeout(timeout, waiting).await.is_err() {

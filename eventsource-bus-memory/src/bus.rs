@@ -158,6 +158,7 @@ impl EventBus for MemoryBus {
                         subscription.group().to_owned(),
                         subscription.filter().clone(),
                         self.client.config.group_capacity,
+                        self.dead_letters(),
                     ))
                 })
                 .clone();

@@ -50,6 +50,7 @@ pub(crate) async fn run_member_worker(
         stop: &stop,
         counters: &client.stats,
         settle: &settle,
+        parking: subscription.parks_aggregates().then_some(&*group.parking),
     }
     .run()
     .await;

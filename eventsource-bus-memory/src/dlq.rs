@@ -38,8 +38,8 @@ impl DeadLetterQueue for MemoryDeadLetterQueue {
             .dead_letters
             .remove(id)
             .ok_or_else(|| Error::not_found(format!("memory bus: dead letter `{id}`")))?;
-        let (group, envelope) = match (inner.group(letter.group()), &letter.envelope) {
-            (Some(group), Some(envelope)) => (group, envelope.clone()),
+        let (group, envelope) = match (inner.group(letter.group()), letter.replayed_envelope()) {
+            (Some(group), Some(envelope)) => (group, envelope),
             (None, _) => {
                 let group = letter.group().to_owned();
                 inner.dead_letters.restore(letter);

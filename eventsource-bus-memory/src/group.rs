@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::driver::{Delivery, KeyedQueue};
-use eventsource_core::{Error, EventEnvelope, EventFilter, GroupStats, Result};
+use eventsource_core::driver::{Delivery, KeyedQueue, Parking};
+use eventsource_core::{DeadLetterQueue, Error, EventEnvelope, EventFilter, GroupStats, Result};
 
 /// A consumer group: its filter and the queue its members compete on.
 #[derive(Debug)]
@@ -13,12 +13,21 @@ pub(crate) struct Group {
     pub(crate) name: String,
     pub(crate) filter: EventFilter,
     pub(crate) queue: KeyedQueue<()>,
+    /// Its parked aggregates, shared by its members as the queue is (used
+    /// by members whose subscription parks aggregates).
+    pub(crate) parking: Arc<Parking>,
     members: AtomicUsize,
 }
 
 impl Group {
-    pub(crate) fn new(name: String, filter: EventFilter, capacity: usize) -> Self {
+    pub(crate) fn new(
+        name: String,
+        filter: EventFilter,
+        capacity: usize,
+        dlq: Arc<dyn DeadLetterQueue>,
+    ) -> Self {
         Group {
+            parking: Parking::new(name.clone(), dlq),
             name,
             filter,
             queue: KeyedQueue::new(capacity),
@@ -89,7 +98,10 @@ mod tests {
 
     #[tokio::test]
     async fn full_group_times_out_with_its_name() {
-        let g = Group::new("full".into(), EventFilter::All, 1);
+        let dlq = Arc::new(crate::dlq::MemoryDeadLetterQueue {
+            inner: std::sync::Weak::new(),
+        });
+        let g = Group::new("full".into(), EventFilter::All, 1, dlq);
         let e = Arc::new(EventEnvelope::new("a", 1, &Ping).expect("encode"));
         g.push(&[Arc::clone(&e)], Duration::from_secs(1))
             .await

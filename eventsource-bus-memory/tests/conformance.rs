@@ -22,6 +22,7 @@ impl BusFactory for Memory {
             ordered_across_members: true,
             spreads_work: true,
             durable: false,
+            parks_aggregates: true,
             ..Features::default()
         }
     }

@@ -118,7 +118,7 @@ impl GroupConsumer {
             member.client.config.queue(member.subscription.group()),
             &member,
             n,
-            |m| (&m.queue, &m.subscription, &m.client.stats),
+            |m| (&m.queue, &m.subscription, &m.client.stats, None),
         );
         Ok(member)
     }

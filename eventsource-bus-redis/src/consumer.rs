@@ -178,7 +178,7 @@ impl GroupConsumer {
             member.client.config.events_stream(),
             &member,
             member.workers,
-            |m| (&m.queue, &m.subscription, &m.client.stats),
+            |m| (&m.queue, &m.subscription, &m.client.stats, None),
         );
         tracing::debug!(group = member.group(), consumer = %member.consumer, "redis member started");
         Ok(member)

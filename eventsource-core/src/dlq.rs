@@ -3,7 +3,13 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{EventEnvelope, Failure, Result};
+use crate::{EventEnvelope, Failure, FailureKind, Result};
+
+/// The metadata key a replayed event carries: the id of the dead letter it
+/// was replayed from. Handlers may read it; a group that parks aggregates
+/// ([`park_aggregate_on_failure`](crate::SubscriptionBuilder::park_aggregate_on_failure))
+/// releases a parked aggregate when one of its letters comes back so.
+pub const REPLAYED_FROM: &str = "eventsource-replayed-from";
 
 /// A message that a consumer group could not handle, with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +29,73 @@ impl DeadLetter {
     pub fn group(&self) -> &str {
         &self.failure.group
     }
+
+    /// The aggregate of the event, when it decoded.
+    pub fn aggregate_id(&self) -> Option<&str> {
+        self.envelope.as_ref().map(|e| e.aggregate_id.as_str())
+    }
+
+    /// The event to send back on replay: the envelope with
+    /// [`REPLAYED_FROM`] set to this letter's id. Every backend's replay
+    /// sends this.
+    pub fn replayed_envelope(&self) -> Option<EventEnvelope> {
+        let mut envelope = self.envelope.clone()?;
+        envelope
+            .metadata
+            .insert(REPLAYED_FROM.to_owned(), self.id.clone());
+        Some(envelope)
+    }
+}
+
+/// An aggregate whose events wait in a group's dead-letter queue behind
+/// its oldest letter (see
+/// [`park_aggregate_on_failure`](crate::SubscriptionBuilder::park_aggregate_on_failure)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedAggregate {
+    /// The consumer group.
+    pub group: String,
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// The id of its oldest letter (lowest aggregate version): the one to
+    /// fix and replay, or discard.
+    pub head: String,
+    /// How many of its events wait behind the head.
+    pub parked: usize,
+}
+
+/// The letters of each aggregate, in the order a release handles them
+/// (aggregate version, then queue order), keyed by group and aggregate.
+fn by_aggregate(letters: Vec<DeadLetter>) -> Vec<((String, String), Vec<DeadLetter>)> {
+    let mut out: Vec<((String, String), Vec<DeadLetter>)> = Vec::new();
+    for letter in letters {
+        let Some(aggregate) = letter.aggregate_id() else {
+            continue;
+        };
+        let key = (letter.group().to_owned(), aggregate.to_owned());
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(letter),
+            None => out.push((key, vec![letter])),
+        }
+    }
+    for (_, list) in &mut out {
+        list.sort_by_key(|l| l.envelope.as_ref().map_or(0, |e| e.aggregate_version));
+    }
+    out
+}
+
+/// `group`'s letters of `aggregate_id`, in the order a release handles
+/// them: aggregate version, then queue order.
+pub(crate) fn letters_of(
+    letters: Vec<DeadLetter>,
+    group: &str,
+    aggregate_id: &str,
+) -> Vec<DeadLetter> {
+    let mut mine: Vec<DeadLetter> = letters
+        .into_iter()
+        .filter(|l| l.group() == group && l.aggregate_id() == Some(aggregate_id))
+        .collect();
+    mine.sort_by_key(|l| l.envelope.as_ref().map_or(0, |e| e.aggregate_version));
+    mine
 }
 
 /// Which dead letters to list.
@@ -95,7 +168,62 @@ pub trait DeadLetterQueue: Send + Sync {
     }
 
     /// Deletes one dead letter; returns whether it existed.
+    ///
+    /// In a group that parks aggregates, deleting a head letter releases
+    /// nothing: use [`discard`](Self::discard) for that.
     async fn delete(&self, id: &str) -> Result<bool>;
+
+    /// Deletes one dead letter and, when events of its aggregate are
+    /// parked behind it, releases them: the oldest parked letter is
+    /// replayed, and the group handles the rest after it, in order.
+    /// Returns whether the letter existed.
+    async fn discard(&self, id: &str) -> Result<bool> {
+        let Some(letter) = self.get(id).await? else {
+            return Ok(false);
+        };
+        let existed = self.delete(id).await?;
+        if let Some(aggregate) = letter.aggregate_id() {
+            let rest = letters_of(
+                self.list(&DeadLetterQuery::group(letter.group())).await?,
+                letter.group(),
+                aggregate,
+            );
+            if let Some(next) = rest.iter().find(|l| l.failure.kind == FailureKind::Parked) {
+                self.replay(&next.id).await?;
+            }
+        }
+        Ok(existed)
+    }
+
+    /// The aggregates with events parked behind a dead letter, per group
+    /// (the query's group, or all), in queue order of their first letter.
+    async fn parked(&self, query: &DeadLetterQuery) -> Result<Vec<ParkedAggregate>> {
+        let letters = self
+            .list(&DeadLetterQuery {
+                group: query.group.clone(),
+                limit: None,
+            })
+            .await?;
+        let mut parked: Vec<ParkedAggregate> = by_aggregate(letters)
+            .into_iter()
+            .filter_map(|((group, aggregate_id), list)| {
+                let waiting = list
+                    .iter()
+                    .filter(|l| l.failure.kind == FailureKind::Parked)
+                    .count();
+                (waiting > 0).then(|| ParkedAggregate {
+                    group,
+                    aggregate_id,
+                    head: list[0].id.clone(),
+                    parked: list.len() - 1,
+                })
+            })
+            .collect();
+        if let Some(limit) = query.limit {
+            parked.truncate(limit);
+        }
+        Ok(parked)
+    }
 
     /// Deletes every dead letter the query selects; returns how many.
     async fn purge(&self, query: &DeadLetterQuery) -> Result<usize> {

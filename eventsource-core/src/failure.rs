@@ -15,23 +15,35 @@ pub enum FailureKind {
     Permanent,
     /// The message could not be decoded into an event: no handler ran.
     Undecodable,
+    /// Not handled: an earlier event of the same aggregate is dead-lettered
+    /// in this group, and the subscription parks an aggregate behind its
+    /// dead letter ([`SubscriptionBuilder::park_aggregate_on_failure`](crate::SubscriptionBuilder::park_aggregate_on_failure)).
+    /// Released, in order, when that letter is replayed or discarded.
+    Parked,
 }
 
 impl FailureKind {
-    /// The kind as written on the wire (`exhausted`, `permanent`, `undecodable`).
+    /// The kind as written on the wire (`exhausted`, `permanent`,
+    /// `undecodable`, `parked`).
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Exhausted => "exhausted",
             FailureKind::Permanent => "permanent",
             FailureKind::Undecodable => "undecodable",
+            FailureKind::Parked => "parked",
         }
     }
 
     /// Parses [`as_str`](Self::as_str)'s spelling.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Exhausted, Self::Permanent, Self::Undecodable]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Exhausted,
+            Self::Permanent,
+            Self::Undecodable,
+            Self::Parked,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -84,6 +96,27 @@ impl Failure {
             last_failed_at: now,
             group: group.into(),
             source: source.into(),
+            handler: None,
+        }
+    }
+
+    /// An event of `group` not handled because an earlier event of its
+    /// aggregate is dead-lettered there (see [`FailureKind::Parked`]).
+    pub fn parked(group: impl Into<String>, envelope: &crate::EventEnvelope) -> Self {
+        let group = group.into();
+        let now = Utc::now();
+        Failure {
+            error: format!(
+                "parked: an earlier event of aggregate `{}` is dead-lettered in group `{group}`; \
+                 replay or discard that letter to release this one",
+                envelope.aggregate_id
+            ),
+            kind: FailureKind::Parked,
+            attempts: 0,
+            first_failed_at: now,
+            last_failed_at: now,
+            group,
+            source: String::new(),
             handler: None,
         }
     }

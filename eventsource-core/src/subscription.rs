@@ -34,6 +34,7 @@ pub struct Subscription {
     handler: Arc<dyn EventHandler>,
     retry: RetryPolicy,
     concurrency: usize,
+    park: bool,
 }
 
 impl fmt::Debug for Subscription {
@@ -43,6 +44,7 @@ impl fmt::Debug for Subscription {
             .field("filter", &self.filter)
             .field("retry", &self.retry)
             .field("concurrency", &self.concurrency)
+            .field("park_aggregate_on_failure", &self.park)
             .finish_non_exhaustive()
     }
 }
@@ -56,6 +58,7 @@ impl Subscription {
             handler: None,
             retry: RetryPolicy::default(),
             concurrency: 1,
+            park: false,
         }
     }
 
@@ -84,6 +87,12 @@ impl Subscription {
     pub fn concurrency(&self) -> usize {
         self.concurrency
     }
+
+    /// Whether an aggregate's later events wait behind its dead letter
+    /// (see [`SubscriptionBuilder::park_aggregate_on_failure`]).
+    pub fn parks_aggregates(&self) -> bool {
+        self.park
+    }
 }
 
 /// Builds a [`Subscription`]; validated by [`build`](Self::build).
@@ -94,6 +103,7 @@ pub struct SubscriptionBuilder {
     handler: Option<Arc<dyn EventHandler>>,
     retry: RetryPolicy,
     concurrency: usize,
+    park: bool,
 }
 
 impl SubscriptionBuilder {
@@ -127,6 +137,29 @@ impl SubscriptionBuilder {
         self
     }
 
+    /// Keeps an aggregate's order through failures (default `false`).
+    ///
+    /// When an event of aggregate X is dead-lettered in this group, X's
+    /// later events are not handled: each is written to the group's
+    /// dead-letter queue as a letter of kind
+    /// [`Parked`](crate::FailureKind::Parked), behind the failed one, so
+    /// they are kept on the broker, not in memory. Replaying X's oldest
+    /// letter (after fixing the bug) handles it and then X's parked
+    /// letters, in order, before X's next new event;
+    /// [`DeadLetterQueue::discard`](crate::DeadLetterQueue::discard) skips
+    /// it and releases the rest. Other aggregates and other groups go on
+    /// as before. [`DeadLetterQueue::parked`](crate::DeadLetterQueue::parked)
+    /// lists the parked aggregates.
+    ///
+    /// Every member of the group must set it alike. Backends where a
+    /// group's members share an aggregate's events only with partitioned
+    /// groups (Redis, RabbitMQ) refuse it at `subscribe` without
+    /// `partitions` (or one active consumer per group).
+    pub fn park_aggregate_on_failure(mut self, park: bool) -> Self {
+        self.park = park;
+        self
+    }
+
     /// Validates and builds the subscription.
     pub fn build(self) -> Result<Subscription> {
         validate_name("consumer group", &self.group)?;
@@ -146,6 +179,7 @@ impl SubscriptionBuilder {
             handler,
             retry: self.retry,
             concurrency: self.concurrency,
+            park: self.park,
         })
     }
 }

@@ -87,6 +87,9 @@ pub struct Features {
     pub rebalance_barrier: bool,
     /// Where a group that never existed starts reading.
     pub new_group_starts_at: GroupStart,
+    /// A subscription may park an aggregate behind its dead letter
+    /// (`park_aggregate_on_failure`); `false` where the mode refuses it.
+    pub parks_aggregates: bool,
 }
 
 /// Where a new consumer group starts reading.
@@ -110,6 +113,7 @@ impl Default for Features {
             group_filter_on_broker: true,
             rebalance_barrier: true,
             new_group_starts_at: GroupStart::NewEvents,
+            parks_aggregates: false,
         }
     }
 }

@@ -27,6 +27,7 @@ mod fault;
 mod fixtures;
 mod handling;
 mod membership;
+mod parking;
 mod proxy;
 mod secrets;
 mod spans;
@@ -38,6 +39,7 @@ pub use fault::{survives_outage, OutageReport};
 pub use fixtures::{dead_letters_of, eventually, probe, OtherCreated, Probe, Recorder};
 pub use handling::{handle_with_retries, HandlingReport};
 pub use membership::*;
+pub use parking::*;
 pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
 pub use secrets::{assert_never_shown, urls_with_password};
 pub use spans::{CapturedSpan, SpanCapture};
@@ -65,6 +67,8 @@ macro_rules! conformance_suite {
             a_new_group_starts_where_the_backend_says,
             group_stats_come_from_the_broker,
             a_watch_follows_new_events_without_taking_any,
+            parks_an_aggregate_behind_its_dead_letter,
+            discard_releases_what_is_parked_behind_it,
         );
         $crate::membership_suite!($factory);
     };

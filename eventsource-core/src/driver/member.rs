@@ -40,6 +40,18 @@ pub async fn join_tasks(
     abandoned
 }
 
+/// Picks from a member what its [`Worker`](super::Worker)s use: its
+/// queue, subscription, counters, and parking when the subscription parks
+/// aggregates.
+pub type WorkerParts<M, T> = for<'m> fn(
+    &'m M,
+) -> (
+    &'m super::KeyedQueue<T>,
+    &'m Subscription,
+    &'m super::Counters,
+    Option<&'m super::Parking>,
+);
+
 /// The tasks of one running member, its helpers (reader, refresher) and
 /// its workers, and the token that stops them all.
 #[derive(Debug)]
@@ -76,8 +88,8 @@ impl MemberTasks {
     }
 
     /// Spawns `n` [`Worker`](super::Worker)s for
-    /// `member`, which settles; `parts` picks its queue, subscription and
-    /// counters. `destination` is what the member consumes (stream, queue,
+    /// `member`, which settles; `parts` picks its queue, subscription,
+    /// counters and parking (when the subscription parks aggregates). `destination` is what the member consumes (stream, queue,
     /// topic), for spans.
     pub fn spawn_workers<T, M>(
         &self,
@@ -85,7 +97,7 @@ impl MemberTasks {
         destination: String,
         member: &Arc<M>,
         n: usize,
-        parts: fn(&M) -> (&super::KeyedQueue<T>, &Subscription, &super::Counters),
+        parts: WorkerParts<M, T>,
     ) where
         T: Send + 'static,
         M: super::Settle<T> + 'static,
@@ -94,7 +106,7 @@ impl MemberTasks {
             let (member, stop) = (Arc::clone(member), self.stop.clone());
             let destination = destination.clone();
             self.worker(async move {
-                let (queue, subscription, counters) = parts(&member);
+                let (queue, subscription, counters, parking) = parts(&member);
                 super::Worker {
                     backend,
                     destination: &destination,
@@ -103,6 +115,7 @@ impl MemberTasks {
                     stop: &stop,
                     counters,
                     settle: &*member,
+                    parking,
                 }
                 .run()
                 .await;

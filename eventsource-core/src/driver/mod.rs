@@ -45,6 +45,7 @@
 mod counters;
 mod intake;
 mod member;
+mod parking;
 pub mod publish;
 mod queue;
 mod setters;
@@ -53,7 +54,8 @@ mod worker;
 
 pub use counters::Counters;
 pub use intake::{triage, Intake};
-pub use member::{join_tasks, Member, MemberTasks, Members};
+pub use member::{join_tasks, Member, MemberTasks, Members, WorkerParts};
+pub use parking::{refuse_parking, Parking};
 pub use publish::{publish, stamp, stamp_shared, PublishTarget, SendError, Stamped};
 pub use queue::{Delivery, KeyedQueue};
 pub use settle::Settle;

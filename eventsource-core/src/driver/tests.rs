@@ -127,6 +127,7 @@ async fn a_worker_that_panics_outside_the_handler_is_restarted() {
         stop: &stop,
         counters: &counters,
         settle: &settle,
+        parking: None,
     }
     .run();
     let check = async {

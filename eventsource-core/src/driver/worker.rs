@@ -11,8 +11,8 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::{Counters, Delivery, KeyedQueue, Settle};
-use crate::{EventEnvelope, Failure, FailureKind, Subscription};
+use super::{Counters, Delivery, KeyedQueue, Parking, Settle};
+use crate::{DeadLetter, EventEnvelope, Failure, FailureKind, Subscription, REPLAYED_FROM};
 
 /// What [`attempt`] made of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,9 @@ pub struct Worker<'a, T> {
     pub counters: &'a Counters,
     /// The backend's ack and dead letter.
     pub settle: &'a dyn Settle<T>,
+    /// The group's parked aggregates, when the subscription parks them
+    /// ([`park_aggregate_on_failure`](crate::SubscriptionBuilder::park_aggregate_on_failure)).
+    pub parking: Option<&'a Parking>,
 }
 
 impl<T: Send> Worker<'_, T> {
@@ -161,6 +164,7 @@ impl<T: Send> Worker<'_, T> {
             stop,
             counters,
             settle,
+            parking,
         } = *self;
         loop {
             let mut next = tokio::select! {
@@ -192,11 +196,8 @@ impl<T: Send> Worker<'_, T> {
                 );
                 crate::trace::set_parent(&span, &delivery.envelope);
                 counters.in_flight(subscription.group(), 1);
-                let outcome = tracing::Instrument::instrument(
-                    attempt(subscription, &mut delivery, stop, counters),
-                    span,
-                )
-                .await;
+                let outcome =
+                    tracing::Instrument::instrument(self.decide(&mut delivery), span).await;
                 counters.in_flight(subscription.group(), -1);
                 counters.record(subscription.group(), &delivery, &outcome);
                 if outcome == Outcome::Interrupted {
@@ -204,7 +205,13 @@ impl<T: Send> Worker<'_, T> {
                     return;
                 }
                 let envelope = Arc::clone(&delivery.envelope);
+                let parks =
+                    matches!(&outcome, Outcome::DeadLetter(f) if f.kind != FailureKind::Parked);
                 settle.settle(delivery, outcome).await;
+                if let (Some(parking), true) = (parking, parks) {
+                    // Its letter is on the broker now: its next events wait behind it.
+                    parking.set(&envelope.aggregate_id, true);
+                }
                 *holding.lock() = None;
                 next = queue.finish(&envelope.aggregate_id);
                 if stop.is_cancelled() {
@@ -215,6 +222,102 @@ impl<T: Send> Worker<'_, T> {
                 }
             }
         }
+    }
+}
+
+impl<T: Send> Worker<'_, T> {
+    /// What to do with `delivery`: [`attempt`] it, or, when the group
+    /// parks aggregates and its aggregate is parked, park it too — unless
+    /// it is that aggregate's oldest letter coming back from a replay,
+    /// which is attempted and, once handled, releases the rest.
+    async fn decide(&self, delivery: &mut Delivery<T>) -> Outcome {
+        let Worker {
+            subscription,
+            stop,
+            counters,
+            ..
+        } = *self;
+        let Some(parking) = self.parking else {
+            return attempt(subscription, delivery, stop, counters).await;
+        };
+        if !parking.ready(stop).await {
+            return Outcome::Interrupted;
+        }
+        let envelope = Arc::clone(&delivery.envelope);
+        let key = envelope.aggregate_id.as_str();
+        if !parking.is_parked(key) {
+            return attempt(subscription, delivery, stop, counters).await;
+        }
+        let parked = || Outcome::DeadLetter(Failure::parked(subscription.group(), &envelope));
+        if !envelope.metadata.contains_key(REPLAYED_FROM) {
+            return parked();
+        }
+        let Some(letters) = parking
+            .retrying(stop, "release a parked aggregate", || {
+                parking.letters_of(key)
+            })
+            .await
+        else {
+            return Outcome::Interrupted;
+        };
+        // Its own letter, if a backend removes it only after the replay.
+        let rest: Vec<DeadLetter> = letters
+            .into_iter()
+            .filter(|l| l.envelope.as_ref().map(|e| e.event_id) != Some(envelope.event_id))
+            .collect();
+        let older = rest.iter().any(|l| {
+            l.envelope
+                .as_ref()
+                .is_some_and(|e| e.aggregate_version < envelope.aggregate_version)
+        });
+        if older {
+            // Not the oldest: it waits behind that one, as before.
+            return parked();
+        }
+        let outcome = attempt(subscription, delivery, stop, counters).await;
+        if outcome == Outcome::Handled {
+            self.release(parking, key, rest).await;
+        }
+        outcome
+    }
+
+    /// Handles `letters` (an aggregate's parked letters, in order) one
+    /// after another, deleting each once handled; the aggregate is
+    /// released when all are. One that fails again, or a stop, ends the
+    /// release there: the rest stay parked, behind it.
+    async fn release(&self, parking: &Parking, key: &str, letters: Vec<DeadLetter>) {
+        let (subscription, stop, counters) = (self.subscription, self.stop, self.counters);
+        let count = letters.len();
+        for letter in letters {
+            let Some(envelope) = letter.envelope else {
+                continue;
+            };
+            let mut delivery = Delivery::new(Arc::new(envelope), ());
+            let outcome = attempt(subscription, &mut delivery, stop, counters).await;
+            counters.record(subscription.group(), &delivery, &outcome);
+            match outcome {
+                Outcome::Handled => {
+                    if let Err(e) = parking.delete(&letter.id).await {
+                        tracing::warn!(group = subscription.group(), aggregate_id = key, letter = %letter.id, error = %e,
+                            "a released event was handled but its letter could not be deleted; the aggregate stays parked behind it");
+                        return;
+                    }
+                }
+                Outcome::DeadLetter(failure) => {
+                    tracing::warn!(group = subscription.group(), aggregate_id = key, letter = %letter.id, error = %failure.error,
+                        "a released event failed again; its aggregate stays parked behind that letter");
+                    return;
+                }
+                Outcome::Interrupted => return,
+            }
+        }
+        parking.set(key, false);
+        tracing::info!(
+            group = subscription.group(),
+            aggregate_id = key,
+            released = count,
+            "parked aggregate released"
+        );
     }
 }
 

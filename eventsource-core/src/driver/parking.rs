@@ -1,0 +1,198 @@
+//! Order-preserving dead letters: which aggregates of a group wait behind
+//! a dead letter, known from the group's dead-letter queue.
+//!
+//! The dead-letter queue is the parked store: an aggregate is parked in a
+//! group while the group's DLQ holds a letter of it. The [`Parking`] of a
+//! member is that set as the member knows it, loaded from the DLQ when the
+//! member starts and again whenever the backend says the member took new
+//! partitions ([`Parking::invalidate`]), and kept up to date by the
+//! member's own workers, which are the only ones writing letters of the
+//! aggregates in their partitions.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::dlq::letters_of;
+use crate::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Result};
+
+#[derive(Default)]
+struct State {
+    parked: HashSet<String>,
+    /// Bumped by [`Parking::invalidate`].
+    generation: u64,
+    /// The generation the set was last loaded at (`None`: never).
+    loaded: Option<u64>,
+    /// While a load runs: the changes made meanwhile, applied over it.
+    changes: Option<Vec<(String, bool)>>,
+}
+
+impl State {
+    fn stale(&self) -> bool {
+        self.loaded != Some(self.generation)
+    }
+}
+
+/// The aggregates a member's group has parked (see
+/// [`park_aggregate_on_failure`](crate::SubscriptionBuilder::park_aggregate_on_failure)),
+/// for the [`Worker`](super::Worker)s of one member (or, on a bus whose
+/// members share one queue in-process, of the whole group).
+pub struct Parking {
+    group: String,
+    dlq: Arc<dyn DeadLetterQueue>,
+    state: Mutex<State>,
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Parking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("Parking")
+            .field("group", &self.group)
+            .field("parked", &state.parked.len())
+            .field("stale", &state.stale())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parking {
+    /// Parking for `group`, whose letters are in `dlq`; loaded from it
+    /// before the first delivery is looked at.
+    pub fn new(group: impl Into<String>, dlq: Arc<dyn DeadLetterQueue>) -> Arc<Self> {
+        Arc::new(Parking {
+            group: group.into(),
+            dlq,
+            state: Mutex::new(State::default()),
+            loading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The member took partitions another member held: what it knows of
+    /// them may be old, so the set is loaded again before the next
+    /// delivery. Backends call it when they gain a partition (after the
+    /// old owner's fence: its letters are on the broker by then).
+    pub fn invalidate(&self) {
+        self.state.lock().generation += 1;
+    }
+
+    /// Whether `aggregate_id` is parked.
+    pub(crate) fn is_parked(&self, aggregate_id: &str) -> bool {
+        self.state.lock().parked.contains(aggregate_id)
+    }
+
+    /// Marks `aggregate_id` parked (`true`) or released.
+    pub(crate) fn set(&self, aggregate_id: &str, parked: bool) {
+        let mut state = self.state.lock();
+        if parked {
+            state.parked.insert(aggregate_id.to_owned());
+        } else {
+            state.parked.remove(aggregate_id);
+        }
+        if let Some(changes) = state.changes.as_mut() {
+            changes.push((aggregate_id.to_owned(), parked));
+        }
+    }
+
+    /// The group's letters of `aggregate_id`, in release order.
+    pub(crate) async fn letters_of(&self, aggregate_id: &str) -> Result<Vec<DeadLetter>> {
+        let all = self.dlq.list(&DeadLetterQuery::group(&self.group)).await?;
+        Ok(letters_of(all, &self.group, aggregate_id))
+    }
+
+    /// Deletes a released letter.
+    pub(crate) async fn delete(&self, id: &str) -> Result<bool> {
+        self.dlq.delete(id).await
+    }
+
+    /// Loads the set if it is stale, retrying while the DLQ cannot be
+    /// read (see [`retrying`](Self::retrying)): no delivery is looked at
+    /// before the member knows whether its aggregate is parked. `false` if
+    /// `stop` fired first.
+    pub(crate) async fn ready(&self, stop: &CancellationToken) -> bool {
+        self.retrying(stop, "know which aggregates are parked", || self.load())
+            .await
+            .is_some()
+    }
+
+    /// Runs `read` (a read of the DLQ) until it succeeds, waiting 100 ms
+    /// doubling to 5 s between tries; `None` if `stop` fired first.
+    pub(crate) async fn retrying<R, F, Fut>(
+        &self,
+        stop: &CancellationToken,
+        why: &str,
+        mut read: F,
+    ) -> Option<R>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match read().await {
+                Ok(r) => return Some(r),
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, ?delay, "cannot read the dead-letter queue to {why}; retrying");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => return None,
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn load(&self) -> Result<()> {
+        if !self.state.lock().stale() {
+            return Ok(());
+        }
+        let _one = self.loading.lock().await;
+        let generation = {
+            let mut state = self.state.lock();
+            if !state.stale() {
+                return Ok(());
+            }
+            state.changes = Some(Vec::new());
+            state.generation
+        };
+        let listed = self.dlq.list(&DeadLetterQuery::group(&self.group)).await;
+        let mut state = self.state.lock();
+        let changes = state.changes.take().unwrap_or_default();
+        let letters = listed?;
+        state.parked = letters
+            .iter()
+            .filter(|l| l.group() == self.group)
+            .filter_map(|l| l.aggregate_id().map(str::to_owned))
+            .collect();
+        for (aggregate, parked) in changes {
+            if parked {
+                state.parked.insert(aggregate);
+            } else {
+                state.parked.remove(&aggregate);
+            }
+        }
+        state.loaded = Some(generation);
+        tracing::debug!(group = %self.group, parked = state.parked.len(), "parked aggregates loaded from the dead-letter queue");
+        Ok(())
+    }
+}
+
+/// Refuses `subscription` if it parks aggregates, in a mode of `backend`
+/// where it cannot: `needs` says what it takes (a typed
+/// [`Error::Config`](crate::Error::Config) naming the option).
+pub fn refuse_parking(
+    backend: &str,
+    subscription: &crate::Subscription,
+    needs: &str,
+) -> Result<()> {
+    if !subscription.parks_aggregates() {
+        return Ok(());
+    }
+    Err(crate::Error::config(format!(
+        "{backend}: subscription `{}` sets park_aggregate_on_failure, which needs {needs}",
+        subscription.group()
+    )))
+}
