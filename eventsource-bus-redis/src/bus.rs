@@ -132,11 +132,6 @@ impl EventBus for RedisBus {
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
         self.members.check_open()?;
         self.members.check_filter(&subscription)?;
-        eventsource_core::driver::refuse_parking(
-            "redis",
-            &subscription,
-            "a backend that supports it (not built yet on redis)",
-        )?;
         let stop = self.members.stop_token();
         let member =
             GroupConsumer::start(Arc::clone(&self.client), subscription.clone(), stop).await?;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
+    refuse_parking, triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Parking,
+    Settle,
 };
 use eventsource_core::{Result, Subscription};
 use parking_lot::Mutex;
@@ -77,6 +78,8 @@ pub(crate) struct GroupConsumer {
     /// after the lease was lost), so leaving must not delete the consumer
     /// (XGROUP DELCONSUMER drops its pending entries).
     left_pending: std::sync::atomic::AtomicBool,
+    /// The group's parked aggregates, when the subscription parks them.
+    parking: Option<Arc<Parking>>,
 }
 
 #[async_trait]
@@ -120,6 +123,19 @@ impl GroupConsumer {
     ) -> Result<Arc<Self>> {
         let config = &client.config;
         let group = subscription.group().to_owned();
+        if config.partitions.is_none() && !config.single_active_consumer {
+            refuse_parking(
+                BACKEND,
+                &subscription,
+                "partitions (or single_active_consumer): without them two members can hold one aggregate",
+            )?;
+        }
+        let parking = subscription.parks_aggregates().then(|| {
+            let dlq = Arc::new(crate::dlq::RedisDeadLetterQueue {
+                client: Arc::clone(&client),
+            });
+            Parking::new(group.clone(), dlq)
+        });
         let events: Vec<Arc<str>> = config.event_streams().into_iter().map(Into::into).collect();
         let replay: Arc<str> = config.replay_stream(&group).into();
         let consumer = format!(
@@ -139,6 +155,7 @@ impl GroupConsumer {
             active: std::sync::atomic::AtomicBool::new(true),
             left_pending: std::sync::atomic::AtomicBool::new(false),
             owned: Mutex::new(BTreeMap::new()),
+            parking,
             client,
             subscription,
             consumer,
@@ -178,7 +195,14 @@ impl GroupConsumer {
             member.client.config.events_stream(),
             &member,
             member.workers,
-            |m| (&m.queue, &m.subscription, &m.client.stats, None),
+            |m| {
+                (
+                    &m.queue,
+                    &m.subscription,
+                    &m.client.stats,
+                    m.parking.as_deref(),
+                )
+            },
         );
         tracing::debug!(group = member.group(), consumer = %member.consumer, "redis member started");
         Ok(member)
@@ -423,6 +447,7 @@ impl GroupConsumer {
                 }
                 if !was_active {
                     tracing::info!(group = self.group(), consumer = %self.consumer, "this member is now the group's active reader");
+                    self.took_over();
                     // Take over everything the previous holder left, in
                     // stream order, before reading anything new.
                     draining = Some(["0-0".to_owned(), "0-0".to_owned()]);
@@ -562,6 +587,14 @@ impl GroupConsumer {
         streams
     }
 
+    /// This member took what another held (a partition, or the group's
+    /// lease): what it knows of parked aggregates is reloaded.
+    fn took_over(&self) {
+        if let Some(parking) = &self.parking {
+            parking.invalidate();
+        }
+    }
+
     /// The partition `stream` is, in partitioned mode.
     fn partition(&self, stream: &str) -> Option<u32> {
         self.client.config.partitions?;
@@ -650,6 +683,7 @@ impl GroupConsumer {
             match lease.take(conn, p).await {
                 Ok(true) => {
                     tracing::debug!(group = self.group(), partition = p, "took a partition");
+                    self.took_over();
                     self.owned
                         .lock()
                         .insert(p, Part::Draining("0-0".to_owned()));

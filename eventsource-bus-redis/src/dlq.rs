@@ -227,8 +227,8 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
             .ok_or_else(|| Error::not_found(format!("redis: dead letter `{id}`")))?;
         let (group, entry) = parse_id(id).expect("get found it, so the id parses");
         let config = &self.client.config;
-        let fields: Vec<(String, String)> = match (&letter.envelope, &letter.raw) {
-            (Some(env), _) => wire::encode(env, &config.source)
+        let fields: Vec<(String, String)> = match (letter.replayed_envelope(), &letter.raw) {
+            (Some(env), _) => wire::encode(&env, &config.source)
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
@@ -242,7 +242,15 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
                 )))
             }
         };
-        let replay = config.replay_stream(group);
+        // In partitioned mode an event goes back through its aggregate's
+        // partition, so that the partition's owner handles it in order
+        // with the aggregate's other events (the other groups skip it:
+        // it is marked as replayed for this one); else, and for a message
+        // that did not decode, to the group's replay stream.
+        let replay = match (config.partitions, &letter.envelope) {
+            (Some(_), Some(env)) => config.stream_of(&env.aggregate_id),
+            _ => config.replay_stream(group),
+        };
         let dlq = config.dlq_stream(group);
         let mut pipe = redis::pipe();
         let xadd = pipe.atomic().cmd("XADD").arg(&replay).arg("*");

@@ -51,6 +51,7 @@ impl BusFactory for Redis {
         Features {
             ordered_across_members: self.single_active || self.partitions.is_some(),
             spreads_work: !self.single_active,
+            parks_aggregates: self.single_active || self.partitions.is_some(),
             ..Features::default()
         }
     }

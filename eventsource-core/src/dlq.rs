@@ -11,6 +11,12 @@ use crate::{EventEnvelope, Failure, FailureKind, Result};
 /// releases a parked aggregate when one of its letters comes back so.
 pub const REPLAYED_FROM: &str = "eventsource-replayed-from";
 
+/// The metadata key a replayed event carries: the group it is replayed
+/// for. A backend that sends replays through the aggregate's partition
+/// (where every group reads) relies on it: the other groups skip the
+/// event ([`triage`](crate::driver::triage)), and watches do not show it.
+pub const REPLAYED_FOR: &str = "eventsource-replayed-for";
+
 /// A message that a consumer group could not handle, with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -36,13 +42,16 @@ impl DeadLetter {
     }
 
     /// The event to send back on replay: the envelope with
-    /// [`REPLAYED_FROM`] set to this letter's id. Every backend's replay
-    /// sends this.
+    /// [`REPLAYED_FROM`] set to this letter's id and [`REPLAYED_FOR`] to
+    /// its group. Every backend's replay sends this.
     pub fn replayed_envelope(&self) -> Option<EventEnvelope> {
         let mut envelope = self.envelope.clone()?;
         envelope
             .metadata
             .insert(REPLAYED_FROM.to_owned(), self.id.clone());
+        envelope
+            .metadata
+            .insert(REPLAYED_FOR.to_owned(), self.group().to_owned());
         Some(envelope)
     }
 }

@@ -57,7 +57,9 @@ pub use aggregate::Aggregate;
 /// extra dependency.
 pub use async_trait::async_trait;
 pub use bus::{BusStats, EventBus, GroupStats, ShutdownReport};
-pub use dlq::{DeadLetter, DeadLetterQuery, DeadLetterQueue, ParkedAggregate, REPLAYED_FROM};
+pub use dlq::{
+    DeadLetter, DeadLetterQuery, DeadLetterQueue, ParkedAggregate, REPLAYED_FOR, REPLAYED_FROM,
+};
 pub use envelope::{stream_name, EventEnvelope};
 pub use error::{redact_url, BoxError, CommandError, Error, Result};
 pub use event::DomainEvent;

@@ -52,8 +52,13 @@ pub struct WatchFeed {
 impl WatchFeed {
     /// Hands `item` to the watch without waiting: when the reader is a full
     /// buffer behind, the item is missed and logged. Returns `false` once
-    /// the watch is dropped (stop reading).
+    /// the watch is dropped (stop reading). A replay for a group
+    /// ([`REPLAYED_FOR`](crate::REPLAYED_FOR)) is not a new event: it is
+    /// not shown.
     pub fn offer(&self, item: Result<EventEnvelope>) -> bool {
+        if matches!(&item, Ok(e) if e.metadata.contains_key(crate::REPLAYED_FOR)) {
+            return !self.tx.is_closed();
+        }
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,

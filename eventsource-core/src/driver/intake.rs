@@ -9,7 +9,8 @@ pub enum Intake {
     /// The subscription wants it: queue it for the workers.
     Handle(EventEnvelope),
     /// The subscription's filter does not select it (a broker without
-    /// server-side filtering delivered it): ack it, nothing to do.
+    /// server-side filtering delivered it), or it is a replay for another
+    /// group ([`REPLAYED_FOR`](crate::REPLAYED_FOR)): ack it, nothing to do.
     Skip,
     /// It does not decode into an event: dead-letter it without running a
     /// handler (a poison message never blocks its aggregate or partition).
@@ -26,6 +27,7 @@ pub fn triage(
     source: impl FnOnce() -> String,
 ) -> Intake {
     match decoded {
+        Ok(envelope) if replayed_for_another(&envelope, subscription.group()) => Intake::Skip,
         Ok(envelope) if subscription.filter().matches(&envelope) => Intake::Handle(envelope),
         Ok(_) => Intake::Skip,
         Err(reason) => {
@@ -34,4 +36,12 @@ pub fn triage(
             Intake::DeadLetter(Failure::undecodable(subscription.group(), source, reason))
         }
     }
+}
+
+/// Whether `envelope` is a replay meant for a group other than `group`.
+pub fn replayed_for_another(envelope: &EventEnvelope, group: &str) -> bool {
+    envelope
+        .metadata
+        .get(crate::REPLAYED_FOR)
+        .is_some_and(|g| g != group)
 }
