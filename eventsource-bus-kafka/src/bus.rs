@@ -105,11 +105,6 @@ impl EventBus for KafkaBus {
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
         self.members.check_open()?;
         self.members.check_filter(&subscription)?;
-        eventsource_core::driver::refuse_parking(
-            "kafka",
-            &subscription,
-            "a backend that supports it (not built yet on kafka)",
-        )?;
         let group = subscription.group().to_owned();
         let stop = self.members.stop_token();
         let member =

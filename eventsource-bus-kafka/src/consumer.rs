@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
+    triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Parking, Settle,
 };
 use eventsource_core::{Error, Failure, Result, Subscription};
 use parking_lot::Mutex;
@@ -108,6 +108,9 @@ pub(crate) struct MemberContext {
     assigned: Arc<Notify>,
     /// How long a revoke waits for handlers of revoked partitions.
     revoke_wait: Duration,
+    /// The group's parked aggregates, when the subscription parks them:
+    /// reloaded after each assignment.
+    parking: Option<Arc<Parking>>,
 }
 
 impl ClientContext for MemberContext {}
@@ -218,6 +221,10 @@ impl ConsumerContext for MemberContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.assign(consumer, tpl);
+            if let Some(parking) = &self.parking {
+                // Its partitions may come from a member that parked some.
+                parking.invalidate();
+            }
             // Joined, with partitions or as a standby (more members than
             // partitions): either way the group knows this member now.
             self.assigned.notify_one();
@@ -297,6 +304,7 @@ pub(crate) struct GroupConsumer {
     consumer: Arc<OwnedConsumer>,
     trackers: Trackers,
     queue: Arc<KeyedQueue<Token>>,
+    parking: Option<Arc<Parking>>,
     slots: Arc<Semaphore>,
     /// Offset gaps found (records the broker skipped).
     gaps: std::sync::atomic::AtomicU64,
@@ -323,7 +331,14 @@ impl GroupConsumer {
         let trackers: Trackers = Arc::default();
         let assigned = Arc::new(Notify::new());
         let queue = Arc::new(KeyedQueue::new(config.prefetch));
+        let parking = subscription.parks_aggregates().then(|| {
+            let dlq = Arc::new(crate::dlq::KafkaDeadLetterQueue {
+                client: Arc::clone(&client),
+            });
+            Parking::new(group.clone(), dlq)
+        });
         let context = MemberContext {
+            parking: parking.clone(),
             group: group.clone(),
             trackers: Arc::clone(&trackers),
             queue: Arc::clone(&queue),
@@ -360,6 +375,7 @@ impl GroupConsumer {
             .map_err(|e| kafka_err(format!("subscribing group `{group}` to `{}`", topics[0]), e))?;
         let member = Arc::new(GroupConsumer {
             queue,
+            parking,
             gaps: std::sync::atomic::AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(config.prefetch)),
             tasks: MemberTasks::new(stop),
@@ -376,7 +392,14 @@ impl GroupConsumer {
             member.client.config.events_topic(),
             &member,
             n,
-            |m| (&*m.queue, &m.subscription, &m.client.stats, None),
+            |m| {
+                (
+                    &*m.queue,
+                    &m.subscription,
+                    &m.client.stats,
+                    m.parking.as_deref(),
+                )
+            },
         );
         let timeout = member.client.config.assignment_timeout;
         if tokio::time::timeout(timeout, waiting).await.is_err() {

@@ -223,13 +223,33 @@ impl KafkaDeadLetterQueue {
         }
     }
 
-    /// Sends `letters` back to their groups' replay topics (one produce),
-    /// then marks them done (another). A crash between the two replays
+    /// Sends `letters` back (one produce): an event to its aggregate's
+    /// partition of the events topic, a record that did not decode to its
+    /// group's replay topic; then marks them done (another). A crash between the two replays
     /// them again on the next run: at least once, never lost.
     async fn replay_batch(&self, letters: &[(DeadLetter, Record)]) -> Result<()> {
         let replays: Vec<Outgoing> = letters
             .iter()
             .map(|(letter, record)| {
+                if let Some(envelope) = letter.replayed_envelope() {
+                    // Back through its aggregate's partition of the events
+                    // topic, so that the partition's owner handles it in
+                    // order with the aggregate's other events; the other
+                    // groups skip it (it is marked as replayed for this one).
+                    let config = &self.client.config;
+                    let (headers, payload) = wire::encode(&envelope, &config.source);
+                    return Outgoing {
+                        topic: config.events_topic(),
+                        key: envelope.aggregate_id.clone(),
+                        partition: Some(eventsource_core::partition_of(
+                            &envelope.aggregate_id,
+                            self.client.event_partitions,
+                        ) as i32),
+                        headers,
+                        payload,
+                    };
+                }
+                // A record that did not decode: to the group's replay topic.
                 let headers: Vec<(&str, &str)> = record
                     .headers
                     .iter()

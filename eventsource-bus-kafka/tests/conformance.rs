@@ -48,6 +48,7 @@ impl BusFactory for Kafka {
             group_filter_on_broker: false,
             rebalance_barrier: false,
             new_group_starts_at: GroupStart::Earliest,
+            parks_aggregates: true,
             ..Features::default()
         }
     }
