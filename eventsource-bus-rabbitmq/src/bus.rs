@@ -111,11 +111,6 @@ impl EventBus for RabbitBus {
     async fn subscribe(&self, subscription: Subscription) -> Result<SubscriptionHandle> {
         self.members.check_open()?;
         self.members.check_filter(&subscription)?;
-        eventsource_core::driver::refuse_parking(
-            "rabbitmq",
-            &subscription,
-            "a backend that supports it (not built yet on rabbitmq)",
-        )?;
         let group = subscription.group().to_owned();
         crate::topology::binding_keys(&self.client.config, subscription.filter())?;
         let stop = self.members.stop_token();

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Settle,
+    refuse_parking, triage, Delivery, Intake, KeyedQueue, Member, MemberTasks, Outcome, Parking,
+    Settle,
 };
 use eventsource_core::{Failure, Result, Subscription};
 use futures::StreamExt;
@@ -84,6 +85,8 @@ pub(crate) struct GroupConsumer {
     tasks: MemberTasks,
     /// Partitioned mode: the partitions this member consumes.
     owned: parking_lot::Mutex<BTreeMap<u32, Owned>>,
+    /// The group's parked aggregates, when the subscription parks them.
+    parking: Option<Arc<Parking>>,
 }
 
 impl GroupConsumer {
@@ -94,8 +97,23 @@ impl GroupConsumer {
         subscription: Subscription,
         stop: CancellationToken,
     ) -> Result<Arc<Self>> {
+        let config = &client.config;
+        if config.partitions.is_none() && !config.single_active_consumer {
+            refuse_parking(
+                BACKEND,
+                &subscription,
+                "partitions (or single_active_consumer): without them two members can hold one aggregate",
+            )?;
+        }
+        let parking = subscription.parks_aggregates().then(|| {
+            let dlq = Arc::new(crate::dlq::RabbitDeadLetterQueue {
+                client: Arc::clone(&client),
+            });
+            Parking::new(subscription.group(), dlq)
+        });
         let session = Self::open(&client, &subscription).await?;
         let member = Arc::new(GroupConsumer {
+            parking,
             queue: KeyedQueue::new(usize::from(client.config.prefetch)),
             session: tokio::sync::Mutex::new(None),
             tasks: MemberTasks::new(stop),
@@ -118,7 +136,14 @@ impl GroupConsumer {
             member.client.config.queue(member.subscription.group()),
             &member,
             n,
-            |m| (&m.queue, &m.subscription, &m.client.stats, None),
+            |m| {
+                (
+                    &m.queue,
+                    &m.subscription,
+                    &m.client.stats,
+                    m.parking.as_deref(),
+                )
+            },
         );
         Ok(member)
     }
@@ -206,6 +231,7 @@ impl GroupConsumer {
             )
             .await
             .map_err(|e| amqp_err(format!("consuming `{queue}`"), e))?;
+        let mut fresh = true;
         loop {
             tokio::select! {
                 () = self.tasks.token().cancelled() => {
@@ -213,7 +239,13 @@ impl GroupConsumer {
                     return Ok(());
                 }
                 next = consumer.next() => match next {
-                    Some(Ok(delivery)) => self.accept(delivery, None).await,
+                    Some(Ok(delivery)) => {
+                        if std::mem::take(&mut fresh) {
+                            // Active now: the previous active member has gone.
+                            self.took_over();
+                        }
+                        self.accept(delivery, None).await;
+                    }
                     Some(Err(e)) => return Err(amqp_err(format!("consuming `{queue}`"), e)),
                     None => return Err(eventsource_core::Error::backend(BACKEND, format!("consuming `{queue}`"), "the broker cancelled the consumer")),
                 },
@@ -438,6 +470,7 @@ impl GroupConsumer {
         mut consumer: lapin::Consumer,
         outstanding: Arc<AtomicUsize>,
     ) {
+        let mut fresh = true;
         loop {
             let next = tokio::select! {
                 () = self.tasks.token().cancelled() => return,
@@ -445,6 +478,12 @@ impl GroupConsumer {
             };
             match next {
                 Some(Ok(delivery)) => {
+                    if std::mem::take(&mut fresh) {
+                        // The first delivery comes once the broker made this
+                        // member the queue's active consumer: the previous
+                        // owner has closed its channel, its letters are in.
+                        self.took_over();
+                    }
                     let releasing = self.owned.lock().get(&p).is_none_or(|o| o.releasing);
                     if !releasing {
                         let counted = Outstanding::new(p, &outstanding);
@@ -453,6 +492,14 @@ impl GroupConsumer {
                 }
                 Some(Err(_)) | None => return,
             }
+        }
+    }
+
+    /// This member became the active consumer of a queue another member
+    /// consumed: what it knows of parked aggregates is reloaded.
+    fn took_over(&self) {
+        if let Some(parking) = &self.parking {
+            parking.invalidate();
         }
     }
 

@@ -13,7 +13,7 @@ use eventsource_core::wire::dead_letter;
 use eventsource_core::{
     DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, EventEnvelope, Failure, Result,
 };
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 
@@ -101,6 +101,47 @@ fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> Resul
     })
 }
 
+/// Makes `session` the only scanner of `dlq` until it closes: it declares
+/// the exclusive queue `{dlq}.scan-lock`, which the broker refuses to a
+/// second connection and deletes with the first. A scan takes the letters
+/// it reads off the queue until it ends, so two at once would each miss
+/// the other's: a member loading its parked aggregates must see them all.
+/// Waits (20 ms between tries) up to `connect_timeout` for a scan of
+/// another process to end.
+async fn lock_scans(session: &Session, config: &RabbitBusConfig, dlq: &str) -> Result<()> {
+    let lock = format!("{dlq}.scan-lock");
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    loop {
+        // A refused declare closes its channel: one channel per try.
+        let channel = session
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_err("opening a channel", e))?;
+        let declared = channel
+            .queue_declare(
+                short("queue", &lock)?,
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(amqp_err(
+                    format!("waiting for another scan of `{dlq}` to end (`{lock}`)"),
+                    e,
+                ))
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// The [`DeadLetterQueue`] of a [`RabbitBus`](crate::RabbitBus). Ids are
 /// `{group}/{message id}`. Without a group, `list` covers the groups this
 /// bus has subscribed.
@@ -130,9 +171,13 @@ impl RabbitDeadLetterQueue {
             return Ok((Vec::new(), false));
         };
         let session = Session::open(config, false).await?;
-        let result = self
-            .scan_on(&session, group, &dlq, count, limit, target)
-            .await;
+        let result = match lock_scans(&session, config, &dlq).await {
+            Ok(()) => {
+                self.scan_on(&session, group, &dlq, count, limit, target)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         session.close().await;
         result
     }
@@ -161,14 +206,23 @@ impl RabbitDeadLetterQueue {
             if let Some((id, act)) = &target {
                 if letter.id.split_once('/').map(|(_, m)| m) == Some(*id) {
                     if let Act::Replay = act {
-                        let mut h = d.properties.headers().clone().unwrap_or_default();
-                        let cleaned: BTreeMap<ShortString, AMQPValue> = h
-                            .inner()
-                            .iter()
-                            .filter(|(k, _)| !dead_letter::is_failure_header(k.as_str()))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
-                        h = FieldTable::from(cleaned);
+                        // The event, marked as replayed (see REPLAYED_FROM);
+                        // a message that did not decode, as it came.
+                        let (properties, body) = match letter.replayed_envelope() {
+                            Some(envelope) => wire::encode(&envelope, &config.source),
+                            None => {
+                                let h = d.properties.headers().clone().unwrap_or_default();
+                                let cleaned: BTreeMap<ShortString, AMQPValue> = h
+                                    .inner()
+                                    .iter()
+                                    .filter(|(k, _)| !dead_letter::is_failure_header(k.as_str()))
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect();
+                                let properties =
+                                    d.properties.clone().with_headers(FieldTable::from(cleaned));
+                                (properties, d.data.clone())
+                            }
+                        };
                         // Back to the group's queue, or in partitioned mode
                         // to the queue of its aggregate's partition.
                         let queue = match (config.partitions, &letter.envelope) {
@@ -182,8 +236,8 @@ impl RabbitDeadLetterQueue {
                         let message = Outgoing {
                             exchange: "",
                             routing_key: queue,
-                            properties: d.properties.clone().with_headers(h),
-                            body: d.data.clone(),
+                            properties,
+                            body,
                         };
                         let redacted = config.redacted_url();
                         let target = self.client.target(&message.routing_key, &redacted);

@@ -46,6 +46,7 @@ impl BusFactory for Rabbit {
         Features {
             ordered_across_members: self.single_active || self.partitions.is_some(),
             spreads_work: !self.single_active,
+            parks_aggregates: self.single_active || self.partitions.is_some(),
             ..Features::default()
         }
     }

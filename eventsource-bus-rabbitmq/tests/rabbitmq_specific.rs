@@ -460,3 +460,38 @@ async fn a_partition_moves_only_once_its_stuck_owner_is_gone() {
         .await
         .expect("shutdown B");
 }
+
+/// Listing a DLQ takes its letters off the queue until the scan ends, so
+/// scans take turns (an exclusive lock queue): four lists at once each see
+/// every letter, which a member loading its parked aggregates relies on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_dead_letter_lists_each_see_every_letter() {
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(common::config()).await);
+    let failing = Subscription::builder("scans")
+        .retry(eventsource_core::RetryPolicy::no_retry())
+        .handler(eventsource_core::handler_fn(|_e| async {
+            Err(eventsource_core::HandlerError::permanent("always"))
+        }))
+        .build()
+        .expect("valid");
+    let _s = bus.subscribe(failing).await.expect("subscribe");
+    let events: Vec<EventEnvelope> = (1..=30).map(|n| probe(&format!("a-{n}"), 1, n)).collect();
+    bus.publish(&events).await.expect("publish");
+    dead_letters_of(&bus, "scans", 30, Duration::from_secs(30)).await;
+    let dlq = bus.dead_letters();
+    let lists = (0..4).map(|_| {
+        let dlq = Arc::clone(&dlq);
+        tokio::spawn(async move {
+            dlq.list(&eventsource_core::DeadLetterQuery::group("scans"))
+                .await
+                .expect("list")
+                .len()
+        })
+    });
+    for list in futures::future::join_all(lists).await {
+        assert_eq!(list.expect("task"), 30, "a list saw every letter");
+    }
+    bus.shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+}
