@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 use crate::fixtures::{probe, publish, subscribe};
 use crate::{BusFactory, Features};
 use eventsource_core::{
-    handler_fn, Error, EventBus, EventEnvelope, EventFilter, Subscription, SubscriptionHandle,
+    handler_fn, DeadLetterQuery, Error, EventBus, EventEnvelope, EventFilter, FailureKind,
+    HandlerError, Subscription, SubscriptionHandle,
 };
 
 /// Duplicate handler runs a shutdown that aborts handlers may explain: a
@@ -37,6 +38,25 @@ struct WatchState {
     finished: HashMap<uuid::Uuid, usize>,
     /// Handler runs finished, per member label.
     by_member: BTreeMap<String, usize>,
+}
+
+/// One event that fails until the bug is fixed.
+#[derive(Debug)]
+pub struct Failing {
+    /// The aggregate of the failing event.
+    pub aggregate: String,
+    /// Its version.
+    pub version: u64,
+    /// Whether the bug is still there.
+    pub broken: std::sync::atomic::AtomicBool,
+}
+
+impl Failing {
+    fn fails(&self, e: &EventEnvelope) -> bool {
+        e.aggregate_id == self.aggregate
+            && e.aggregate_version == self.version
+            && self.broken.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Records what the handlers of one group do, across all its members.
@@ -73,14 +93,32 @@ impl GroupWatch {
         work: Duration,
         filter: EventFilter,
     ) -> Subscription {
+        self.failing_subscription(group, label, work, filter, None)
+    }
+
+    /// [`subscription`](Self::subscription), parking aggregates behind
+    /// their dead letters when `failing` is given, whose event fails
+    /// (permanently) while it is broken.
+    pub fn failing_subscription(
+        self: &Arc<Self>,
+        group: &str,
+        label: &str,
+        work: Duration,
+        filter: EventFilter,
+        failing: Option<Arc<Failing>>,
+    ) -> Subscription {
         let (watch, label) = (Arc::clone(self), label.to_owned());
         Subscription::builder(group)
             .filter(filter)
             .concurrency(2)
+            .park_aggregate_on_failure(failing.is_some())
             .handler(handler_fn(move |e: EventEnvelope| {
-                let (watch, label) = (Arc::clone(&watch), label.clone());
+                let (watch, label, failing) = (Arc::clone(&watch), label.clone(), failing.clone());
                 async move {
                     let _slot = watch.started(&e);
+                    if failing.is_some_and(|f| f.fails(&e)) {
+                        return Err(HandlerError::permanent("the bug, until it is fixed"));
+                    }
                     // Simulated work, so that members and aggregates interleave.
                     tokio::time::sleep(work).await;
                     watch.finished(&e, &label);
@@ -343,14 +381,29 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
     const GROUP: &str = "changing";
     let buses = f.peers(10).await;
     let watch = Arc::new(GroupWatch::default());
+    let aggregates = ids_in_distinct_partitions(GROUP, 16);
+    // Where the group can park, one aggregate's 10th event fails until
+    // fixed: its later events wait in the DLQ through every change.
+    let failing = f.features().parks_aggregates.then(|| {
+        Arc::new(Failing {
+            aggregate: aggregates[3].clone(),
+            version: 10,
+            broken: true.into(),
+        })
+    });
     let join = |i: usize, label: String| {
-        let (bus, watch) = (Arc::clone(&buses[i]), Arc::clone(&watch));
+        let (bus, watch, failing) = (Arc::clone(&buses[i]), Arc::clone(&watch), failing.clone());
         async move {
-            let s = watch.subscription(GROUP, &label, Duration::from_millis(2), EventFilter::All);
+            let s = watch.failing_subscription(
+                GROUP,
+                &label,
+                Duration::from_millis(2),
+                EventFilter::All,
+                failing,
+            );
             subscribe(&bus, s).await
         }
     };
-    let aggregates = ids_in_distinct_partitions(GROUP, 16);
     let events: Vec<EventEnvelope> = (0..1_000u64)
         .map(|n| {
             let version = n / 16 + 1;
@@ -358,6 +411,17 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
         })
         .collect();
     let batches: Vec<&[EventEnvelope]> = events.chunks(100).collect();
+    // How many of the first `n` events can be handled before the fix.
+    let live = |n: usize| {
+        events[..n]
+            .iter()
+            .filter(|e| {
+                !failing.as_ref().is_some_and(|f| {
+                    e.aggregate_id == f.aggregate && e.aggregate_version >= f.version
+                })
+            })
+            .count()
+    };
     let mut members: HashMap<usize, SubscriptionHandle> = HashMap::new();
     for i in 0..4 {
         members.insert(i, join(i, format!("member-{i}")).await);
@@ -367,7 +431,7 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
         publish(&buses[0], batch).await;
     }
     watch
-        .wait_handled(&events, 200, patience, "four members")
+        .wait_handled(&events, live(200), patience, "four members")
         .await;
 
     // All ten up: the work is spread.
@@ -379,7 +443,7 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
         publish(&buses[0], batch).await;
     }
     watch
-        .wait_handled(&events, 600, patience, "ten members")
+        .wait_handled(&events, live(600), patience, "ten members")
         .await;
     let during: BTreeMap<String, usize> = watch
         .lock()
@@ -419,6 +483,9 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
     members.insert(0, join(0, "member-0-again".to_owned()).await);
     members.insert(1, join(1, "member-1-again".to_owned()).await);
     publish(&buses[0], batches[9]).await;
+    if let Some(failing) = &failing {
+        fix_and_replay(&buses[0], &watch, &events, failing, patience).await;
+    }
     watch
         .wait_handled(&events, events.len(), patience * 2, "a changing group")
         .await;
@@ -429,6 +496,76 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
         "1,000 events, a changing group of up to ten",
     );
     shutdown_all(&buses[..9]).await;
+}
+
+/// The failing aggregate of [`keeps_order_across_a_changing_group`]:
+/// once everything else is handled, none of its events from the failing
+/// one on was, and they all wait in the DLQ behind the failed one; then
+/// the bug is fixed and that letter replayed.
+async fn fix_and_replay(
+    bus: &Arc<dyn EventBus>,
+    watch: &GroupWatch,
+    events: &[EventEnvelope],
+    failing: &Failing,
+    patience: Duration,
+) {
+    let stuck: Vec<EventEnvelope> = events
+        .iter()
+        .filter(|e| e.aggregate_id == failing.aggregate && e.aggregate_version >= failing.version)
+        .cloned()
+        .collect();
+    let others: Vec<EventEnvelope> = events
+        .iter()
+        .filter(|e| !stuck.iter().any(|s| s.event_id == e.event_id))
+        .cloned()
+        .collect();
+    watch
+        .wait_handled(
+            &others,
+            others.len(),
+            patience * 2,
+            "every aggregate but the failing one",
+        )
+        .await;
+    assert_eq!(
+        watch.handled_of(&stuck),
+        0,
+        "the failing aggregate's later events wait behind its dead letter"
+    );
+    let dlq = bus.dead_letters();
+    let behind = stuck.len() - 1;
+    let parked = crate::eventually(
+        "the failing aggregate parked behind its letter",
+        patience,
+        || {
+            let dlq = Arc::clone(&dlq);
+            async move {
+                let parked = dlq
+                    .parked(&DeadLetterQuery::group("changing"))
+                    .await
+                    .expect("parked");
+                parked
+                    .into_iter()
+                    .find(|p| p.aggregate_id == failing.aggregate && p.parked >= behind)
+            }
+        },
+    )
+    .await;
+    let head = dlq
+        .get(&parked.head)
+        .await
+        .expect("get")
+        .expect("the head letter");
+    assert_eq!(
+        head.envelope.as_ref().map(|e| e.aggregate_version),
+        Some(failing.version),
+        "the head is the event that failed: {head:?}"
+    );
+    assert_ne!(head.failure.kind, FailureKind::Parked, "{head:?}");
+    failing
+        .broken
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    dlq.replay(&parked.head).await.expect("replay the head");
 }
 
 /// Eight rounds of subscribe, handle some, unsubscribe, then one last
