@@ -87,9 +87,15 @@ fn by_aggregate(letters: Vec<DeadLetter>) -> Vec<((String, String), Vec<DeadLett
         }
     }
     for (_, list) in &mut out {
-        list.sort_by_key(|l| l.envelope.as_ref().map_or(0, |e| e.aggregate_version));
+        release_order(list);
     }
     out
+}
+
+/// Sorts one aggregate's letters by aggregate version, keeping queue
+/// order among equal versions (a stable sort).
+fn release_order(letters: &mut [DeadLetter]) {
+    letters.sort_by_key(|l| l.envelope.as_ref().map_or(0, |e| e.aggregate_version));
 }
 
 /// `group`'s letters of `aggregate_id`, in the order a release handles
@@ -103,7 +109,7 @@ pub(crate) fn letters_of(
         .into_iter()
         .filter(|l| l.group() == group && l.aggregate_id() == Some(aggregate_id))
         .collect();
-    mine.sort_by_key(|l| l.envelope.as_ref().map_or(0, |e| e.aggregate_version));
+    release_order(&mut mine);
     mine
 }
 

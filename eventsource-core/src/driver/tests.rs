@@ -199,3 +199,101 @@ async fn push_all_fills_the_room_and_gives_back_the_rest_in_order() {
         .expect("join");
     assert_eq!(first, 7);
 }
+
+/// A dead-letter queue in a vector, for [`Parking`]'s unit tests.
+#[derive(Default)]
+struct Letters(parking_lot::Mutex<Vec<crate::DeadLetter>>);
+
+#[async_trait::async_trait]
+impl crate::DeadLetterQueue for Letters {
+    async fn list(&self, q: &crate::DeadLetterQuery) -> crate::Result<Vec<crate::DeadLetter>> {
+        let all = self.0.lock().clone();
+        Ok(all
+            .into_iter()
+            .filter(|l| q.group.as_deref().is_none_or(|g| g == l.group()))
+            .collect())
+    }
+    async fn get(&self, id: &str) -> crate::Result<Option<crate::DeadLetter>> {
+        Ok(self.0.lock().iter().find(|l| l.id == id).cloned())
+    }
+    async fn replay(&self, _id: &str) -> crate::Result<()> {
+        Ok(())
+    }
+    async fn delete(&self, id: &str) -> crate::Result<bool> {
+        let mut all = self.0.lock();
+        let before = all.len();
+        all.retain(|l| l.id != id);
+        Ok(all.len() < before)
+    }
+}
+
+fn letter(id: &str, group: &str, agg: &str, version: u64) -> crate::DeadLetter {
+    let envelope = EventEnvelope::new(agg, version, &Ping).expect("encode");
+    crate::DeadLetter {
+        id: id.to_owned(),
+        failure: crate::Failure::parked(group, &envelope),
+        envelope: Some(envelope),
+        raw: None,
+    }
+}
+
+/// The parked set is the group's DLQ as of the last load: loaded before
+/// first use, reloaded only after `invalidate` (a member took partitions
+/// another parked in), and other groups' letters park nothing.
+#[tokio::test]
+async fn parking_loads_from_the_dlq_and_reloads_after_invalidate() {
+    let dlq = Arc::new(Letters::default());
+    dlq.0.lock().push(letter("1", "g", "a", 2));
+    dlq.0.lock().push(letter("2", "other", "b", 2));
+    let parking = Parking::new("g", Arc::clone(&dlq) as Arc<dyn crate::DeadLetterQueue>);
+    let stop = CancellationToken::new();
+    assert!(parking.ready(&stop).await);
+    assert!(parking.is_parked("a"));
+    assert!(!parking.is_parked("b"), "another group's letter");
+    // Another member parks `c` in a partition this one then takes.
+    dlq.0.lock().push(letter("3", "g", "c", 5));
+    assert!(parking.ready(&stop).await);
+    assert!(!parking.is_parked("c"), "not reloaded without a reason");
+    parking.invalidate();
+    assert!(parking.ready(&stop).await);
+    assert!(parking.is_parked("c"), "reloaded after invalidate");
+    // A release here, then a reload: the DLQ says the same.
+    dlq.0.lock().retain(|l| l.id != "1");
+    parking.set("a", false);
+    parking.invalidate();
+    assert!(parking.ready(&stop).await);
+    assert!(!parking.is_parked("a"));
+}
+
+/// `parked` lists an aggregate with parked letters, its head being its
+/// lowest version whatever the queue order; `discard` deletes the head
+/// and replays the next one.
+#[tokio::test]
+async fn parked_view_and_discard() {
+    use crate::DeadLetterQueue;
+    let dlq = Letters::default();
+    let mut head = letter("h", "g", "a", 3);
+    head.failure.kind = crate::FailureKind::Permanent;
+    dlq.0.lock().push(letter("p5", "g", "a", 5));
+    dlq.0.lock().push(head);
+    dlq.0.lock().push(letter("p4", "g", "a", 4));
+    let mut alone = letter("z", "g", "z", 1);
+    alone.failure.kind = crate::FailureKind::Exhausted;
+    dlq.0.lock().push(alone);
+    let view = dlq
+        .parked(&crate::DeadLetterQuery::all())
+        .await
+        .expect("parked");
+    assert_eq!(
+        view,
+        [crate::ParkedAggregate {
+            group: "g".into(),
+            aggregate_id: "a".into(),
+            head: "h".into(),
+            parked: 2,
+        }],
+        "a letter with nothing behind it is not listed"
+    );
+    assert!(dlq.discard("h").await.expect("discard"));
+    assert!(!dlq.discard("h").await.expect("discard again"));
+}
