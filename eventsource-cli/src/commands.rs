@@ -232,6 +232,42 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
                     Output::Text => eprintln!("replayed {id}"),
                 }
             }
+            Dlq::Parked { group } => {
+                if let Some(group) = group {
+                    require_group(cli, bus, group).await?;
+                }
+                let query = DeadLetterQuery {
+                    group: group.clone(),
+                    limit: None,
+                };
+                let parked = dlq.parked(&query).await?;
+                for p in &parked {
+                    match out {
+                        Output::Json => output::json(p),
+                        Output::Text => println!(
+                            "{}\t{}\thead {}\t{} parked behind it",
+                            p.group, p.aggregate_id, p.head, p.parked
+                        ),
+                    }
+                }
+                if out == Output::Text {
+                    eprintln!("{} parked aggregate(s)", parked.len());
+                }
+            }
+            Dlq::Discard { id } => {
+                if !dlq.discard(id).await? {
+                    return Err(Failure::new(
+                        Exit::NotFound,
+                        format!("dead letter `{id}` not found on {}", place(cli, bus)),
+                    ));
+                }
+                match out {
+                    Output::Json => output::json(&json!({ "discarded": id })),
+                    Output::Text => {
+                        eprintln!("discarded {id}; what was parked behind it is released")
+                    }
+                }
+            }
             Dlq::ReplayAll { group } => {
                 let n = bulk(cli, bus, group, Bulk::Replay).await?;
                 match out {

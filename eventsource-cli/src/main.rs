@@ -126,6 +126,19 @@ enum Dlq {
         /// The dead letter's id.
         id: String,
     },
+    /// Lists the aggregates whose events wait behind a dead letter (groups
+    /// that park aggregates): each with its head letter and how many wait.
+    Parked {
+        /// Only this consumer group's (needed on RabbitMQ and Kafka).
+        #[arg(long, value_parser = group_name)]
+        group: Option<String>,
+    },
+    /// Deletes one dead letter and releases the events parked behind it,
+    /// in order (replay it instead once its handler is fixed).
+    Discard {
+        /// The dead letter's id.
+        id: String,
+    },
     /// Replays every dead letter of a group, with progress.
     ReplayAll {
         /// The consumer group.

@@ -208,3 +208,90 @@ async fn tail_prints_new_events_as_they_are_published() {
         .await
         .expect("shutdown");
 }
+
+/// A group that parks aggregates, on a partitioned Redis namespace (the
+/// CLI reads the partition count from its configuration file): `dlq
+/// parked` shows the aggregate with its head letter and how many wait;
+/// `dlq discard` deletes the head and the parked events are handled, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_sees_parked_aggregates_and_discards_the_head() {
+    use eventsource::{handler_fn, BusConfig, HandlerError, RetryPolicy, Subscription};
+    let namespace = format!("es-cli-park-{}", uuid::Uuid::now_v7().simple());
+    let mut config = BusConfig::from_url(&redis_url())
+        .expect("redis url")
+        .with_namespace(&namespace);
+    if let BusConfig::Redis(c) = &mut config {
+        c.partitions = Some(4);
+    }
+    let bus = eventsource::connect_bus(&config).await.unwrap_or_else(|e| {
+        panic!("Redis is not reachable ({e}); start it with ./scripts/test.sh")
+    });
+    let (tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    bus.subscribe(
+        Subscription::builder("shipping")
+            .park_aggregate_on_failure(true)
+            .retry(RetryPolicy::no_retry())
+            .handler(handler_fn(move |e| {
+                let tx = tx.clone();
+                async move {
+                    if e.aggregate_version == 1 {
+                        return Err(HandlerError::permanent("address unknown"));
+                    }
+                    let _ = tx.send(e.aggregate_version);
+                    Ok(())
+                }
+            }))
+            .build()
+            .expect("valid"),
+    )
+    .await
+    .expect("subscribe");
+    let events: Vec<_> = (1..=3).map(|v| probe("order-9", v, v)).collect();
+    bus.publish(&events).await.expect("publish");
+    let letters =
+        eventsource_testkit::dead_letters_of(&bus, "shipping", 3, Duration::from_secs(15)).await;
+    let file = std::env::temp_dir().join(format!("{namespace}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[bus]\nurl = \"{}\"\nnamespace = \"{namespace}\"\npartitions = 4\n",
+            redis_url()
+        ),
+    )
+    .expect("write");
+    let config_file = file.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = run(&[
+        "--config",
+        config_file,
+        "--json",
+        "dlq",
+        "parked",
+        "--group",
+        "shipping",
+    ]);
+    assert_eq!(code, 0, "parked failed: {stderr}");
+    let parked: Vec<eventsource::ParkedAggregate> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(parked.len(), 1, "{stdout}");
+    assert_eq!(parked[0].aggregate_id, "order-9");
+    assert_eq!(parked[0].parked, 2);
+    assert_eq!(parked[0].head, letters[0].id, "the failed event heads them");
+    let (code, _, stderr) = run(&["--config", config_file, "dlq", "discard", &parked[0].head]);
+    assert_eq!(code, 0, "discard failed: {stderr}");
+    for expected in [2, 3] {
+        let got = tokio::time::timeout(Duration::from_secs(15), handled.recv())
+            .await
+            .expect("released within 15 s")
+            .expect("open");
+        assert_eq!(got, expected, "released in order");
+    }
+    let (code, _, stderr) = run(&["--config", config_file, "dlq", "discard", &parked[0].head]);
+    assert_eq!(code, 3, "a second discard is not found: {stderr}");
+    let _ = std::fs::remove_file(&file);
+    bus.shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+}

@@ -45,7 +45,10 @@ pub use eventsource_core::{
     ShutdownReport, Subscription, SubscriptionBuilder, SubscriptionHandle, TypedHandler,
 };
 // Dead letters.
-pub use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Failure, FailureKind};
+pub use eventsource_core::{
+    DeadLetter, DeadLetterQuery, DeadLetterQueue, Failure, FailureKind, ParkedAggregate,
+    REPLAYED_FOR, REPLAYED_FROM,
+};
 // Errors.
 pub use eventsource_core::{redact_url, BoxError, Error, Result};
 // Schema evolution and tracing.
