@@ -72,6 +72,29 @@ pub struct ParkedAggregate {
     pub parked: usize,
 }
 
+impl ParkedAggregate {
+    /// The parked aggregates `letters` (a DLQ listing) show: those with
+    /// letters of kind [`Parked`](FailureKind::Parked), each with its head
+    /// (its letter of lowest version) and how many letters wait behind it.
+    pub fn of(letters: Vec<DeadLetter>) -> Vec<ParkedAggregate> {
+        by_aggregate(letters)
+            .into_iter()
+            .filter_map(|((group, aggregate_id), list)| {
+                let waiting = list
+                    .iter()
+                    .filter(|l| l.failure.kind == FailureKind::Parked)
+                    .count();
+                (waiting > 0).then(|| ParkedAggregate {
+                    group,
+                    aggregate_id,
+                    head: list[0].id.clone(),
+                    parked: list.len() - 1,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The letters of each aggregate, in the order a release handles them
 /// (aggregate version, then queue order), keyed by group and aggregate.
 fn by_aggregate(letters: Vec<DeadLetter>) -> Vec<((String, String), Vec<DeadLetter>)> {
@@ -219,21 +242,7 @@ pub trait DeadLetterQueue: Send + Sync {
                 limit: None,
             })
             .await?;
-        let mut parked: Vec<ParkedAggregate> = by_aggregate(letters)
-            .into_iter()
-            .filter_map(|((group, aggregate_id), list)| {
-                let waiting = list
-                    .iter()
-                    .filter(|l| l.failure.kind == FailureKind::Parked)
-                    .count();
-                (waiting > 0).then(|| ParkedAggregate {
-                    group,
-                    aggregate_id,
-                    head: list[0].id.clone(),
-                    parked: list.len() - 1,
-                })
-            })
-            .collect();
+        let mut parked = ParkedAggregate::of(letters);
         if let Some(limit) = query.limit {
             parked.truncate(limit);
         }

@@ -137,6 +137,24 @@ pub(crate) fn group(
                 q = query_value(name),
             ));
         }
+        let parked = eventsource::ParkedAggregate::of(letters.to_vec());
+        if !parked.is_empty() {
+            body.push_str(
+                "<h2>Parked aggregates</h2><p>Their later events wait behind the head letter: \
+                 replay it once the handler is fixed, or discard it (<code>eventsource dlq discard</code>).</p>\
+                 <table id=\"parked\"><tr><th>aggregate</th><th>head letter</th><th>waiting</th></tr>",
+            );
+            for p in &parked {
+                body.push_str(&format!(
+                    "<tr class=\"parked\"><td>{}</td><td><a href=\"/letter?id={}\">{}</a></td><td class=\"n\">{}</td></tr>",
+                    esc(&p.aggregate_id),
+                    query_value(&p.head),
+                    esc(&p.head),
+                    p.parked,
+                ));
+            }
+            body.push_str("</table><h2>Dead letters</h2>");
+        }
         body.push_str(
             "<table id=\"letters\"><tr><th>dead letter</th><th>event</th><th>attempts</th>\
              <th>last failed</th><th>error</th></tr>",
@@ -235,5 +253,51 @@ mod tests {
             query_value("billing/1732-0 x&y"),
             "billing%2F1732-0%20x%26y"
         );
+    }
+
+    /// A group with an aggregate parked behind its failed event shows it
+    /// above the letters, with a link to its head; one without shows no
+    /// parked table.
+    #[test]
+    fn a_group_page_shows_its_parked_aggregates() {
+        let console = Console {
+            bus: std::sync::Arc::new(eventsource::memory::MemoryBus::new()),
+            groups: Vec::new(),
+            allow_writes: false,
+            place: "memory://".into(),
+        };
+        let letter = |id: &str, version: u64, kind: eventsource::FailureKind| {
+            let envelope = eventsource::EventEnvelope::from_json(
+                "Order",
+                "o-1",
+                version,
+                "Placed",
+                serde_json::json!({}),
+            );
+            let mut failure = eventsource::Failure::parked("g", &envelope);
+            failure.kind = kind;
+            DeadLetter {
+                id: id.into(),
+                envelope: Some(envelope),
+                raw: None,
+                failure,
+            }
+        };
+        use eventsource::FailureKind::{Parked, Permanent};
+        let letters = [
+            letter("g/1", 2, Permanent),
+            letter("g/2", 3, Parked),
+            letter("g/3", 4, Parked),
+        ];
+        let page = group(&console, "g", None, &letters, None);
+        assert!(page.contains("id=\"parked\""), "{page}");
+        assert!(
+            page.contains(
+                "<td>o-1</td><td><a href=\"/letter?id=g%2F1\">g/1</a></td><td class=\"n\">2</td>"
+            ),
+            "{page}"
+        );
+        let page = group(&console, "g", None, &letters[..1], None);
+        assert!(!page.contains("id=\"parked\""), "{page}");
     }
 }
