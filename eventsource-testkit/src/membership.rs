@@ -453,7 +453,10 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
         .collect();
     if f.features().spreads_work {
         let total: usize = during.values().sum();
-        let fair = total / 10;
+        // The events published meanwhile, parked ones included: a member
+        // whose share is the failing aggregate has its share of the work
+        // waiting in the DLQ.
+        let fair = batches[2..6].iter().map(|b| b.len()).sum::<usize>() / 10;
         let busiest = during.values().copied().max().unwrap_or(0);
         assert!(
             busiest <= 2 * fair,
