@@ -167,17 +167,18 @@ impl RabbitDeadLetterQueue {
     ) -> Result<(Vec<DeadLetter>, bool)> {
         let config = &self.client.config;
         let dlq = config.dlq(group);
-        let Some((count, _)) = queue_counts(config, &dlq).await? else {
-            return Ok((Vec::new(), false));
-        };
         let session = Session::open(config, false).await?;
-        let result = match lock_scans(&session, config, &dlq).await {
-            Ok(()) => {
-                self.scan_on(&session, group, &dlq, count, limit, target)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        let result = async {
+            lock_scans(&session, config, &dlq).await?;
+            // Counted once the lock is held: while another scan holds the
+            // letters, the queue counts none ready.
+            let Some((count, _)) = queue_counts(config, &dlq).await? else {
+                return Ok((Vec::new(), false));
+            };
+            self.scan_on(&session, group, &dlq, count, limit, target)
+                .await
+        }
+        .await;
         session.close().await;
         result
     }
