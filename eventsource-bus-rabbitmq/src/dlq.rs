@@ -342,11 +342,15 @@ impl DeadLetterQueue for RabbitDeadLetterQueue {
                 continue;
             }
             let session = Session::open(config, false).await?;
-            let purged = session
-                .channel
-                .queue_purge(short("queue", &dlq)?, QueuePurgeOptions::default())
-                .await
-                .map_err(|e| amqp_err(format!("purging `{dlq}`"), e));
+            // A purge leaves what a scan holds unacked: wait for it to end.
+            let purged = match lock_scans(&session, config, &dlq).await {
+                Ok(()) => session
+                    .channel
+                    .queue_purge(short("queue", &dlq)?, QueuePurgeOptions::default())
+                    .await
+                    .map_err(|e| amqp_err(format!("purging `{dlq}`"), e)),
+                Err(e) => Err(e),
+            };
             session.close().await;
             n += purged? as usize;
         }

@@ -463,7 +463,8 @@ async fn a_partition_moves_only_once_its_stuck_owner_is_gone() {
 
 /// Listing a DLQ takes its letters off the queue until the scan ends, so
 /// scans take turns (an exclusive lock queue): four lists at once each see
-/// every letter, which a member loading its parked aggregates relies on.
+/// every letter, which a member loading its parked aggregates relies on,
+/// and a purge beside a list removes every letter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_dead_letter_lists_each_see_every_letter() {
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(common::config()).await);
@@ -491,6 +492,19 @@ async fn concurrent_dead_letter_lists_each_see_every_letter() {
     for list in futures::future::join_all(lists).await {
         assert_eq!(list.expect("task"), 30, "a list saw every letter");
     }
+    // A purge beside a list waits for it: it removes every letter, and
+    // none comes back when the list's channel closes.
+    let query = eventsource_core::DeadLetterQuery::group("scans");
+    let (listed, purged) = tokio::join!(dlq.list(&query), async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        dlq.purge(&query).await
+    });
+    listed.expect("list");
+    assert_eq!(purged.expect("purge"), 30, "the purge took every letter");
+    assert!(
+        dlq.list(&query).await.expect("list").is_empty(),
+        "nothing came back"
+    );
     bus.shutdown(Duration::from_secs(10))
         .await
         .expect("shutdown");
