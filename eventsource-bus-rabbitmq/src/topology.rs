@@ -30,7 +30,7 @@ impl Session {
     /// Connects and opens a channel, with publisher confirms if `confirm`.
     /// Bounded by `connect_timeout` as a whole.
     pub(crate) async fn open(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
-        within_connect_timeout(config, Self::open_unbounded(config, confirm)).await
+        within_connect_timeout(config, || Self::open_unbounded(config, confirm)).await
     }
 
     async fn open_unbounded(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
@@ -82,16 +82,37 @@ async fn connect(config: &RabbitBusConfig) -> Result<Connection> {
 
 /// Bounds `work` (which connects) by `connect_timeout`: a broker that
 /// accepts and then stays silent fails with `Error::Timeout`.
-async fn within_connect_timeout<T>(
-    config: &RabbitBusConfig,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::time::timeout(config.connect_timeout, work)
-        .await
-        .map_err(|_| Error::Timeout {
-            operation: connecting(config),
-            after: config.connect_timeout,
-        })?
+///
+/// An attempt that stalls is abandoned after a third of
+/// `connect_timeout` (at least a second) and made again with a new
+/// connection while time is left: under load a connection was seen
+/// authenticated by the broker in 3 ms and then answered nothing more
+/// for 30 s (the broker's log shows nothing for it until the client
+/// closed it), while the next connection worked at once.
+async fn within_connect_timeout<T, F, Fut>(config: &RabbitBusConfig, mut work: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let attempt = (config.connect_timeout / 3)
+        .max(std::time::Duration::from_secs(1))
+        .min(config.connect_timeout);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                operation: connecting(config),
+                after: config.connect_timeout,
+            });
+        }
+        match tokio::time::timeout(attempt.min(left), work()).await {
+            Ok(done) => return done,
+            Err(_) => {
+                tracing::debug!(url = %config.redacted_url(), ?attempt, "a connection attempt stalled; trying again with a new one");
+            }
+        }
+    }
 }
 
 /// A short string, or a typed error naming `what` when longer than 255 bytes.
@@ -295,7 +316,7 @@ pub(crate) async fn declare_group(
 /// (unpartitioned events), and an unpartitioned bus where a marker is.
 /// Bounded by `connect_timeout`.
 pub(crate) async fn check_partitions(config: &RabbitBusConfig) -> Result<()> {
-    within_connect_timeout(config, async {
+    within_connect_timeout(config, || async {
         let connection = connect(config).await?;
         let checked = check_partitions_on(&connection, config).await;
         let _ = connection.close(200, "bye".into()).await;

@@ -55,3 +55,49 @@ async fn connect_gives_up_within_its_timeout_when_the_server_is_silent() {
     );
     held.abort();
 }
+
+/// A connection attempt that stalls (the first connection is accepted and
+/// never answered) is abandoned and made again within `connect_timeout`:
+/// the next connection, passed through to the real broker, connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_attempt_is_made_again() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    // The broker's host:port, from the URL the other tests use.
+    let url = common::amqp_url();
+    let broker = url
+        .rsplit_once('@')
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .trim_start_matches("amqp://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5672")
+        .to_owned();
+    let proxy = tokio::spawn(async move {
+        let mut stalled = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            if stalled.is_empty() {
+                stalled.push(socket); // accepted, never answered
+                continue;
+            }
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(&broker).await {
+                    let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
+                }
+            });
+        }
+    });
+    let mut config = common::config();
+    config.url = format!("amqp://guest:guest@{addr}/%2f");
+    config.connect_timeout = Duration::from_secs(6);
+    let bus = eventsource_bus_rabbitmq::RabbitBus::connect(config)
+        .await
+        .expect("the second attempt connects");
+    eventsource_core::EventBus::shutdown(&bus, Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    proxy.abort();
+}
