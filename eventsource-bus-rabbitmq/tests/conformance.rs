@@ -46,7 +46,8 @@ impl BusFactory for Rabbit {
         Features {
             ordered_across_members: self.single_active || self.partitions.is_some(),
             spreads_work: !self.single_active,
-            parks_aggregates: self.single_active || self.partitions.is_some(),
+            // Refused for now (ADR 0010): the cases check the refusal.
+            parks_aggregates: false,
             ..Features::default()
         }
     }
