@@ -15,9 +15,7 @@ use eventsource_core::driver::{
 };
 use eventsource_core::{Failure, Result, Subscription};
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Acker;
 use tokio_util::sync::CancellationToken;
@@ -87,6 +85,9 @@ pub(crate) struct GroupConsumer {
     owned: parking_lot::Mutex<BTreeMap<u32, Owned>>,
     /// The group's parked aggregates, when the subscription parks them.
     parking: Option<Arc<Parking>>,
+    /// Consumers let go of at `stop`, kept (not cancelled) until the
+    /// connection is closed: see [`GroupConsumer::hold_until_closed`].
+    held: parking_lot::Mutex<Vec<lapin::Consumer>>,
 }
 
 impl GroupConsumer {
@@ -121,6 +122,7 @@ impl GroupConsumer {
             session: tokio::sync::Mutex::new(None),
             tasks: MemberTasks::new(stop),
             owned: parking_lot::Mutex::new(BTreeMap::new()),
+            held: parking_lot::Mutex::new(Vec::new()),
             client,
             subscription,
         });
@@ -238,7 +240,7 @@ impl GroupConsumer {
         loop {
             tokio::select! {
                 () = self.tasks.token().cancelled() => {
-                    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                    self.hold_until_closed(consumer);
                     return Ok(());
                 }
                 next = consumer.next() => match next {
@@ -476,7 +478,10 @@ impl GroupConsumer {
         let mut fresh = true;
         loop {
             let next = tokio::select! {
-                () = self.tasks.token().cancelled() => return,
+                () = self.tasks.token().cancelled() => {
+                    self.hold_until_closed(consumer);
+                    return;
+                }
                 next = consumer.next() => next,
             };
             match next {
@@ -487,7 +492,12 @@ impl GroupConsumer {
                         // owner has closed its channel, its letters are in.
                         self.took_over();
                     }
-                    let releasing = self.owned.lock().get(&p).is_none_or(|o| o.releasing);
+                    // Only while this channel is the partition's current
+                    // one here (not one lost with an earlier connection).
+                    let releasing =
+                        self.owned.lock().get(&p).is_none_or(|o| {
+                            o.releasing || !Arc::ptr_eq(&o.outstanding, &outstanding)
+                        });
                     if !releasing {
                         let counted = Outstanding::new(p, &outstanding);
                         self.accept(delivery, Some(counted)).await;
@@ -496,6 +506,18 @@ impl GroupConsumer {
                 Some(Err(_)) | None => return,
             }
         }
+    }
+
+    /// Keeps a consumer this member stops taking from until `stop` has
+    /// closed the connection. Dropping a lapin consumer cancels it on the
+    /// broker (`basic.cancel`), and a cancelled single active consumer
+    /// hands its queue to the next member at once, ahead of the messages
+    /// it still holds unacked: the next member would get an aggregate's
+    /// later events before the earlier ones come back. Closing the
+    /// channel instead puts the unacked messages back in their places
+    /// first, then lets the next consumer in.
+    fn hold_until_closed(&self, consumer: lapin::Consumer) {
+        self.held.lock().push(consumer);
     }
 
     /// This member became the active consumer of a queue another member
@@ -546,6 +568,8 @@ impl Member for GroupConsumer {
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
         }
+        // Closed with the connection: dropping them cancels nothing now.
+        self.held.lock().clear();
         abandoned
     }
 }

@@ -95,6 +95,7 @@ macro_rules! membership_suite {
             keeps_order_while_members_join_and_leave,
             keeps_order_across_a_changing_group,
             clean_leave_hands_over_promptly,
+            a_leaver_hands_over_what_it_held_in_order,
             members_with_different_filters_are_refused,
             new_member_after_shutdown_with_handlers_in_flight_loses_nothing,
         );

@@ -621,6 +621,77 @@ pub async fn clean_leave_hands_over_promptly(f: &dyn BusFactory) {
     shutdown_all(&buses).await;
 }
 
+/// A member leaves while it holds an aggregate's events — one in its
+/// handler (held there until the test lets go), the rest read ahead and
+/// not yet acked — and a second member waits in the group: where the
+/// backend promises order across members, the second member starts with
+/// the first event the leaver did not finish, never with one after those
+/// the leaver held. (A RabbitMQ single active consumer that is cancelled
+/// hands its queue over at once, ahead of its unacked messages; closing
+/// its channel puts them back first.)
+pub async fn a_leaver_hands_over_what_it_held_in_order(f: &dyn BusFactory) {
+    let buses = f.peers(2).await;
+    let watch = Arc::new(GroupWatch::default());
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let leaver = {
+        let watch = Arc::clone(&watch);
+        Subscription::builder("held")
+            .concurrency(2)
+            .handler(handler_fn(move |e: EventEnvelope| {
+                let (watch, mut gate) = (Arc::clone(&watch), gate.clone());
+                async move {
+                    let _slot = watch.started(&e);
+                    let _ = gate.wait_for(|open| *open).await;
+                    watch.finished(&e, "leaver");
+                    Ok(())
+                }
+            }))
+            .build()
+            .expect("valid subscription")
+    };
+    let leaver = subscribe(&buses[0], leaver).await;
+    // One aggregate, so one partition: the leaver holds it all.
+    let events: Vec<EventEnvelope> = (1..=60).map(|v| probe("held-0", v, v)).collect();
+    publish(&buses[1], &events).await;
+    crate::eventually("the leaver handling the first event", f.patience(), || {
+        let watch = Arc::clone(&watch);
+        async move { (!watch.lock().in_handler.is_empty()).then_some(()) }
+    })
+    .await;
+    let _stays = subscribe(
+        &buses[1],
+        watch.subscription("held", "stays", Duration::ZERO, EventFilter::All),
+    )
+    .await;
+    // The leaver leaves (its handler still held); the member that stays
+    // may get the aggregate only once the leaver gave back what it held.
+    let leaving = tokio::spawn(leaver.unsubscribe());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let changed = watch.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if watch.handled_of(&events) > 0
+            || tokio::time::timeout_at(deadline, changed).await.is_err()
+        {
+            break;
+        }
+    }
+    open.send(true)
+        .expect("the leaver's handler waits on the gate");
+    leaving.await.expect("unsubscribe");
+    watch
+        .wait_handled(
+            &events,
+            events.len(),
+            f.handover() + f.patience(),
+            "the member that stays",
+        )
+        .await;
+    watch.check(&events, f.features(), 0, "a leaver holding an aggregate");
+    shutdown_all(&buses).await;
+}
+
 /// A second filter in a group is refused with a typed error that names
 /// the group and both filters, on the same bus and (where the broker keeps
 /// the group's filter) on a peer; the same
