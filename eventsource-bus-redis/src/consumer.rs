@@ -699,12 +699,16 @@ impl GroupConsumer {
     }
 
     /// Partitioned mode, joining: rebalances until this member holds its
-    /// share — the members that held it let go once what they read from
-    /// it is acked — or `claim_min_idle` passed (by then a crashed
-    /// holder's lease has lapsed); the reader goes on rebalancing after.
+    /// share, or for a few of the holders' rebalance rounds — enough for
+    /// idle holders to see the joiner and let go. A holder lets go of a
+    /// partition only once what it read from it is acked, and a crashed
+    /// holder's lease lapses only after `claim_min_idle`: `subscribe` does
+    /// not wait for either (it once waited up to `claim_min_idle`, 30 s by
+    /// default); the reader goes on rebalancing and takes the rest then.
     async fn take_share(&self, conn: &mut ConnectionManager) {
         let config = &self.client.config;
-        let deadline = tokio::time::Instant::now() + config.claim_min_idle;
+        let rounds = config.block.min(config.claim_interval) * 3;
+        let deadline = tokio::time::Instant::now() + rounds.min(config.claim_min_idle);
         let every = config.block.min(config.claim_interval) / 2;
         while !self.rebalance(conn).await {
             if tokio::time::Instant::now() >= deadline {
