@@ -98,17 +98,14 @@ impl GroupConsumer {
         subscription: Subscription,
         stop: CancellationToken,
     ) -> Result<Arc<Self>> {
-        // Parking is wired below but refused for now: with it, a
-        // partitioned group's changing-membership conformance case
-        // handled an aggregate out of order in 1 run of 5 (6 of 6 passed
-        // without it); the cause is not found yet (ADR 0010).
-        refuse_parking(
-            BACKEND,
-            &subscription,
-            "a backend where it is reliable: on RabbitMQ it is not yet (a partition \
-             handoff was seen to reorder an aggregate with it on); use Redis with \
-             partitions, Kafka or the memory bus for now",
-        )?;
+        let config = &client.config;
+        if config.partitions.is_none() && !config.single_active_consumer {
+            refuse_parking(
+                BACKEND,
+                &subscription,
+                "partitions (or single_active_consumer): without them two members can hold one aggregate",
+            )?;
+        }
         let parking = subscription.parks_aggregates().then(|| {
             let dlq = Arc::new(crate::dlq::RabbitDeadLetterQueue {
                 client: Arc::clone(&client),
@@ -258,22 +255,55 @@ impl GroupConsumer {
         }
     }
 
+    /// Whether deliveries of partition `p` from the channel counted by
+    /// `outstanding` are still taken: the partition is not being released
+    /// and that channel is its current one here (not one lost with an
+    /// earlier connection).
+    fn takes_from(
+        &self,
+        owned: &BTreeMap<u32, Owned>,
+        p: u32,
+        outstanding: &Arc<AtomicUsize>,
+    ) -> bool {
+        owned
+            .get(&p)
+            .is_some_and(|o| !o.releasing && Arc::ptr_eq(&o.outstanding, outstanding))
+    }
+
     /// Queues a delivery for the workers, or acks it at once when the
     /// filter does not select it, or dead-letters it when it does not
-    /// decode. `partition`: where it came from, in partitioned mode.
-    async fn accept(&self, delivery: lapin::message::Delivery, partition: Option<Outstanding>) {
+    /// decode. `partition`: where it came from, in partitioned mode, and
+    /// the count of that channel's outstanding messages.
+    async fn accept(
+        &self,
+        delivery: lapin::message::Delivery,
+        partition: Option<(u32, &Arc<AtomicUsize>)>,
+    ) {
         let routing_key = delivery.routing_key.as_str().to_owned();
         let decoded = wire::decode(&delivery.properties, &delivery.data);
         let source = || self.source(&routing_key);
         match triage(BACKEND, &self.subscription, decoded, source) {
             Intake::Handle(envelope) => {
-                let token = Token {
+                let token = |partition| Token {
                     acker: delivery.acker,
                     routing_key,
                     partition,
                 };
-                self.queue
-                    .push_now(Delivery::new(Arc::new(envelope), token));
+                let envelope = Arc::new(envelope);
+                let Some((p, outstanding)) = partition else {
+                    self.queue.push_now(Delivery::new(envelope, token(None)));
+                    return;
+                };
+                // Checked and queued under the partitions' lock: a release
+                // that starts meanwhile would drop what is queued of the
+                // partition but miss this one, which a worker would then
+                // handle (and ack) ahead of the earlier ones handed back.
+                let owned = self.owned.lock();
+                if self.takes_from(&owned, p, outstanding) {
+                    let counted = Outstanding::new(p, outstanding);
+                    self.queue
+                        .push_now(Delivery::new(envelope, token(Some(counted))));
+                }
             }
             Intake::Skip => {
                 let _ = delivery.acker.ack(BasicAckOptions::default()).await;
@@ -492,15 +522,8 @@ impl GroupConsumer {
                         // owner has closed its channel, its letters are in.
                         self.took_over();
                     }
-                    // Only while this channel is the partition's current
-                    // one here (not one lost with an earlier connection).
-                    let releasing =
-                        self.owned.lock().get(&p).is_none_or(|o| {
-                            o.releasing || !Arc::ptr_eq(&o.outstanding, &outstanding)
-                        });
-                    if !releasing {
-                        let counted = Outstanding::new(p, &outstanding);
-                        self.accept(delivery, Some(counted)).await;
+                    if self.takes_from(&self.owned.lock(), p, &outstanding) {
+                        self.accept(delivery, Some((p, &outstanding))).await;
                     }
                 }
                 Some(Err(_)) | None => return,
