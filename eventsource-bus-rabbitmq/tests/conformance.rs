@@ -46,8 +46,7 @@ impl BusFactory for Rabbit {
         Features {
             ordered_across_members: self.single_active || self.partitions.is_some(),
             spreads_work: !self.single_active,
-            // Refused for now (ADR 0010): the cases check the refusal.
-            parks_aggregates: false,
+            parks_aggregates: self.single_active || self.partitions.is_some(),
             ..Features::default()
         }
     }
