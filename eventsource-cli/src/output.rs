@@ -111,8 +111,13 @@ pub(crate) fn stats(stats: &BusStats) {
         println!("stream {stream}: {length} event(s)");
     }
     println!(
-        "this process: published {}, handled {}, failed attempts {}, dead-lettered {}, replayed {}",
-        stats.published, stats.handled, stats.failed_attempts, stats.dead_lettered, stats.replayed
+        "this process: published {}, handled {}, failed attempts {}, dead-lettered {}, parked {}, replayed {}",
+        stats.published,
+        stats.handled,
+        stats.failed_attempts,
+        stats.dead_lettered,
+        stats.parked,
+        stats.replayed
     );
 }
 

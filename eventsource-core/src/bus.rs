@@ -88,8 +88,14 @@ pub struct BusStats {
     pub handled: u64,
     /// Handler calls that failed, each failed attempt counted (this process).
     pub failed_attempts: u64,
-    /// Messages moved to the dead-letter queue (this process).
+    /// Messages moved to the dead-letter queue because they failed (this
+    /// process); events parked behind an earlier letter are counted in
+    /// [`parked`](Self::parked) instead.
     pub dead_lettered: u64,
+    /// Events parked in the dead-letter queue behind an earlier letter of
+    /// their aggregate (`park_aggregate_on_failure`; this process).
+    #[serde(default)]
+    pub parked: u64,
     /// Dead letters replayed (this process).
     pub replayed: u64,
     /// Workers that panicked outside the handler (a bug in a backend or

@@ -10,7 +10,8 @@
 //! | `eventsource.published` | counter | `{event}` | events accepted by `publish` |
 //! | `eventsource.handled` | counter | `{event}` | handler calls that succeeded |
 //! | `eventsource.failed_attempts` | counter | `{attempt}` | handler calls that failed |
-//! | `eventsource.dead_lettered` | counter | `{event}` | messages moved to the dead-letter queue |
+//! | `eventsource.dead_lettered` | counter | `{event}` | messages moved to the dead-letter queue because they failed |
+//! | `eventsource.parked` | counter | `{event}` | events parked in the dead-letter queue behind an earlier letter of their aggregate |
 //! | `eventsource.replayed` | counter | `{event}` | dead letters replayed |
 //! | `eventsource.handler.duration` | histogram | `s` | one handler call (attribute `outcome`: `ok` / `error`) |
 //! | `eventsource.publish.duration` | histogram | `s` | one `publish` call, retries included |
@@ -47,6 +48,7 @@ mod instruments {
         handled: Counter<u64>,
         failed: Counter<u64>,
         dead_lettered: Counter<u64>,
+        parked: Counter<u64>,
         replayed: Counter<u64>,
         handler_duration: Histogram<f64>,
         publish_duration: Histogram<f64>,
@@ -90,7 +92,12 @@ mod instruments {
                 dead_lettered: counter(
                     "eventsource.dead_lettered",
                     "{event}",
-                    "Messages moved to the dead-letter queue",
+                    "Messages moved to the dead-letter queue because they failed",
+                ),
+                parked: counter(
+                    "eventsource.parked",
+                    "{event}",
+                    "Events parked in the dead-letter queue behind an earlier letter of their aggregate",
                 ),
                 replayed: counter("eventsource.replayed", "{event}", "Dead letters replayed"),
                 handler_duration: seconds("eventsource.handler.duration", "One handler call"),
@@ -135,6 +142,10 @@ mod instruments {
 
         pub(crate) fn dead_lettered(&self, group: &str) {
             self.dead_lettered.add(1, &self.group(group));
+        }
+
+        pub(crate) fn parked(&self, group: &str) {
+            self.parked.add(1, &self.group(group));
         }
 
         pub(crate) fn replayed(&self, group: &str) {

@@ -185,6 +185,13 @@ pub async fn parks_an_aggregate_behind_its_dead_letter(f: &dyn BusFactory) {
         }]
     );
     handled.expect(x, &[1], f).await;
+    // The failed event counts as dead-lettered, the four behind it as parked.
+    let stats = bus.stats().await.expect("stats");
+    assert_eq!(
+        (stats.dead_lettered, stats.parked),
+        (1, 4),
+        "dead-lettered and parked counts: {stats:?}"
+    );
     broken.store(false, Ordering::SeqCst);
     bus.dead_letters()
         .replay(&parked[0].id)

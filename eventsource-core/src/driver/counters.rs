@@ -16,6 +16,7 @@ pub struct Counters {
     handled: AtomicU64,
     failed_attempts: AtomicU64,
     dead_lettered: AtomicU64,
+    parked: AtomicU64,
     replayed: AtomicU64,
     worker_restarts: AtomicU64,
     #[cfg(feature = "metrics")]
@@ -37,6 +38,7 @@ impl Counters {
             handled: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
             worker_restarts: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
@@ -99,6 +101,12 @@ impl Counters {
                 self.metrics.handled(group);
                 delivery.attempts.saturating_sub(1)
             }
+            Outcome::DeadLetter(f) if f.kind == crate::FailureKind::Parked => {
+                self.parked.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "metrics")]
+                self.metrics.parked(group);
+                0
+            }
             Outcome::DeadLetter(_) => {
                 self.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 #[cfg(feature = "metrics")]
@@ -120,6 +128,7 @@ impl Counters {
             handled: self.handled.load(Ordering::Relaxed),
             failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            parked: self.parked.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
             worker_restarts: self.worker_restarts.load(Ordering::Relaxed),
             groups: Default::default(),
