@@ -699,20 +699,28 @@ impl GroupConsumer {
     }
 
     /// Partitioned mode, joining: rebalances until this member holds its
-    /// share, or for a few of the holders' rebalance rounds — enough for
-    /// idle holders to see the joiner and let go. A holder lets go of a
-    /// partition only once what it read from it is acked, and a crashed
-    /// holder's lease lapses only after `claim_min_idle`: `subscribe` does
-    /// not wait for either (it once waited up to `claim_min_idle`, 30 s by
-    /// default); the reader goes on rebalancing and takes the rest then.
+    /// share, as long as the holders keep letting go — it stops waiting
+    /// once three of the holders' rebalance rounds in a row brought it no
+    /// new partition, or after `claim_min_idle`. A holder lets go of a
+    /// partition only once what it read from it is acked, so one busy in
+    /// a long handler (or a crashed one, whose lease lapses only after
+    /// `claim_min_idle`) does not hold `subscribe` up: it once waited up to
+    /// `claim_min_idle`, 30 s by default, for any of them. The reader goes
+    /// on rebalancing and takes the rest as they come free.
     async fn take_share(&self, conn: &mut ConnectionManager) {
         let config = &self.client.config;
-        let rounds = config.block.min(config.claim_interval) * 3;
-        let deadline = tokio::time::Instant::now() + rounds.min(config.claim_min_idle);
-        let every = config.block.min(config.claim_interval) / 2;
+        let round = config.block.min(config.claim_interval);
+        let deadline = tokio::time::Instant::now() + config.claim_min_idle;
+        let every = round / 2;
+        let (mut held, mut progress_at) = (0, tokio::time::Instant::now());
         while !self.rebalance(conn).await {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::info!(group = self.group(), consumer = %self.consumer, "joined without its whole share of partitions yet; it takes the rest as their holders let go");
+            let now = tokio::time::Instant::now();
+            let holds = self.owned.lock().len();
+            if holds > held {
+                (held, progress_at) = (holds, now);
+            }
+            if now >= deadline || now.duration_since(progress_at) >= round * 3 {
+                tracing::info!(group = self.group(), consumer = %self.consumer, partitions = holds, "joined without its whole share of partitions yet; it takes the rest as their holders let go");
                 return;
             }
             tokio::time::sleep(every).await;
