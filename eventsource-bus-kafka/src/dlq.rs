@@ -336,4 +336,26 @@ impl DeadLetterQueue for KafkaDeadLetterQueue {
             None => Ok(false),
         }
     }
+
+    /// One read of each group's DLQ, then one produce of the done markers.
+    async fn delete_many(&self, ids: &[String]) -> Result<usize> {
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let groups: std::collections::BTreeSet<&str> = wanted
+            .iter()
+            .filter_map(|id| id.split_once('/').map(|(g, _)| g))
+            .filter(|g| eventsource_core::validate_name("group", g).is_ok())
+            .collect();
+        let (mut markers, mut marked) = (Vec::new(), HashSet::new());
+        for group in groups {
+            for (letter, _) in self.letters(group).await? {
+                if wanted.contains(letter.id.as_str()) && marked.insert(letter.id.clone()) {
+                    markers.push(self.done_marker(&letter));
+                }
+            }
+        }
+        if !markers.is_empty() {
+            self.client.produce(&markers).await?;
+        }
+        Ok(markers.len())
+    }
 }

@@ -5,7 +5,7 @@
 //! broker puts them all back, in order. Replay and delete ack only the one
 //! message they act on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -155,16 +155,25 @@ enum Act {
     Delete,
 }
 
+/// The letters a scan acts on: one, or a set to delete.
+enum Target<'a> {
+    /// The letter with this message id.
+    One(&'a str, Act),
+    /// Every letter with one of these message ids: deleted.
+    Delete(&'a HashSet<&'a str>),
+}
+
 impl RabbitDeadLetterQueue {
     /// Takes up to `limit` messages of `group`'s DLQ without acking them,
-    /// and (for `act`) acts on the one with message id `target`. The
+    /// and acts on the `target` ones; returns the letters not acted on
+    /// (the one acted on, for [`Target::One`]) and how many were. The
     /// channel is closed at the end, so every other message goes back.
     async fn scan(
         &self,
         group: &str,
         limit: Option<usize>,
-        target: Option<(&str, Act)>,
-    ) -> Result<(Vec<DeadLetter>, bool)> {
+        target: Option<Target<'_>>,
+    ) -> Result<(Vec<DeadLetter>, usize)> {
         let config = &self.client.config;
         let dlq = config.dlq(group);
         let session = Session::open(config, false).await?;
@@ -173,7 +182,7 @@ impl RabbitDeadLetterQueue {
             // Counted once the lock is held: while another scan holds the
             // letters, the queue counts none ready.
             let Some((count, _)) = queue_counts(config, &dlq).await? else {
-                return Ok((Vec::new(), false));
+                return Ok((Vec::new(), 0));
             };
             self.scan_on(&session, group, &dlq, count, limit, target)
                 .await
@@ -190,12 +199,13 @@ impl RabbitDeadLetterQueue {
         dlq: &str,
         count: u32,
         limit: Option<usize>,
-        target: Option<(&str, Act)>,
-    ) -> Result<(Vec<DeadLetter>, bool)> {
+        target: Option<Target<'_>>,
+    ) -> Result<(Vec<DeadLetter>, usize)> {
         let config = &self.client.config;
         let mut letters = Vec::new();
+        let mut deleted = 0;
         let max = limit.unwrap_or(usize::MAX).min(count as usize);
-        while letters.len() < max {
+        while letters.len() + deleted < max {
             let got = session
                 .channel
                 .basic_get(short("queue", dlq)?, BasicGetOptions { no_ack: false })
@@ -204,8 +214,22 @@ impl RabbitDeadLetterQueue {
             let Some(message) = got else { break };
             let d = message.delivery;
             let letter = parse_letter(group, &d.properties, &d.data)?;
-            if let Some((id, act)) = &target {
-                if letter.id.split_once('/').map(|(_, m)| m) == Some(*id) {
+            let message_id = letter.id.split_once('/').map(|(_, m)| m);
+            if let Some(Target::Delete(ids)) = &target {
+                if message_id.is_some_and(|m| ids.contains(m)) {
+                    d.acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(|e| amqp_err(format!("acking dead letter {}", letter.id), e))?;
+                    deleted += 1;
+                    if deleted == ids.len() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if let Some(Target::One(id, act)) = &target {
+                if message_id == Some(*id) {
                     if let Act::Replay = act {
                         // The event, marked as replayed (see REPLAYED_FROM);
                         // a message that did not decode, as it came.
@@ -251,12 +275,12 @@ impl RabbitDeadLetterQueue {
                         .ack(BasicAckOptions::default())
                         .await
                         .map_err(|e| amqp_err(format!("acking dead letter {}", letter.id), e))?;
-                    return Ok((vec![letter], true));
+                    return Ok((vec![letter], 1));
                 }
             }
             letters.push(letter);
         }
-        Ok((letters, false))
+        Ok((letters, deleted))
     }
 
     fn groups(&self, query: &DeadLetterQuery) -> Vec<String> {
@@ -273,8 +297,10 @@ impl RabbitDeadLetterQueue {
         if eventsource_core::validate_name("group", group).is_err() {
             return Ok(false);
         }
-        let (_, found) = self.scan(group, None, Some((message_id, act))).await?;
-        Ok(found)
+        let (_, found) = self
+            .scan(group, None, Some(Target::One(message_id, act)))
+            .await?;
+        Ok(found > 0)
     }
 }
 
@@ -317,6 +343,26 @@ impl DeadLetterQueue for RabbitDeadLetterQueue {
 
     async fn delete(&self, id: &str) -> Result<bool> {
         self.act(id, Act::Delete).await
+    }
+
+    /// One scan per group, acking every named letter it meets.
+    async fn delete_many(&self, ids: &[String]) -> Result<usize> {
+        let mut by_group: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
+        for id in ids {
+            if let Some((group, message_id)) = id.split_once('/') {
+                if eventsource_core::validate_name("group", group).is_ok() {
+                    by_group.entry(group).or_default().insert(message_id);
+                }
+            }
+        }
+        let mut n = 0;
+        for (group, message_ids) in &by_group {
+            n += self
+                .scan(group, None, Some(Target::Delete(message_ids)))
+                .await?
+                .1;
+        }
+        Ok(n)
     }
 
     async fn purge_with_progress(

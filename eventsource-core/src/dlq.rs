@@ -211,6 +211,19 @@ pub trait DeadLetterQueue: Send + Sync {
     /// nothing: use [`discard`](Self::discard) for that.
     async fn delete(&self, id: &str) -> Result<bool>;
 
+    /// Deletes the dead letters `ids` (unknown ones are skipped); returns
+    /// how many existed. A backend that finds a letter by reading its
+    /// whole queue (RabbitMQ, Kafka) reads it once per group here, not
+    /// once per letter. Like [`delete`](Self::delete), it releases nothing
+    /// parked.
+    async fn delete_many(&self, ids: &[String]) -> Result<usize> {
+        let mut n = 0;
+        for id in ids {
+            n += usize::from(self.delete(id).await?);
+        }
+        Ok(n)
+    }
+
     /// Deletes one dead letter and, when events of its aggregate are
     /// parked behind it, releases them: the oldest parked letter is
     /// replayed, and the group handles the rest after it, in order.

@@ -637,7 +637,8 @@ pub async fn panicking_handler_is_retried_like_a_failure(f: &dyn BusFactory) {
     finish(bus).await;
 }
 
-/// `delete` removes one dead letter, `purge` a group's, others stay.
+/// `delete` removes one dead letter, `delete_many` several, `purge` a
+/// group's; others stay.
 pub async fn dead_letters_can_be_deleted_and_purged(f: &dyn BusFactory) {
     let bus = f.bus().await;
     for group in ["purge-a", "purge-b"] {
@@ -687,6 +688,29 @@ pub async fn dead_letters_can_be_deleted_and_purged(f: &dyn BusFactory) {
         3,
         "other group untouched"
     );
+    let b = dlq
+        .list(&DeadLetterQuery::group("purge-b"))
+        .await
+        .expect("list");
+    let ids = [
+        b[0].id.clone(),
+        b[2].id.clone(),
+        b[0].id.clone(),
+        "purge-b/no-such-letter".to_owned(),
+    ];
+    assert_eq!(
+        dlq.delete_many(&ids).await.expect("delete_many"),
+        2,
+        "two of the ids name letters (one twice, one none)"
+    );
+    let left: Vec<String> = dlq
+        .list(&DeadLetterQuery::group("purge-b"))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(left, [b[1].id.clone()], "only the letter not named is left");
     finish(bus).await;
 }
 

@@ -102,9 +102,10 @@ impl Parking {
         Ok(letters_of(all, &self.group, aggregate_id))
     }
 
-    /// Deletes a released letter.
-    pub(crate) async fn delete(&self, id: &str) -> Result<bool> {
-        self.dlq.delete(id).await
+    /// Deletes released letters (one read of the DLQ where a backend
+    /// scans it to delete).
+    pub(crate) async fn delete(&self, ids: &[String]) -> Result<usize> {
+        self.dlq.delete_many(ids).await
     }
 
     /// Loads the set if it is stale, retrying while the DLQ cannot be

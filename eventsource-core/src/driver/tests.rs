@@ -227,6 +227,111 @@ impl crate::DeadLetterQueue for Letters {
     }
 }
 
+/// [`Letters`] that counts `delete_many` calls (each a DLQ read on a
+/// backend that scans to delete).
+#[derive(Default)]
+struct CountedLetters(Letters, std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl crate::DeadLetterQueue for CountedLetters {
+    async fn list(&self, q: &crate::DeadLetterQuery) -> crate::Result<Vec<crate::DeadLetter>> {
+        self.0.list(q).await
+    }
+    async fn get(&self, id: &str) -> crate::Result<Option<crate::DeadLetter>> {
+        self.0.get(id).await
+    }
+    async fn replay(&self, id: &str) -> crate::Result<()> {
+        self.0.replay(id).await
+    }
+    async fn delete(&self, id: &str) -> crate::Result<bool> {
+        self.0.delete(id).await
+    }
+    async fn delete_many(&self, ids: &[String]) -> crate::Result<usize> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        let mut all = self.0 .0.lock();
+        let before = all.len();
+        all.retain(|l| !ids.contains(&l.id));
+        Ok(before - all.len())
+    }
+}
+
+/// Settles nothing; tells which aggregate versions were settled.
+struct Settled(tokio::sync::mpsc::UnboundedSender<u64>);
+
+#[async_trait::async_trait]
+impl Settle<()> for Settled {
+    async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) {
+        let _ = self.0.send(delivery.envelope.aggregate_version);
+    }
+}
+
+/// A replayed head with 69 letters parked behind it: the worker handles
+/// the head, then the 69 in version order, deletes them in two DLQ calls
+/// (batches of 64, not one per letter) and releases the aggregate.
+#[tokio::test]
+async fn a_long_release_deletes_its_letters_in_batches() {
+    let dlq = Arc::new(CountedLetters::default());
+    let mut head = letter("head", "g", "a", 1);
+    head.failure.kind = crate::FailureKind::Permanent;
+    // Replayed: taken off the DLQ, on its way back.
+    let replayed = head.replayed_envelope().expect("decoded");
+    for v in (2..=70).rev() {
+        dlq.0 .0.lock().push(letter(&format!("p{v}"), "g", "a", v));
+    }
+    let parking = Parking::new("g", Arc::clone(&dlq) as Arc<dyn crate::DeadLetterQueue>);
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let sub = Subscription::builder("g")
+        .park_aggregate_on_failure(true)
+        .handler(crate::handler_fn(move |e: EventEnvelope| {
+            let seen = seen_tx.clone();
+            async move {
+                let _ = seen.send(e.aggregate_version);
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let q = KeyedQueue::new(10);
+    q.push(Delivery::new(Arc::new(replayed), ()), None)
+        .await
+        .expect("room");
+    let (settled_tx, mut settled) = tokio::sync::mpsc::unbounded_channel();
+    let settle = Settled(settled_tx);
+    let (stop, counters) = (CancellationToken::new(), Counters::default());
+    let worker = Worker {
+        destination: "test",
+        backend: "test",
+        queue: &q,
+        subscription: &sub,
+        stop: &stop,
+        counters: &counters,
+        settle: &settle,
+        parking: Some(&parking),
+    }
+    .run();
+    let check = async {
+        assert_eq!(settled.recv().await, Some(1), "the head is settled");
+        stop.cancel();
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(worker, check)
+    })
+    .await
+    .expect("the release ends");
+    let mut handled = Vec::new();
+    while let Ok(v) = seen.try_recv() {
+        handled.push(v);
+    }
+    assert_eq!(handled, (1..=70).collect::<Vec<u64>>(), "in version order");
+    assert!(dlq.0 .0.lock().is_empty(), "every released letter deleted");
+    assert_eq!(
+        dlq.1.load(Ordering::SeqCst),
+        2,
+        "64 + 5 letters: two deletes"
+    );
+    assert!(!parking.is_parked("a"), "released");
+}
+
 fn letter(id: &str, group: &str, agg: &str, version: u64) -> crate::DeadLetter {
     let envelope = EventEnvelope::new(agg, version, &Ping).expect("encode");
     crate::DeadLetter {

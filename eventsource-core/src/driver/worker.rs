@@ -282,12 +282,18 @@ impl<T: Send> Worker<'_, T> {
     }
 
     /// Handles `letters` (an aggregate's parked letters, in order) one
-    /// after another, deleting each once handled; the aggregate is
-    /// released when all are. One that fails again, or a stop, ends the
-    /// release there: the rest stay parked, behind it.
+    /// after another, deleting the handled ones in batches of
+    /// [`RELEASE_BATCH`] (one DLQ read per batch where a backend scans to
+    /// delete, rather than one per letter); the aggregate is released when
+    /// all are. One that fails again, or a stop, ends the release there:
+    /// what was handled is deleted, the rest stay parked behind it. A
+    /// crash before a batch is deleted leaves its letters to be handled
+    /// again on the next replay — at least once, in order.
     async fn release(&self, parking: &Parking, key: &str, letters: Vec<DeadLetter>) {
         let (subscription, stop, counters) = (self.subscription, self.stop, self.counters);
         let count = letters.len();
+        let mut handled: Vec<String> = Vec::new();
+        let mut released = true;
         for letter in letters {
             let Some(envelope) = letter.envelope else {
                 continue;
@@ -296,20 +302,26 @@ impl<T: Send> Worker<'_, T> {
             let outcome = attempt(subscription, &mut delivery, stop, counters).await;
             counters.record(subscription.group(), &delivery, &outcome);
             match outcome {
-                Outcome::Handled => {
-                    if let Err(e) = parking.delete(&letter.id).await {
-                        tracing::warn!(group = subscription.group(), aggregate_id = key, letter = %letter.id, error = %e,
-                            "a released event was handled but its letter could not be deleted; the aggregate stays parked behind it");
-                        return;
-                    }
-                }
+                Outcome::Handled => handled.push(letter.id),
                 Outcome::DeadLetter(failure) => {
                     tracing::warn!(group = subscription.group(), aggregate_id = key, letter = %letter.id, error = %failure.error,
                         "a released event failed again; its aggregate stays parked behind that letter");
-                    return;
+                    released = false;
+                    break;
                 }
-                Outcome::Interrupted => return,
+                Outcome::Interrupted => {
+                    released = false;
+                    break;
+                }
             }
+            if handled.len() >= RELEASE_BATCH
+                && !delete_released(parking, key, subscription, &mut handled).await
+            {
+                return;
+            }
+        }
+        if !delete_released(parking, key, subscription, &mut handled).await || !released {
+            return;
         }
         parking.set(key, false);
         tracing::info!(
@@ -328,5 +340,33 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+/// How many released letters a release deletes at once.
+const RELEASE_BATCH: usize = 64;
+
+/// Deletes the released letters `handled` (and empties it); `false` if
+/// they could not be deleted, which ends the release: the aggregate stays
+/// parked behind them, and they are handled again on the next replay.
+async fn delete_released(
+    parking: &Parking,
+    key: &str,
+    subscription: &Subscription,
+    handled: &mut Vec<String>,
+) -> bool {
+    if handled.is_empty() {
+        return true;
+    }
+    match parking.delete(handled).await {
+        Ok(_) => {
+            handled.clear();
+            true
+        }
+        Err(e) => {
+            tracing::warn!(group = subscription.group(), aggregate_id = key, letters = handled.len(), error = %e,
+                "released events were handled but their letters could not be deleted; the aggregate stays parked behind them");
+            false
+        }
     }
 }
