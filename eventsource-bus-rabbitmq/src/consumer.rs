@@ -99,13 +99,11 @@ impl GroupConsumer {
         stop: CancellationToken,
     ) -> Result<Arc<Self>> {
         let config = &client.config;
-        if config.partitions.is_none() && !config.single_active_consumer {
-            refuse_parking(
-                BACKEND,
-                &subscription,
-                "partitions (or single_active_consumer): without them two members can hold one aggregate",
-            )?;
-        }
+        refuse_parking(
+            BACKEND,
+            &subscription,
+            config.partitions.is_some() || config.single_active_consumer,
+        )?;
         let parking = subscription.parks_aggregates().then(|| {
             let dlq = Arc::new(crate::dlq::RabbitDeadLetterQueue {
                 client: Arc::clone(&client),

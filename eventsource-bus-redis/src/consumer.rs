@@ -123,13 +123,11 @@ impl GroupConsumer {
     ) -> Result<Arc<Self>> {
         let config = &client.config;
         let group = subscription.group().to_owned();
-        if config.partitions.is_none() && !config.single_active_consumer {
-            refuse_parking(
-                BACKEND,
-                &subscription,
-                "partitions (or single_active_consumer): without them two members can hold one aggregate",
-            )?;
-        }
+        refuse_parking(
+            BACKEND,
+            &subscription,
+            config.partitions.is_some() || config.single_active_consumer,
+        )?;
         let parking = subscription.parks_aggregates().then(|| {
             let dlq = Arc::new(crate::dlq::RedisDeadLetterQueue {
                 client: Arc::clone(&client),

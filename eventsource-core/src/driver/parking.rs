@@ -181,19 +181,21 @@ impl Parking {
     }
 }
 
-/// Refuses `subscription` if it parks aggregates, in a mode of `backend`
-/// where it cannot: `needs` says what it takes (a typed
-/// [`Error::Config`](crate::Error::Config) naming the option).
+/// Refuses `subscription` if it parks aggregates on a bus whose group
+/// members can hold one aggregate at once (`one_owner` false: Redis or
+/// RabbitMQ without `partitions` or `single_active_consumer`), with a
+/// typed [`Error::Config`](crate::Error::Config) naming the option.
 pub fn refuse_parking(
     backend: &str,
     subscription: &crate::Subscription,
-    needs: &str,
+    one_owner: bool,
 ) -> Result<()> {
-    if !subscription.parks_aggregates() {
+    if one_owner || !subscription.parks_aggregates() {
         return Ok(());
     }
     Err(crate::Error::config(format!(
-        "{backend}: subscription `{}` sets park_aggregate_on_failure, which needs {needs}",
+        "{backend}: subscription `{}` sets park_aggregate_on_failure, which needs partitions \
+         (or single_active_consumer): without them two members can hold one aggregate",
         subscription.group()
     )))
 }
