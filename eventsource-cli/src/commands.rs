@@ -283,10 +283,28 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
                     )
                     .hint("add --yes to confirm"));
                 }
+                // Members that parked these aggregates are not told: they
+                // go on parking their next events (ADR 0010).
+                let parked = dlq
+                    .parked(&DeadLetterQuery::group(group))
+                    .await
+                    .map_or(0, |p| p.len());
                 let n = bulk(cli, bus, group, Bulk::Purge).await?;
                 match out {
-                    Output::Json => output::json(&json!({ "group": group, "purged": n })),
-                    Output::Text => eprintln!("purged {n} dead letter(s) of `{group}`"),
+                    Output::Json => output::json(
+                        &json!({ "group": group, "purged": n, "parked_aggregates": parked }),
+                    ),
+                    Output::Text => {
+                        eprintln!("purged {n} dead letter(s) of `{group}`");
+                        if parked > 0 {
+                            eprintln!(
+                                "warning: {parked} aggregate(s) were parked behind the purged letters; \
+                                 the members that parked them keep parking their next events until \
+                                 one of those letters is replayed (`dlq parked --group {group}` lists \
+                                 them). To release a parked aggregate, `dlq discard` its head instead"
+                            );
+                        }
+                    }
                 }
             }
         },

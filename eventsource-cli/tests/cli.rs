@@ -290,6 +290,25 @@ async fn operator_sees_parked_aggregates_and_discards_the_head() {
     }
     let (code, _, stderr) = run(&["--config", config_file, "dlq", "discard", &parked[0].head]);
     assert_eq!(code, 3, "a second discard is not found: {stderr}");
+    // Purging a parked aggregate's letters warns that it stays parked.
+    let events: Vec<_> = (1..=2).map(|v| probe("order-10", v, v)).collect();
+    bus.publish(&events).await.expect("publish");
+    eventsource_testkit::dead_letters_of(&bus, "shipping", 2, Duration::from_secs(15)).await;
+    let (code, _, stderr) = run(&[
+        "--config",
+        config_file,
+        "dlq",
+        "purge",
+        "--group",
+        "shipping",
+        "--yes",
+    ]);
+    assert_eq!(code, 0, "purge failed: {stderr}");
+    assert!(
+        stderr.contains("purged 2 dead letter(s)")
+            && stderr.contains("1 aggregate(s) were parked behind the purged letters"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_file(&file);
     bus.shutdown(Duration::from_secs(10))
         .await
