@@ -665,6 +665,8 @@ pub async fn a_leaver_hands_over_what_it_held_in_order(f: &dyn BusFactory) {
     .await;
     // The leaver leaves (its handler still held); the member that stays
     // may get the aggregate only once the leaver gave back what it held.
+    // Give a wrong handover 2 s to show (where the contract holds nothing
+    // reaches the member that stays meanwhile), then let the leaver go.
     let leaving = tokio::spawn(leaver.unsubscribe());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
