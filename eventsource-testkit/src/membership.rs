@@ -376,7 +376,8 @@ pub fn ids_in_distinct_partitions(prefix: &str, n: u32) -> Vec<String> {
 /// where a shutdown cut acks off; per aggregate the first handling of each
 /// event follows the publish order where the backend promises order
 /// across members; and while all ten are up no member handles more than
-/// twice its fair share (where the members share the work).
+/// twice its fair share (where the members share the work; three times on
+/// a broker without a rebalance barrier, see [`Features::rebalance_barrier`]).
 pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
     const GROUP: &str = "changing";
     let buses = f.peers(10).await;
@@ -458,10 +459,17 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
         // waiting in the DLQ.
         let fair = batches[2..6].iter().map(|b| b.len()).sum::<usize>() / 10;
         let busiest = during.values().copied().max().unwrap_or(0);
+        // A broker without a rebalance barrier (tansu) may finish the
+        // rebalance of a burst of joins before an old member rejoined: it
+        // goes on reading the partitions of the last generation it saw
+        // (four of sixteen, from when four members were up) beside their
+        // new owners until its next heartbeat — a clean-clone CI run saw
+        // 98 runs of 375 (2.45 times the fair 40). Kafka proper keeps 2x.
+        let bound = if f.features().rebalance_barrier { 2 } else { 3 };
         assert!(
-            busiest <= 2 * fair,
-            "with all ten members up, one handled {busiest} of {total} events, more than twice \
-             its fair share of {fair}: {during:?}"
+            busiest <= bound * fair,
+            "with all ten members up, one handled {busiest} of {total} events, more than \
+             {bound} times its fair share of {fair}: {during:?}"
         );
     }
 
