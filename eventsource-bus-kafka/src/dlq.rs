@@ -337,6 +337,20 @@ impl DeadLetterQueue for KafkaDeadLetterQueue {
         }
     }
 
+    /// One listing, then [`delete_many`](Self::delete_many): the trait's
+    /// default deletes letter by letter, and each delete here reads the
+    /// group's whole DLQ topic. Progress is reported once, at the end.
+    async fn purge_with_progress(
+        &self,
+        query: &DeadLetterQuery,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize> {
+        let ids: Vec<String> = self.list(query).await?.into_iter().map(|l| l.id).collect();
+        let n = self.delete_many(&ids).await?;
+        progress(ids.len(), ids.len());
+        Ok(n)
+    }
+
     /// One read of each group's DLQ, then one produce of the done markers.
     async fn delete_many(&self, ids: &[String]) -> Result<usize> {
         let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();

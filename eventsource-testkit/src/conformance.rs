@@ -711,6 +711,17 @@ pub async fn dead_letters_can_be_deleted_and_purged(f: &dyn BusFactory) {
         .map(|l| l.id)
         .collect();
     assert_eq!(left, [b[1].id.clone()], "only the letter not named is left");
+    assert_eq!(
+        dlq.purge(&DeadLetterQuery::group("purge-b").limit(1))
+            .await
+            .expect("purge with a limit"),
+        1
+    );
+    assert!(dlq
+        .list(&DeadLetterQuery::group("purge-b"))
+        .await
+        .expect("list")
+        .is_empty());
     finish(bus).await;
 }
 
