@@ -29,6 +29,15 @@ impl Settle<()> for MemorySettle<'_> {
             });
         }
     }
+
+    fn settle_now(
+        &self,
+        delivery: Delivery<()>,
+        outcome: Outcome,
+    ) -> Option<(Delivery<()>, Outcome)> {
+        // A handled event needs no ack here.
+        (outcome != Outcome::Handled).then_some((delivery, outcome))
+    }
 }
 
 /// Runs one worker of one member until `stop` is cancelled.

@@ -112,6 +112,19 @@ impl Settle<Token> for GroupConsumer {
             _ => self.ack(&token.stream, &token.id),
         }
     }
+
+    fn settle_now(
+        &self,
+        delivery: Delivery<Token>,
+        outcome: Outcome,
+    ) -> Option<(Delivery<Token>, Outcome)> {
+        if outcome != Outcome::Handled {
+            return Some((delivery, outcome));
+        }
+        // Acks are queued for the acker's next batch: nothing to wait for.
+        self.ack(&delivery.token.stream, &delivery.token.id);
+        None
+    }
 }
 
 impl GroupConsumer {

@@ -9,4 +9,17 @@ use super::{Delivery, Outcome};
 pub trait Settle<T>: Send + Sync {
     /// Acks or dead-letters `delivery`.
     async fn settle(&self, delivery: Delivery<T>, outcome: Outcome);
+
+    /// Settles `delivery` at once when that waits for nothing (an ack the
+    /// memory bus has no use for, one Redis batches for later), sparing
+    /// [`settle`](Self::settle)'s boxed future on every event; gives the
+    /// delivery back, for `settle`, otherwise — which the default always
+    /// does.
+    fn settle_now(
+        &self,
+        delivery: Delivery<T>,
+        outcome: Outcome,
+    ) -> Option<(Delivery<T>, Outcome)> {
+        Some((delivery, outcome))
+    }
 }

@@ -43,15 +43,11 @@ pub async fn attempt<T>(
         delivery.attempts += 1;
         // The handle span (current here) shows the attempt it ended on.
         tracing::Span::current().record("attempt", delivery.attempts);
-        let started = std::time::Instant::now();
+        let timer = counters.start_call();
         let result = AssertUnwindSafe(subscription.handler().handle(&delivery.envelope))
             .catch_unwind()
             .await;
-        counters.handler_call(
-            subscription.group(),
-            started.elapsed(),
-            matches!(result, Ok(Ok(()))),
-        );
+        counters.handler_call(subscription.group(), timer, matches!(result, Ok(Ok(()))));
         let (error, permanent) = match result {
             Ok(Ok(())) => return Outcome::Handled,
             Ok(Err(e)) => (e.to_string(), e.is_permanent()),
@@ -207,7 +203,9 @@ impl<T: Send> Worker<'_, T> {
                 let envelope = Arc::clone(&delivery.envelope);
                 let parks =
                     matches!(&outcome, Outcome::DeadLetter(f) if f.kind != FailureKind::Parked);
-                settle.settle(delivery, outcome).await;
+                if let Some((delivery, outcome)) = settle.settle_now(delivery, outcome) {
+                    settle.settle(delivery, outcome).await;
+                }
                 if let (Some(parking), true) = (parking, parks) {
                     // Its letter is on the broker now: its next events wait behind it.
                     parking.set(&envelope.aggregate_id, true);
