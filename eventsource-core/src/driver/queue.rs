@@ -96,6 +96,8 @@ struct Queue<T> {
 /// without another worker racing for it.
 pub struct KeyedQueue<T> {
     capacity: usize,
+    /// How much room wakes a pusher waiting for it (see [`freed`](Self::freed)).
+    refill: usize,
     hasher: foldhash::fast::RandomState,
     queue: Mutex<Queue<T>>,
     work: Notify,
@@ -116,8 +118,10 @@ impl<T> std::fmt::Debug for KeyedQueue<T> {
 impl<T> KeyedQueue<T> {
     /// A queue that holds at most `capacity` deliveries not yet taken.
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         KeyedQueue {
-            capacity: capacity.max(1),
+            capacity,
+            refill: (capacity / 4).max(1),
             hasher: foldhash::fast::RandomState::default(),
             queue: Mutex::new(Queue {
                 ready: VecDeque::new(),
@@ -132,6 +136,19 @@ impl<T> KeyedQueue<T> {
 
     fn lock(&self) -> MutexGuard<'_, Queue<T>> {
         self.queue.lock()
+    }
+
+    /// A delivery left the queue, which now holds `queued`: wakes a pusher
+    /// waiting for room when that has fallen to a quarter of the capacity
+    /// below full. A pusher waits only on a full queue, and the count falls
+    /// one at a time, so it passes that mark after every wait; a blocked
+    /// publisher is woken once per quarter of the queue taken, and pushes
+    /// that much under one lock, instead of being woken (and pushing one)
+    /// per delivery taken.
+    fn freed(&self, queued: usize) {
+        if queued + self.refill == self.capacity {
+            self.room.notify_one();
+        }
     }
 
     fn key(&self, aggregate_id: &str) -> Key {
@@ -264,9 +281,9 @@ impl<T> KeyedQueue<T> {
             }
             q.busy.insert(key);
             q.queued -= 1;
-            let more = !q.ready.is_empty();
+            let (queued, more) = (q.queued, !q.ready.is_empty());
             drop(q);
-            self.room.notify_one();
+            self.freed(queued);
             if more {
                 // Let another idle worker look at the rest.
                 self.work.notify_one();
@@ -295,8 +312,9 @@ impl<T> KeyedQueue<T> {
         match next {
             Some(d) => {
                 q.queued -= 1;
+                let queued = q.queued;
                 drop(q);
-                self.room.notify_one();
+                self.freed(queued);
                 Some(d)
             }
             None => {

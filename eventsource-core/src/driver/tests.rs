@@ -76,6 +76,38 @@ async fn full_queue_waits_then_gives_the_delivery_back() {
         .expect("room again");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocked_pusher_is_woken_once_a_quarter_of_the_queue_is_free() {
+    let q = Arc::new(KeyedQueue::new(8));
+    for v in 1..=8 {
+        q.push(delivery(&format!("a{v}"), 1), None)
+            .await
+            .expect("room");
+    }
+    let pusher = tokio::spawn({
+        let q = Arc::clone(&q);
+        async move { q.push(delivery("late", 1), None).await.is_ok() }
+    });
+    let settle = || async {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    };
+    settle().await;
+    let _first = q.try_take().expect("taken");
+    settle().await;
+    // One free slot does not wake it: it would push one event per wake-up.
+    assert_eq!(q.queued(), 7, "the pusher waits for a quarter (2) of 8");
+    assert!(!pusher.is_finished());
+    let _second = q.try_take().expect("taken");
+    let pushed = tokio::time::timeout(Duration::from_secs(5), pusher)
+        .await
+        .expect("woken at two free slots")
+        .expect("join");
+    assert!(pushed);
+    assert_eq!(q.queued(), 7);
+}
+
 #[tokio::test]
 async fn requeued_delivery_comes_first_and_frees_its_key() {
     let q = KeyedQueue::new(10);
