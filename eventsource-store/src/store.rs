@@ -164,10 +164,11 @@ impl SqlEventStore {
     /// The ids of `chunk` already stored, for the error (or all of them if
     /// that read fails). PostgreSQL has aborted `tx`: read on another
     /// connection. SQLite undid only the statement: read in `tx` (an
-    /// in-memory database has one connection, which `tx` holds).
+    /// in-memory database has one connection, which `tx` holds). Without
+    /// a `tx` (a lone statement failed), read on the pool.
     async fn already_stored(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        mut tx: Option<&mut Transaction<'static, Any>>,
         chunk: &[EventEnvelope],
     ) -> String {
         let mut found = Vec::new();
@@ -175,9 +176,9 @@ impl SqlEventStore {
             let id = e.event_id.to_string();
             let query = sqlx::query_scalar("SELECT event_id FROM es_events WHERE event_id = $1")
                 .bind(id.clone());
-            let stored: std::result::Result<Option<String>, _> = match self.dialect {
-                Dialect::Postgres => query.fetch_optional(&self.pool).await,
-                Dialect::Sqlite => query.fetch_optional(&mut **tx).await,
+            let stored: std::result::Result<Option<String>, _> = match (self.dialect, &mut tx) {
+                (Dialect::Sqlite, Some(tx)) => query.fetch_optional(&mut ***tx).await,
+                _ => query.fetch_optional(&self.pool).await,
             };
             match stored {
                 Ok(Some(_)) => found.push(id),
@@ -211,20 +212,22 @@ impl SqlEventStore {
     }
 
     /// The version of `stream`: read in `tx`, or on another connection
-    /// when PostgreSQL has aborted `tx` (after a failed insert).
+    /// when there is none or PostgreSQL has aborted it (`aborted`, after
+    /// a failed insert).
     async fn version_of(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: Option<&mut Transaction<'static, Any>>,
         stream: &str,
         aborted: bool,
     ) -> Result<u64> {
         let query =
             sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM es_events WHERE stream = $1")
                 .bind(stream);
-        let current: i64 = if aborted && self.dialect == Dialect::Postgres {
-            query.fetch_one(&self.pool).await
-        } else {
-            query.fetch_one(&mut **tx).await
+        let current: i64 = match tx {
+            Some(tx) if !(aborted && self.dialect == Dialect::Postgres) => {
+                query.fetch_one(&mut **tx).await
+            }
+            _ => query.fetch_one(&self.pool).await,
         }
         .map_err(|e| {
             db_err(
@@ -254,14 +257,9 @@ impl SqlEventStore {
         expected: ExpectedVersion,
         events: &[EventEnvelope],
     ) -> Result<AppendResult> {
-        let follows = events
-            .first()
-            .map_or(0, |e| e.aggregate_version.saturating_sub(1));
-        let guarded = events.len() == 1
-            && expected.check(stream, follows).is_ok()
-            && check_batch(stream, follows, events).is_ok();
-        if !guarded {
-            let current = self.version_of(tx, stream, false).await?;
+        let follows = follows(events);
+        if !guarded(stream, expected, events) {
+            let current = self.version_of(Some(tx), stream, false).await?;
             expected.check(stream, current)?;
             check_batch(stream, current, events)?;
             if events.is_empty() {
@@ -276,17 +274,85 @@ impl SqlEventStore {
                 version: follows + events.len() as u64,
                 last_position,
             }),
-            None => {
-                let current = self.version_of(tx, stream, true).await?;
-                expected.check(stream, current)?;
-                check_batch(stream, current, events)?;
-                // Moved between the insert and the read: still a conflict.
-                Err(Error::Concurrency {
+            None => Err(self.conflict(Some(tx), stream, expected, events).await),
+        }
+    }
+
+    /// The error of an append of `events` that inserted nothing: the
+    /// stream was not where they follow. Reads the version (in `tx`, or on
+    /// the pool) to say where it is.
+    async fn conflict(
+        &self,
+        tx: Option<&mut Transaction<'static, Any>>,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventEnvelope],
+    ) -> Error {
+        let current = match self.version_of(tx, stream, true).await {
+            Ok(current) => current,
+            Err(e) => return e,
+        };
+        if let Err(e) = expected
+            .check(stream, current)
+            .and_then(|()| check_batch(stream, current, events))
+        {
+            return e;
+        }
+        // Moved between the insert and the read: still a conflict.
+        Error::Concurrency {
+            stream: stream.to_owned(),
+            expected: expected.to_string(),
+            actual: current,
+        }
+    }
+
+    /// Appends one event with one statement and no explicit transaction
+    /// (a statement is atomic on its own): on PostgreSQL the append lock
+    /// is taken inside it, before its position is drawn, and held until
+    /// it commits; on SQLite the statement holds the write lock. The
+    /// insert checks the version itself as [`append_in`](Self::append_in)'s
+    /// does. Three round trips (begin, insert, commit) become one.
+    async fn append_alone(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        event: &EventEnvelope,
+    ) -> Result<AppendResult> {
+        let follows = event.aggregate_version.saturating_sub(1);
+        let events = std::slice::from_ref(event);
+        let guard = (follows > 0).then_some(follows);
+        let sql = match self.dialect {
+            Dialect::Postgres => insert_alone_locked_sql(guard.is_some()),
+            Dialect::Sqlite if guard.is_some() => insert_events_after_sql(1),
+            Dialect::Sqlite => insert_events_sql(1),
+        };
+        let inserted = bind_events(sql, events, stream, guard)?
+            .fetch_all(&self.pool)
+            .await;
+        match inserted {
+            Ok(positions) => match positions.first() {
+                Some(&position) => Ok(AppendResult {
+                    version: event.aggregate_version,
+                    last_position: u64::try_from(position).unwrap_or(0),
+                }),
+                None => Err(self.conflict(None, stream, expected, events).await),
+            },
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation() && db.message().contains("event_id") =>
+            {
+                Err(Error::DuplicateEvent {
                     stream: stream.to_owned(),
-                    expected: expected.to_string(),
-                    actual: current,
+                    event_id: self.already_stored(None, events).await,
                 })
             }
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(self.conflict(None, stream, expected, events).await)
+            }
+            Err(err) => Err(db_err(
+                self.backend(),
+                format!("appending to `{stream}`"),
+                err,
+            )),
         }
     }
 
@@ -320,7 +386,7 @@ impl SqlEventStore {
                 {
                     return Err(Error::DuplicateEvent {
                         stream: stream.to_owned(),
-                        event_id: self.already_stored(tx, chunk).await,
+                        event_id: self.already_stored(Some(tx), chunk).await,
                     });
                 }
                 Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Ok(None),
@@ -343,6 +409,22 @@ impl SqlEventStore {
         }
         Ok(Some(u64::try_from(last_position).unwrap_or(0)))
     }
+}
+
+/// The version the first of `events` follows (its version minus one).
+fn follows(events: &[EventEnvelope]) -> u64 {
+    events
+        .first()
+        .map_or(0, |e| e.aggregate_version.saturating_sub(1))
+}
+
+/// Whether `events` are one event whose insert can check the version
+/// itself: the version it follows agrees with `expected`.
+fn guarded(stream: &str, expected: ExpectedVersion, events: &[EventEnvelope]) -> bool {
+    let follows = follows(events);
+    events.len() == 1
+        && expected.check(stream, follows).is_ok()
+        && check_batch(stream, follows, events).is_ok()
 }
 
 /// The PostgreSQL advisory lock that serializes appends, so positions are
@@ -414,6 +496,34 @@ fn insert_events_after_sql(rows: usize) -> &'static str {
     )
 }
 
+/// PostgreSQL's one-statement append of one event: the append lock taken
+/// in a materialized CTE the row is joined with, so it is held before the
+/// row's position is drawn (and until the statement commits); with
+/// `guarded`, the row goes in only if `$1`'s event at version `$13` exists.
+fn insert_alone_locked_sql(guarded: bool) -> &'static str {
+    static SQL: OnceLock<[String; 2]> = OnceLock::new();
+    let [plain, after] = SQL.get_or_init(|| {
+        let values: Vec<String> = (1..=12).map(|c| format!("${c}")).collect();
+        let head = format!(
+            "WITH append_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({APPEND_LOCK})) \
+             {INSERT_EVENTS}SELECT v.* FROM (VALUES ({})) AS v, append_lock",
+            values.join(", ")
+        );
+        [
+            format!("{head} RETURNING position"),
+            format!(
+                "{head} WHERE EXISTS (SELECT 1 FROM es_events WHERE stream = $1 AND version = $13) \
+                 RETURNING position"
+            ),
+        ]
+    });
+    if guarded {
+        after
+    } else {
+        plain
+    }
+}
+
 fn insert_outbox_sql(rows: usize) -> &'static str {
     static SQL: OnceLock<Vec<String>> = OnceLock::new();
     multi_row_sql(
@@ -432,13 +542,25 @@ fn insert_events<'q>(
     stream: &'q str,
     after: Option<u64>,
 ) -> Result<sqlx::query::QueryScalar<'q, Any, i64, sqlx::any::AnyArguments<'q>>> {
+    let sql = match after {
+        Some(_) => insert_events_after_sql(chunk.len()),
+        None => insert_events_sql(chunk.len()),
+    };
+    bind_events(sql, chunk, stream, after)
+}
+
+/// `sql` (an insert of `chunk`'s rows, with `after` as its last parameter
+/// when given) bound.
+fn bind_events<'q>(
+    sql: &'static str,
+    chunk: &'q [EventEnvelope],
+    stream: &'q str,
+    after: Option<u64>,
+) -> Result<sqlx::query::QueryScalar<'q, Any, i64, sqlx::any::AnyArguments<'q>>> {
     let version = |v: u64| {
         i64::try_from(v).map_err(|_| Error::config(format!("aggregate version {v} is too large")))
     };
-    let mut query = sqlx::query_scalar(match after {
-        Some(_) => insert_events_after_sql(chunk.len()),
-        None => insert_events_sql(chunk.len()),
-    });
+    let mut query = sqlx::query_scalar(sql);
     for e in chunk {
         query = query
             .bind(stream)
@@ -508,6 +630,11 @@ impl EventStore for SqlEventStore {
         expected: ExpectedVersion,
         events: &[EventEnvelope],
     ) -> Result<AppendResult> {
+        if let ([event], false) = (events, self.config.outbox) {
+            if guarded(stream, expected, events) {
+                return self.append_alone(stream, expected, event).await;
+            }
+        }
         let mut tx = self.begin_append().await?;
         let result = self.append_in(&mut tx, stream, expected, events).await?;
         tx.commit().await.map_err(|e| {

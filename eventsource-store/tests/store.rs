@@ -123,6 +123,19 @@ async fn append_read_and_expected_versions(db: &TestDb) {
         "nothing of the batch stored"
     );
 
+    // A lone event (appended with one statement, no transaction) too.
+    let mut lone = events("c", 1, 1);
+    lone[0].event_id = a[1].event_id;
+    let err = store
+        .append("Probe-c", ExpectedVersion::NoStream, &lone)
+        .await
+        .expect_err("duplicate id");
+    assert!(matches!(err, Error::DuplicateEvent { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&a[1].event_id.to_string()),
+        "names the id already stored: {err}"
+    );
+
     let all = store.read_all(0, 100).await.expect("read_all");
     assert_eq!(all.len(), 5);
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
