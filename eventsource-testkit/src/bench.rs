@@ -140,6 +140,37 @@ where
     c
 }
 
+/// [`compare`] for a case whose cost drifts faster than a round lasts (a
+/// disk's flush latency moving from one second to the next): `round` runs
+/// bus and raw interleaved step by step — one append of each in turn, say
+/// — and returns the time each side spent, so both sides see the same
+/// moments of the machine. A warm-up round, then `rounds` counted ones.
+pub async fn compare_paired<P>(
+    label: &str,
+    events: usize,
+    rounds: usize,
+    mut round: P,
+) -> Comparison
+where
+    P: AsyncFnMut(usize) -> (Duration, Duration),
+{
+    let rate = |d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
+    round(events).await;
+    let mut c = Comparison {
+        label: label.to_owned(),
+        events,
+        bus: Vec::with_capacity(rounds),
+        raw: Vec::with_capacity(rounds),
+    };
+    for _ in 0..rounds.max(1) {
+        let (bus, raw) = round(events).await;
+        c.bus.push(rate(bus));
+        c.raw.push(rate(raw));
+    }
+    eprintln!("  {label}: ratio {:.2}", c.ratio());
+    c
+}
+
 /// A subscription of `group` with `concurrency` workers whose handler only
 /// counts, and a receiver told once `n` events were handled: the bus side
 /// of an end-to-end or consume case.
