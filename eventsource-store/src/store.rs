@@ -16,10 +16,11 @@ use crate::{Dialect, StoreConfig};
 
 /// An event store on SQLite (embedded) or PostgreSQL (production), chosen by URL.
 ///
-/// Appends run in one transaction per batch: the expected version is
-/// checked, every event inserted (a duplicate `event_id` rejects the
-/// whole batch), and — when the outbox is enabled — an outbox row written
-/// per event, committed together with the events. Appends are serialized
+/// Appends run in one transaction per batch (a single event without the
+/// outbox: one statement, which is its own transaction): the expected
+/// version is checked, every event inserted (a duplicate `event_id`
+/// rejects the whole batch), and — when the outbox is enabled — an outbox
+/// row written per event, committed together with the events. Appends are serialized
 /// (a PostgreSQL advisory lock, SQLite's write lock), so global positions
 /// are committed in order and a `read_all` reader never skips an event that
 /// commits later with a lower position.
