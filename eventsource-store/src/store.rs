@@ -322,11 +322,7 @@ impl SqlEventStore {
         let follows = event.aggregate_version.saturating_sub(1);
         let events = std::slice::from_ref(event);
         let guard = (follows > 0).then_some(follows);
-        let sql = match self.dialect {
-            Dialect::Postgres => insert_alone_locked_sql(guard.is_some()),
-            Dialect::Sqlite if guard.is_some() => insert_events_after_sql(1),
-            Dialect::Sqlite => insert_events_sql(1),
-        };
+        let sql = insert_alone_sql(self.dialect, guard.is_some());
         let inserted = bind_events(sql, events, stream, guard)?
             .fetch_all(&self.pool)
             .await;
@@ -497,32 +493,34 @@ fn insert_events_after_sql(rows: usize) -> &'static str {
     )
 }
 
-/// PostgreSQL's one-statement append of one event: the append lock taken
-/// in a materialized CTE the row is joined with, so it is held before the
-/// row's position is drawn (and until the statement commits); with
-/// `guarded`, the row goes in only if `$1`'s event at version `$13` exists.
-fn insert_alone_locked_sql(guarded: bool) -> &'static str {
-    static SQL: OnceLock<[String; 2]> = OnceLock::new();
-    let [plain, after] = SQL.get_or_init(|| {
+/// The one-statement append of one event: its parameters selected
+/// directly (no `VALUES` subquery to materialize), with `guarded` only if
+/// `$1`'s event at version `$13` exists. On PostgreSQL the append lock is
+/// taken in a materialized CTE the row is selected from, so it is held
+/// before the row's position is drawn (and until the statement commits);
+/// SQLite's statement holds the write lock.
+fn insert_alone_sql(dialect: Dialect, guarded: bool) -> &'static str {
+    static SQL: OnceLock<[String; 4]> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
         let values: Vec<String> = (1..=12).map(|c| format!("${c}")).collect();
-        let head = format!(
+        let select = format!("{INSERT_EVENTS}SELECT {}", values.join(", "));
+        let locked = format!(
             "WITH append_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock({APPEND_LOCK})) \
-             {INSERT_EVENTS}SELECT v.* FROM (VALUES ({})) AS v, append_lock",
-            values.join(", ")
+             {select} FROM append_lock"
         );
+        let guard = " WHERE EXISTS (SELECT 1 FROM es_events WHERE stream = $1 AND version = $13)";
         [
-            format!("{head} RETURNING position"),
-            format!(
-                "{head} WHERE EXISTS (SELECT 1 FROM es_events WHERE stream = $1 AND version = $13) \
-                 RETURNING position"
-            ),
+            format!("{locked} RETURNING position"),
+            format!("{locked}{guard} RETURNING position"),
+            format!("{select} RETURNING position"),
+            format!("{select}{guard} RETURNING position"),
         ]
     });
-    if guarded {
-        after
-    } else {
-        plain
-    }
+    let dialect = match dialect {
+        Dialect::Postgres => 0,
+        Dialect::Sqlite => 2,
+    };
+    &all[dialect + usize::from(guarded)]
 }
 
 fn insert_outbox_sql(rows: usize) -> &'static str {
