@@ -77,5 +77,7 @@ pub use retry::{Backoff, RetryPolicy};
 pub use store::{
     check_batch, AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent,
 };
-pub use subscription::{validate_name, Subscription, SubscriptionBuilder, SubscriptionHandle};
+pub use subscription::{
+    validate_name, Subscription, SubscriptionBuilder, SubscriptionHandle, DEFAULT_PARKED_RECHECK,
+};
 pub use watch::{EventWatch, WatchFeed};
