@@ -335,7 +335,7 @@ impl GroupConsumer {
             let dlq = Arc::new(crate::dlq::KafkaDeadLetterQueue {
                 client: Arc::clone(&client),
             });
-            Parking::new(group.clone(), dlq, subscription.parked_recheck())
+            Parking::new(group.clone(), dlq)
         });
         let context = MemberContext {
             parking: parking.clone(),

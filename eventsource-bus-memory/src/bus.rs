@@ -159,9 +159,6 @@ impl EventBus for MemoryBus {
                         subscription.filter().clone(),
                         self.client.config.group_capacity,
                         self.dead_letters(),
-                        // The group's members share one parked set: the
-                        // subscription that made the group sets its recheck.
-                        subscription.parked_recheck(),
                     ))
                 })
                 .clone();

@@ -25,10 +25,9 @@ impl Group {
         filter: EventFilter,
         capacity: usize,
         dlq: Arc<dyn DeadLetterQueue>,
-        parked_recheck: Duration,
     ) -> Self {
         Group {
-            parking: Parking::new(name.clone(), dlq, parked_recheck),
+            parking: Parking::new(name.clone(), dlq),
             name,
             filter,
             queue: KeyedQueue::new(capacity),
@@ -102,13 +101,7 @@ mod tests {
         let dlq = Arc::new(crate::dlq::MemoryDeadLetterQueue {
             inner: std::sync::Weak::new(),
         });
-        let g = Group::new(
-            "full".into(),
-            EventFilter::All,
-            1,
-            dlq,
-            Duration::from_secs(30),
-        );
+        let g = Group::new("full".into(), EventFilter::All, 1, dlq);
         let e = Arc::new(EventEnvelope::new("a", 1, &Ping).expect("encode"));
         g.push(&[Arc::clone(&e)], Duration::from_secs(1))
             .await

@@ -108,7 +108,7 @@ impl GroupConsumer {
             let dlq = Arc::new(crate::dlq::RabbitDeadLetterQueue {
                 client: Arc::clone(&client),
             });
-            Parking::new(subscription.group(), dlq, subscription.parked_recheck())
+            Parking::new(subscription.group(), dlq)
         });
         let session = Self::open(&client, &subscription).await?;
         let member = Arc::new(GroupConsumer {

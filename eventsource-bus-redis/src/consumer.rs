@@ -145,7 +145,7 @@ impl GroupConsumer {
             let dlq = Arc::new(crate::dlq::RedisDeadLetterQueue {
                 client: Arc::clone(&client),
             });
-            Parking::new(group.clone(), dlq, subscription.parked_recheck())
+            Parking::new(group.clone(), dlq)
         });
         let events: Vec<Arc<str>> = config.event_streams().into_iter().map(Into::into).collect();
         let replay: Arc<str> = config.replay_stream(&group).into();

@@ -284,7 +284,7 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
                     .hint("add --yes to confirm"));
                 }
                 // Members that parked these aggregates are not told: they
-                // let go of them at their next recheck of the DLQ (ADR 0010).
+                // go on parking their next events (ADR 0010).
                 let parked = dlq
                     .parked(&DeadLetterQuery::group(group))
                     .await
@@ -299,11 +299,9 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
                         if parked > 0 {
                             eprintln!(
                                 "warning: {parked} aggregate(s) were parked behind the purged letters; \
-                                 the members that parked them let go of them at their next recheck of \
-                                 the dead-letter queue (the subscription's recheck_parked_every, 30 s by \
-                                 default), and park an event of theirs that comes sooner, as a new head \
-                                 (`dlq parked --group {group}` lists them). `dlq discard` releases a \
-                                 parked aggregate at once"
+                                 the members that parked them keep parking their next events until \
+                                 one of those letters is replayed (`dlq parked --group {group}` lists \
+                                 them). To release a parked aggregate, `dlq discard` its head instead"
                             );
                         }
                     }

@@ -77,7 +77,5 @@ pub use retry::{Backoff, RetryPolicy};
 pub use store::{
     check_batch, AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent,
 };
-pub use subscription::{
-    validate_name, Subscription, SubscriptionBuilder, SubscriptionHandle, DEFAULT_PARKED_RECHECK,
-};
+pub use subscription::{validate_name, Subscription, SubscriptionBuilder, SubscriptionHandle};
 pub use watch::{EventWatch, WatchFeed};

@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::{Error, EventFilter, EventHandler, Result, RetryPolicy};
 
@@ -36,12 +35,7 @@ pub struct Subscription {
     retry: RetryPolicy,
     concurrency: usize,
     park: bool,
-    parked_recheck: Duration,
 }
-
-/// How often, by default, a member with parked aggregates reads the
-/// dead-letter queue again ([`SubscriptionBuilder::recheck_parked_every`]).
-pub const DEFAULT_PARKED_RECHECK: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,7 +45,6 @@ impl fmt::Debug for Subscription {
             .field("retry", &self.retry)
             .field("concurrency", &self.concurrency)
             .field("park_aggregate_on_failure", &self.park)
-            .field("parked_recheck", &self.parked_recheck)
             .finish_non_exhaustive()
     }
 }
@@ -66,7 +59,6 @@ impl Subscription {
             retry: RetryPolicy::default(),
             concurrency: 1,
             park: false,
-            parked_recheck: DEFAULT_PARKED_RECHECK,
         }
     }
 
@@ -101,12 +93,6 @@ impl Subscription {
     pub fn parks_aggregates(&self) -> bool {
         self.park
     }
-
-    /// How often a member with parked aggregates reads the dead-letter
-    /// queue again (see [`SubscriptionBuilder::recheck_parked_every`]).
-    pub fn parked_recheck(&self) -> Duration {
-        self.parked_recheck
-    }
 }
 
 /// Builds a [`Subscription`]; validated by [`build`](Self::build).
@@ -118,7 +104,6 @@ pub struct SubscriptionBuilder {
     retry: RetryPolicy,
     concurrency: usize,
     park: bool,
-    parked_recheck: Duration,
 }
 
 impl SubscriptionBuilder {
@@ -175,20 +160,6 @@ impl SubscriptionBuilder {
         self
     }
 
-    /// With [`park_aggregate_on_failure`](Self::park_aggregate_on_failure):
-    /// how often a member that has parked aggregates reads the group's
-    /// dead-letter queue again, to let go of those whose letters someone
-    /// else deleted — an operator's `purge` or `delete` (a `replay` or a
-    /// `discard` releases at once). Default [`DEFAULT_PARKED_RECHECK`]
-    /// (30 s); one worker reads while the others go on. An aggregate
-    /// whose letters were purged flows again within this interval; an
-    /// event of it arriving before that is parked (behind nothing older:
-    /// it is the head then).
-    pub fn recheck_parked_every(mut self, every: Duration) -> Self {
-        self.parked_recheck = every;
-        self
-    }
-
     /// Validates and builds the subscription.
     pub fn build(self) -> Result<Subscription> {
         validate_name("consumer group", &self.group)?;
@@ -209,7 +180,6 @@ impl SubscriptionBuilder {
             retry: self.retry,
             concurrency: self.concurrency,
             park: self.park,
-            parked_recheck: self.parked_recheck,
         })
     }
 }

@@ -69,7 +69,6 @@ macro_rules! conformance_suite {
             a_watch_follows_new_events_without_taking_any,
             parks_an_aggregate_behind_its_dead_letter,
             discard_releases_what_is_parked_behind_it,
-            a_purge_lets_a_parked_aggregate_flow_again,
         );
         $crate::membership_suite!($factory);
     };

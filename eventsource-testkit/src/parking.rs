@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use eventsource_core::{
     handler_fn, DeadLetter, DeadLetterQuery, Error, EventBus, EventEnvelope, FailureKind,
-    HandlerError, ParkedAggregate, Subscription, SubscriptionBuilder,
+    HandlerError, ParkedAggregate, Subscription,
 };
 
 use crate::fixtures::*;
@@ -55,21 +55,12 @@ fn parking_sub(
     broken: (&'static str, u64),
     broken_now: &Arc<AtomicBool>,
 ) -> (Subscription, Handled) {
-    parking_sub_with(group, broken, broken_now, |s| s.concurrency(4))
-}
-
-/// [`parking_sub`] with `tune` applied to the builder.
-fn parking_sub_with(
-    group: &str,
-    broken: (&'static str, u64),
-    broken_now: &Arc<AtomicBool>,
-    tune: impl FnOnce(SubscriptionBuilder) -> SubscriptionBuilder,
-) -> (Subscription, Handled) {
     let (tx, rx) = mpsc::unbounded_channel();
     let broken_now = Arc::clone(broken_now);
-    let s = tune(Subscription::builder(group))
+    let s = Subscription::builder(group)
         .park_aggregate_on_failure(true)
         .retry(fast_retry(1))
+        .concurrency(4)
         .handler(handler_fn(move |e: EventEnvelope| {
             let (tx, broken_now) = (tx.clone(), Arc::clone(&broken_now));
             async move {
@@ -254,39 +245,5 @@ pub async fn discard_releases_what_is_parked_behind_it(f: &dyn BusFactory) {
         letters(&bus, "discarding").await.is_empty().then_some(())
     })
     .await;
-    finish(bus).await;
-}
-
-/// X's letters are purged by an operator (not replayed, not discarded):
-/// the member that parked X reads the DLQ again (here on every delivery,
-/// `recheck_parked_every(0)`) and X's next event is handled, not parked
-/// behind letters that are gone.
-pub async fn a_purge_lets_a_parked_aggregate_flow_again(f: &dyn BusFactory) {
-    let bus = f.bus().await;
-    let prefix = uuid::Uuid::now_v7().simple().to_string();
-    let x: &'static str = Box::leak(format!("{prefix}-x").into_boxed_str());
-    let broken = Arc::new(AtomicBool::new(true));
-    let (s, mut handled) = parking_sub_with("purging", (x, 2), &broken, |s| {
-        s.concurrency(1)
-            .recheck_parked_every(std::time::Duration::ZERO)
-    });
-    let Some(_s) = subscribe_parking(f, &bus, s).await else {
-        return finish(bus).await;
-    };
-    publish(&bus, &events(&prefix, "x", 1..=3)).await;
-    dead_letters_of(&bus, "purging", 2, f.patience()).await;
-    handled.expect(x, &[1], f).await;
-    let purged = bus
-        .dead_letters()
-        .purge(&DeadLetterQuery::group("purging"))
-        .await
-        .expect("purge");
-    assert_eq!(purged, 2, "the failed event and the one parked behind it");
-    publish(&bus, &events(&prefix, "x", 4..=4)).await;
-    handled.expect(x, &[1, 4], f).await;
-    assert!(
-        letters(&bus, "purging").await.is_empty(),
-        "nothing parked after the purge"
-    );
     finish(bus).await;
 }

@@ -7,13 +7,11 @@
 //! member starts and again whenever the backend says the member took new
 //! partitions ([`Parking::invalidate`]), and kept up to date by the
 //! member's own workers, which are the only ones writing letters of the
-//! aggregates in their partitions. Letters can also be deleted by someone
-//! else (an operator's purge): while anything is parked, the set is read
-//! again every [`Subscription::parked_recheck`](crate::Subscription::parked_recheck).
+//! aggregates in their partitions.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -30,18 +28,11 @@ struct State {
     loaded: Option<u64>,
     /// While a load runs: the changes made meanwhile, applied over it.
     changes: Option<Vec<(String, bool)>>,
-    /// When the set was last read from the DLQ (or a recheck failed).
-    loaded_at: Option<Instant>,
 }
 
 impl State {
     fn stale(&self) -> bool {
         self.loaded != Some(self.generation)
-    }
-
-    /// Something is parked and the set was read `every` ago or longer.
-    fn recheck_due(&self, every: Duration) -> bool {
-        !self.parked.is_empty() && self.loaded_at.is_none_or(|t| t.elapsed() >= every)
     }
 }
 
@@ -52,7 +43,6 @@ impl State {
 pub struct Parking {
     group: String,
     dlq: Arc<dyn DeadLetterQueue>,
-    recheck: Duration,
     state: Mutex<State>,
     loading: tokio::sync::Mutex<()>,
 }
@@ -70,18 +60,11 @@ impl std::fmt::Debug for Parking {
 
 impl Parking {
     /// Parking for `group`, whose letters are in `dlq`; loaded from it
-    /// before the first delivery is looked at, and read again every
-    /// `recheck` while anything is parked
-    /// ([`Subscription::parked_recheck`](crate::Subscription::parked_recheck)).
-    pub fn new(
-        group: impl Into<String>,
-        dlq: Arc<dyn DeadLetterQueue>,
-        recheck: Duration,
-    ) -> Arc<Self> {
+    /// before the first delivery is looked at.
+    pub fn new(group: impl Into<String>, dlq: Arc<dyn DeadLetterQueue>) -> Arc<Self> {
         Arc::new(Parking {
             group: group.into(),
             dlq,
-            recheck,
             state: Mutex::new(State::default()),
             loading: tokio::sync::Mutex::new(()),
         })
@@ -163,28 +146,14 @@ impl Parking {
         }
     }
 
-    /// Loads the set when it is stale (every caller waits for that), or
-    /// when a recheck is due (one caller reads; the others go on with the
-    /// set as it is, and a failed recheck keeps it).
     async fn load(&self) -> Result<()> {
-        let stale = {
-            let state = self.state.lock();
-            if !state.stale() && !state.recheck_due(self.recheck) {
-                return Ok(());
-            }
-            state.stale()
-        };
-        let _one = if stale {
-            self.loading.lock().await
-        } else {
-            match self.loading.try_lock() {
-                Ok(one) => one,
-                Err(_) => return Ok(()),
-            }
-        };
+        if !self.state.lock().stale() {
+            return Ok(());
+        }
+        let _one = self.loading.lock().await;
         let generation = {
             let mut state = self.state.lock();
-            if !state.stale() && !state.recheck_due(self.recheck) {
+            if !state.stale() {
                 return Ok(());
             }
             state.changes = Some(Vec::new());
@@ -193,16 +162,7 @@ impl Parking {
         let listed = self.dlq.list(&DeadLetterQuery::group(&self.group)).await;
         let mut state = self.state.lock();
         let changes = state.changes.take().unwrap_or_default();
-        let letters = match listed {
-            Ok(letters) => letters,
-            Err(e) if !stale => {
-                // The set is as good as before; try again an interval on.
-                state.loaded_at = Some(Instant::now());
-                tracing::warn!(group = %self.group, error = %e, "cannot read the dead-letter queue to recheck the parked aggregates; keeping them");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
+        let letters = listed?;
         state.parked = letters
             .iter()
             .filter(|l| l.group() == self.group)
@@ -216,7 +176,6 @@ impl Parking {
             }
         }
         state.loaded = Some(generation);
-        state.loaded_at = Some(Instant::now());
         tracing::debug!(group = %self.group, parked = state.parked.len(), "parked aggregates loaded from the dead-letter queue");
         Ok(())
     }

@@ -310,11 +310,7 @@ async fn a_long_release_deletes_its_letters_in_batches() {
     for v in (2..=70).rev() {
         dlq.0 .0.lock().push(letter(&format!("p{v}"), "g", "a", v));
     }
-    let parking = Parking::new(
-        "g",
-        Arc::clone(&dlq) as Arc<dyn crate::DeadLetterQueue>,
-        Duration::from_secs(30),
-    );
+    let parking = Parking::new("g", Arc::clone(&dlq) as Arc<dyn crate::DeadLetterQueue>);
     let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let sub = Subscription::builder("g")
         .park_aggregate_on_failure(true)
@@ -386,11 +382,7 @@ async fn parking_loads_from_the_dlq_and_reloads_after_invalidate() {
     let dlq = Arc::new(Letters::default());
     dlq.0.lock().push(letter("1", "g", "a", 2));
     dlq.0.lock().push(letter("2", "other", "b", 2));
-    let parking = Parking::new(
-        "g",
-        Arc::clone(&dlq) as Arc<dyn crate::DeadLetterQueue>,
-        Duration::from_secs(30),
-    );
+    let parking = Parking::new("g", Arc::clone(&dlq) as Arc<dyn crate::DeadLetterQueue>);
     let stop = CancellationToken::new();
     assert!(parking.ready(&stop).await);
     assert!(parking.is_parked("a"));
@@ -408,37 +400,6 @@ async fn parking_loads_from_the_dlq_and_reloads_after_invalidate() {
     parking.invalidate();
     assert!(parking.ready(&stop).await);
     assert!(!parking.is_parked("a"));
-}
-
-/// While something is parked, the set is read again once `recheck` has
-/// passed (letters deleted by someone else let their aggregates go);
-/// with nothing parked, or before the interval, it is not read.
-#[tokio::test]
-async fn parking_rechecks_the_dlq_while_something_is_parked() {
-    let dlq = Arc::new(Letters::default());
-    let stop = CancellationToken::new();
-    let as_dlq = || Arc::clone(&dlq) as Arc<dyn crate::DeadLetterQueue>;
-    let (never, always) = (
-        Parking::new("g", as_dlq(), Duration::from_secs(3600)),
-        Parking::new("g", as_dlq(), Duration::ZERO),
-    );
-    assert!(never.ready(&stop).await && always.ready(&stop).await);
-    // Nothing parked: a letter another member wrote is not looked for.
-    dlq.0.lock().push(letter("1", "g", "a", 2));
-    assert!(always.ready(&stop).await);
-    assert!(!always.is_parked("a"), "no recheck with nothing parked");
-    always.invalidate();
-    never.invalidate();
-    assert!(never.ready(&stop).await && always.ready(&stop).await);
-    assert!(never.is_parked("a") && always.is_parked("a"));
-    // An operator purges the letter.
-    dlq.0.lock().clear();
-    assert!(never.ready(&stop).await && always.ready(&stop).await);
-    assert!(never.is_parked("a"), "the interval has not passed");
-    assert!(
-        !always.is_parked("a"),
-        "rechecked: the purged aggregate flows"
-    );
 }
 
 /// `parked` lists an aggregate with parked letters, its head being its

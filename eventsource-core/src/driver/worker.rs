@@ -201,9 +201,8 @@ impl<T: Send> Worker<'_, T> {
                     return;
                 }
                 let envelope = Arc::clone(&delivery.envelope);
-                // Parked again too: a recheck reading the DLQ before this
-                // letter is written must not let the aggregate go.
-                let parks = matches!(&outcome, Outcome::DeadLetter(_));
+                let parks =
+                    matches!(&outcome, Outcome::DeadLetter(f) if f.kind != FailureKind::Parked);
                 if let Some((delivery, outcome)) = settle.settle_now(delivery, outcome) {
                     settle.settle(delivery, outcome).await;
                 }
