@@ -319,8 +319,8 @@ impl SqlEventStore {
         expected: ExpectedVersion,
         event: &EventEnvelope,
     ) -> Result<AppendResult> {
-        let follows = event.aggregate_version.saturating_sub(1);
         let events = std::slice::from_ref(event);
+        let follows = follows(events);
         let guard = (follows > 0).then_some(follows);
         let sql = insert_alone_sql(self.dialect, guard.is_some());
         let inserted = bind_events(sql, events, stream, guard)?

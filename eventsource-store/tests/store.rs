@@ -102,39 +102,30 @@ async fn append_read_and_expected_versions(db: &TestDb) {
         "nothing of a refused batch stored"
     );
 
-    // A duplicate event id rejects the whole batch.
-    let mut dup = events("b", 1, 2);
-    dup[1].event_id = a[0].event_id;
-    let err = store
-        .append("Probe-b", ExpectedVersion::NoStream, &dup)
-        .await
-        .expect_err("duplicate id");
-    assert!(matches!(err, Error::DuplicateEvent { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&a[0].event_id.to_string()),
-        "names the id already stored: {err}"
-    );
-    assert!(
-        store
-            .read_stream("Probe-b", 1)
+    // A duplicate event id rejects the whole batch — a lone event too
+    // (appended with one statement, no transaction).
+    for (aggregate, n, taken) in [("b", 2, a[0].event_id), ("c", 1, a[1].event_id)] {
+        let stream = format!("Probe-{aggregate}");
+        let mut dup = events(aggregate, 1, n);
+        dup[n as usize - 1].event_id = taken;
+        let err = store
+            .append(&stream, ExpectedVersion::NoStream, &dup)
             .await
-            .expect("read")
-            .is_empty(),
-        "nothing of the batch stored"
-    );
-
-    // A lone event (appended with one statement, no transaction) too.
-    let mut lone = events("c", 1, 1);
-    lone[0].event_id = a[1].event_id;
-    let err = store
-        .append("Probe-c", ExpectedVersion::NoStream, &lone)
-        .await
-        .expect_err("duplicate id");
-    assert!(matches!(err, Error::DuplicateEvent { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&a[1].event_id.to_string()),
-        "names the id already stored: {err}"
-    );
+            .expect_err("duplicate id");
+        assert!(matches!(err, Error::DuplicateEvent { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&taken.to_string()),
+            "names the id already stored: {err}"
+        );
+        assert!(
+            store
+                .read_stream(&stream, 1)
+                .await
+                .expect("read")
+                .is_empty(),
+            "nothing of the batch stored in {stream}"
+        );
+    }
 
     let all = store.read_all(0, 100).await.expect("read_all");
     assert_eq!(all.len(), 5);

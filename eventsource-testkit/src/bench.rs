@@ -117,27 +117,19 @@ where
     B: AsyncFnMut(usize) -> Duration,
     R: AsyncFnMut(usize) -> Duration,
 {
-    let rate = |d: Duration| events as f64 / d.as_secs_f64().max(1e-9);
-    // Warm-up: connections, caches, JIT-less but lazy everything.
-    bus(events).await;
-    raw(events).await;
-    let mut c = Comparison {
-        label: label.to_owned(),
-        events,
-        bus: Vec::with_capacity(rounds),
-        raw: Vec::with_capacity(rounds),
-    };
-    for round in 0..rounds.max(1) {
-        if round % 2 == 0 {
-            c.raw.push(rate(raw(events).await));
-            c.bus.push(rate(bus(events).await));
+    // The warm-up runs bus first; then the counted rounds alternate which
+    // goes first, raw in the first one.
+    let mut call = 0usize;
+    compare_paired(label, events, rounds, async |n| {
+        call += 1;
+        if call % 2 == 0 {
+            let raw = raw(n).await;
+            (bus(n).await, raw)
         } else {
-            c.bus.push(rate(bus(events).await));
-            c.raw.push(rate(raw(events).await));
+            (bus(n).await, raw(n).await)
         }
-    }
-    eprintln!("  {label}: ratio {:.2}", c.ratio());
-    c
+    })
+    .await
 }
 
 /// [`compare`] for a case whose cost drifts faster than a round lasts (a
