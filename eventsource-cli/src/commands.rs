@@ -74,9 +74,20 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         listen,
         allow_writes,
         groups,
+        token_file,
+        allowed_hosts,
+        exposed,
     } = &cli.command
     {
-        return console(&cli, bus, listen, *allow_writes, groups).await;
+        let options = ConsoleOptions {
+            listen,
+            allow_writes: *allow_writes,
+            groups,
+            token_file: token_file.as_deref(),
+            allowed_hosts,
+            exposed: *exposed,
+        };
+        return console(&cli, bus, options).await;
     }
     let result = command(&cli, bus.as_ref()).await;
     // Nothing is consumed here; shutting down only closes connections.
@@ -120,26 +131,100 @@ async fn tail(
     Ok(())
 }
 
-/// Serves the web console until Ctrl-C.
-async fn console(
-    cli: &Cli,
-    bus: Arc<dyn EventBus>,
-    listen: &str,
+/// The `console` command's options.
+struct ConsoleOptions<'a> {
+    listen: &'a str,
     allow_writes: bool,
-    groups: &[String],
-) -> Outcome {
+    groups: &'a [String],
+    token_file: Option<&'a std::path::Path>,
+    allowed_hosts: &'a [String],
+    exposed: bool,
+}
+
+/// The environment variable that may hold the console's login token.
+pub(crate) const CONSOLE_TOKEN_VAR: &str = "EVENTSOURCE_CONSOLE_TOKEN";
+
+/// The login token given with `--token-file` or the environment, checked
+/// for length; never echoed.
+fn given_token(token_file: Option<&std::path::Path>) -> Result<Option<String>, Failure> {
+    let (token, from) = match token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::new(
+                    Exit::Usage,
+                    format!("cannot read --token-file {}: {e}", path.display()),
+                )
+            })?;
+            (text, format!("--token-file {}", path.display()))
+        }
+        None => match std::env::var(CONSOLE_TOKEN_VAR) {
+            Ok(token) => (token, CONSOLE_TOKEN_VAR.to_owned()),
+            Err(_) => return Ok(None),
+        },
+    };
+    let token = token.trim().to_owned();
+    let min = crate::console::MIN_TOKEN_LEN;
+    if token.chars().count() < min || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!(
+                "the console token from {from} must be at least {min} characters, \
+                 without spaces or control characters"
+            ),
+        ));
+    }
+    Ok(Some(token))
+}
+
+/// Serves the web console until Ctrl-C.
+async fn console(cli: &Cli, bus: Arc<dyn EventBus>, options: ConsoleOptions<'_>) -> Outcome {
+    use crate::console::TokenSource;
+    let listen = options.listen;
+    let given = given_token(options.token_file)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::new(Exit::Usage, format!("cannot listen on {listen}: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::new(Exit::Failure, e.to_string()))?;
-    crate::console::announce(addr, allow_writes);
+    let exposed = !addr.ip().is_loopback();
+    if exposed && given.is_none() && !options.exposed {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!(
+                "refusing to serve the console on {addr}, which other machines can reach, \
+                 without a token: give one with --token-file FILE or {CONSOLE_TOKEN_VAR} \
+                 (every page then needs it), or pass --i-know-this-is-exposed to use a \
+                 generated one"
+            ),
+        ));
+    }
+    // A token guards every page when writes are allowed, when one is
+    // given, and on a non-loopback address.
+    let token = match given {
+        Some(token) => Some((TokenSource::Given, token)),
+        None if options.allow_writes || exposed => {
+            Some((TokenSource::Generated, crate::console::random_hex()))
+        }
+        None => None,
+    };
+    crate::console::announce(
+        addr,
+        options.allow_writes,
+        token.as_ref().map(|(source, t)| (*source, t.as_str())),
+    );
+    if exposed {
+        eprintln!(
+            "warning: the console on {addr} is reachable from other machines over plain HTTP; \
+             anyone who can read the traffic can take the token"
+        );
+    }
     let console = Arc::new(crate::console::Console {
         bus: Arc::clone(&bus),
-        groups: groups.to_vec(),
-        allow_writes,
+        groups: options.groups.to_vec(),
+        allow_writes: options.allow_writes,
         place: place(cli, bus.as_ref()),
+        access: crate::console::Access::new(options.allowed_hosts, token.map(|(_, t)| t)),
     });
     let served = tokio::select! {
         served = crate::console::serve(listener, console) => served,

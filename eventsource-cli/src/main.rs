@@ -44,10 +44,15 @@ Exit codes:
 )]
 struct Cli {
     /// The bus: redis://…, amqp://…, kafka://… (or memory://, which is empty in a new process).
-    #[arg(long, env = "EVENTSOURCE_BUS", global = true)]
+    #[arg(long, env = "EVENTSOURCE_BUS", hide_env_values = true, global = true)]
     bus: Option<String>,
     /// The key, queue or topic prefix the application uses (default: eventsource).
-    #[arg(long, env = "EVENTSOURCE_NAMESPACE", global = true)]
+    #[arg(
+        long,
+        env = "EVENTSOURCE_NAMESPACE",
+        hide_env_values = true,
+        global = true
+    )]
     namespace: Option<String>,
     /// A configuration file (TOML, or JSON by extension) whose `bus` table says which bus.
     #[arg(long, value_name = "FILE", global = true)]
@@ -96,8 +101,25 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9400")]
         listen: String,
         /// Allow replaying and purging from the page (read-only otherwise).
+        /// Every page then needs a login: the link printed at start, or the
+        /// token given with --token-file or EVENTSOURCE_CONSOLE_TOKEN.
         #[arg(long)]
         allow_writes: bool,
+        /// A file holding the login token (at least 16 characters; one is
+        /// generated and printed once otherwise). The environment variable
+        /// EVENTSOURCE_CONSOLE_TOKEN may hold it instead. With a token every
+        /// page needs a login, read-only or not.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// A host name the console answers to besides IP addresses and
+        /// localhost (repeat it): the name in the address bar when it is
+        /// reached by name. Requests naming any other host are refused.
+        #[arg(long = "allowed-host", value_name = "NAME")]
+        allowed_hosts: Vec<String>,
+        /// Serve on a non-loopback address without a token of your own (one
+        /// is generated and printed; the traffic is plain HTTP).
+        #[arg(long = "i-know-this-is-exposed")]
+        exposed: bool,
         /// A group to show besides those the broker lists (repeat it; needed
         /// on RabbitMQ and Kafka, which do not list groups).
         #[arg(long = "group", value_parser = group_name)]

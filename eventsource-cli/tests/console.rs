@@ -52,34 +52,20 @@ fn chromedriver() -> (Killed, u16) {
     (child, port)
 }
 
-/// Starts `eventsource console --allow-writes` on `namespace`; its address.
-fn console(namespace: &str, writes: bool) -> (Killed, String) {
-    let url = redis_url();
-    let mut args = vec!["--bus", &url, "--namespace", namespace];
-    args.extend(["console", "--listen", "127.0.0.1:0"]);
-    if writes {
-        args.push("--allow-writes");
-    }
-    let (child, line) = announced(&args);
+/// Starts a read-only `eventsource console` on `namespace` (no login
+/// needed on a loopback address); its address.
+fn read_only_console(namespace: &str) -> (Killed, String) {
+    let (child, line) = console_line(namespace, &[]);
     assert!(
-        line.contains(if writes {
-            "replay and purge allowed"
-        } else {
-            "read-only"
-        }),
+        line.contains("read-only") && !line.contains("login"),
         "{line}"
     );
     (child, address(&line))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_replays_a_dead_letter_from_the_browser() {
-    let (namespace, bus) = redis_bus("es-console").await;
-    let mut billing = dead_lettered_order(&bus).await;
-    let sent = billing.sent.clone();
-
-    let (_console, url) = console(&namespace, true);
-    let (_driver, port) = chromedriver();
+/// A WebDriver session in headless Chromium, and the driver behind it.
+async fn browser() -> (fantoccini::Client, Killed) {
+    let (driver, port) = chromedriver();
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -93,9 +79,33 @@ async fn an_operator_replays_a_dead_letter_from_the_browser() {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("a WebDriver session in headless Chromium");
+    (browser, driver)
+}
 
-    // The overview: billing with one dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_replays_a_dead_letter_from_the_browser() {
+    let (namespace, bus) = redis_bus("es-console").await;
+    let mut billing = dead_lettered_order(&bus).await;
+    let sent = billing.sent.clone();
+
+    let (_console, line) = console_line(&namespace, &["--allow-writes"]);
+    let url = address(&line);
+    let (browser, _driver) = browser().await;
+
+    // Without the login link, the console shows nothing.
     browser.goto(&url).await.expect("open the console");
+    let refused = browser
+        .wait()
+        .for_element(Locator::Id("error"))
+        .await
+        .expect("a login is asked for");
+    assert!(refused.text().await.expect("text").contains("log in"));
+    browser
+        .goto(&login_link(&line))
+        .await
+        .expect("open the login link");
+
+    // The overview (where the login link leads): billing with one dead letter.
     let row = browser
         .wait()
         .at_most(Duration::from_secs(10))
@@ -174,6 +184,125 @@ async fn an_operator_replays_a_dead_letter_from_the_browser() {
         .expect("shutdown");
 }
 
+/// A page on another port of the same host (another origin, the same
+/// site, so the browser sends the console's cookie along) that posts a
+/// form to the console as soon as it loads.
+async fn hostile_site(console: &str, letter: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let console = console.trim_end_matches('/').to_owned();
+    let forms = [
+        ("replay", format!("<input name=id value=\"{letter}\">")),
+        ("replay-all", "<input name=group value=billing>".to_owned()),
+        (
+            "purge",
+            "<input name=group value=billing><input name=confirm value=billing><input name=csrf value=guess>"
+                .to_owned(),
+        ),
+    ];
+    let mut app = axum::Router::new();
+    for (action, fields) in forms {
+        let page = format!(
+            "<!doctype html><html><body onload=\"document.forms[0].submit()\">\
+             <form method=post action=\"{console}/{action}\">{fields}</form></body></html>"
+        );
+        app = app.route(
+            &format!("/{action}"),
+            axum::routing::get(move || async move { axum::response::Html(page) }),
+        );
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port for the hostile site");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let served = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, served)
+}
+
+/// An operator logged in to a writable console visits a hostile page on
+/// another port, which auto-submits replay, replay-all and purge forms
+/// to the console: each is refused and no letter changes. The
+/// operator's own purge, from the console's page, still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_page_cannot_replay_or_purge() {
+    let (namespace, bus) = redis_bus("es-console").await;
+    let letters = failing_billing(&bus, 3).await;
+    let ids = |letters: &[eventsource::DeadLetter]| {
+        let mut ids: Vec<String> = letters.iter().map(|l| l.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let before = ids(&letters);
+
+    let (_console, line) = console_line(&namespace, &["--allow-writes"]);
+    let url = address(&line);
+    let (hostile, _served) = hostile_site(&url, &letters[0].id).await;
+    let (browser, _driver) = browser().await;
+    browser
+        .goto(&login_link(&line))
+        .await
+        .expect("the operator logs in");
+    browser
+        .wait()
+        .for_element(Locator::Css("tr[data-group='billing']"))
+        .await
+        .expect("logged in: billing is listed");
+
+    for action in ["replay", "replay-all", "purge"] {
+        browser
+            .goto(&format!("{hostile}/{action}"))
+            .await
+            .expect("visit the hostile page");
+        let refused = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id("error"))
+            .await
+            .unwrap_or_else(|e| panic!("{action}: the console's refusal is shown ({e})"));
+        let text = refused.text().await.expect("text");
+        assert!(text.contains("refused"), "{action}: {text}");
+        let now = bus
+            .dead_letters()
+            .list(&eventsource::DeadLetterQuery::group("billing"))
+            .await
+            .expect("list");
+        assert_eq!(ids(&now), before, "{action}: no letter replayed or purged");
+    }
+
+    // The operator's own session: purge from the console's page.
+    browser
+        .goto(&format!("{}purge?name=billing", url))
+        .await
+        .expect("the purge page");
+    browser
+        .wait()
+        .for_element(Locator::Id("confirm"))
+        .await
+        .expect("the confirmation field")
+        .send_keys("billing")
+        .await
+        .expect("type the group");
+    browser
+        .find(Locator::Id("purge-confirmed"))
+        .await
+        .expect("the Purge button")
+        .click()
+        .await
+        .expect("purge");
+    let done = browser
+        .wait()
+        .for_element(Locator::Id("done"))
+        .await
+        .expect("the group page says what was done");
+    assert!(done.text().await.expect("text").contains("purged 3"));
+    assert_eq!(letters_of(&bus, "billing").await, 0);
+
+    browser.close().await.expect("close the browser");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
 /// Saves what the browser shows: the README's screenshot when asked,
 /// the target directory otherwise.
 async fn take_screenshot(browser: &fantoccini::Client) {
@@ -187,15 +316,32 @@ async fn take_screenshot(browser: &fantoccini::Client) {
     std::fs::write(&path, png).unwrap_or_else(|e| panic!("writing {path}: {e}"));
 }
 
-/// One HTTP/1.1 request over a plain connection: the status line and the
-/// whole response.
-fn http(base: &str, method: &str, path: &str, form: &str) -> (String, String) {
+/// One HTTP/1.1 request over a plain connection, with extra `headers`
+/// (a `Host` among them replaces the console's own): the status line
+/// and the whole response.
+fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: &str,
+) -> (String, String) {
     use std::io::{Read, Write};
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host).expect("the console listens");
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(addr).expect("the console listens");
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "{head}Content-Type: application/x-www-form-urlencoded\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
         form.len()
     )
@@ -206,9 +352,95 @@ fn http(base: &str, method: &str, path: &str, form: &str) -> (String, String) {
     (status, response)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
-    let (namespace, bus) = redis_bus("es-console").await;
+/// A request without a session, as a script or another page would send.
+fn http(base: &str, method: &str, path: &str, form: &str) -> (String, String) {
+    request(base, method, path, &[], form)
+}
+
+/// An operator logged in over HTTP: the session cookie, and what the
+/// console's own forms send.
+struct Operator {
+    base: String,
+    cookie: String,
+    origin: String,
+}
+
+impl Operator {
+    /// Opens the login link the console announced.
+    fn log_in(line: &str) -> Operator {
+        let link = login_link(line);
+        let base = address(line);
+        let path = &link[base.trim_end_matches('/').len()..];
+        let (status, response) = http(&base, "GET", path, "");
+        assert!(status.contains("303"), "the login link logs in: {response}");
+        let cookie = response
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("set-cookie: ")
+                    .or_else(|| l.strip_prefix("Set-Cookie: "))
+            })
+            .unwrap_or_else(|| panic!("a session cookie: {response}"));
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        let cookie = cookie.split(';').next().expect("name=value").to_owned();
+        let origin = base.trim_end_matches('/').to_owned();
+        Operator {
+            base,
+            cookie,
+            origin,
+        }
+    }
+
+    fn get(&self, path: &str) -> (String, String) {
+        request(&self.base, "GET", path, &[("Cookie", &self.cookie)], "")
+    }
+
+    /// The CSRF token in the forms of the page at `path`.
+    fn csrf(&self, path: &str) -> String {
+        let (status, page) = self.get(path);
+        assert!(status.contains("200"), "{page}");
+        let at = page
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("a CSRF field on {path}: {page}"));
+        let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+        rest[..rest.find('"').expect("closing quote")].to_owned()
+    }
+
+    /// Posts `form` as the console's own page would.
+    fn post(&self, path: &str, form: &str) -> (String, String) {
+        request(
+            &self.base,
+            "POST",
+            path,
+            &[("Cookie", &self.cookie), ("Origin", &self.origin)],
+            form,
+        )
+    }
+}
+
+/// The login link in an announcement.
+fn login_link(line: &str) -> String {
+    line.split_whitespace()
+        .find(|w| w.contains("/login?token="))
+        .unwrap_or_else(|| panic!("no login link in {line:?}"))
+        .to_owned()
+}
+
+async fn letters_of(bus: &std::sync::Arc<dyn eventsource::EventBus>, group: &str) -> usize {
+    bus.dead_letters()
+        .list(&eventsource::DeadLetterQuery::group(group))
+        .await
+        .expect("list")
+        .len()
+}
+
+/// A `billing` group whose handler always fails, with `n` dead letters.
+async fn failing_billing(
+    bus: &std::sync::Arc<dyn eventsource::EventBus>,
+    n: u64,
+) -> Vec<eventsource::DeadLetter> {
     let _member = bus
         .subscribe(
             Subscription::builder("billing")
@@ -221,13 +453,20 @@ async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
         )
         .await
         .expect("subscribe");
-    bus.publish(&[probe("order-1", 1, 1), probe("order-2", 1, 2)])
-        .await
-        .expect("publish");
-    let letters = dead_letters_of(&bus, "billing", 2, Duration::from_secs(10)).await;
+    let events: Vec<_> = (1..=n)
+        .map(|i| probe(&format!("order-{i}"), 1, i))
+        .collect();
+    bus.publish(&events).await.expect("publish");
+    dead_letters_of(bus, "billing", n as usize, Duration::from_secs(10)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
+    let (namespace, bus) = redis_bus("es-console").await;
+    let letters = failing_billing(&bus, 2).await;
 
     // Read-only: no buttons, and the write endpoints refuse.
-    let (_read_only, base) = console(&namespace, false);
+    let (_read_only, base) = read_only_console(&namespace);
     let (status, page) = http(&base, "GET", "/group?name=billing", "");
     assert!(status.contains("200"), "{status}");
     assert!(
@@ -238,40 +477,245 @@ async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
         page.contains("&lt;script&gt;") && !page.contains("<script>alert"),
         "the error text is escaped: {page}"
     );
-    let (status, _) = http(&base, "POST", "/replay", &format!("id={}", letters[0].id));
+    let origin = [("Origin", base.trim_end_matches('/'))];
+    let (status, _) = request(
+        &base,
+        "POST",
+        "/replay",
+        &origin,
+        &format!("id={}", letters[0].id),
+    );
     assert!(status.contains("403"), "{status}");
-    let (status, _) = http(&base, "POST", "/purge", "group=billing&confirm=billing");
+    let (status, _) = request(
+        &base,
+        "POST",
+        "/purge",
+        &origin,
+        "group=billing&confirm=billing",
+    );
     assert!(status.contains("403"), "{status}");
 
     // Writable: a purge without the group's name typed is refused.
-    let (_console, base) = console(&namespace, true);
-    let (status, page) = http(&base, "GET", "/purge?name=billing", "");
+    let (_console, line) = console_line(&namespace, &["--allow-writes"]);
+    let operator = Operator::log_in(&line);
+    let (status, page) = operator.get("/purge?name=billing");
     assert!(
         status.contains("200") && page.contains("all 2 dead letter(s)"),
         "{page}"
     );
-    let (status, _) = http(&base, "POST", "/purge", "group=billing&confirm=bill");
+    let csrf = operator.csrf("/purge?name=billing");
+    let (status, _) = operator.post("/purge", &format!("group=billing&confirm=bill&csrf={csrf}"));
     assert!(status.contains("400"), "{status}");
-    assert_eq!(
-        bus.dead_letters()
-            .list(&eventsource::DeadLetterQuery::group("billing"))
-            .await
-            .expect("list")
-            .len(),
-        2,
-        "nothing purged"
+    assert_eq!(letters_of(&bus, "billing").await, 2, "nothing purged");
+    let (status, response) = operator.post(
+        "/purge",
+        &format!("group=billing&confirm=billing&csrf={csrf}"),
     );
-    let (status, response) = http(&base, "POST", "/purge", "group=billing&confirm=billing");
     assert!(status.contains("303"), "{response}");
     assert!(response.contains("purged%202"), "{response}");
     dead_letters_of(&bus, "billing", 0, Duration::from_secs(1)).await;
-    assert!(bus
-        .dead_letters()
-        .list(&eventsource::DeadLetterQuery::group("billing"))
-        .await
-        .expect("list")
-        .is_empty());
+    assert_eq!(letters_of(&bus, "billing").await, 0);
     bus.shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown");
+}
+
+/// Starts the console on `namespace` with `extra` arguments; the process
+/// and its announcement.
+fn console_line(namespace: &str, extra: &[&str]) -> (Killed, String) {
+    let url = redis_url();
+    let mut args = vec!["--bus", &url, "--namespace", namespace];
+    args.extend(["console", "--listen", "127.0.0.1:0"]);
+    args.extend(extra);
+    announced(&args)
+}
+
+/// DNS rebinding and cross-site forms: a request naming another host is
+/// refused (421) on every page; with writes allowed, every page needs a
+/// session; a POST needs the console's own origin and its session's
+/// CSRF token; a purge that fails any of these deletes nothing. Every
+/// response forbids framing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_answers_only_its_own_host_origin_and_session() {
+    let (namespace, bus) = redis_bus("es-console").await;
+    let letters = failing_billing(&bus, 3).await;
+
+    let (_read_only, base) = read_only_console(&namespace);
+    for path in [
+        "/",
+        "/group?name=billing",
+        &format!("/letter?id={}", letters[0].id),
+    ] {
+        let (status, response) = request(&base, "GET", path, &[("Host", "evil.example")], "");
+        assert!(status.contains("421"), "{path}: {response}");
+        assert!(!response.contains("order-1"), "{path}: {response}");
+        let (status, _) = request(&base, "GET", path, &[("Host", "evil.example:80")], "");
+        assert!(status.contains("421"), "{path}: {status}");
+    }
+    let port = base.trim_end_matches('/').rsplit(':').next().expect("port");
+    let (status, response) = request(
+        &base,
+        "GET",
+        "/",
+        &[("Host", &format!("localhost:{port}"))],
+        "",
+    );
+    assert!(status.contains("200"), "{response}");
+    for header in [
+        "x-frame-options: DENY",
+        "content-security-policy: default-src 'self'; frame-ancestors 'none'",
+    ] {
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains(&header.to_ascii_lowercase()),
+            "{header}: {response}"
+        );
+    }
+
+    let (_console, line) = console_line(&namespace, &["--allow-writes"]);
+    let base = address(&line);
+    // Without a session nothing is shown, let alone done.
+    let (status, response) = http(&base, "GET", "/group?name=billing", "");
+    assert!(status.contains("401"), "{response}");
+    assert!(!response.contains("order-1"), "{response}");
+    let (status, _) = http(&base, "GET", "/login?token=wrong", "");
+    assert!(status.contains("401"), "{status}");
+
+    let operator = Operator::log_in(&line);
+    let csrf = operator.csrf("/purge?name=billing");
+    let purge = format!("group=billing&confirm=billing&csrf={csrf}");
+    let cookie = ("Cookie", operator.cookie.as_str());
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let refused: [(&str, Headers<'_>, String); 7] = [
+        (
+            "another origin",
+            vec![cookie, ("Origin", "http://evil.example")],
+            purge.clone(),
+        ),
+        (
+            "another port",
+            vec![cookie, ("Origin", "http://127.0.0.1:1")],
+            purge.clone(),
+        ),
+        (
+            "an opaque origin",
+            vec![cookie, ("Origin", "null")],
+            purge.clone(),
+        ),
+        (
+            "another referer",
+            vec![cookie, ("Referer", "http://evil.example/x")],
+            purge.clone(),
+        ),
+        ("no origin or referer", vec![cookie], purge.clone()),
+        (
+            "no CSRF token",
+            vec![cookie, ("Origin", operator.origin.as_str())],
+            "group=billing&confirm=billing".into(),
+        ),
+        (
+            "no session",
+            vec![("Origin", operator.origin.as_str())],
+            purge.clone(),
+        ),
+    ];
+    for (what, headers, form) in &refused {
+        let (status, response) = request(&base, "POST", "/purge", headers, form);
+        assert!(
+            status.contains("403") || status.contains("401"),
+            "{what}: {response}"
+        );
+        let (status, _) = request(&base, "POST", "/replay-all", headers, "group=billing");
+        assert!(
+            status.contains("403") || status.contains("401"),
+            "{what}: {status}"
+        );
+    }
+    let (status, _) = operator.post(
+        "/purge",
+        &format!("group=billing&confirm=billing&csrf={}x", csrf),
+    );
+    assert!(status.contains("403"), "a wrong CSRF token: {status}");
+    let (status, _) = request(
+        &base,
+        "POST",
+        "/purge",
+        &[
+            cookie,
+            ("Origin", "http://evil.example"),
+            ("Host", "evil.example"),
+        ],
+        &purge,
+    );
+    assert!(status.contains("421"), "a rebound host name: {status}");
+    assert_eq!(letters_of(&bus, "billing").await, 3, "nothing was purged");
+
+    // The operator's own form still works.
+    let (status, response) = operator.post("/purge", &purge);
+    assert!(status.contains("303"), "{response}");
+    assert_eq!(letters_of(&bus, "billing").await, 0);
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
+/// A console other machines can reach needs a token of the operator's
+/// own, or the explicit flag; with a token every page needs a login,
+/// even read-only.
+#[test]
+fn a_console_on_a_non_loopback_address_needs_a_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventsource"))
+        .env_remove("EVENTSOURCE_CONSOLE_TOKEN")
+        .args(["--bus", "memory://", "console", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("run the eventsource binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refusing") && stderr.contains("--token-file"),
+        "{stderr}"
+    );
+
+    let token = "a-token-of-my-own-0123456789";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventsource"))
+        .env("EVENTSOURCE_CONSOLE_TOKEN", token)
+        .args(["--bus", "memory://", "console", "--listen", "0.0.0.0:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the eventsource binary");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).expect("announced");
+    let _console = Killed::new(child);
+    assert!(line.contains("log in at"), "{line}");
+    assert!(
+        !line.contains(token),
+        "a given token is never printed: {line}"
+    );
+    let port = address(&line)
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let base = format!("http://127.0.0.1:{port}/");
+    let (status, _) = http(&base, "GET", "/", "");
+    assert!(
+        status.contains("401"),
+        "read-only, yet a login is needed: {status}"
+    );
+    let (status, _) = http(&base, "GET", &format!("/login?token={token}"), "");
+    assert!(status.contains("303"), "{status}");
+
+    for short in ["short", "   "] {
+        let out = Command::new(env!("CARGO_BIN_EXE_eventsource"))
+            .env("EVENTSOURCE_CONSOLE_TOKEN", short)
+            .args(["--bus", "memory://", "console", "--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run the eventsource binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("at least 16"), "{stderr}");
+    }
 }

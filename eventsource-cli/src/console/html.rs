@@ -40,7 +40,9 @@ pub(crate) fn query_value(text: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
+/// The console's style sheet, served as `/style.css` (the content
+/// security policy allows no inline style).
+pub(crate) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
 table{border-collapse:collapse;margin:1rem 0}th,td{padding:.35rem .8rem;border-bottom:1px solid #ddd;text-align:left}\
 th{background:#f4f4f4}td.n{text-align:right}.bad{color:#b00020;font-weight:600}.ok{color:#1b5e20}\
 .note{background:#e8f5e9;padding:.5rem 1rem}pre{background:#f7f7f7;padding:1rem;overflow:auto}\
@@ -54,7 +56,7 @@ fn page(console: &Console, title: &str, refresh: bool, body: &str) -> String {
     };
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">{refresh}<title>{} — eventsource</title>\
-         <style>{STYLE}</style></head><body><header><a href=\"/\">eventsource console</a> · {} · {}</header>\
+         <link rel=\"stylesheet\" href=\"/style.css\"></head><body><header><a href=\"/\">eventsource console</a> · {} · {}</header>\
          <h1>{}</h1>{body}</body></html>",
         esc(title),
         esc(&console.place),
@@ -105,9 +107,18 @@ pub(crate) fn overview(console: &Console, groups: &[(String, Option<GroupStats>)
     page(console, "Consumer groups", true, &body)
 }
 
+/// The hidden field that carries the session's CSRF token in a form.
+fn csrf_field(csrf: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(csrf)
+    )
+}
+
 /// One group: its numbers and its dead letters with their failures.
 pub(crate) fn group(
     console: &Console,
+    csrf: &str,
     name: &str,
     stats: Option<&GroupStats>,
     letters: &[DeadLetter],
@@ -129,10 +140,11 @@ pub(crate) fn group(
     } else {
         if console.allow_writes {
             body.push_str(&format!(
-                "<p><form method=\"post\" action=\"/replay-all\"><input type=\"hidden\" name=\"group\" value=\"{g}\">\
+                "<p><form method=\"post\" action=\"/replay-all\"><input type=\"hidden\" name=\"group\" value=\"{g}\">{c}\
                  <button id=\"replay-all\">Replay all {n}</button></form> \
                  <a href=\"/purge?name={q}\" id=\"purge\">Purge…</a></p>",
                 g = esc(name),
+                c = csrf_field(csrf),
                 n = letters.len(),
                 q = query_value(name),
             ));
@@ -178,7 +190,7 @@ pub(crate) fn group(
 }
 
 /// One dead letter: the failure history and the event.
-pub(crate) fn letter(console: &Console, l: &DeadLetter) -> String {
+pub(crate) fn letter(console: &Console, csrf: &str, l: &DeadLetter) -> String {
     let f = &l.failure;
     let mut body = format!(
         "<table id=\"failure\"><tr><th>group</th><td><a href=\"/group?name={}\">{}</a></td></tr>\
@@ -198,9 +210,10 @@ pub(crate) fn letter(console: &Console, l: &DeadLetter) -> String {
     );
     if console.allow_writes {
         body.push_str(&format!(
-            "<form method=\"post\" action=\"/replay\"><input type=\"hidden\" name=\"id\" value=\"{}\">\
+            "<form method=\"post\" action=\"/replay\"><input type=\"hidden\" name=\"id\" value=\"{}\">{}\
              <button id=\"replay\">Replay to {}</button></form>",
             esc(&l.id),
+            csrf_field(csrf),
             esc(&f.group)
         ));
     }
@@ -217,24 +230,31 @@ pub(crate) fn letter(console: &Console, l: &DeadLetter) -> String {
 }
 
 /// Asks the operator to type the group's name before purging.
-pub(crate) fn purge_confirm(console: &Console, group: &str, count: usize) -> String {
+pub(crate) fn purge_confirm(console: &Console, csrf: &str, group: &str, count: usize) -> String {
     let body = format!(
         "<p class=\"bad\">This deletes all {count} dead letter(s) of <b>{g}</b> for good.</p>\
-         <form method=\"post\" action=\"/purge\"><input type=\"hidden\" name=\"group\" value=\"{g}\">\
+         <form method=\"post\" action=\"/purge\"><input type=\"hidden\" name=\"group\" value=\"{g}\">{c}\
          <label>Type the group's name to confirm: <input name=\"confirm\" id=\"confirm\" autocomplete=\"off\"></label> \
          <button id=\"purge-confirmed\">Purge</button></form> <a href=\"/group?name={q}\">Cancel</a>",
         g = esc(group),
+        c = csrf_field(csrf),
         q = query_value(group),
     );
     page(console, &format!("Purge {group}?"), false, &body)
 }
 
-/// An error page.
-pub(crate) fn error(status: StatusCode, message: &str) -> String {
+/// An error page; with `login`, a form to enter the token.
+pub(crate) fn error(status: StatusCode, message: &str, login: bool) -> String {
+    let form = if login {
+        "<form method=\"get\" action=\"/login\" id=\"login\"><label>Token: \
+         <input type=\"password\" name=\"token\" autocomplete=\"off\"></label> <button>Log in</button></form>"
+    } else {
+        ""
+    };
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{status}</title><style>{STYLE}</style></head>\
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{status}</title><link rel=\"stylesheet\" href=\"/style.css\"></head>\
          <body><header><a href=\"/\">eventsource console</a></header><h1>{status}</h1>\
-         <p class=\"bad\" id=\"error\">{}</p></body></html>",
+         <p class=\"bad\" id=\"error\">{}</p>{form}</body></html>",
         esc(message)
     )
 }
@@ -265,6 +285,7 @@ mod tests {
             groups: Vec::new(),
             allow_writes: false,
             place: "memory://".into(),
+            access: super::super::Access::new(&[], None),
         };
         let letter = |id: &str, version: u64, kind: eventsource::FailureKind| {
             let envelope = eventsource::EventEnvelope::from_json(
@@ -289,7 +310,7 @@ mod tests {
             letter("g/2", 3, Parked),
             letter("g/3", 4, Parked),
         ];
-        let page = group(&console, "g", None, &letters, None);
+        let page = group(&console, "", "g", None, &letters, None);
         assert!(page.contains("id=\"parked\""), "{page}");
         assert!(
             page.contains(
@@ -297,7 +318,7 @@ mod tests {
             ),
             "{page}"
         );
-        let page = group(&console, "g", None, &letters[..1], None);
+        let page = group(&console, "", "g", None, &letters[..1], None);
         assert!(!page.contains("id=\"parked\""), "{page}");
     }
 }

@@ -3,20 +3,31 @@
 //! each group's dead letters with their failure; replay one or all, purge
 //! with a confirmation. Server-rendered HTML (no JavaScript), read-only
 //! unless started with `--allow-writes`.
+//!
+//! Every request is checked before it reaches a page ([`access`]): the
+//! `Host` it names, a login session when the console has a token (always
+//! with `--allow-writes`), and for a POST its origin and the form's CSRF
+//! token. Every response forbids framing and loads nothing from elsewhere.
 
+mod access;
 mod html;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Form, Query, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Extension, Form, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use eventsource::{DeadLetterQuery, EventBus, GroupStats};
 use serde::Deserialize;
+
+pub(crate) use access::{random_hex, Access, TokenSource, MIN_TOKEN_LEN};
+use access::{same_origin, Session, SESSION_COOKIE};
 
 /// What the pages need.
 pub(crate) struct Console {
@@ -27,6 +38,8 @@ pub(crate) struct Console {
     pub(crate) allow_writes: bool,
     /// Where the bus is, passwords redacted.
     pub(crate) place: String,
+    /// Hosts, login and sessions.
+    pub(crate) access: Access,
 }
 
 type Shared = State<Arc<Console>>;
@@ -40,7 +53,158 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
         .route("/replay", post(replay))
         .route("/replay-all", post(replay_all))
         .route("/purge", get(purge_confirm).post(purge))
+        .route("/login", get(login))
+        .route("/style.css", get(style))
+        .layer(middleware::from_fn_with_state(Arc::clone(&console), guard))
         .with_state(console)
+}
+
+/// The largest form a POST may carry.
+const MAX_FORM: usize = 64 * 1024;
+
+/// Headers on every response: no framing, nothing loaded from
+/// elsewhere, forms posted only here, no caching of letters' payloads.
+const SECURITY_HEADERS: [(header::HeaderName, &str); 6] = [
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "same-origin"),
+    (header::CACHE_CONTROL, "no-store"),
+    (
+        header::HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    ),
+];
+
+/// Checks every request before its page: the `Host` (421 otherwise), a
+/// session where the console has a token (401), and for a POST its
+/// origin and CSRF token (403). Adds [`SECURITY_HEADERS`] to every
+/// response, refusals included.
+async fn guard(State(console): Shared, request: Request, next: Next) -> Response {
+    let mut response = match check(&console, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    };
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn check(console: &Console, request: Request) -> Result<Request, PageError> {
+    let access = &console.access;
+    let headers = request.headers();
+    let host = header_str(headers, header::HOST)
+        .unwrap_or_default()
+        .to_owned();
+    if !access.host_allowed(&host) {
+        return Err(PageError(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this console does not answer to that host name (it answers to IP addresses, \
+             localhost and the names given with --allowed-host)"
+                .into(),
+        ));
+    }
+    let path = request.uri().path();
+    let session = access.session(header_str(headers, header::COOKIE));
+    if access.needs_login() && session.is_none() && path != "/login" && path != "/style.css" {
+        return Err(PageError(
+            StatusCode::UNAUTHORIZED,
+            "log in first: open the login link the console printed when it started \
+             (or enter its token below)"
+                .into(),
+        ));
+    }
+    if request.method() != Method::POST {
+        let mut request = request;
+        if let Some(session) = session {
+            request.extensions_mut().insert(session);
+        }
+        return Ok(request);
+    }
+    if !same_origin(
+        &host,
+        header_str(headers, header::ORIGIN),
+        header_str(headers, header::REFERER),
+    ) {
+        return Err(PageError(
+            StatusCode::FORBIDDEN,
+            "refused: the form was not posted from this console's own pages".into(),
+        ));
+    }
+    let Some(session) = session else {
+        return Err(PageError(
+            StatusCode::FORBIDDEN,
+            "this console is read-only: start it with --allow-writes to replay or purge".into(),
+        ));
+    };
+    // The CSRF token is checked here, for every POST, before any page
+    // reads the form.
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| {
+        PageError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a form is at most {MAX_FORM} bytes"),
+        )
+    })?;
+    let csrf = form_urlencoded::parse(&bytes)
+        .find(|(name, _)| name == "csrf")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if !session.csrf_matches(&csrf) {
+        return Err(PageError(
+            StatusCode::FORBIDDEN,
+            "refused: the form's CSRF token is missing or stale (reload the page)".into(),
+        ));
+    }
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(session);
+    Ok(request)
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// The login link: opens a session for the right token and goes to the
+/// overview (so the token leaves the address bar).
+async fn login(State(console): Shared, Query(q): Query<LoginQuery>) -> Response {
+    if !console.access.needs_login() {
+        return Redirect::to("/").into_response();
+    }
+    match console.access.login(&q.token) {
+        Some(id) => {
+            let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+            let mut response = Redirect::to("/").into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        None => PageError(
+            StatusCode::UNAUTHORIZED,
+            "wrong token: open the login link the console printed when it started".into(),
+        )
+        .into_response(),
+    }
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        html::STYLE,
+    )
+        .into_response()
 }
 
 /// Serves the console on `listener` until the process ends.
@@ -56,7 +220,8 @@ struct PageError(StatusCode, String);
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        (self.0, Html(html::error(self.0, &self.1))).into_response()
+        let login = self.0 == StatusCode::UNAUTHORIZED;
+        (self.0, Html(html::error(self.0, &self.1, login))).into_response()
     }
 }
 
@@ -104,7 +269,17 @@ struct GroupQuery {
     done: Option<String>,
 }
 
-async fn group(State(console): Shared, Query(q): Query<GroupQuery>) -> Page {
+/// The CSRF token the forms of a page carry ("" without a session: then
+/// the console is read-only and shows no form).
+fn csrf(session: &Option<Extension<Session>>) -> &str {
+    session.as_ref().map_or("", |s| s.0.csrf.as_str())
+}
+
+async fn group(
+    State(console): Shared,
+    session: Option<Extension<Session>>,
+    Query(q): Query<GroupQuery>,
+) -> Page {
     eventsource::validate_name("consumer group", &q.name)?;
     let stats = console.bus.group_stats(&q.name).await?;
     let letters = console
@@ -114,6 +289,7 @@ async fn group(State(console): Shared, Query(q): Query<GroupQuery>) -> Page {
         .await?;
     Ok(Html(html::group(
         &console,
+        csrf(&session),
         &q.name,
         stats.as_ref(),
         &letters,
@@ -126,14 +302,18 @@ struct LetterQuery {
     id: String,
 }
 
-async fn letter(State(console): Shared, Query(q): Query<LetterQuery>) -> Page {
+async fn letter(
+    State(console): Shared,
+    session: Option<Extension<Session>>,
+    Query(q): Query<LetterQuery>,
+) -> Page {
     let Some(letter) = console.bus.dead_letters().get(&q.id).await? else {
         return Err(PageError(
             StatusCode::NOT_FOUND,
             format!("dead letter `{}` not found", q.id),
         ));
     };
-    Ok(Html(html::letter(&console, &letter)))
+    Ok(Html(html::letter(&console, csrf(&session), &letter)))
 }
 
 fn writable(console: &Console) -> Result<(), PageError> {
@@ -198,7 +378,11 @@ async fn replay_all(
     Ok(back_to(&f.group, &format!("replayed {n} dead letter(s)")))
 }
 
-async fn purge_confirm(State(console): Shared, Query(q): Query<GroupQuery>) -> Page {
+async fn purge_confirm(
+    State(console): Shared,
+    session: Option<Extension<Session>>,
+    Query(q): Query<GroupQuery>,
+) -> Page {
     writable(&console)?;
     eventsource::validate_name("consumer group", &q.name)?;
     let count = console
@@ -207,7 +391,12 @@ async fn purge_confirm(State(console): Shared, Query(q): Query<GroupQuery>) -> P
         .list(&DeadLetterQuery::group(&q.name))
         .await?
         .len();
-    Ok(Html(html::purge_confirm(&console, &q.name, count)))
+    Ok(Html(html::purge_confirm(
+        &console,
+        csrf(&session),
+        &q.name,
+        count,
+    )))
 }
 
 async fn purge(State(console): Shared, Form(f): Form<GroupForm>) -> Result<Redirect, PageError> {
@@ -227,14 +416,24 @@ async fn purge(State(console): Shared, Form(f): Form<GroupForm>) -> Result<Redir
     Ok(back_to(&f.group, &format!("purged {n} dead letter(s)")))
 }
 
-/// The address the console listens on, announced on stderr.
-pub(crate) fn announce(addr: SocketAddr, allow_writes: bool) {
-    eprintln!(
-        "console on http://{addr}/ ({})",
-        if allow_writes {
-            "replay and purge allowed"
-        } else {
-            "read-only"
+/// The address the console listens on, announced on stderr in one line,
+/// with the login link when a token was generated (the only time the
+/// token is shown) or where to find it when it was given.
+pub(crate) fn announce(addr: SocketAddr, allow_writes: bool, login: Option<(TokenSource, &str)>) {
+    let mode = if allow_writes {
+        "replay and purge allowed"
+    } else {
+        "read-only"
+    };
+    let base = format!("http://{addr}/");
+    match login {
+        None => eprintln!("console on {base} ({mode})"),
+        Some((TokenSource::Generated, token)) => {
+            eprintln!("console on {base} ({mode}); log in at {base}login?token={token}")
         }
-    );
+        Some((TokenSource::Given, _)) => eprintln!(
+            "console on {base} ({mode}); log in at {base}login with the token you gave \
+             (--token-file or EVENTSOURCE_CONSOLE_TOKEN)"
+        ),
+    }
 }
