@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use eventsource_core::bounds::{self, HOUR, MILLISECOND, MINUTE};
 use eventsource_core::{redact_url, validate_name, Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -175,7 +176,7 @@ impl KafkaBusConfig {
     pub fn validate(&self) -> Result<()> {
         if self.bootstrap_servers.contains('@') {
             return Err(Error::config(format!(
-                "kafka: bootstrap servers `{}` carry credentials; this bus connects without \
+                "kafka: bootstrap_servers `{}` carry credentials; this bus connects without \
                  authentication (PLAINTEXT), so credentials in the URL are refused rather than ignored",
                 self.redacted_servers()
             )));
@@ -187,61 +188,65 @@ impl KafkaBusConfig {
             });
         if !servers_ok {
             return Err(Error::config(format!(
-                "kafka: bootstrap servers `{}` must be host:port[,host:port]",
+                "kafka: bootstrap_servers `{}` must be host:port[,host:port]",
                 self.redacted_servers()
             )));
         }
-        validate_name("kafka topic prefix", &self.topic_prefix)?;
+        validate_name("kafka topic_prefix", &self.topic_prefix)?;
         if self.topic_prefix.len() > 150 {
             return Err(Error::config(
                 "kafka: topic_prefix must be at most 150 characters",
             ));
         }
-        if self.partitions < 1 || self.replication < 1 {
-            return Err(Error::config(
-                "kafka: partitions and replication must be at least 1",
-            ));
-        }
+        // Partition counts and replication as Kafka's protocol carries
+        // them (replication is an INT16).
+        bounds::count("kafka: partitions", self.partitions, 1, 100_000)?;
+        bounds::count(
+            "kafka: replication",
+            self.replication,
+            1,
+            i32::from(i16::MAX),
+        )?;
         if self.source.trim().is_empty() {
             return Err(Error::config("kafka: source must not be empty"));
         }
-        if self.prefetch == 0 {
-            return Err(Error::config("kafka: prefetch must be at least 1"));
-        }
+        bounds::count("kafka: prefetch", self.prefetch, 1, 1_000_000)?;
         if let Some(n) = self.max_batch_records {
-            if !(1..=1_000_000).contains(&n) {
-                return Err(Error::config(format!(
-                    "kafka: max_batch_records must be between 1 and 1000000, got {n}"
-                )));
-            }
+            bounds::count("kafka: max_batch_records", n, 1, 1_000_000)?;
         }
-        // librdkafka's limits: fetch.wait.max.ms 0..=300000, linger.ms 0..=900000.
-        for (name, d, max) in [
-            (
-                "fetch_wait_max",
-                self.fetch_wait_max,
-                Duration::from_secs(300),
-            ),
-            ("linger", self.linger, Duration::from_secs(900)),
-        ] {
-            if d > max {
-                return Err(Error::config(format!(
-                    "kafka: {name} must be at most {max:?}, got {d:?}"
-                )));
-            }
-        }
-        for (name, d) in [
-            ("publish_timeout", self.publish_timeout),
-            ("session_timeout", self.session_timeout),
-            ("commit_interval", self.commit_interval),
-            ("assignment_timeout", self.assignment_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(Error::config(format!(
-                    "kafka: {name} must be more than zero"
-                )));
-            }
-        }
+        // librdkafka's limits: fetch.wait.max.ms 0..=300000, linger.ms
+        // 0..=900000, session.timeout.ms 1..=3600000.
+        bounds::duration(
+            "kafka: fetch_wait_max",
+            self.fetch_wait_max,
+            Duration::ZERO,
+            5 * MINUTE,
+        )?;
+        bounds::duration("kafka: linger", self.linger, Duration::ZERO, 15 * MINUTE)?;
+        bounds::duration(
+            "kafka: session_timeout",
+            self.session_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
+        bounds::duration(
+            "kafka: publish_timeout",
+            self.publish_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
+        bounds::duration(
+            "kafka: commit_interval",
+            self.commit_interval,
+            MILLISECOND,
+            HOUR,
+        )?;
+        bounds::duration(
+            "kafka: assignment_timeout",
+            self.assignment_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use eventsource_core::{Error, Result};
+use eventsource_core::bounds::{self, HOUR, MILLISECOND};
+use eventsource_core::Result;
 use serde::{Deserialize, Serialize};
 
 /// How the in-memory bus buffers events.
@@ -25,7 +26,7 @@ pub struct MemoryBusConfig {
     /// group is full, `publish` waits for room: events are never dropped.
     pub group_capacity: usize,
     /// How long `publish` waits for room before it fails with
-    /// [`Error::Timeout`] naming the full group.
+    /// [`Error::Timeout`](eventsource_core::Error::Timeout) naming the full group.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
     /// Keep the last this many published events in an event log that
@@ -52,21 +53,23 @@ impl MemoryBusConfig {
 
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        if self.group_capacity == 0 {
-            return Err(Error::config(
-                "memory bus: group_capacity must be at least 1",
-            ));
+        // Queues and the log are allocated in memory: a count no machine
+        // holds is refused here, not met as an allocation failure.
+        bounds::count(
+            "memory bus: group_capacity",
+            self.group_capacity,
+            1,
+            10_000_000,
+        )?;
+        if let Some(n) = self.event_log {
+            bounds::count("memory bus: event_log", n, 1, 100_000_000)?;
         }
-        if self.event_log == Some(0) {
-            return Err(Error::config(
-                "memory bus: event_log must keep at least 1 event when set",
-            ));
-        }
-        if self.publish_timeout.is_zero() {
-            return Err(Error::config(
-                "memory bus: publish_timeout must be more than zero",
-            ));
-        }
+        bounds::duration(
+            "memory bus: publish_timeout",
+            self.publish_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
         Ok(())
     }
 }

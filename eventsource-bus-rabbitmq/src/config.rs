@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use eventsource_core::bounds::{self, HOUR, MILLISECOND};
 use eventsource_core::{redact_url, validate_name, Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -154,27 +155,28 @@ impl RabbitBusConfig {
         if self.source.trim().is_empty() {
             return Err(Error::config("rabbitmq: source must not be empty"));
         }
-        if self.prefetch == 0 {
-            return Err(Error::config("rabbitmq: prefetch must be at least 1"));
+        bounds::count("rabbitmq: prefetch", self.prefetch, 1, u16::MAX)?;
+        if let Some(expires) = self.queue_expires {
+            // x-expires: RabbitMQ takes up to 2^32-1 ms (about 49 days).
+            bounds::duration(
+                "rabbitmq: queue_expires",
+                expires,
+                Duration::from_secs(1),
+                Duration::from_millis(u64::from(u32::MAX)),
+            )?;
         }
-        if self
-            .queue_expires
-            .is_some_and(|d| d < Duration::from_secs(1))
-        {
-            return Err(Error::config(
-                "rabbitmq: queue_expires must be at least 1 s",
-            ));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(Error::config(
-                "rabbitmq: connect_timeout must be more than zero",
-            ));
-        }
-        if self.publish_timeout.is_zero() {
-            return Err(Error::config(
-                "rabbitmq: publish_timeout must be more than zero",
-            ));
-        }
+        bounds::duration(
+            "rabbitmq: connect_timeout",
+            self.connect_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
+        bounds::duration(
+            "rabbitmq: publish_timeout",
+            self.publish_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
         if let Some(n) = self.partitions {
             if !(1..=1024).contains(&n) {
                 return Err(Error::config(format!(

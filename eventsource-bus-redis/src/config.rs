@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use eventsource_core::bounds::{self, DAY, HOUR, MILLISECOND, MINUTE};
 use eventsource_core::{redact_url as redact, validate_name, Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -141,32 +142,45 @@ impl RedisBusConfig {
         if self.source.trim().is_empty() {
             return Err(Error::config("redis: source must not be empty"));
         }
-        if self.prefetch == 0 || self.prefetch > 10_000 {
+        bounds::count("redis: prefetch", self.prefetch, 1, 10_000)?;
+        // XREADGROUP's BLOCK also bounds how late a member notices a
+        // leave or a rebalance; the claim settings are XAUTOCLAIM's
+        // min-idle (doubled at shutdown) and its period.
+        bounds::duration("redis: block", self.block, MILLISECOND, MINUTE)?;
+        bounds::duration(
+            "redis: publish_timeout",
+            self.publish_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
+        bounds::duration(
+            "redis: connect_timeout",
+            self.connect_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
+        bounds::duration(
+            "redis: claim_interval",
+            self.claim_interval,
+            MILLISECOND,
+            HOUR,
+        )?;
+        bounds::duration(
+            "redis: claim_min_idle",
+            self.claim_min_idle,
+            MILLISECOND,
+            DAY,
+        )?;
+        if self.claim_min_idle <= self.claim_interval {
             return Err(Error::config(format!(
-                "redis: prefetch must be between 1 and 10000, got {}",
-                self.prefetch
-            )));
-        }
-        for (name, d) in [
-            ("block", self.block),
-            ("publish_timeout", self.publish_timeout),
-            ("connect_timeout", self.connect_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(Error::config(format!(
-                    "redis: {name} must be more than zero"
-                )));
-            }
-        }
-        if self.claim_interval.is_zero() || self.claim_min_idle <= self.claim_interval {
-            return Err(Error::config(format!(
-                "redis: claim_min_idle ({:?}) must exceed claim_interval ({:?}), which must be more than zero, \
+                "redis: claim_min_idle ({:?}) must exceed claim_interval ({:?}), \
                  or live members would lose their own entries",
                 self.claim_min_idle, self.claim_interval
             )));
         }
-        if self.max_len == Some(0) {
-            return Err(Error::config("redis: max_len must be at least 1 when set"));
+        if let Some(max_len) = self.max_len {
+            // XADD MAXLEN takes a signed 64-bit count.
+            bounds::count("redis: max_len", max_len as u64, 1, i64::MAX as u64)?;
         }
         if let Some(n) = self.partitions {
             if !(1..=1024).contains(&n) {

@@ -34,6 +34,49 @@ fn the_cli_never_shows_a_password() {
     }
 }
 
+/// `--help` names the variables it reads, never their values; a
+/// configuration file with a password in the wrong field is refused
+/// without echoing it.
+#[test]
+fn help_and_config_file_errors_never_show_a_password() {
+    let url = format!("redis://:{SECRET}@127.0.0.1:1");
+    for args in [
+        &["--help"][..],
+        &["console", "--help"],
+        &["dlq", "list", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_eventsource"))
+            .env("EVENTSOURCE_BUS", &url)
+            .env("EVENTSOURCE_NAMESPACE", SECRET)
+            .args(args)
+            .output()
+            .expect("run the eventsource binary");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(text.contains("EVENTSOURCE_BUS"), "{args:?}: {text}");
+        assert!(!text.contains(SECRET), "{args:?}: {text}");
+    }
+    let dir = std::env::temp_dir().join(format!("es-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let file = dir.join("eventsource.toml");
+    std::fs::write(
+        &file,
+        format!("[bus]\nurl = \"memory://\"\n[groups.g]\nconcurrency = \"{url}\"\n"),
+    )
+    .expect("write the file");
+    let out = Command::new(env!("CARGO_BIN_EXE_eventsource"))
+        .arg("--config")
+        .arg(&file)
+        .args(["dlq", "list", "--group", "g"])
+        .output()
+        .expect("run the eventsource binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("concurrency"), "{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A consumer group the bus could never have (empty, spaces) is a usage
 /// error with a reason, not an empty listing that exits 0.
 #[test]

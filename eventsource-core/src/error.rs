@@ -172,10 +172,23 @@ pub enum Error {
     },
 }
 
+/// What [`Error::Config`]'s message starts with.
+const CONFIG_PREFIX: &str = "invalid configuration: ";
+
 impl Error {
-    /// Shorthand for [`Error::Config`].
+    /// Shorthand for [`Error::Config`]. The message is passed through
+    /// [`redact_text`], so a value a deserializer quotes (a URL with a
+    /// password in the wrong field) is never echoed with its secret, and
+    /// a message that already says `invalid configuration: ` (one error
+    /// wrapped in another) does not say it twice.
     pub fn config(message: impl Into<String>) -> Self {
-        Error::Config(message.into())
+        let message = message.into();
+        let mut message = redact_text(&message);
+        while let Some(rest) = message.strip_prefix(CONFIG_PREFIX) {
+            message = rest.to_owned();
+        }
+        let message = message.replace(&format!(": {CONFIG_PREFIX}"), ": ");
+        Error::Config(message)
     }
 
     /// Shorthand for [`Error::Backend`].
@@ -282,7 +295,10 @@ impl<E: std::error::Error + Send + Sync + 'static> From<CommandError<E>> for Err
 
 /// Replaces the password of a URL (`scheme://user:password@host`) with
 /// `***`, for logs, errors and `Debug`; a user name given alone (a token)
-/// is masked whole.
+/// is masked whole, and so is the value of every query parameter whose
+/// name means a secret (`password`, `pass`, `pwd`, `secret`, `token`,
+/// `key`, `sslpassword`, and any name ending in `password`, `secret` or
+/// `token`: sqlx and the broker clients read them).
 ///
 /// A URL the `url` crate reads is redacted through it. One it cannot read
 /// (a password with an unescaped `/`, or no `//`) is still redacted:
@@ -294,8 +310,149 @@ impl<E: std::error::Error + Send + Sync + 'static> From<CommandError<E>> for Err
 /// assert_eq!(redact_url("redis://:s3cret@host"), "redis://:***@host");
 /// assert_eq!(redact_url("redis://u:s3c/ret@127.0.0.1:1"), "redis://u:***@127.0.0.1:1");
 /// assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+/// assert_eq!(
+///     redact_url("postgres://u@h/db?sslmode=require&password=hunter2"),
+///     "postgres://***@h/db?sslmode=require&password=***"
+/// );
 /// ```
 pub fn redact_url(url: &str) -> String {
+    redact_query(&redact_userinfo(url))
+}
+
+/// Whether a URL query parameter of this name carries a secret (as
+/// [`redact_url`] decides): `password`, `pass`, `pwd`, `secret`, `token`,
+/// `key`, `sslpassword`, and any name ending in `password`, `passwd`,
+/// `secret` or `token`, in any case.
+pub fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "password" | "pass" | "pwd" | "secret" | "token" | "key" | "sslpassword"
+    ) || ["password", "secret", "token", "passwd"]
+        .iter()
+        .any(|end| name.ends_with(end))
+}
+
+/// Masks the value of every secret query parameter (after the first `?`).
+fn redact_query(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_parameter(&percent_decoded(name)) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{head}?{}", pairs.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// `%XX` escapes decoded (a parameter's name, to recognize it however it
+/// is written); invalid escapes are kept as they are.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Masks the credentials of every URL in `text`, for messages that may
+/// quote a value (a deserializer's `invalid type: string "…"`): each
+/// double-quoted, single-quoted or back-quoted span, and each
+/// whitespace-separated word, that holds a URL with a password, a user
+/// name or a secret query parameter is shown as [`redact_url`] shows it.
+///
+/// ```
+/// use eventsource_core::redact_text;
+/// let shown = redact_text(r#"invalid type: string "redis://:pw@h:1", expected usize"#);
+/// assert_eq!(shown, r#"invalid type: string "redis://:***@h:1", expected usize"#);
+/// ```
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(['"', '\'', '`']) {
+        let quote = rest[start..].chars().next().expect("found");
+        let body_start = start + 1;
+        // The closing quote: the next one not escaped with a backslash.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in rest[body_start..].char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                c if c == quote && !escaped => {
+                    end = Some(body_start + i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(end) = end else { break };
+        out.push_str(&redact_words(&rest[..start]));
+        out.push(quote);
+        out.push_str(&redact_span(&rest[body_start..end]));
+        out.push(quote);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(&redact_words(rest));
+    out
+}
+
+/// A quoted span: redacted whole when it may be a URL with credentials
+/// or secret parameters.
+fn redact_span(span: &str) -> String {
+    if may_carry_secrets(span) {
+        redact_url(span)
+    } else {
+        span.to_owned()
+    }
+}
+
+/// Unquoted text: each word that may be a URL with secrets is redacted.
+fn redact_words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if may_carry_secrets(word) {
+            out.push_str(&redact_url(word));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+/// A scheme (`x:`) and user information or a query: what a URL with a
+/// secret has (a lone `@` in prose does not).
+fn may_carry_secrets(text: &str) -> bool {
+    text.contains(':') && (text.contains('@') || text.contains('?'))
+}
+
+/// The user information of a URL masked (see [`redact_url`]).
+fn redact_userinfo(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.has_host() => {
             let masked = if parsed.password().is_some() {
@@ -342,7 +499,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod redact_tests {
-    use super::redact_url;
+    use super::{redact_text, redact_url};
 
     #[test]
     fn no_password_survives_redaction() {
@@ -370,8 +527,59 @@ mod redact_tests {
             "memory://",
             "sqlite::memory:",
             "amqp://host/%2f",
+            "postgres://h/db?sslmode=require&application_name=x",
+            "sqlite://events.db?mode=rwc",
         ] {
             assert_eq!(redact_url(plain), plain);
         }
+    }
+
+    /// Query passwords (sqlx reads `?password=`), in every spelling, and
+    /// passwords with the characters URLs treat specially.
+    #[test]
+    fn query_secrets_and_awkward_passwords_are_masked() {
+        let secret = "s3cret";
+        let shapes = [
+            format!("postgres://u@h/db?password={secret}"),
+            format!("postgres://h/db?sslmode=disable&password={secret}&x=1"),
+            format!("postgres://h/db?PassWord={secret}"),
+            format!("postgres://h/db?pass%77ord={secret}"),
+            format!("postgres://h/db?sslpassword={secret}"),
+            format!("redis://h/0?token={secret}"),
+            format!("amqp://h/%2f?auth_token={secret}#frag"),
+            format!("kafka://h:9092?sasl.password={secret}"),
+            format!("redis://h?pwd={secret}&key={secret}&secret={secret}&pass={secret}"),
+        ];
+        for url in &shapes {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} shown as {shown}");
+            assert!(shown.contains("=***"), "{url} shown as {shown}");
+        }
+        for password in ["a/b", "a@b", "a%b", "a:b", "a#b", "a?b", "pässwörd", "a b"] {
+            let url = format!("redis://user:{password}{secret}@127.0.0.1:1/0");
+            let shown = redact_url(&url);
+            assert!(!shown.contains(secret), "{url} shown as {shown}");
+            let text = format!("invalid type: string {url:?}, expected usize");
+            let shown = redact_text(&text);
+            assert!(!shown.contains(secret), "{text} shown as {shown}");
+            assert!(shown.contains("expected usize"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn text_keeps_what_is_not_a_url_with_credentials() {
+        for plain in [
+            "invalid type: string \"abc\", expected usize",
+            "unknown field `concurency`, expected one of `retry`",
+            "it's a \"quoted\" word and an unclosed \" quote",
+            "connecting to redis://127.0.0.1:6379/0 failed",
+            "percent-encode `/`, `@` or `:` in a password",
+        ] {
+            assert_eq!(redact_text(plain), plain);
+        }
+        assert_eq!(
+            redact_text("connecting to redis://u:pw@h:1 failed: 'amqp://g:pw@h' `x`"),
+            "connecting to redis://u:***@h:1 failed: 'amqp://g:***@h' `x`"
+        );
     }
 }

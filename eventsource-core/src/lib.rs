@@ -30,6 +30,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregate;
+pub mod bounds;
 mod bus;
 mod dlq;
 pub mod driver;
@@ -61,7 +62,9 @@ pub use dlq::{
     DeadLetter, DeadLetterQuery, DeadLetterQueue, ParkedAggregate, REPLAYED_FOR, REPLAYED_FROM,
 };
 pub use envelope::{stream_name, EventEnvelope};
-pub use error::{redact_url, BoxError, CommandError, Error, Result};
+pub use error::{
+    is_secret_parameter, redact_text, redact_url, BoxError, CommandError, Error, Result,
+};
 pub use event::DomainEvent;
 /// `#[derive(DomainEvent)]`: see [`DomainEvent`](trait@DomainEvent).
 #[cfg(feature = "derive")]

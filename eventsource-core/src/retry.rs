@@ -96,13 +96,19 @@ impl RetryPolicy {
     /// longer between attempts belongs in the dead-letter queue.
     pub const MAX_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
 
+    /// The most attempts a policy may make. A message that still fails
+    /// after this many belongs in the dead-letter queue; more, with a
+    /// zero delay, would be a hot loop holding its aggregate.
+    pub const MAX_ATTEMPTS: u32 = 1_000;
+
     /// A validated policy.
     pub fn new(max_attempts: u32, backoff: Backoff) -> Result<Self> {
-        if max_attempts == 0 {
-            return Err(Error::config(
-                "retry policy: max_attempts must be at least 1",
-            ));
-        }
+        crate::bounds::count(
+            "retry policy: max_attempts",
+            max_attempts,
+            1,
+            Self::MAX_ATTEMPTS,
+        )?;
         let delays: &[(&str, Duration)] = match &backoff {
             Backoff::Fixed { delay } => &[("delay", *delay)],
             Backoff::Exponential { initial, max, .. } => {
@@ -219,8 +225,14 @@ mod tests {
             .expect_err("a cap of Duration::MAX");
         assert!(err.to_string().contains("longest allowed delay"), "{err}");
         assert!(RetryPolicy::fixed(3, Duration::from_secs(90_000)).is_err());
+        let hot = RetryPolicy::fixed(u32::MAX, Duration::ZERO).expect_err("a hot retry loop");
+        assert!(
+            hot.to_string()
+                .contains("max_attempts must be between 1 and 1000"),
+            "{hot}"
+        );
         let p = RetryPolicy::new(
-            u32::MAX,
+            RetryPolicy::MAX_ATTEMPTS,
             Backoff::Exponential {
                 initial: RetryPolicy::MAX_DELAY,
                 multiplier: 1e300,

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use eventsource_core::{redact_url, Error, Result};
+use eventsource_core::bounds::{self, HOUR, MILLISECOND};
+use eventsource_core::{is_secret_parameter, redact_url, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Which database a URL points at.
@@ -114,16 +115,33 @@ impl StoreConfig {
     /// Checks every value.
     pub fn validate(&self) -> Result<Dialect> {
         let dialect = Dialect::of(&self.url)?;
-        if self.max_connections == 0 {
-            return Err(Error::config(
-                "event store: max_connections must be at least 1",
-            ));
+        // sqlx reads `password` from the query; any other parameter it
+        // does not know it logs with its value, so a secret one (libpq's
+        // `sslpassword`) would reach the logs.
+        if let Some((_, query)) = self.url.split_once('?') {
+            for pair in query.split('&') {
+                let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+                if name != "password" && is_secret_parameter(name) {
+                    return Err(Error::config(format!(
+                        "event store: url `{}`: the query parameter `{name}` is not read by the \
+                         store's driver (sqlx), which would log its value; remove it",
+                        redact_url(&self.url)
+                    )));
+                }
+            }
         }
-        if self.acquire_timeout.is_zero() {
-            return Err(Error::config(
-                "event store: acquire_timeout must be more than zero",
-            ));
-        }
+        bounds::count(
+            "event store: max_connections",
+            self.max_connections,
+            1,
+            10_000,
+        )?;
+        bounds::duration(
+            "event store: acquire_timeout",
+            self.acquire_timeout,
+            MILLISECOND,
+            HOUR,
+        )?;
         Ok(dialect)
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use eventsource_core::bounds::{self, HOUR, MILLISECOND};
 use eventsource_core::{Error, EventBus, EventEnvelope, Result};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -41,12 +42,20 @@ impl Default for OutboxRelayConfig {
 impl OutboxRelayConfig {
     /// Checks the values.
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 || self.batch_size > 10_000 {
-            return Err(Error::config(
-                "outbox relay: batch_size must be between 1 and 10000",
-            ));
-        }
-        if self.poll_interval.is_zero() || self.max_backoff < self.poll_interval {
+        bounds::count("outbox relay: batch_size", self.batch_size, 1, 10_000)?;
+        bounds::duration(
+            "outbox relay: poll_interval",
+            self.poll_interval,
+            MILLISECOND,
+            HOUR,
+        )?;
+        bounds::duration(
+            "outbox relay: max_backoff",
+            self.max_backoff,
+            MILLISECOND,
+            HOUR,
+        )?;
+        if self.max_backoff < self.poll_interval {
             return Err(Error::config(
                 "outbox relay: poll_interval must be more than zero and max_backoff at least poll_interval",
             ));
@@ -134,9 +143,15 @@ impl OutboxRelay {
     /// Sent rows are kept for inspection until pruned; run this now and
     /// then (unsent rows are never touched).
     pub async fn prune_sent(&self, older_than: Duration) -> Result<u64> {
-        let cutoff = Utc::now()
-            - chrono::Duration::from_std(older_than)
-                .map_err(|_| Error::config("outbox prune: older_than is too large"))?;
+        let too_large = || {
+            Error::config(
+                "outbox prune: older_than is too large (it reaches before the earliest date)",
+            )
+        };
+        let cutoff = chrono::Duration::from_std(older_than)
+            .ok()
+            .and_then(|d| Utc::now().checked_sub_signed(d))
+            .ok_or_else(too_large)?;
         let done = sqlx::query("DELETE FROM es_outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
             .bind(ts(cutoff))
             .execute(&self.store.pool)

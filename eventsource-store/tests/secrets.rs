@@ -12,6 +12,11 @@ async fn a_password_never_shows_in_errors_debug_or_trace_logs() {
         format!("postgres://app:{SECRET}@127.0.0.1:1/test"),
         format!("postgres://app:{SECRET}/x@127.0.0.1:1/test"),
         format!("postgres:app:{SECRET}@127.0.0.1:1/test"),
+        // sqlx reads a password from the query too.
+        format!("postgres://app@127.0.0.1:1/test?password={SECRET}"),
+        format!("postgres://app@127.0.0.1:1/test?sslmode=disable&sslpassword={SECRET}"),
+        format!("postgres://app:a%25b:{SECRET}@127.0.0.1:1/test"),
+        format!("postgres://app:ä€{SECRET}@127.0.0.1:1/test"),
     ] {
         assert_never_shown(SECRET, async {
             let built = StoreConfig::new(url.as_str()).validated();

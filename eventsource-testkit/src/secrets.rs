@@ -8,7 +8,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 /// Bus URLs carrying `secret` as the password in every shape seen leak
-/// before — plain, with a `/` in the password, without `//` — for Redis,
+/// before — plain, with a `/` in the password, without `//`, with each of
+/// `@ % : # ?` or non-ASCII in it, in a `?password=` query — for Redis,
 /// RabbitMQ and Kafka, each pointing at a closed port (127.0.0.1:1).
 pub fn urls_with_password(secret: &str) -> Vec<String> {
     let mut urls = Vec::new();
@@ -20,6 +21,13 @@ pub fn urls_with_password(secret: &str) -> Vec<String> {
         urls.push(format!("{scheme}://user:{secret}@{tail}"));
         urls.push(format!("{scheme}://user:{secret}/x@{tail}"));
         urls.push(format!("{scheme}:user:{secret}@{tail}"));
+        // The characters a URL treats specially, and non-ASCII.
+        for odd in ["@", "%", ":", "#", "?", "ä€"] {
+            urls.push(format!("{scheme}://user:a{odd}{secret}@{tail}"));
+        }
+        // A password in the query (sqlx reads `?password=`).
+        let sep = if tail.contains('?') { '&' } else { '?' };
+        urls.push(format!("{scheme}://user@{tail}{sep}password={secret}"));
     }
     urls
 }

@@ -50,7 +50,7 @@ pub use eventsource_core::{
     REPLAYED_FOR, REPLAYED_FROM,
 };
 // Errors.
-pub use eventsource_core::{redact_url, BoxError, Error, Result};
+pub use eventsource_core::{redact_text, redact_url, BoxError, Error, Result};
 // Schema evolution and tracing.
 pub use eventsource_core::{metrics, schema, trace, upcast};
 

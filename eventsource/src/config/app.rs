@@ -42,8 +42,9 @@ use super::BusConfig;
 /// ```
 ///
 /// Every field but `bus` is optional; a group that is not listed gets the
-/// subscription defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// subscription defaults. `Debug` shows the store URL with its password
+/// masked (as [`redact_url`](eventsource_core::redact_url) does).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The bus (its `backend` may be left out when `url` says it).
@@ -55,6 +56,19 @@ pub struct Config {
     /// Settings per consumer group, by group name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, GroupConfig>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bus", &self.bus)
+            .field(
+                "store",
+                &self.store.as_deref().map(eventsource_core::redact_url),
+            )
+            .field("groups", &self.groups)
+            .finish()
+    }
 }
 
 /// How one consumer group handles its events; what is left out keeps the
@@ -232,8 +246,8 @@ impl Config {
             #[serde(default)]
             groups: BTreeMap<String, GroupConfig>,
         }
-        let rest: Rest = serde_json::from_value(rest)
-            .map_err(|e| Error::config(format!("configuration: {e}")))?;
+        let rest: Rest = serde_path_to_error::deserialize(rest)
+            .map_err(|e| super::located("configuration", e))?;
         for name in rest.groups.keys() {
             eventsource_core::validate_name("consumer group", name)?;
         }

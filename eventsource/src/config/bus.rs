@@ -212,9 +212,67 @@ impl BusConfig {
             }
             *fields = base;
         }
-        serde_json::from_value::<Tagged>(value)
-            .map(BusConfig::from)
-            .map_err(bad)
+        // Each backend's fields are read on their own, so an error names
+        // the field (an internally tagged enum buffers its content and
+        // loses the path).
+        let backend = match value.as_object_mut().and_then(|f| f.remove("backend")) {
+            Some(serde_json::Value::String(b)) => b,
+            _ => {
+                return serde_json::from_value::<Tagged>(value)
+                    .map(BusConfig::from)
+                    .map_err(bad)
+            }
+        };
+        fn read<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+            serde_path_to_error::deserialize(value)
+                .map_err(|e| super::located("bus configuration", e))
+        }
+        // A broker's address is never a default: `{"backend": "redis"}`
+        // alone would quietly mean a Redis on this machine.
+        let has = |field: &str| value.get(field).is_some();
+        let needs = |field: &str, example: &str| {
+            Error::config(format!(
+                "bus configuration: backend `{backend}` needs its `{field}` ({example}); \
+                 no broker address is assumed"
+            ))
+        };
+        match backend.as_str() {
+            #[cfg(feature = "memory")]
+            "memory" => read(value).map(BusConfig::Memory),
+            #[cfg(feature = "redis")]
+            "redis" => {
+                let has_url = has("url");
+                let config = read(value).map(BusConfig::Redis)?;
+                has_url
+                    .then_some(config)
+                    .ok_or_else(|| needs("url", "redis://host:6379"))
+            }
+            #[cfg(feature = "rabbitmq")]
+            "rabbitmq" => {
+                let has_url = has("url");
+                let config = read(value).map(BusConfig::Rabbitmq)?;
+                has_url
+                    .then_some(config)
+                    .ok_or_else(|| needs("url", "amqp://user:password@host:5672/%2f"))
+            }
+            #[cfg(feature = "kafka")]
+            "kafka" => {
+                let has_servers = has("bootstrap_servers");
+                let config = read(value).map(BusConfig::Kafka)?;
+                has_servers
+                    .then_some(config)
+                    .ok_or_else(|| needs("bootstrap_servers", "host:9092"))
+            }
+            _ => {
+                let mut tagged = value;
+                if let Some(fields) = tagged.as_object_mut() {
+                    fields.insert("backend".into(), serde_json::Value::String(backend));
+                }
+                serde_json::from_value::<Tagged>(tagged)
+                    .map(BusConfig::from)
+                    .map_err(bad)
+            }
+        }
     }
 }
 

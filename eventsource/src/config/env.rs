@@ -38,6 +38,16 @@ pub(super) fn config_from_vars(vars: impl IntoIterator<Item = (String, String)>)
             "BUS" => url = Some(raw),
             "NAMESPACE" => namespace = Some(raw),
             "STORE" => store = Some(raw),
+            // The `eventsource console` login token: not the application's.
+            "CONSOLE_TOKEN" => {}
+            // The URL has a variable of its own; this one would be
+            // overwritten by it (or missed without it).
+            "BUS_URL" | "BUS_BACKEND" => {
+                return Err(Error::config(format!(
+                    "environment variable `{name}` is not read: the bus URL (which names the \
+                     backend) is EVENTSOURCE_BUS"
+                )))
+            }
             _ => {
                 if let Some(field) = key.strip_prefix("BUS_") {
                     bus.insert(field.to_ascii_lowercase(), scalar(&raw));
