@@ -922,3 +922,78 @@ pub async fn a_watch_follows_new_events_without_taking_any(f: &dyn BusFactory) {
     .await;
     assert!(end.is_ok(), "the watch ends when the bus shuts down");
 }
+
+/// A retry's backoff holds its aggregate, not the worker: with one
+/// worker (`concurrency(1)`, the default), aggregate A's first event fails
+/// and waits a 5 s backoff while all 100 events of aggregate B are
+/// handled; then A's retry succeeds, and A's second event follows it, in
+/// order. (Before, the worker slept through the backoff and B waited.)
+pub async fn a_retry_backoff_does_not_hold_the_worker(f: &dyn BusFactory) {
+    const BACKOFF: Duration = Duration::from_secs(5);
+    const B_EVENTS: u64 = 100;
+    let bus = f.bus().await;
+    let b_handled = Arc::new(AtomicUsize::new(0));
+    let a_failed = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (b, failed) = (Arc::clone(&b_handled), Arc::clone(&a_failed));
+    let s = Subscription::builder("patient")
+        .concurrency(1)
+        .retry(RetryPolicy::fixed(3, BACKOFF).expect("valid policy"))
+        .handler(handler_fn(move |e: EventEnvelope| {
+            let (b, failed, tx) = (Arc::clone(&b), Arc::clone(&failed), tx.clone());
+            async move {
+                if e.aggregate_id == "B" {
+                    b.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                if e.aggregate_version == 1 && !failed.swap(true, Ordering::SeqCst) {
+                    let _ = tx.send((e.aggregate_version, None, std::time::Instant::now()));
+                    return Err(HandlerError::transient("A is not ready yet"));
+                }
+                // A's attempt after the backoff: how much of B was done by then.
+                let _ = tx.send((
+                    e.aggregate_version,
+                    Some(b.load(Ordering::SeqCst)),
+                    std::time::Instant::now(),
+                ));
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let _s = subscribe(&bus, s).await;
+    let mut events = vec![probe("A", 1, 1), probe("A", 2, 2)];
+    events.extend((1..=B_EVENTS).map(|v| probe("B", v, 100 + v)));
+    publish(&bus, &events).await;
+
+    type Seen = (u64, Option<usize>, std::time::Instant);
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>, wait: Duration) -> Seen {
+        tokio::time::timeout(wait, rx.recv())
+            .await
+            .expect("A's events are handled within patience + the backoff")
+            .expect("open")
+    }
+    let wait = f.patience() + BACKOFF;
+    let (v, _, failed_at) = next(&mut rx, wait).await;
+    assert_eq!(v, 1, "A's first event is attempted first, and fails");
+    let (v, b_done, retried_at) = next(&mut rx, wait).await;
+    assert_eq!(v, 1, "A's first event is retried before its second");
+    assert!(
+        retried_at.duration_since(failed_at) >= BACKOFF - Duration::from_millis(50),
+        "the retry waited its backoff ({:?})",
+        retried_at.duration_since(failed_at)
+    );
+    assert_eq!(
+        b_done,
+        Some(B_EVENTS as usize),
+        "all of B was handled while A waited its backoff, with one worker"
+    );
+    let (v, _, _) = next(&mut rx, wait).await;
+    assert_eq!(v, 2, "A's second event follows its first, in order");
+    assert!(
+        tokio::time::timeout(f.quiet(), rx.recv()).await.is_err(),
+        "nothing of A handled twice"
+    );
+    assert_eq!(b_handled.load(Ordering::SeqCst), B_EVENTS as usize);
+    finish(bus).await;
+}

@@ -25,12 +25,14 @@
 //!   time, in arrival order per aggregate; the worker that finishes an
 //!   aggregate gets its next delivery, so order holds without a race.
 //! - **Workers** ([`Worker`], `concurrency` per member) take a
-//!   delivery, [`attempt`] it under the subscription's
+//!   delivery, [`attempt_once`] it under the subscription's
 //!   [`RetryPolicy`](crate::RetryPolicy) inside an `eventsource.handle`
 //!   span, count it in [`Counters`], and give it to the backend's
 //!   [`Settle`]: ack on [`Outcome::Handled`], dead-letter then ack on
-//!   [`Outcome::DeadLetter`]. A stop during a backoff
-//!   ([`Outcome::Interrupted`]) leaves it unacked for redelivery.
+//!   [`Outcome::DeadLetter`]. A failure to retry is deferred in the queue
+//!   for its backoff ([`KeyedQueue::defer`]): its aggregate waits, the
+//!   worker goes on with others. A deferred delivery still unacked at a
+//!   stop is redelivered.
 //! - **[`Members`]** is the bus's bookkeeping: open or shut down, which
 //!   members run with which filter (one filter per group), and stopping
 //!   them all within a deadline ([`join_tasks`]).
@@ -59,7 +61,7 @@ pub use parking::{refuse_parking, Parking};
 pub use publish::{publish, stamp, stamp_shared, PublishTarget, SendError, Stamped};
 pub use queue::{Delivery, KeyedQueue};
 pub use settle::Settle;
-pub use worker::{attempt, Outcome, Worker};
+pub use worker::{attempt, attempt_once, Outcome, Step, Worker};
 
 #[cfg(test)]
 mod tests;

@@ -84,6 +84,11 @@ struct Queue<T> {
     waiting: KeyMap<VecDeque<Delivery<T>>>,
     /// Aggregates with a delivery out right now.
     busy: KeySet,
+    /// Deliveries waiting out a retry backoff, with when each is due. Each
+    /// is its aggregate's delivery out (its key stays in `busy`, so the
+    /// aggregate's later deliveries wait behind it), but no worker holds
+    /// it meanwhile. Few at a time: scanned, not sorted.
+    deferred: Vec<(tokio::time::Instant, Delivery<T>)>,
     /// `ready` + `waiting` lengths.
     queued: usize,
 }
@@ -127,6 +132,7 @@ impl<T> KeyedQueue<T> {
                 ready: VecDeque::new(),
                 waiting: KeyMap::default(),
                 busy: KeySet::default(),
+                deferred: Vec::new(),
                 queued: 0,
             }),
             work: Notify::new(),
@@ -253,7 +259,24 @@ impl<T> KeyedQueue<T> {
         self.work.notify_one();
     }
 
-    /// Takes the next delivery whose aggregate is not busy, waiting for one.
+    /// Sets `delivery` aside until `due` (a retry's backoff): its
+    /// aggregate stays busy, so its later deliveries keep waiting behind
+    /// it, while the worker that deferred it goes on with other
+    /// aggregates. [`take`](Self::take) hands it out again once it is due,
+    /// ahead of anything else.
+    pub fn defer(&self, delivery: Delivery<T>, due: tokio::time::Instant) {
+        self.lock().deferred.push((due, delivery));
+        // Every idle worker recomputes when it must wake next.
+        self.work.notify_waiters();
+    }
+
+    /// Deliveries waiting out a retry backoff.
+    pub fn deferred(&self) -> usize {
+        self.lock().deferred.len()
+    }
+
+    /// Takes the next delivery: a deferred one that is due, else the next
+    /// whose aggregate is not busy; waits for one.
     pub async fn take(&self) -> Delivery<T> {
         // Fast path: no waiter registered while there is work.
         if let Some(d) = self.try_take() {
@@ -266,13 +289,37 @@ impl<T> KeyedQueue<T> {
             if let Some(d) = self.try_take() {
                 return d;
             }
-            work.await;
+            let next_due = self.lock().deferred.iter().map(|(due, _)| *due).min();
+            match next_due {
+                Some(due) => {
+                    tokio::select! {
+                        () = work => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => work.await,
+            }
         }
     }
 
-    /// Takes the next delivery whose aggregate is not busy, if any.
+    /// Takes a deferred delivery that is due, else the next delivery
+    /// whose aggregate is not busy, if any.
     pub fn try_take(&self) -> Option<Delivery<T>> {
         let mut q = self.lock();
+        if !q.deferred.is_empty() {
+            let now = tokio::time::Instant::now();
+            let due = q
+                .deferred
+                .iter()
+                .enumerate()
+                .filter(|(_, (at, _))| *at <= now)
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(i, _)| i);
+            if let Some(i) = due {
+                // Its aggregate is still busy: it is that aggregate's turn.
+                return Some(q.deferred.swap_remove(i).1);
+            }
+        }
         while let Some(d) = q.ready.pop_front() {
             let key = self.key(d.key());
             if q.busy.contains(&key) {
@@ -337,10 +384,18 @@ impl<T> KeyedQueue<T> {
         self.lock().busy.len()
     }
 
-    /// Removes and returns everything not yet taken (for shutdown).
+    /// Removes and returns everything not yet taken, deferred retries
+    /// included (for shutdown, or a channel whose tokens died); the
+    /// aggregates of the deferred ones are free again.
     pub fn drain(&self) -> Vec<Delivery<T>> {
         let mut q = self.lock();
-        let mut all: Vec<Delivery<T>> = q.ready.drain(..).collect();
+        let deferred: Vec<Delivery<T>> = q.deferred.drain(..).map(|(_, d)| d).collect();
+        for d in &deferred {
+            let key = self.key(d.key());
+            q.busy.remove(&key);
+        }
+        let mut all: Vec<Delivery<T>> = deferred;
+        all.extend(q.ready.drain(..));
         for (_, w) in q.waiting.drain() {
             all.extend(w);
         }
@@ -372,20 +427,42 @@ impl<T> KeyedQueue<T> {
             *waiting = sift(std::mem::take(waiting));
         }
         q.waiting.retain(|_, w| !w.is_empty());
-        q.queued -= removed.len();
+        let queued_removed = removed.len();
+        // A deferred retry removed frees its aggregate; one of that
+        // aggregate's deliveries still waiting, if any, goes first.
+        let mut kept = Vec::new();
+        for (due, d) in std::mem::take(&mut q.deferred) {
+            if f(&d.token) {
+                let key = self.key(d.key());
+                q.busy.remove(&key);
+                if let Some(mut waiting) = q.waiting.remove(&key) {
+                    while let Some(w) = waiting.pop_back() {
+                        q.ready.push_front(w);
+                    }
+                }
+                removed.push(d);
+            } else {
+                kept.push((due, d));
+            }
+        }
+        q.deferred = kept;
+        q.queued -= queued_removed;
         drop(q);
+        self.work.notify_waiters();
         if !removed.is_empty() {
             self.room.notify_waiters();
         }
         removed
     }
 
-    /// Applies `f` to the tokens of every delivery queued (not taken).
+    /// Applies `f` to the tokens of every delivery queued (not taken),
+    /// deferred retries included.
     pub fn for_each_token(&self, mut f: impl FnMut(&T)) {
         let q = self.lock();
         q.ready
             .iter()
             .chain(q.waiting.values().flatten())
+            .chain(q.deferred.iter().map(|(_, d)| d))
             .for_each(|d| f(&d.token));
     }
 }

@@ -434,3 +434,57 @@ async fn parked_view_and_discard() {
     assert!(dlq.discard("h").await.expect("discard"));
     assert!(!dlq.discard("h").await.expect("discard again"));
 }
+
+/// A deferred retry keeps its aggregate busy (its later deliveries wait)
+/// while other aggregates are taken; it is handed out once due, ahead of
+/// the rest; a worker waiting in `take` wakes for it.
+#[tokio::test(start_paused = true)]
+async fn a_deferred_delivery_keeps_its_aggregate_and_comes_back_when_due() {
+    let q = KeyedQueue::new(10);
+    for (agg, v) in [("a", 1), ("a", 2), ("b", 1)] {
+        q.push(delivery(agg, v), None).await.expect("room");
+    }
+    let a1 = q.try_take().expect("a1");
+    q.defer(a1, tokio::time::Instant::now() + Duration::from_secs(5));
+    assert_eq!(q.deferred(), 1);
+    let b1 = q.try_take().expect("b1 while a1 waits");
+    assert_eq!(b1.key(), "b");
+    assert!(q.finish("b").is_none());
+    assert!(q.try_take().is_none(), "a2 waits behind the deferred a1");
+    let started = tokio::time::Instant::now();
+    let again = q.take().await;
+    assert_eq!(
+        (again.key(), again.envelope.aggregate_version),
+        ("a", 1),
+        "a1 comes back first"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(5), "when due");
+    let a2 = q.finish("a").expect("then a2, in order");
+    assert_eq!(a2.envelope.aggregate_version, 2);
+}
+
+/// Draining or removing a deferred delivery frees its aggregate; a
+/// delivery of it still waiting is handed out next.
+#[tokio::test]
+async fn a_removed_deferred_delivery_frees_its_aggregate() {
+    let q = KeyedQueue::new(10);
+    for v in [1, 2] {
+        let d = delivery("a", v);
+        q.push(Delivery::new(d.envelope, v), None).await.expect("room");
+    }
+    let a1 = q.try_take().expect("a1");
+    assert!(q.try_take().is_none(), "a2 now waits behind a1");
+    q.defer(a1, tokio::time::Instant::now() + Duration::from_secs(60));
+    let mut tokens = Vec::new();
+    q.for_each_token(|t| tokens.push(*t));
+    tokens.sort_unstable();
+    assert_eq!(tokens, [1, 2], "the deferred one counts as held");
+    let removed = q.remove_where(|t| *t == 1);
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].token, 1);
+    let a2 = q.try_take().expect("a is free: a2 is next");
+    assert_eq!(a2.token, 2);
+    q.defer(a2, tokio::time::Instant::now() + Duration::from_secs(60));
+    assert_eq!(q.drain().len(), 1, "drain takes the deferred one");
+    assert_eq!(q.in_flight(), 0, "and frees its aggregate");
+}

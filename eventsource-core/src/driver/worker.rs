@@ -27,73 +27,107 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// What one attempt made of a delivery: an outcome, or another attempt
+/// after a backoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Settled: handled, or to be dead-lettered (or interrupted).
+    Done(Outcome),
+    /// It failed and is retried after this backoff. A worker does not
+    /// wait it out: it [`defer`](super::KeyedQueue::defer)s the delivery
+    /// (its aggregate stays locked, so order holds) and goes on with
+    /// other aggregates.
+    RetryAfter(Duration),
+}
+
+/// Runs the subscription's handler on `delivery` once. Panics count as
+/// failures. Updates `delivery.attempts` and `first_failed_at`; a
+/// failure that is permanent, or the last attempt's, is
+/// [`Outcome::DeadLetter`], any other a [`Step::RetryAfter`] the policy's
+/// backoff.
+pub async fn attempt_once<T>(
+    subscription: &Subscription,
+    delivery: &mut Delivery<T>,
+    counters: &Counters,
+) -> Step {
+    let retry = subscription.retry();
+    delivery.attempts += 1;
+    // The handle span (current here) shows the attempt it ended on.
+    tracing::Span::current().record("attempt", delivery.attempts);
+    let timer = counters.start_call();
+    let result = AssertUnwindSafe(subscription.handler().handle(&delivery.envelope))
+        .catch_unwind()
+        .await;
+    counters.handler_call(subscription.group(), timer, matches!(result, Ok(Ok(()))));
+    let (error, permanent) = match result {
+        Ok(Ok(())) => return Step::Done(Outcome::Handled),
+        Ok(Err(e)) => (e.to_string(), e.is_permanent()),
+        Err(panic) => (
+            format!("handler panicked: {}", panic_message(&*panic)),
+            false,
+        ),
+    };
+    let now = Utc::now();
+    delivery.first_failed_at.get_or_insert(now);
+    if permanent || !retry.should_retry(delivery.attempts) {
+        tracing::warn!(
+            group = subscription.group(),
+            event_id = %delivery.envelope.event_id,
+            attempts = delivery.attempts,
+            %error,
+            "dead-lettering event"
+        );
+        return Step::Done(Outcome::DeadLetter(Failure {
+            error,
+            kind: if permanent {
+                FailureKind::Permanent
+            } else {
+                FailureKind::Exhausted
+            },
+            attempts: delivery.attempts,
+            first_failed_at: delivery.first_failed_at.unwrap_or(now),
+            last_failed_at: now,
+            group: subscription.group().to_owned(),
+            source: String::new(),
+            handler: Some(subscription.handler().name().to_owned()),
+        }));
+    }
+    let delay: Duration = retry.delay_before(delivery.attempts + 1);
+    tracing::debug!(attempt = delivery.attempts, ?delay, %error, "handler failed, retrying");
+    Step::RetryAfter(delay)
+}
+
 /// Runs the subscription's handler on `delivery` until it succeeds, the
 /// failure is permanent, the attempts run out, or `stop` fires during a
-/// backoff. Panics count as failures. Updates `delivery.attempts` and
-/// `first_failed_at`. A handler already running when `stop` fires is let
-/// finish.
+/// backoff, sleeping through each backoff ([`attempt_once`] in a loop).
+/// For work that must finish in place (releasing a parked aggregate's
+/// letters in order); the worker loop defers its retries instead. A
+/// handler already running when `stop` fires is let finish.
 pub async fn attempt<T>(
     subscription: &Subscription,
     delivery: &mut Delivery<T>,
     stop: &CancellationToken,
     counters: &Counters,
 ) -> Outcome {
-    let retry = subscription.retry();
     loop {
-        delivery.attempts += 1;
-        // The handle span (current here) shows the attempt it ended on.
-        tracing::Span::current().record("attempt", delivery.attempts);
-        let timer = counters.start_call();
-        let result = AssertUnwindSafe(subscription.handler().handle(&delivery.envelope))
-            .catch_unwind()
-            .await;
-        counters.handler_call(subscription.group(), timer, matches!(result, Ok(Ok(()))));
-        let (error, permanent) = match result {
-            Ok(Ok(())) => return Outcome::Handled,
-            Ok(Err(e)) => (e.to_string(), e.is_permanent()),
-            Err(panic) => (
-                format!("handler panicked: {}", panic_message(&*panic)),
-                false,
-            ),
-        };
-        let now = Utc::now();
-        delivery.first_failed_at.get_or_insert(now);
-        if permanent || !retry.should_retry(delivery.attempts) {
-            tracing::warn!(
-                group = subscription.group(),
-                event_id = %delivery.envelope.event_id,
-                attempts = delivery.attempts,
-                %error,
-                "dead-lettering event"
-            );
-            return Outcome::DeadLetter(Failure {
-                error,
-                kind: if permanent {
-                    FailureKind::Permanent
-                } else {
-                    FailureKind::Exhausted
-                },
-                attempts: delivery.attempts,
-                first_failed_at: delivery.first_failed_at.unwrap_or(now),
-                last_failed_at: now,
-                group: subscription.group().to_owned(),
-                source: String::new(),
-                handler: Some(subscription.handler().name().to_owned()),
-            });
-        }
-        let delay: Duration = retry.delay_before(delivery.attempts + 1);
-        tracing::debug!(attempt = delivery.attempts, ?delay, %error, "handler failed, retrying");
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => return Outcome::Interrupted,
+        match attempt_once(subscription, delivery, counters).await {
+            Step::Done(outcome) => return outcome,
+            Step::RetryAfter(delay) => {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return Outcome::Interrupted,
+                }
+            }
         }
     }
 }
 
 /// One worker's loop, which every backend runs `concurrency` times per
 /// member (see [`MemberTasks::spawn_workers`](super::MemberTasks::spawn_workers)):
-/// take a delivery, [`attempt`] it, count it, [`Settle`] it, then take
-/// the same aggregate's next delivery if one is waiting. Returns when
+/// take a delivery, [`attempt_once`] it, count it, [`Settle`] it, then take
+/// the same aggregate's next delivery if one is waiting. A failure to be
+/// retried is deferred in the queue for its backoff ([`Step::RetryAfter`]):
+/// its aggregate waits, the worker does not. Returns when
 /// `stop` fires; a handler already running finishes first, and what was
 /// taken but not finished goes back to the queue.
 ///
@@ -192,9 +226,18 @@ impl<T: Send> Worker<'_, T> {
                 );
                 crate::trace::set_parent(&span, &delivery.envelope);
                 counters.in_flight(subscription.group(), 1);
-                let outcome =
-                    tracing::Instrument::instrument(self.decide(&mut delivery), span).await;
+                let step = tracing::Instrument::instrument(self.decide(&mut delivery), span).await;
                 counters.in_flight(subscription.group(), -1);
+                let outcome = match step {
+                    Step::Done(outcome) => outcome,
+                    Step::RetryAfter(delay) => {
+                        // Its aggregate stays locked until it is due and
+                        // handed out again; this worker goes on meanwhile.
+                        *holding.lock() = None;
+                        queue.defer(delivery, tokio::time::Instant::now() + delay);
+                        continue;
+                    }
+                };
                 counters.record(subscription.group(), &delivery, &outcome);
                 if outcome == Outcome::Interrupted {
                     queue.requeue(delivery);
@@ -224,29 +267,39 @@ impl<T: Send> Worker<'_, T> {
 }
 
 impl<T: Send> Worker<'_, T> {
-    /// What to do with `delivery`: [`attempt`] it, or, when the group
+    /// What to do with `delivery`: [`attempt_once`] it, or, when the group
     /// parks aggregates and its aggregate is parked, park it too — unless
     /// it is that aggregate's oldest letter coming back from a replay,
     /// which is attempted and, once handled, releases the rest.
-    async fn decide(&self, delivery: &mut Delivery<T>) -> Outcome {
+    async fn decide(&self, delivery: &mut Delivery<T>) -> Step {
+        match self.parking {
+            None => attempt_once(self.subscription, delivery, self.counters).await,
+            Some(parking) => self.decide_parked(parking, delivery).await,
+        }
+    }
+
+    /// [`decide`](Self::decide) for a group that parks aggregates.
+    async fn decide_parked(&self, parking: &Parking, delivery: &mut Delivery<T>) -> Step {
         let Worker {
             subscription,
             stop,
             counters,
             ..
         } = *self;
-        let Some(parking) = self.parking else {
-            return attempt(subscription, delivery, stop, counters).await;
-        };
         if !parking.ready(stop).await {
-            return Outcome::Interrupted;
+            return Step::Done(Outcome::Interrupted);
         }
         let envelope = Arc::clone(&delivery.envelope);
         let key = envelope.aggregate_id.as_str();
         if !parking.is_parked(key) {
-            return attempt(subscription, delivery, stop, counters).await;
+            return attempt_once(subscription, delivery, counters).await;
         }
-        let parked = || Outcome::DeadLetter(Failure::parked(subscription.group(), &envelope));
+        let parked = || {
+            Step::Done(Outcome::DeadLetter(Failure::parked(
+                subscription.group(),
+                &envelope,
+            )))
+        };
         if !envelope.metadata.contains_key(REPLAYED_FROM) {
             return parked();
         }
@@ -256,7 +309,7 @@ impl<T: Send> Worker<'_, T> {
             })
             .await
         else {
-            return Outcome::Interrupted;
+            return Step::Done(Outcome::Interrupted);
         };
         // Its own letter, if a backend removes it only after the replay.
         let rest: Vec<DeadLetter> = letters
@@ -272,11 +325,13 @@ impl<T: Send> Worker<'_, T> {
             // Not the oldest: it waits behind that one, as before.
             return parked();
         }
+        // The head of a parked aggregate is retried in place: what is
+        // released behind it must follow it at once, in order.
         let outcome = attempt(subscription, delivery, stop, counters).await;
         if outcome == Outcome::Handled {
             self.release(parking, key, rest).await;
         }
-        outcome
+        Step::Done(outcome)
     }
 
     /// Handles `letters` (an aggregate's parked letters, in order) one
