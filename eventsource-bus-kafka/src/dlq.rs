@@ -125,34 +125,56 @@ async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>>
 /// Dead letters replayed per produce by `replay_all`.
 const REPLAY_BATCH: usize = 200;
 
-fn parse_letter(group: &str, r: &Record) -> Result<DeadLetter> {
+/// A letter as stored; one whose headers or event cannot be read is
+/// listed as [`FailureKind::Unreadable`](eventsource_core::FailureKind::Unreadable)
+/// with its raw headers and value, never an error that hides the
+/// group's others.
+fn parse_letter(group: &str, r: &Record) -> DeadLetter {
     let id = format!("{group}/{}/{}", r.partition, r.offset);
-    let bad = |what: String| Error::backend(BACKEND, format!("reading dead letter {id}"), what);
-    let (failure, decoded) = dead_letter::decode(|k| r.headers.get(k).map(String::as_str), false)
-        .map_err(|e| bad(e.to_string()))?;
-    let (envelope, raw) = if decoded {
-        let envelope = wire::decode(&r.headers, Some(&r.payload))
-            .map_err(|e| bad(format!("the event does not decode: {e}")))?;
-        (Some(envelope), None)
-    } else {
+    let raw_of = |keep: &dyn Fn(&str) -> bool| {
         let mut raw: BTreeMap<&str, String> = r
             .headers
             .iter()
-            .filter(|(k, _)| !dead_letter::is_failure_header(k))
+            .filter(|(k, _)| keep(k))
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         raw.insert("value", String::from_utf8_lossy(&r.payload).into_owned());
-        (
-            None,
-            Some(serde_json::to_string(&raw).expect("a string map serializes")),
-        )
+        serde_json::to_string(&raw).expect("a string map serializes")
     };
-    Ok(DeadLetter {
-        id,
-        envelope,
-        raw,
-        failure,
-    })
+    let read = || -> std::result::Result<_, String> {
+        let (failure, decoded) =
+            dead_letter::decode(|k| r.headers.get(k).map(String::as_str), false)
+                .map_err(|e| e.to_string())?;
+        let envelope = if decoded {
+            Some(
+                wire::decode(&r.headers, Some(&r.payload))
+                    .map_err(|e| format!("the event does not decode: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok((failure, envelope))
+    };
+    match read() {
+        Ok((failure, Some(envelope))) => DeadLetter {
+            id,
+            envelope: Some(envelope),
+            raw: None,
+            failure,
+        },
+        Ok((failure, None)) => DeadLetter {
+            id,
+            envelope: None,
+            raw: Some(raw_of(&|k| !dead_letter::is_failure_header(k))),
+            failure,
+        },
+        Err(reason) => DeadLetter {
+            failure: Failure::unreadable(group, &id, reason, chrono::Utc::now()),
+            id,
+            envelope: None,
+            raw: Some(raw_of(&|_| true)),
+        },
+    }
 }
 
 /// The [`DeadLetterQueue`] of a [`KafkaBus`](crate::KafkaBus). Ids are
@@ -176,7 +198,7 @@ impl KafkaDeadLetterQueue {
             .collect();
         let mut letters = Vec::new();
         for r in read_topic(config, &config.dlq_topic(group)).await? {
-            let letter = parse_letter(group, &r)?;
+            let letter = parse_letter(group, &r);
             if !done.contains(&letter.id) {
                 letters.push((letter, r));
             }

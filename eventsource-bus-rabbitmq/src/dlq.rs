@@ -18,7 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 
 use crate::client::{Client, Outgoing};
-use crate::topology::{amqp_err, queue_counts, short, Session, BACKEND};
+use crate::topology::{amqp_err, queue_counts, short, Session};
 use crate::{wire, RabbitBusConfig};
 
 /// What a dead letter carries: the event, or the message that did not decode.
@@ -64,41 +64,69 @@ pub(crate) fn dead_letter_message<'a>(
     }
 }
 
-fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> Result<DeadLetter> {
+/// A letter as stored; one whose headers or event cannot be read is
+/// listed as [`FailureKind::Unreadable`](eventsource_core::FailureKind::Unreadable)
+/// with its raw headers and body, never an error that hides the group's
+/// others.
+fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> DeadLetter {
     let h = wire::headers_as_text(properties);
     let id = properties
         .message_id()
         .as_ref()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let bad =
-        |what: String| Error::backend(BACKEND, format!("reading dead letter {group}/{id}"), what);
-    let (failure, decoded) = dead_letter::decode(|k| h.get(k).map(String::as_str), false)
-        .map_err(|e| bad(e.to_string()))?;
-    let (envelope, raw) = if decoded {
-        let envelope = wire::decode(properties, body)
-            .map_err(|e| bad(format!("the event does not decode: {e}")))?;
-        (Some(envelope), None)
-    } else {
+    let raw_of = |keep: &dyn Fn(&str) -> bool| {
         let raw: BTreeMap<&str, String> = [("body", String::from_utf8_lossy(body).into_owned())]
             .into_iter()
             .chain(
                 h.iter()
-                    .filter(|(k, _)| !dead_letter::is_failure_header(k))
+                    .filter(|(k, _)| keep(k))
                     .map(|(k, v)| (k.as_str(), v.clone())),
             )
             .collect();
-        (
-            None,
-            Some(serde_json::to_string(&raw).expect("a string map serializes")),
-        )
+        serde_json::to_string(&raw).expect("a string map serializes")
     };
-    Ok(DeadLetter {
-        id: format!("{group}/{id}"),
-        envelope,
-        raw,
-        failure,
-    })
+    let read = || -> std::result::Result<_, String> {
+        let (failure, decoded) = dead_letter::decode(|k| h.get(k).map(String::as_str), false)
+            .map_err(|e| e.to_string())?;
+        let envelope = if decoded {
+            Some(
+                wire::decode(properties, body)
+                    .map_err(|e| format!("the event does not decode: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok((failure, envelope))
+    };
+    match read() {
+        Ok((failure, Some(envelope))) => DeadLetter {
+            id: format!("{group}/{id}"),
+            envelope: Some(envelope),
+            raw: None,
+            failure,
+        },
+        Ok((failure, None)) => DeadLetter {
+            id: format!("{group}/{id}"),
+            envelope: None,
+            raw: Some(raw_of(&|k| !dead_letter::is_failure_header(k))),
+            failure,
+        },
+        Err(reason) => {
+            let at = properties
+                .timestamp()
+                .and_then(|t| i64::try_from(t).ok())
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .unwrap_or_else(chrono::Utc::now);
+            let letter_id = format!("{group}/{id}");
+            DeadLetter {
+                failure: Failure::unreadable(group, &letter_id, reason, at),
+                id: letter_id,
+                envelope: None,
+                raw: Some(raw_of(&|_| true)),
+            }
+        }
+    }
 }
 
 /// Makes `session` the only scanner of `dlq` until it closes: it declares
@@ -213,7 +241,7 @@ impl RabbitDeadLetterQueue {
                 .map_err(|e| amqp_err(format!("basic.get from `{dlq}`"), e))?;
             let Some(message) = got else { break };
             let d = message.delivery;
-            let letter = parse_letter(group, &d.properties, &d.data)?;
+            let letter = parse_letter(group, &d.properties, &d.data);
             let message_id = letter.id.split_once('/').map(|(_, m)| m);
             if let Some(Target::Delete(ids)) = &target {
                 if message_id.is_some_and(|m| ids.contains(m)) {

@@ -509,3 +509,62 @@ async fn concurrent_dead_letter_lists_each_see_every_letter() {
         .await
         .expect("shutdown");
 }
+
+/// Two dead letters another tool put in a group's DLQ queue (no failure
+/// headers; one without even a message id) list as unreadable, stop no
+/// parking member, count, and are discarded and purged. Before, the
+/// group's listing failed, and a parking member retried loading its DLQ
+/// forever (0 of 20 handled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_dead_letters_stop_nothing() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let config = common::config().partitions(2u32);
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
+    // The group's queues, as its members declare them.
+    let first = bus
+        .subscribe(
+            Subscription::builder("foreign")
+                .handler(eventsource_core::handler_fn(|_e| async { Ok(()) }))
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    first.unsubscribe().await;
+    let conn = lapin::Connection::connect(&config.url, lapin::ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ reachable");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    for properties in [
+        lapin::BasicProperties::default().with_message_id("hand-1".into()),
+        lapin::BasicProperties::default(),
+    ] {
+        channel
+            .basic_publish(
+                "".into(),
+                config.dlq("foreign").as_str().into(),
+                BasicPublishOptions::default(),
+                b"written-by-hand",
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+    let _ = conn.close(200, "done".into()).await;
+    eventsource_testkit::an_unreadable_letter_stops_nothing(
+        &bus,
+        "foreign",
+        "written-by-hand",
+        Duration::from_secs(20),
+    )
+    .await;
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

@@ -120,29 +120,49 @@ fn parse_id(id: &str) -> Option<(&str, &str)> {
     id.split_once('/')
 }
 
-fn parse_letter(group: &str, entry: StreamId) -> Result<DeadLetter> {
+/// A letter as stored; one whose fields cannot be read is listed as
+/// [`FailureKind::Unreadable`](eventsource_core::FailureKind::Unreadable)
+/// with its raw fields, never an error that hides the group's others.
+fn parse_letter(group: &str, entry: StreamId) -> DeadLetter {
     let f = wire::fields_as_text(&entry.map);
-    let bad = |what: String| {
-        Error::backend(
-            BACKEND,
-            format!("reading dead letter {group}/{}", entry.id),
-            what,
-        )
+    let id = format!("{group}/{}", entry.id);
+    let read = || -> std::result::Result<_, String> {
+        let envelope = match f.get("envelope") {
+            Some(e) => Some(
+                serde_json::from_str(e).map_err(|e| format!("field `envelope` malformed: {e}"))?,
+            ),
+            None => None,
+        };
+        let (failure, _) =
+            dead_letter::decode(|k| f.get(k).map(String::as_str), envelope.is_some())
+                .map_err(|e| e.to_string())?;
+        Ok((envelope, failure))
     };
-    let envelope = match f.get("envelope") {
-        Some(e) => Some(
-            serde_json::from_str(e).map_err(|_| bad("field `envelope` malformed".to_owned()))?,
-        ),
-        None => None,
-    };
-    let (failure, _) = dead_letter::decode(|k| f.get(k).map(String::as_str), envelope.is_some())
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(DeadLetter {
-        id: format!("{group}/{}", entry.id),
-        envelope,
-        raw: f.get("raw").cloned(),
-        failure,
-    })
+    match read() {
+        Ok((envelope, failure)) => DeadLetter {
+            id,
+            envelope,
+            raw: f.get("raw").cloned(),
+            failure,
+        },
+        Err(reason) => {
+            // A stream entry id starts with its time in milliseconds.
+            let at = entry
+                .id
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .unwrap_or_else(chrono::Utc::now);
+            let raw: BTreeMap<&String, &String> = f.iter().collect();
+            DeadLetter {
+                failure: Failure::unreadable(group, &id, reason, at),
+                id,
+                envelope: None,
+                raw: Some(serde_json::to_string(&raw).expect("a string map serializes")),
+            }
+        }
+    }
 }
 
 impl RedisDeadLetterQueue {
@@ -164,11 +184,11 @@ impl RedisDeadLetterQueue {
             .query_async(&mut conn)
             .await
             .map_err(|e| redis_err(format!("XRANGE `{dlq}`"), e))?;
-        reply
+        Ok(reply
             .ids
             .into_iter()
             .map(|e| parse_letter(group, e))
-            .collect()
+            .collect())
     }
 
     async fn groups(&self, query: &DeadLetterQuery) -> Result<Vec<String>> {

@@ -536,3 +536,42 @@ async fn a_member_that_lost_its_lease_cannot_ack_or_dead_letter() {
         .expect("XLEN");
     assert_eq!(dead, 0, "no dead letter written without the lease");
 }
+
+/// Two dead letters written by another tool (plain fields, none of the
+/// failure fields, one with a garbled envelope) list as unreadable, stop
+/// no parking member, count, and are discarded and purged. Before, the
+/// whole group's listing failed, and a parking member retried loading its
+/// DLQ forever (0 of 20 handled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_dead_letters_stop_nothing() {
+    let config = common::config(&common::redis_url()).partitions(2u32);
+    let dlq = config.dlq_stream("foreign");
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);
+    let mut conn = raw_conn().await;
+    let _: String = redis::cmd("XADD")
+        .arg(&dlq)
+        .arg("*")
+        .arg("note")
+        .arg("written-by-hand")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    let _: String = redis::cmd("XADD")
+        .arg(&dlq)
+        .arg("*")
+        .arg("envelope")
+        .arg("{not json written-by-hand")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD");
+    eventsource_testkit::an_unreadable_letter_stops_nothing(
+        &bus,
+        "foreign",
+        "written-by-hand",
+        Duration::from_secs(20),
+    )
+    .await;
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

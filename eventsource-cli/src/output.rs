@@ -35,7 +35,12 @@ pub(crate) fn what(l: &DeadLetter) -> String {
                 e.aggregate_version
             )
         })
-        .unwrap_or_else(|| "(undecodable message)".to_owned())
+        .unwrap_or_else(|| match l.failure.kind {
+            eventsource::FailureKind::Unreadable => {
+                "(unreadable letter: see its raw fields)".to_owned()
+            }
+            _ => "(undecodable message)".to_owned(),
+        })
 }
 
 /// One dead letter in a line or two: what, why, where.

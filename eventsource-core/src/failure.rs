@@ -20,6 +20,11 @@ pub enum FailureKind {
     /// dead letter ([`SubscriptionBuilder::park_aggregate_on_failure`](crate::SubscriptionBuilder::park_aggregate_on_failure)).
     /// Released, in order, when that letter is replayed or discarded.
     Parked,
+    /// The letter itself could not be read: its failure headers (or its
+    /// event) are missing or malformed — written by another tool, an
+    /// older version, or by hand. Listed with its raw fields and the
+    /// reason, purgeable and discardable; it parks no aggregate.
+    Unreadable,
 }
 
 impl FailureKind {
@@ -31,6 +36,7 @@ impl FailureKind {
             FailureKind::Permanent => "permanent",
             FailureKind::Undecodable => "undecodable",
             FailureKind::Parked => "parked",
+            FailureKind::Unreadable => "unreadable",
         }
     }
 
@@ -41,6 +47,7 @@ impl FailureKind {
             Self::Permanent,
             Self::Undecodable,
             Self::Parked,
+            Self::Unreadable,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -117,6 +124,28 @@ impl Failure {
             last_failed_at: now,
             group,
             source: String::new(),
+            handler: None,
+        }
+    }
+
+    /// The failure shown for a letter of `group` that could not be read
+    /// (see [`FailureKind::Unreadable`]): `reason` says why, `source` where
+    /// it is (the DLQ and the entry), `at` when it was written, as far as
+    /// the broker tells.
+    pub fn unreadable(
+        group: impl Into<String>,
+        source: impl Into<String>,
+        reason: impl std::fmt::Display,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Failure {
+            error: format!("unreadable dead letter: {reason}"),
+            kind: FailureKind::Unreadable,
+            attempts: 0,
+            first_failed_at: at,
+            last_failed_at: at,
+            group: group.into(),
+            source: source.into(),
             handler: None,
         }
     }

@@ -31,6 +31,7 @@ mod parking;
 mod proxy;
 mod secrets;
 mod spans;
+mod unreadable;
 
 pub use aggregate::{AggregateOutcome, AggregateTest};
 pub use conformance::*;
@@ -43,6 +44,7 @@ pub use parking::*;
 pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
 pub use secrets::{assert_never_shown, urls_with_password};
 pub use spans::{CapturedSpan, SpanCapture};
+pub use unreadable::an_unreadable_letter_stops_nothing;
 
 /// Writes one `#[tokio::test]` per conformance case, each calling the case
 /// with the given [`BusFactory`] expression.

@@ -45,6 +45,8 @@ pub struct Parking {
     dlq: Arc<dyn DeadLetterQueue>,
     state: Mutex<State>,
     loading: tokio::sync::Mutex<()>,
+    /// Unreadable letters already logged.
+    unreadable_seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Parking {
@@ -67,6 +69,7 @@ impl Parking {
             dlq,
             state: Mutex::new(State::default()),
             loading: tokio::sync::Mutex::new(()),
+            unreadable_seen: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -163,6 +166,16 @@ impl Parking {
         let mut state = self.state.lock();
         let changes = state.changes.take().unwrap_or_default();
         let letters = listed?;
+        for letter in letters
+            .iter()
+            .filter(|l| l.failure.kind == crate::FailureKind::Unreadable)
+        {
+            // Once per letter: it is met again at every load.
+            if self.unreadable_seen.lock().insert(letter.id.clone()) {
+                tracing::warn!(group = %self.group, letter = %letter.id, error = %letter.failure.error,
+                    "an unreadable dead letter parks no aggregate; purge or delete it (eventsource dlq show/purge)");
+            }
+        }
         state.parked = letters
             .iter()
             .filter(|l| l.group() == self.group)

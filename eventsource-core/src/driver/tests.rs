@@ -470,7 +470,9 @@ async fn a_removed_deferred_delivery_frees_its_aggregate() {
     let q = KeyedQueue::new(10);
     for v in [1, 2] {
         let d = delivery("a", v);
-        q.push(Delivery::new(d.envelope, v), None).await.expect("room");
+        q.push(Delivery::new(d.envelope, v), None)
+            .await
+            .expect("room");
     }
     let a1 = q.try_take().expect("a1");
     assert!(q.try_take().is_none(), "a2 now waits behind a1");
