@@ -279,11 +279,29 @@ async fn check_group_filter(
         )
     })
     .await
-    .map_err(|e| Error::backend(BACKEND, format!("describing group `{group}`"), e))?
-    .map_err(|e| kafka_err(format!("describing group `{group}`"), e))?;
-    match existing {
-        Some(existing) => Err(Error::group_filter_conflict(group, &existing, filter)),
-        None => Ok(()),
+    .map_err(|e| Error::backend(BACKEND, format!("describing group `{group}`"), e))?;
+    filter_check(group, filter, existing)
+}
+
+/// What the group's listing says of joining `group` with `filter`: a
+/// conflict with another live member's filter is refused; a broker that
+/// does not answer DescribeGroups (some Kafka-compatible brokers) only
+/// loses the check across processes — the guide says it applies "where
+/// the broker answers it" — so it is a warning, and the member joins.
+fn filter_check(
+    group: &str,
+    filter: &str,
+    listed: std::result::Result<Option<String>, rdkafka::error::KafkaError>,
+) -> Result<()> {
+    match listed {
+        Ok(Some(existing)) => Err(Error::group_filter_conflict(group, &existing, filter)),
+        Ok(None) => Ok(()),
+        Err(e) => {
+            tracing::warn!(group, error = %e,
+                "the broker did not describe the consumer group, so the filters of members in \
+                 other processes are not checked; joining without that check");
+            Ok(())
+        }
     }
 }
 
@@ -658,6 +676,25 @@ impl Settle<Token> for GroupConsumer {
 
 #[cfg(test)]
 mod tests {
+
+    /// A broker that cannot describe the group (tansu with sqlite
+    /// storage answers DescribeGroups with an error) does not keep a
+    /// member out; a conflicting filter still does.
+    #[test]
+    fn an_unanswered_describe_groups_is_a_warning_not_a_refusal() {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        let down = Err(KafkaError::GroupListFetch(
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ));
+        assert!(filter_check("g", "all", down).is_ok());
+        assert!(filter_check("g", "all", Ok(None)).is_ok());
+        let conflict = filter_check("g", "all", Ok(Some("Order.*".into())));
+        assert!(
+            matches!(conflict, Err(Error::GroupFilterConflict { .. })),
+            "{conflict:?}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -60,7 +60,12 @@ async fn spans_carry_the_messaging_conventions() {
     ] {
         assert_eq!(publish.field(field), Some(want), "{field}: {publish:?}");
     }
-    let handle = &capture.named("eventsource.handle")[0];
+    // One span per attempt: the retry is scheduled, not slept inside the
+    // first attempt's span.
+    let handles = capture.named("eventsource.handle");
+    assert_eq!(handles.len(), 2, "a span per attempt: {handles:?}");
+    assert_eq!(handles[0].field("attempt"), Some("1"), "{:?}", handles[0]);
+    let handle = &handles[1];
     let id = event.event_id.to_string();
     for (field, want) in [
         ("otel.name", "process billing"),

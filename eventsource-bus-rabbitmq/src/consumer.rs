@@ -71,6 +71,10 @@ struct Owned {
     releasing: bool,
 }
 
+/// How many times a join is tried again when the group's register queue
+/// is deleted under it (each time, the last other member left just then).
+const JOIN_RACES: u32 = 5;
+
 /// One subscription's consumer of its group's queue: its consume loop
 /// (reconnecting) and its workers.
 pub(crate) struct GroupConsumer {
@@ -163,16 +167,34 @@ impl GroupConsumer {
     }
 
     async fn open(client: &Client, subscription: &Subscription) -> Result<Session> {
-        let mut session = Session::open(&client.config, false).await?;
-        session.presence = Some(
-            join_group(
+        // The register queue is auto-delete: the group's last other member
+        // leaving between its declaration and our consume deletes it, and
+        // the consume fails NOT_FOUND (closing the channel). A rolling
+        // deploy hits this; a new session declares it again.
+        let mut races = 0;
+        let session = loop {
+            let mut session = Session::open(&client.config, false).await?;
+            match join_group(
                 &session.channel,
                 &client.config,
                 subscription.group(),
                 subscription.filter(),
             )
-            .await?,
-        );
+            .await
+            {
+                Ok(presence) => {
+                    session.presence = Some(presence);
+                    break session;
+                }
+                Err(e) if races < JOIN_RACES && e.to_string().contains("NOT_FOUND") => {
+                    races += 1;
+                    tracing::debug!(group = subscription.group(), error = %e,
+                        "the group's register went away as we joined (its last member left); joining again");
+                    session.close().await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         declare_group(
             &session.channel,
             &client.config,

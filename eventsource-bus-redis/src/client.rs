@@ -25,9 +25,15 @@ pub(crate) fn redis_err(context: impl Into<String>, e: redis::RedisError) -> Err
     Error::backend(BACKEND, context, e)
 }
 
-/// Whether an error means the connection is down (worth retrying).
+/// Whether an error means the connection is down, or the server is still
+/// loading its data after a restart (`LOADING`): worth retrying (a
+/// publish does so within its `publish_timeout`).
 pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
 }
 
 impl Client {
@@ -91,4 +97,24 @@ async fn connect_manager(
                 e,
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    /// A publish right after a restart met `LOADING` and failed at once.
+    #[test]
+    fn a_loading_server_is_transient_a_wrong_type_is_not() {
+        let loading = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+            "Redis is loading the dataset in memory",
+        ));
+        assert!(is_transient(&loading));
+        let wrong = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
+        assert!(!is_transient(&wrong));
+    }
 }

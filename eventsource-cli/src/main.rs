@@ -188,11 +188,15 @@ fn group_name(s: &str) -> Result<String, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Logs to stderr, filtered by RUST_LOG (warnings by default).
+    // Logs to stderr, filtered by RUST_LOG (warnings by default). lapin
+    // logs a closed channel at ERROR even where the broker's answer is
+    // expected (a group's queue that does not exist yet); the command
+    // reports what went wrong itself, so lapin's own lines are off
+    // unless RUST_LOG asks for them.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off")),
         )
         .with_writer(std::io::stderr)
         .init();

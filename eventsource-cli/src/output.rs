@@ -150,8 +150,12 @@ impl Progress {
         Progress { bar, verb }
     }
 
-    /// Reports `done` of `total`.
+    /// Reports `done` of `total`; nothing for nothing to do (an empty or
+    /// unknown group is reported once, by the command).
     pub(crate) fn step(&self, done: usize, total: usize) {
+        if total == 0 {
+            return;
+        }
         match &self.bar {
             Some(bar) => {
                 bar.set_length(total as u64);

@@ -87,6 +87,13 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
     );
     let (code, _, stderr) = cli(&namespace, &["dlq", "show", "billing/0-1"]);
     assert_eq!(code, 3, "{stderr}");
+    // A purge of an unknown group says so, and nothing else.
+    let (code, _, stderr) = cli(&namespace, &["dlq", "purge", "--group", "biling", "--yes"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        !stderr.contains("[0/0]") && stderr.contains("no consumer group `biling`"),
+        "{stderr}"
+    );
 
     let (code, _, stderr) = cli(&namespace, &["dlq", "purge", "--group", "billing"]);
     assert_eq!(code, 2, "purge without --yes is a usage error: {stderr}");
@@ -313,4 +320,32 @@ async fn operator_sees_parked_aggregates_and_discards_the_head() {
     bus.shutdown(Duration::from_secs(10))
         .await
         .expect("shutdown");
+}
+
+/// Purging a group RabbitMQ does not have says "not found" and nothing
+/// else: no `[0/0] purged` first, no lapin ERROR lines about the queues
+/// it looked for.
+#[test]
+fn purging_an_unknown_group_on_rabbitmq_only_says_not_found() {
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let namespace = format!("es-cli-{}", uuid::Uuid::now_v7().simple());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventsource"))
+        .env_remove("RUST_LOG")
+        .args(["--bus", &url, "--namespace", &namespace])
+        .args(["dlq", "purge", "--group", "nosuchgroup", "--yes"])
+        .output()
+        .expect("run the eventsource binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "RabbitMQ must be running (./scripts/test.sh starts it): {stderr}"
+    );
+    assert!(
+        stderr.contains("no consumer group `nosuchgroup`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("[0/0]"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
 }

@@ -197,9 +197,18 @@ impl Error {
         context: impl Into<String>,
         source: impl Into<BoxError>,
     ) -> Self {
+        let context = context.into();
+        // The message starts with the backend's name already.
+        let context = match context
+            .strip_prefix(backend)
+            .and_then(|c| c.strip_prefix(": "))
+        {
+            Some(rest) => rest.to_owned(),
+            None => context,
+        };
         Error::Backend {
             backend,
-            context: context.into(),
+            context,
             source: source.into(),
         }
     }
@@ -564,6 +573,20 @@ mod redact_tests {
             assert!(!shown.contains(secret), "{text} shown as {shown}");
             assert!(shown.contains("expected usize"), "{shown}");
         }
+    }
+
+    /// `rabbitmq: rabbitmq: connecting …` and `invalid configuration: …
+    /// invalid configuration: …` said their prefix twice.
+    #[test]
+    fn a_prefix_is_said_once() {
+        let e = crate::Error::backend("rabbitmq", "rabbitmq: connecting to h", "refused");
+        assert_eq!(e.to_string(), "rabbitmq: connecting to h: refused");
+        let inner = crate::Error::config("redis: block must be between 1ms and 1m");
+        let outer = crate::Error::config(format!("`f.toml`: {inner}"));
+        assert_eq!(
+            outer.to_string(),
+            "invalid configuration: `f.toml`: redis: block must be between 1ms and 1m"
+        );
     }
 
     #[test]

@@ -997,3 +997,61 @@ pub async fn a_retry_backoff_does_not_hold_the_worker(f: &dyn BusFactory) {
     assert_eq!(b_handled.load(Ordering::SeqCst), B_EVENTS as usize);
     finish(bus).await;
 }
+
+/// Only a replay marks an event for one group: an event published with
+/// the replay markers in its metadata — as a handler that copies the
+/// metadata of the replayed event it handles into a follow-up does — is
+/// delivered to every group, without the markers. (Before, every group
+/// but the named one skipped it on Redis, RabbitMQ and Kafka, silently.)
+pub async fn a_forged_replay_marker_reaches_every_group(f: &dyn BusFactory) {
+    let bus = f.bus().await;
+    let (mut billing, h1) = Recorder::new("group `billing`");
+    let (mut shipping, h2) = Recorder::new("group `shipping`");
+    let _b = subscribe(
+        &bus,
+        Subscription::builder("billing")
+            .handler(h1)
+            .build()
+            .expect("valid"),
+    )
+    .await;
+    let _s = subscribe(
+        &bus,
+        Subscription::builder("shipping")
+            .handler(h2)
+            .build()
+            .expect("valid"),
+    )
+    .await;
+    let mut follow_up = probe("agg-forged", 1, 1);
+    follow_up.metadata.insert(
+        eventsource_core::REPLAYED_FOR.to_owned(),
+        "other".to_owned(),
+    );
+    follow_up.metadata.insert(
+        eventsource_core::REPLAYED_FROM.to_owned(),
+        "other/1-0".to_owned(),
+    );
+    follow_up
+        .metadata
+        .insert("tenant".to_owned(), "kept".to_owned());
+    publish(&bus, std::slice::from_ref(&follow_up)).await;
+    for rec in [&mut billing, &mut shipping] {
+        let got = rec.expect(1, f.patience()).await;
+        assert_eq!(got[0].event_id, follow_up.event_id, "{}", rec.label);
+        assert!(
+            !got[0].metadata.contains_key(eventsource_core::REPLAYED_FOR)
+                && !got[0]
+                    .metadata
+                    .contains_key(eventsource_core::REPLAYED_FROM),
+            "{}: the markers are stripped: {:?}",
+            rec.label,
+            got[0].metadata
+        );
+        assert_eq!(
+            got[0].metadata.get("tenant").map(String::as_str),
+            Some("kept")
+        );
+    }
+    finish(bus).await;
+}

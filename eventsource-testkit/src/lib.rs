@@ -59,6 +59,7 @@ macro_rules! conformance_suite {
             failing_handler_does_not_affect_other_groups,
             retries_then_succeeds,
             a_retry_backoff_does_not_hold_the_worker,
+            a_forged_replay_marker_reaches_every_group,
             dead_letters_after_max_attempts_with_metadata,
             replay_redelivers_only_to_the_failing_group,
             keeps_per_aggregate_order_under_concurrency,

@@ -120,7 +120,12 @@ impl<'a> PublishTarget<'a> {
 
 /// Events ready to publish: each carries a trace context, the current
 /// span's where it had none, so a handler's span becomes a child of the
-/// span that published. Made by [`stamp`] (borrowed envelopes) or
+/// span that published; and none carries a replay marker
+/// ([`REPLAYED_FOR`](crate::REPLAYED_FOR), [`REPLAYED_FROM`](crate::REPLAYED_FROM)):
+/// only a replay may mark an event for one group, and a replay does not
+/// go through here. A handler that copies the metadata of the replayed
+/// event it handles into its follow-up events would otherwise make every
+/// other group skip them. Made by [`stamp`] (borrowed envelopes) or
 /// [`stamp_shared`] (`Arc`s, for [`EventBus::publish_shared`](crate::EventBus::publish_shared));
 /// [`publish()`] takes nothing else.
 #[derive(Debug)]
@@ -134,8 +139,8 @@ impl<E: Clone> std::ops::Deref for Stamped<'_, E> {
     }
 }
 
-/// Stamps `events` (borrowed as they are when there is nothing to stamp:
-/// no trace context, or every event has one already).
+/// Stamps `events` (borrowed as they are when there is nothing to do:
+/// no trace context to add, no replay marker to strip).
 pub fn stamp(events: &[EventEnvelope]) -> Stamped<'_> {
     stamp_with(
         crate::trace::current_traceparent(),
@@ -143,13 +148,13 @@ pub fn stamp(events: &[EventEnvelope]) -> Stamped<'_> {
         |e| e,
         |e, tp| {
             let mut e = e.clone();
-            add_traceparent(&mut e, tp);
+            stamp_envelope(&mut e, tp);
             e
         },
     )
 }
 
-/// [`stamp`] for shared envelopes: an event that needs a trace context is
+/// [`stamp`] for shared envelopes: an event that needs stamping is
 /// copied once (the caller's `Arc` is not changed); the others are shared.
 pub fn stamp_shared(events: &[Arc<EventEnvelope>]) -> Stamped<'_, Arc<EventEnvelope>> {
     stamp_shared_as(crate::trace::current_traceparent(), events)
@@ -164,12 +169,12 @@ fn stamp_shared_as(
         events,
         |e| e,
         |e, tp| {
-            if e.metadata.contains_key(crate::trace::TRACEPARENT) {
-                Arc::clone(e)
-            } else {
+            if needs_stamp(e, tp) {
                 let mut e = EventEnvelope::clone(e);
-                add_traceparent(&mut e, tp);
+                stamp_envelope(&mut e, tp);
                 Arc::new(e)
+            } else {
+                Arc::clone(e)
             }
         },
     )
@@ -179,24 +184,34 @@ fn stamp_with<'e, E: Clone>(
     traceparent: Option<String>,
     events: &'e [E],
     envelope: impl Fn(&E) -> &EventEnvelope,
-    stamped: impl Fn(&E, &str) -> E,
+    stamped: impl Fn(&E, Option<&str>) -> E,
 ) -> Stamped<'e, E> {
-    match traceparent {
-        Some(tp)
-            if events
-                .iter()
-                .any(|e| !envelope(e).metadata.contains_key(crate::trace::TRACEPARENT)) =>
-        {
-            Stamped(Cow::Owned(events.iter().map(|e| stamped(e, &tp)).collect()))
-        }
-        _ => Stamped(Cow::Borrowed(events)),
+    let tp = traceparent.as_deref();
+    if events.iter().any(|e| needs_stamp(envelope(e), tp)) {
+        Stamped(Cow::Owned(events.iter().map(|e| stamped(e, tp)).collect()))
+    } else {
+        Stamped(Cow::Borrowed(events))
     }
 }
 
-fn add_traceparent(e: &mut EventEnvelope, tp: &str) {
-    e.metadata
-        .entry(crate::trace::TRACEPARENT.to_owned())
-        .or_insert_with(|| tp.to_owned());
+/// Whether `e` lacks the trace context `tp` or carries a replay marker.
+fn needs_stamp(e: &EventEnvelope, tp: Option<&str>) -> bool {
+    (tp.is_some() && !e.metadata.contains_key(crate::trace::TRACEPARENT))
+        || e.metadata.contains_key(crate::REPLAYED_FOR)
+        || e.metadata.contains_key(crate::REPLAYED_FROM)
+}
+
+fn stamp_envelope(e: &mut EventEnvelope, tp: Option<&str>) {
+    if let Some(tp) = tp {
+        e.metadata
+            .entry(crate::trace::TRACEPARENT.to_owned())
+            .or_insert_with(|| tp.to_owned());
+    }
+    let forged = e.metadata.remove(crate::REPLAYED_FOR).is_some()
+        | e.metadata.remove(crate::REPLAYED_FROM).is_some();
+    if forged {
+        tracing::debug!(event_id = %e.event_id, "replay marker removed from a published event's metadata (only a replay sets it)");
+    }
 }
 
 /// The whole pipeline of [`EventBus::publish`](crate::EventBus::publish):
