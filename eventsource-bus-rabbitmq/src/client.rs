@@ -31,6 +31,33 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) body: Vec<u8>,
 }
 
+/// Refuses `m` when its properties cannot fit the connection's frame
+/// limit (RabbitMQ's `frame_max`, 128 KiB by default): a permanent error
+/// naming the limit, with nothing of the batch sent. The body may be any
+/// size (it is split into frames); the headers may not.
+fn too_large(m: &Outgoing<'_>, frame_max: usize) -> Result<()> {
+    let size = crate::wire::content_header_size(&m.properties);
+    if frame_max == 0 || size <= frame_max {
+        return Ok(());
+    }
+    let text = crate::wire::headers_as_text(&m.properties);
+    let attribute = |name: &str| {
+        text.get(&format!("cloudEvents:{name}"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    Err(Error::InvalidEvent {
+        routing_key: m.routing_key.clone(),
+        aggregate_id: attribute("subject"),
+        event_id: attribute("id").parse().unwrap_or_default(),
+        reason: format!(
+            "its headers and metadata take about {size} bytes, and RabbitMQ carries them in one \
+             frame of at most {frame_max} bytes (the connection's frame_max); put large values \
+             in the payload"
+        ),
+    })
+}
+
 impl Client {
     /// Where a publish to `destination` goes, for its span and its errors.
     pub(crate) fn target<'a>(
@@ -76,7 +103,7 @@ impl Client {
     ) -> std::result::Result<(), SendError> {
         match self.try_publish(messages).await {
             Ok(()) => Ok(()),
-            Err(e @ Error::Config(_)) => Err(SendError::Fatal(e)),
+            Err(e @ (Error::Config(_) | Error::InvalidEvent { .. })) => Err(SendError::Fatal(e)),
             Err(e) => {
                 *self.publisher.lock().await = None;
                 Err(SendError::Transient(e))
@@ -89,7 +116,15 @@ impl Client {
         if !guard.as_ref().is_some_and(Session::is_usable) {
             *guard = Some(Session::open(&self.config, true).await?);
         }
-        let channel = &guard.as_ref().expect("session just opened").channel;
+        let session = guard.as_ref().expect("session just opened");
+        // Checked before anything is sent: one message too large would be
+        // a connection error, closing the session other publishes (and
+        // dead-letter writes) share.
+        let frame_max = session.connection.configuration().frame_max() as usize;
+        for m in messages {
+            too_large(m, frame_max)?;
+        }
+        let channel = &session.channel;
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
             let confirm = channel

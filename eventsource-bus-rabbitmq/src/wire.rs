@@ -41,6 +41,34 @@ pub(crate) fn encode(envelope: &EventEnvelope, source: &str) -> (BasicProperties
     (props, envelope.payload.to_string().into_bytes())
 }
 
+/// Room in a frame for what is not the properties: the frame header and
+/// end, the content header's class, weight, body size and flags.
+const CONTENT_HEADER_OVERHEAD: usize = 32;
+
+/// About how many bytes the content header frame of a message with
+/// `props` takes (an upper bound: every short-string property counted at
+/// its longest). AMQP carries all the properties — the headers among them
+/// — in one frame, which must fit the negotiated `frame_max`; a larger
+/// one is a connection error (FRAME_ERROR) that closes the connection.
+pub(crate) fn content_header_size(props: &BasicProperties) -> usize {
+    let table = props.headers().as_ref().map_or(0, |h| {
+        h.inner()
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    AMQPValue::LongString(s) => 4 + s.as_bytes().len(),
+                    AMQPValue::ShortString(s) => 1 + s.as_str().len(),
+                    _ => 16,
+                };
+                1 + k.as_str().len() + 1 + value
+            })
+            .sum::<usize>()
+            + 4
+    });
+    // Up to 13 short strings of at most 256 bytes, the timestamp and such.
+    CONTENT_HEADER_OVERHEAD + table + 13 * 256 + 16
+}
+
 /// The headers as text, for dead letters of messages that do not decode.
 pub(crate) fn headers_as_text(props: &BasicProperties) -> BTreeMap<String, String> {
     props

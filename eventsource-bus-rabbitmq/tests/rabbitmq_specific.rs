@@ -618,3 +618,45 @@ async fn members_joining_as_others_leave_all_subscribe() {
             .expect("shutdown");
     }
 }
+
+/// An event whose metadata cannot fit one AMQP frame is refused at once,
+/// as the permanent error it is, naming the limit; nothing of its batch is
+/// sent, and the shared publisher connection stays up for the next
+/// publish. Before, the broker's FRAME_ERROR was retried as transient for
+/// the whole publish_timeout, each try killing the shared connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_a_frame_is_refused_without_closing_the_connection() {
+    let config = common::config().publish_timeout(Duration::from_secs(5));
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);
+    let (mut rec, h) = Recorder::new("group `big`");
+    let _member = bus
+        .subscribe(
+            Subscription::builder("big")
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    let mut huge = probe("big-1", 1, 1);
+    huge.metadata.insert("blob".into(), "x".repeat(1 << 20));
+    let fine = probe("big-2", 1, 2);
+    let err = bus
+        .publish(&[fine.clone(), huge])
+        .await
+        .expect_err("a 1 MB header cannot be sent");
+    // Not Error::Timeout: refused, not retried until publish_timeout.
+    assert!(matches!(err, Error::InvalidEvent { .. }), "{err:?}");
+    assert!(err.to_string().contains("frame"), "{err}");
+    rec.expect_nothing(Duration::from_millis(500)).await;
+    bus.publish(std::slice::from_ref(&fine))
+        .await
+        .expect("the connection is still up");
+    assert_eq!(
+        rec.expect(1, Duration::from_secs(10)).await[0].event_id,
+        fine.event_id
+    );
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
