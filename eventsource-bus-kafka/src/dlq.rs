@@ -141,40 +141,14 @@ fn parse_letter(group: &str, r: &Record) -> DeadLetter {
         raw.insert("value", String::from_utf8_lossy(&r.payload).into_owned());
         serde_json::to_string(&raw).expect("a string map serializes")
     };
-    let read = || -> std::result::Result<_, String> {
-        let (failure, decoded) =
-            dead_letter::decode(|k| r.headers.get(k).map(String::as_str), false)
-                .map_err(|e| e.to_string())?;
-        let envelope = if decoded {
-            Some(
-                wire::decode(&r.headers, Some(&r.payload))
-                    .map_err(|e| format!("the event does not decode: {e}"))?,
-            )
-        } else {
-            None
-        };
-        Ok((failure, envelope))
-    };
-    match read() {
-        Ok((failure, Some(envelope))) => DeadLetter {
-            id,
-            envelope: Some(envelope),
-            raw: None,
-            failure,
-        },
-        Ok((failure, None)) => DeadLetter {
-            id,
-            envelope: None,
-            raw: Some(raw_of(&|k| !dead_letter::is_failure_header(k))),
-            failure,
-        },
-        Err(reason) => DeadLetter {
-            failure: Failure::unreadable(group, &id, reason, chrono::Utc::now()),
-            id,
-            envelope: None,
-            raw: Some(raw_of(&|_| true)),
-        },
-    }
+    dead_letter::read_letter(
+        id,
+        group,
+        |k| r.headers.get(k).map(String::as_str),
+        || wire::decode(&r.headers, Some(&r.payload)).map_err(|e| e.to_string()),
+        raw_of,
+        chrono::Utc::now,
+    )
 }
 
 /// The [`DeadLetterQueue`] of a [`KafkaBus`](crate::KafkaBus). Ids are

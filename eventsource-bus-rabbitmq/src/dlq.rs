@@ -86,47 +86,20 @@ fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> DeadL
             .collect();
         serde_json::to_string(&raw).expect("a string map serializes")
     };
-    let read = || -> std::result::Result<_, String> {
-        let (failure, decoded) = dead_letter::decode(|k| h.get(k).map(String::as_str), false)
-            .map_err(|e| e.to_string())?;
-        let envelope = if decoded {
-            Some(
-                wire::decode(properties, body)
-                    .map_err(|e| format!("the event does not decode: {e}"))?,
-            )
-        } else {
-            None
-        };
-        Ok((failure, envelope))
-    };
-    match read() {
-        Ok((failure, Some(envelope))) => DeadLetter {
-            id: format!("{group}/{id}"),
-            envelope: Some(envelope),
-            raw: None,
-            failure,
-        },
-        Ok((failure, None)) => DeadLetter {
-            id: format!("{group}/{id}"),
-            envelope: None,
-            raw: Some(raw_of(&|k| !dead_letter::is_failure_header(k))),
-            failure,
-        },
-        Err(reason) => {
-            let at = properties
+    dead_letter::read_letter(
+        format!("{group}/{id}"),
+        group,
+        |k| h.get(k).map(String::as_str),
+        || wire::decode(properties, body).map_err(|e| e.to_string()),
+        raw_of,
+        || {
+            properties
                 .timestamp()
                 .and_then(|t| i64::try_from(t).ok())
                 .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-                .unwrap_or_else(chrono::Utc::now);
-            let letter_id = format!("{group}/{id}");
-            DeadLetter {
-                failure: Failure::unreadable(group, &letter_id, reason, at),
-                id: letter_id,
-                envelope: None,
-                raw: Some(raw_of(&|_| true)),
-            }
-        }
-    }
+                .unwrap_or_else(chrono::Utc::now)
+        },
+    )
 }
 
 /// Makes `session` the only scanner of `dlq` until it closes: it declares

@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{Failure, FailureKind};
+use crate::{DeadLetter, EventEnvelope, Failure, FailureKind};
 
 /// The prefix of every header this codec writes.
 pub const PREFIX: &str = "x-eventsource-";
@@ -116,6 +116,54 @@ pub fn decode<'h>(
         handler: find("handler").map(str::to_owned),
     };
     Ok((failure, decoded))
+}
+
+/// A stored letter as the DLQ lists it, from a backend's reading of it:
+/// its failure from the headers `get` looks up ([`decode`]), and, where
+/// they say the body is the event, that event (`event`). A message that
+/// did not decode is shown by its raw fields without the failure headers;
+/// a letter that cannot be read (headers missing or malformed, an event
+/// that no longer decodes) is [`FailureKind::Unreadable`] with all its raw
+/// fields, dated `at` — never an error that would hide its group's other
+/// letters. `raw` renders the raw fields that its argument keeps.
+pub fn read_letter<'h>(
+    id: String,
+    group: &str,
+    get: impl Fn(&str) -> Option<&'h str>,
+    event: impl FnOnce() -> Result<EventEnvelope, String>,
+    raw: impl Fn(&dyn Fn(&str) -> bool) -> String,
+    at: impl FnOnce() -> DateTime<Utc>,
+) -> DeadLetter {
+    let read = decode(get, false)
+        .map_err(|e| e.to_string())
+        .and_then(|(failure, decoded)| {
+            let envelope = if decoded {
+                Some(event().map_err(|e| format!("the event does not decode: {e}"))?)
+            } else {
+                None
+            };
+            Ok((failure, envelope))
+        });
+    match read {
+        Ok((failure, Some(envelope))) => DeadLetter {
+            id,
+            envelope: Some(envelope),
+            raw: None,
+            failure,
+        },
+        Ok((failure, None)) => DeadLetter {
+            id,
+            envelope: None,
+            raw: Some(raw(&|k| !is_failure_header(k))),
+            failure,
+        },
+        Err(reason) => DeadLetter {
+            failure: Failure::unreadable(group, &id, reason, at()),
+            id,
+            envelope: None,
+            raw: Some(raw(&|_| true)),
+        },
+    }
 }
 
 #[cfg(test)]
