@@ -428,6 +428,8 @@ impl GroupConsumer {
         let block_ms = config.block.as_millis().to_string();
         let mut backoff = Duration::from_millis(100);
         let mut last_claim = tokio::time::Instant::now();
+        // The last take-over filled every slot it had: more may be waiting.
+        let mut abandoned_left = false;
         let mut active = !config.single_active_consumer;
         let mut lease_checked = tokio::time::Instant::now();
         // With single_active_consumer, right after taking the lease: the
@@ -493,9 +495,16 @@ impl GroupConsumer {
                 }
             }
             let streams = self.readable();
-            if last_claim.elapsed() >= config.claim_interval {
+            // Every claim_interval — and at once again while the last
+            // round filled every free slot: entries handed back by members
+            // that left (or a dead member's) may still be waiting, and a
+            // member with room takes them now rather than `prefetch` per
+            // interval.
+            if abandoned_left || last_claim.elapsed() >= config.claim_interval {
                 last_claim = tokio::time::Instant::now();
+                let offered = slots.len();
                 self.take_over(&mut conn, &streams, &mut slots).await;
+                abandoned_left = offered > 0 && slots.is_empty();
                 if slots.is_empty() {
                     continue;
                 }

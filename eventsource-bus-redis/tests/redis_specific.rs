@@ -575,3 +575,75 @@ async fn unreadable_dead_letters_stop_nothing() {
         .await
         .expect("shutdown");
 }
+
+/// Eight of nine members leave while they hold read-ahead entries; the
+/// one left takes over what they handed back at its next claim and keeps
+/// claiming while its slots fill, rather than `prefetch` entries per
+/// `claim_interval` (about 31 s for 185 entries before). Here, with
+/// prefetch 4 and a 2 s claim_interval, the old pace needed a round per
+/// 4 entries; every event is now handled within three claim intervals
+/// of the leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_drains_what_leavers_handed_back() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let config = common::config(&common::redis_url())
+        .prefetch(4usize)
+        .claim_interval(Duration::from_secs(2))
+        .claim_min_idle(Duration::from_secs(5));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let mut buses = Vec::new();
+    let mut members = Vec::new();
+    for _ in 0..9 {
+        let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
+        let h = Arc::clone(&handled);
+        let member = bus
+            .subscribe(
+                Subscription::builder("drain")
+                    .handler(handler_fn(move |_e| {
+                        let h = Arc::clone(&h);
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            h.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        }
+                    }))
+                    .build()
+                    .expect("valid"),
+            )
+            .await
+            .expect("subscribe");
+        buses.push(bus);
+        members.push(member);
+    }
+    let events: Vec<_> = (1..=200).map(|i| probe(&format!("d-{i}"), 1, i)).collect();
+    buses[0].publish(&events).await.expect("publish");
+    eventually("20 handled", Duration::from_secs(10), || {
+        let n = handled.load(Ordering::SeqCst);
+        async move { (n >= 20).then_some(()) }
+    })
+    .await;
+    let last = members.remove(0);
+    let leaves: Vec<_> = members
+        .into_iter()
+        .map(|m| tokio::spawn(m.unsubscribe()))
+        .collect();
+    for leave in leaves {
+        leave.await.expect("a member left");
+    }
+    let left_at = tokio::time::Instant::now();
+    let deadline = left_at + 3 * Duration::from_secs(2);
+    while handled.load(Ordering::SeqCst) < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 200 handled three claim intervals after the leaves",
+            handled.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(last);
+    for bus in buses {
+        bus.shutdown(Duration::from_secs(5))
+            .await
+            .expect("shutdown");
+    }
+}
