@@ -228,50 +228,40 @@ impl BusConfig {
                 .map_err(|e| super::located("bus configuration", e))
         }
         // A broker's address is never a default: `{"backend": "redis"}`
-        // alone would quietly mean a Redis on this machine.
-        let has = |field: &str| value.get(field).is_some();
-        let needs = |field: &str, example: &str| {
-            Error::config(format!(
-                "bus configuration: backend `{backend}` needs its `{field}` ({example}); \
-                 no broker address is assumed"
-            ))
+        // alone would quietly mean a Redis on this machine. Checked after
+        // the fields are read, so a typo is reported first.
+        let address = match backend.as_str() {
+            "redis" => Some(("url", "redis://host:6379")),
+            "rabbitmq" => Some(("url", "amqp://user:password@host:5672/%2f")),
+            "kafka" => Some(("bootstrap_servers", "host:9092")),
+            _ => None,
         };
-        match backend.as_str() {
+        let missing = address.filter(|(field, _)| value.get(*field).is_none());
+        let config = match backend.as_str() {
             #[cfg(feature = "memory")]
             "memory" => read(value).map(BusConfig::Memory),
             #[cfg(feature = "redis")]
-            "redis" => {
-                let has_url = has("url");
-                let config = read(value).map(BusConfig::Redis)?;
-                has_url
-                    .then_some(config)
-                    .ok_or_else(|| needs("url", "redis://host:6379"))
-            }
+            "redis" => read(value).map(BusConfig::Redis),
             #[cfg(feature = "rabbitmq")]
-            "rabbitmq" => {
-                let has_url = has("url");
-                let config = read(value).map(BusConfig::Rabbitmq)?;
-                has_url
-                    .then_some(config)
-                    .ok_or_else(|| needs("url", "amqp://user:password@host:5672/%2f"))
-            }
+            "rabbitmq" => read(value).map(BusConfig::Rabbitmq),
             #[cfg(feature = "kafka")]
-            "kafka" => {
-                let has_servers = has("bootstrap_servers");
-                let config = read(value).map(BusConfig::Kafka)?;
-                has_servers
-                    .then_some(config)
-                    .ok_or_else(|| needs("bootstrap_servers", "host:9092"))
-            }
+            "kafka" => read(value).map(BusConfig::Kafka),
             _ => {
                 let mut tagged = value;
                 if let Some(fields) = tagged.as_object_mut() {
-                    fields.insert("backend".into(), serde_json::Value::String(backend));
+                    fields.insert("backend".into(), serde_json::Value::String(backend.clone()));
                 }
                 serde_json::from_value::<Tagged>(tagged)
                     .map(BusConfig::from)
                     .map_err(bad)
             }
+        }?;
+        match missing {
+            Some((field, example)) => Err(Error::config(format!(
+                "bus configuration: backend `{backend}` needs its `{field}` ({example}); \
+                 no broker address is assumed"
+            ))),
+            None => Ok(config),
         }
     }
 }
