@@ -41,6 +41,22 @@ impl Client {
         config.validate()?;
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| redis_err(format!("opening {}", config.redacted_url()), e))?;
+        // One plain attempt first: a refusal that no retry mends (a wrong
+        // password, a database index the server does not have) fails at
+        // once, where the manager would retry it for seconds.
+        if let Ok(Err(e)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        {
+            if !is_transient(&e) {
+                return Err(redis_err(
+                    format!("connecting to {}", config.redacted_url()),
+                    e,
+                ));
+            }
+        }
         let mut conn = connect_manager(&client, &config, Duration::from_secs(5)).await?;
         // A server just restarted answers LOADING until its data is back:
         // wait that out, with backoff, up to connect_timeout.

@@ -3,6 +3,7 @@
 //! behind, and the refresher that keeps this member's own entries fresh.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,14 +73,29 @@ pub(crate) struct GroupConsumer {
     acker: Mutex<Option<JoinHandle<()>>>,
     /// Whether this member reads: always, or while it holds the group's
     /// lease with `single_active_consumer`.
-    active: std::sync::atomic::AtomicBool,
+    active: AtomicBool,
     /// Partitioned mode: entries were left pending under this member's
     /// name for a partition's new owner (acks or dead letters refused
     /// after the lease was lost), so leaving must not delete the consumer
     /// (XGROUP DELCONSUMER drops its pending entries).
-    left_pending: std::sync::atomic::AtomicBool,
+    left_pending: AtomicBool,
     /// The group's parked aggregates, when the subscription parks them.
     parking: Option<Arc<Parking>>,
+    /// The reader connection's server-side client id (`CLIENT ID`), or -1
+    /// while unknown: a leave sends it `CLIENT UNBLOCK` rather than wait
+    /// out a blocked XREADGROUP.
+    reader_id: AtomicI64,
+    /// Set when the reader has returned: the leave stops unblocking it.
+    reader_ended: AtomicBool,
+}
+
+/// Sets its flag when dropped: on every way out of the reader.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 #[async_trait]
@@ -163,8 +179,8 @@ impl GroupConsumer {
             workers: subscription.concurrency(),
             acks: Mutex::new(None),
             acker: Mutex::new(None),
-            active: std::sync::atomic::AtomicBool::new(true),
-            left_pending: std::sync::atomic::AtomicBool::new(false),
+            active: AtomicBool::new(true),
+            left_pending: AtomicBool::new(false),
             owned: Mutex::new(BTreeMap::new()),
             parking,
             client,
@@ -172,6 +188,8 @@ impl GroupConsumer {
             consumer,
             events,
             replay,
+            reader_id: AtomicI64::new(-1),
+            reader_ended: AtomicBool::new(false),
         });
         // New events only on the shared streams (as a queue bound late would),
         // everything on the group's own replay stream.
@@ -190,9 +208,7 @@ impl GroupConsumer {
         if member.client.config.single_active_consumer {
             let mut conn = member.client.conn.clone();
             let active = member.hold_lease(&mut conn).await;
-            member
-                .active
-                .store(active, std::sync::atomic::Ordering::Release);
+            member.active.store(active, Ordering::Release);
         }
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         *member.acks.lock() = Some(ack_tx);
@@ -325,8 +341,7 @@ impl GroupConsumer {
     fn forsake(&self, stream: &Arc<str>, id: &str) {
         tracing::warn!(group = self.group(), stream = %stream, entry = id, "not dead-lettered: this member no longer owns the partition; its new owner handles the entry");
         self.release(stream, id);
-        self.left_pending
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.left_pending.store(true, Ordering::Release);
     }
 
     fn release(&self, stream: &Arc<str>, id: &str) {
@@ -412,8 +427,7 @@ impl GroupConsumer {
                     // Not this member's to refresh any more: a refresh
                     // (XCLAIM to itself) would take them from the new owner.
                     self.held.lock().remove(&self.events[p as usize]);
-                    self.left_pending
-                        .store(true, std::sync::atomic::Ordering::Release);
+                    self.left_pending.store(true, Ordering::Release);
                 }
                 Err(e) => {
                     tracing::warn!(group = self.group(), partition = p, error = %e, "could not renew a partition's lease")
@@ -424,9 +438,13 @@ impl GroupConsumer {
 
     /// Reads new entries while there are free prefetch slots.
     async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager) {
+        let _ended = SetOnDrop(&self.reader_ended);
         let config = &self.client.config;
         let block_ms = config.block.as_millis().to_string();
         let mut backoff = Duration::from_millis(100);
+        // When the reader's client id was last asked for: again after any
+        // error (the connection may have been replaced) and every second.
+        let mut id_asked: Option<tokio::time::Instant> = None;
         let mut last_claim = tokio::time::Instant::now();
         // The last take-over filled every slot it had: more may be waiting.
         let mut abandoned_left = false;
@@ -509,6 +527,17 @@ impl GroupConsumer {
                     continue;
                 }
             }
+            if id_asked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                id_asked = Some(tokio::time::Instant::now());
+                let id: redis::RedisResult<i64> =
+                    redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await;
+                self.reader_id.store(id.unwrap_or(-1), Ordering::Release);
+            }
+            // A leave cancels, then unblocks: past this check it finds
+            // the XREADGROUP blocked and ends it.
+            if self.tasks.token().is_cancelled() {
+                return;
+            }
             // COUNT applies per stream: split the free slots between them.
             let count = slots.len().div_ceil(streams.len()).max(1);
             let mut xread = redis::cmd("XREADGROUP");
@@ -574,6 +603,7 @@ impl GroupConsumer {
                     }
                 }
                 Err(e) => {
+                    id_asked = None;
                     if !is_transient(&e) {
                         tracing::error!(group = self.group(), error = %e, "XREADGROUP failed");
                     } else {
@@ -868,8 +898,7 @@ impl GroupConsumer {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(group = self.group(), stream = %stream, entries = ids.len(), "not acked: this member no longer owns the partition; its new owner handles these entries again");
-                        self.left_pending
-                            .store(true, std::sync::atomic::Ordering::Release);
+                        self.left_pending.store(true, Ordering::Release);
                     }
                     // Not lost: the entries stay pending and are delivered again.
                     Err(e) => {
@@ -998,6 +1027,27 @@ impl GroupConsumer {
         true
     }
 
+    /// Until the reader returns, ends its blocked XREADGROUP with `CLIENT
+    /// UNBLOCK` (as if its BLOCK had run out: it reads nothing, so no entry
+    /// is left pending by it). Repeated, as the reader may be between two
+    /// commands when the first is sent; given up after `block`, which the
+    /// reader then waits out.
+    async fn unblock_reader(&self) {
+        let mut conn = self.client.conn.clone();
+        let give_up = tokio::time::Instant::now() + self.client.config.block;
+        while !self.reader_ended.load(Ordering::Acquire) && tokio::time::Instant::now() < give_up {
+            let id = self.reader_id.load(Ordering::Acquire);
+            if id >= 0 {
+                let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(id)
+                    .query_async(&mut conn)
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Every `claim_interval`, resets the idle time of the entries this
     /// member holds (XCLAIM to itself with JUSTID), so that other members
     /// take over only a dead member's entries.
@@ -1013,8 +1063,7 @@ impl GroupConsumer {
             let mut conn = self.client.conn.clone();
             if self.client.config.single_active_consumer {
                 let active = self.hold_lease(&mut conn).await;
-                self.active
-                    .store(active, std::sync::atomic::Ordering::Release);
+                self.active.store(active, Ordering::Release);
             }
             self.renew_partitions(&mut conn).await;
             for (stream, ids) in self.held_ids() {
@@ -1032,7 +1081,11 @@ impl Member for GroupConsumer {
     /// if any, then aborts them), and leaves the group — deleting the
     /// consumer when it holds nothing. Returns how many workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
-        let abandoned = self.tasks.stop(deadline).await;
+        // Cancel first, so that an unblocked reader returns rather than
+        // reads again; then end its blocked XREADGROUP while the tasks are
+        // joined, instead of waiting out `block`.
+        self.tasks.token().cancel();
+        let (abandoned, ()) = tokio::join!(self.tasks.stop(deadline), self.unblock_reader());
         // No more acks can come: let the acker send what is queued, then end.
         drop(self.acks.lock().take());
         let acker = self.acker.lock().take();
@@ -1048,7 +1101,7 @@ impl Member for GroupConsumer {
         let mut conn = self.client.conn.clone();
         membership::leave(&mut conn, &self.client.config, self.group(), &self.consumer).await;
         let holds_nothing = self.held.lock().values().all(HashSet::is_empty)
-            && !self.left_pending.load(std::sync::atomic::Ordering::Acquire);
+            && !self.left_pending.load(Ordering::Acquire);
         if holds_nothing {
             for stream in self.events.iter().chain([&self.replay]) {
                 // Only when the server, too, shows nothing pending for it:
