@@ -143,6 +143,53 @@ async fn lock_scans(session: &Session, config: &RabbitBusConfig, dlq: &str) -> R
     }
 }
 
+/// The message that replays `letter` (stored with `properties` and
+/// `body`): the event marked as replayed (see `REPLAYED_FROM`), or a
+/// message that did not decode as it came, to the group's queue — in
+/// partitioned mode, to the queue of its aggregate's partition.
+fn replay_message(
+    config: &RabbitBusConfig,
+    group: &str,
+    letter: &DeadLetter,
+    properties: &BasicProperties,
+    body: &[u8],
+) -> Outgoing<'static> {
+    let (properties, body) = match letter.replayed_envelope() {
+        Some(envelope) => wire::encode(&envelope, &config.source),
+        None => {
+            let h = properties.headers().clone().unwrap_or_default();
+            let cleaned: BTreeMap<ShortString, AMQPValue> = h
+                .inner()
+                .iter()
+                .filter(|(k, _)| !dead_letter::is_failure_header(k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (
+                properties.clone().with_headers(FieldTable::from(cleaned)),
+                body.to_vec(),
+            )
+        }
+    };
+    let queue = match (config.partitions, &letter.envelope) {
+        (Some(n), Some(event)) => config.partition_queue(
+            group,
+            eventsource_core::partition_of(&event.aggregate_id, n),
+        ),
+        (Some(_), None) => config.partition_queue(group, 0),
+        (None, _) => config.queue(group),
+    };
+    Outgoing {
+        exchange: "",
+        routing_key: queue,
+        properties,
+        body,
+    }
+}
+
+/// Letters replayed per confirmed publish (and one multiple ack) by
+/// `replay_all`.
+const REPLAY_BATCH: usize = 200;
+
 /// The [`DeadLetterQueue`] of a [`RabbitBus`](crate::RabbitBus). Ids are
 /// `{group}/{message id}`. Without a group, `list` covers the groups this
 /// bus has subscribed.
@@ -232,39 +279,8 @@ impl RabbitDeadLetterQueue {
             if let Some(Target::One(id, act)) = &target {
                 if message_id == Some(*id) {
                     if let Act::Replay = act {
-                        // The event, marked as replayed (see REPLAYED_FROM);
-                        // a message that did not decode, as it came.
-                        let (properties, body) = match letter.replayed_envelope() {
-                            Some(envelope) => wire::encode(&envelope, &config.source),
-                            None => {
-                                let h = d.properties.headers().clone().unwrap_or_default();
-                                let cleaned: BTreeMap<ShortString, AMQPValue> = h
-                                    .inner()
-                                    .iter()
-                                    .filter(|(k, _)| !dead_letter::is_failure_header(k.as_str()))
-                                    .map(|(k, v)| (k.clone(), v.clone()))
-                                    .collect();
-                                let properties =
-                                    d.properties.clone().with_headers(FieldTable::from(cleaned));
-                                (properties, d.data.clone())
-                            }
-                        };
-                        // Back to the group's queue, or in partitioned mode
-                        // to the queue of its aggregate's partition.
-                        let queue = match (config.partitions, &letter.envelope) {
-                            (Some(n), Some(event)) => config.partition_queue(
-                                group,
-                                eventsource_core::partition_of(&event.aggregate_id, n),
-                            ),
-                            (Some(_), None) => config.partition_queue(group, 0),
-                            (None, _) => config.queue(group),
-                        };
-                        let message = Outgoing {
-                            exchange: "",
-                            routing_key: queue,
-                            properties,
-                            body,
-                        };
+                        let message =
+                            replay_message(config, group, &letter, &d.properties, &d.data);
                         let redacted = config.redacted_url();
                         let target = self.client.target(&message.routing_key, &redacted);
                         self.client
@@ -282,6 +298,70 @@ impl RabbitDeadLetterQueue {
             letters.push(letter);
         }
         Ok((letters, deleted))
+    }
+
+    /// Replays up to `limit` letters of `group` from the head of its DLQ
+    /// on one connection, holding the scan lock: each batch is published
+    /// with confirms, then acked at once (a crash in between replays the
+    /// batch again: at least once, never lost). `progress(n)` after each
+    /// batch, with how many of this group went back so far.
+    async fn replay_group(
+        &self,
+        group: &str,
+        limit: usize,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<usize> {
+        let config = &self.client.config;
+        let dlq = config.dlq(group);
+        let session = Session::open(config, false).await?;
+        let result = async {
+            lock_scans(&session, config, &dlq).await?;
+            let Some((count, _)) = queue_counts(config, &dlq).await? else {
+                return Ok(0);
+            };
+            let max = limit.min(count as usize);
+            let redacted = config.redacted_url();
+            let queue = config.queue(group);
+            let target = self.client.target(&queue, &redacted);
+            let mut replayed = 0;
+            while replayed < max {
+                let mut batch = Vec::new();
+                let mut last = None;
+                while replayed + batch.len() < max && batch.len() < REPLAY_BATCH {
+                    let got = session
+                        .channel
+                        .basic_get(short("queue", &dlq)?, BasicGetOptions { no_ack: false })
+                        .await
+                        .map_err(|e| amqp_err(format!("basic.get from `{dlq}`"), e))?;
+                    let Some(message) = got else { break };
+                    let d = message.delivery;
+                    let letter = parse_letter(group, &d.properties, &d.data);
+                    batch.push(replay_message(
+                        config,
+                        group,
+                        &letter,
+                        &d.properties,
+                        &d.data,
+                    ));
+                    last = Some(d.acker);
+                }
+                let Some(last) = last else { break };
+                self.client.publish_confirmed(&target, &batch).await?;
+                // Every delivery of this channel up to the last: the batch.
+                last.ack(BasicAckOptions { multiple: true })
+                    .await
+                    .map_err(|e| amqp_err(format!("acking replayed dead letters of `{dlq}`"), e))?;
+                for _ in &batch {
+                    self.client.stats.replayed(group);
+                }
+                replayed += batch.len();
+                progress(replayed);
+            }
+            Ok(replayed)
+        }
+        .await;
+        session.close().await;
+        result
     }
 
     fn groups(&self, query: &DeadLetterQuery) -> Vec<String> {
@@ -340,6 +420,39 @@ impl DeadLetterQueue for RabbitDeadLetterQueue {
         } else {
             Err(Error::not_found(format!("rabbitmq: dead letter `{id}`")))
         }
+    }
+
+    /// One connection and one scan per group, replaying in confirmed
+    /// batches from the head of the queue (a replay of each letter was a
+    /// scan of each: ~90 ms a letter, 111 s for 1,000).
+    async fn replay_all_with_progress(
+        &self,
+        query: &DeadLetterQuery,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize> {
+        let config = &self.client.config;
+        let groups = self.groups(query);
+        let mut total = 0;
+        for group in &groups {
+            if let Some((ready, _)) = queue_counts(config, &config.dlq(group)).await? {
+                total += ready as usize;
+            }
+        }
+        let total = query.limit.map_or(total, |limit| limit.min(total));
+        let mut done = 0;
+        for group in &groups {
+            let left = query.limit.map_or(usize::MAX, |limit| limit - done);
+            if left == 0 {
+                break;
+            }
+            let before = done;
+            done += self
+                .replay_group(group, left, &|n| {
+                    progress(before + n, total.max(before + n))
+                })
+                .await?;
+        }
+        Ok(done)
     }
 
     async fn delete(&self, id: &str) -> Result<bool> {
