@@ -23,6 +23,15 @@ pub(crate) fn kafka_err(context: impl Into<String>, e: KafkaError) -> Error {
     Error::backend(BACKEND, context, e)
 }
 
+/// Whether the broker (or librdkafka, before sending) refused a record as
+/// larger than it accepts.
+pub(crate) fn is_too_large(e: &Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<KafkaError>())
+        .and_then(KafkaError::rdkafka_error_code)
+        == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+}
+
 /// One record to produce.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {

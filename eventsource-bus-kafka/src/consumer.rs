@@ -21,8 +21,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{client_config, kafka_err, Client, BACKEND};
-use crate::dlq::dead_letter_record;
+use crate::client::{client_config, is_too_large, kafka_err, Client, BACKEND};
+use crate::dlq::{dead_letter_record, reduced_letter};
 use crate::wire;
 
 /// How a record's offset follows the partition's last one.
@@ -553,7 +553,9 @@ impl GroupConsumer {
         }
     }
 
-    /// Produces a dead letter (acknowledged); `true` on success.
+    /// Produces a dead letter (acknowledged); `true` on success. A letter
+    /// the broker refuses as too large is written reduced
+    /// ([`reduced_letter`]): the partition moves on.
     async fn dead_letter(
         &self,
         key: &str,
@@ -562,9 +564,15 @@ impl GroupConsumer {
         failure: &Failure,
         decoded: bool,
     ) -> bool {
-        let record =
-            dead_letter_record(&self.client.config, key, headers, payload, failure, decoded);
-        match self.client.produce(std::slice::from_ref(&record)).await {
+        let config = &self.client.config;
+        let record = dead_letter_record(config, key, &headers, &payload, failure, decoded);
+        let mut written = self.client.produce(std::slice::from_ref(&record)).await;
+        if written.as_ref().is_err_and(is_too_large) {
+            tracing::warn!(group = self.group(), source = %failure.source, "the dead letter is too large for the broker; writing it reduced");
+            let reduced = reduced_letter(config, key, &headers, &payload, failure);
+            written = self.client.produce(std::slice::from_ref(&reduced)).await;
+        }
+        match written {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "could not dead-letter; the record stays uncommitted and is redelivered after a restart");

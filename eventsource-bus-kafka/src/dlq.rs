@@ -16,22 +16,121 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::client::{client_config, kafka_err, Client, Outgoing, BACKEND};
 use crate::{wire, KafkaBusConfig};
 
+/// Marks a reduced dead letter ([`reduced_letter`]): the names of the
+/// fields cut from it, comma-separated (`value` for the record's value).
+pub(crate) const CUT_HEADER: &str = "x-eventsource-cut";
+
+/// The most a dead letter's record may hold (key, value and headers):
+/// librdkafka's default `message.max.bytes` (1,000,000), less room for the
+/// record's own overhead. A larger letter is written reduced.
+pub(crate) const LETTER_LIMIT: usize = 1_000_000 - 16 * 1024;
+
+/// In a reduced letter, a field longer than this is cut.
+const FIELD_KEPT: usize = 1024;
+
+/// The bytes a record of these parts holds, near enough to compare with
+/// [`LETTER_LIMIT`].
+fn record_size<'a>(
+    key: &str,
+    headers: impl IntoIterator<Item = (&'a String, &'a String)>,
+    payload: &[u8],
+) -> usize {
+    let headers: usize = headers
+        .into_iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
+    key.len() + payload.len() + headers
+}
+
 /// The record that goes to a group's DLQ topic: the original key, value and
-/// `ce_` headers, plus the failure in the core codec's headers.
+/// `ce_` headers, plus the failure in the core codec's headers — or, when
+/// that would pass [`LETTER_LIMIT`], the [`reduced_letter`].
 pub(crate) fn dead_letter_record(
     config: &KafkaBusConfig,
     key: &str,
-    mut headers: BTreeMap<String, String>,
-    payload: Vec<u8>,
+    headers: &BTreeMap<String, String>,
+    payload: &[u8],
     failure: &Failure,
     decoded: bool,
 ) -> Outgoing {
-    headers.extend(dead_letter::encode(failure, decoded));
+    let failure_headers: BTreeMap<String, String> =
+        dead_letter::encode(failure, decoded).into_iter().collect();
+    if record_size(key, headers.iter().chain(&failure_headers), payload) > LETTER_LIMIT {
+        return reduced_letter(config, key, headers, payload, failure);
+    }
     Outgoing {
         topic: config.dlq_topic(&failure.group),
         key: key.to_owned(),
         partition: None,
-        headers: wire::headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        headers: wire::headers(
+            headers
+                .iter()
+                .chain(&failure_headers)
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
+        payload: payload.to_vec(),
+    }
+}
+
+/// A dead letter that fits where the whole one does not (a record with a
+/// megabyte header, refused by the broker as too large, would otherwise
+/// stay uncommitted and block its partition): the value and every header
+/// longer than 1 KiB are cut — all headers, if they are still too many —
+/// and named in [`CUT_HEADER`] and in the failure's message. The letter
+/// keeps the failure, whose `source` (`topic[partition]@offset`) says
+/// where the original is: replaying the letter reads the original from
+/// there.
+pub(crate) fn reduced_letter(
+    config: &KafkaBusConfig,
+    key: &str,
+    headers: &BTreeMap<String, String>,
+    payload: &[u8],
+    failure: &Failure,
+) -> Outgoing {
+    let mut cut: Vec<String> = Vec::new();
+    if payload.len() > FIELD_KEPT {
+        cut.push("value".to_owned());
+    }
+    let mut kept: BTreeMap<String, String> = headers
+        .iter()
+        .filter(|(k, v)| {
+            let keep = v.len() <= FIELD_KEPT && !dead_letter::is_failure_header(k);
+            if !keep && !dead_letter::is_failure_header(k) {
+                cut.push((*k).clone());
+            }
+            keep
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if record_size(key, &kept, &[]) > LETTER_LIMIT / 2 {
+        cut.extend(std::mem::take(&mut kept).into_keys());
+    }
+    let cut = match cut.len() {
+        0..=10 => cut.join(", "),
+        n => format!("{} and {} more", cut[..10].join(", "), n - 10),
+    };
+    let mut failure = failure.clone();
+    let mut error: String = failure.error.chars().take(FIELD_KEPT).collect();
+    if error.len() < failure.error.len() {
+        error.push('…');
+    }
+    failure.error = format!(
+        "{error} (this dead letter was too large for the broker: {cut} cut; replaying it \
+         reads the original at {})",
+        failure.source
+    );
+    kept.extend(dead_letter::encode(&failure, false));
+    kept.insert(CUT_HEADER.to_owned(), cut);
+    let payload = if payload.len() > FIELD_KEPT {
+        Vec::new()
+    } else {
+        payload.to_vec()
+    };
+    Outgoing {
+        topic: config.dlq_topic(&failure.group),
+        key: key.chars().take(FIELD_KEPT).collect(),
+        partition: None,
+        headers: wire::headers(kept.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         payload,
     }
 }
@@ -69,15 +168,41 @@ where
     .map_err(|e| Error::backend(BACKEND, "reading watermarks", e))?
 }
 
-/// Reads every record of `topic` up to its high watermarks.
-async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>> {
+/// A consumer that reads topics by assignment, committing nothing.
+fn reader(config: &KafkaBusConfig) -> Result<Arc<StreamConsumer>> {
     let consumer: StreamConsumer = client_config(config)
         .set("group.id", format!("{}.dlq-reader", config.topic_prefix))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()
         .map_err(|e| kafka_err("creating a dead-letter reader", e))?;
-    let consumer = Arc::new(consumer);
+    Ok(Arc::new(consumer))
+}
+
+/// The next record `consumer` receives, within 10 s.
+async fn next_record(consumer: &StreamConsumer, topic: &str) -> Result<Record> {
+    let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: format!("kafka: reading `{topic}`"),
+            after: Duration::from_secs(10),
+        })?
+        .map_err(|e| kafka_err(format!("reading `{topic}`"), e))?;
+    Ok(Record {
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        headers: wire::headers_as_text(message.headers()),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    })
+}
+
+/// Reads every record of `topic` up to its high watermarks.
+async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>> {
+    let consumer = reader(config)?;
     let bounds: Vec<(i32, i64, i64)> = topic_bounds(Arc::clone(&consumer), topic)
         .await?
         .into_iter()
@@ -97,29 +222,61 @@ async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>>
     let mut remaining: BTreeMap<i32, i64> = bounds.iter().map(|(p, _, high)| (*p, *high)).collect();
     let mut records = Vec::new();
     while !remaining.is_empty() {
-        let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: format!("kafka: reading `{topic}` to its end"),
-                after: Duration::from_secs(10),
-            })?
-            .map_err(|e| kafka_err(format!("reading `{topic}`"), e))?;
-        let (p, o) = (message.partition(), message.offset());
-        if remaining.get(&p).is_some_and(|high| o + 1 >= *high) {
-            remaining.remove(&p);
+        let record = next_record(&consumer, topic).await?;
+        if remaining
+            .get(&record.partition)
+            .is_some_and(|high| record.offset + 1 >= *high)
+        {
+            remaining.remove(&record.partition);
         }
-        records.push(Record {
-            partition: p,
-            offset: o,
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default(),
-            headers: wire::headers_as_text(message.headers()),
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        });
+        records.push(record);
     }
     Ok(records)
+}
+
+/// Where a letter's `source` (`topic[partition]@offset`) says its
+/// record was.
+fn source_of(source: &str) -> Option<(&str, i32, i64)> {
+    let (at, offset) = source.rsplit_once('@')?;
+    let (topic, partition) = at.strip_suffix(']')?.rsplit_once('[')?;
+    Some((topic, partition.parse().ok()?, offset.parse().ok()?))
+}
+
+/// The original record of a reduced letter ([`reduced_letter`]), read
+/// back from the `topic[partition]@offset` of its failure's source.
+async fn read_original(config: &KafkaBusConfig, letter: &DeadLetter) -> Result<Record> {
+    let source = letter.failure.source.as_str();
+    let gone = || {
+        Error::not_found(format!(
+            "kafka: the original of dead letter `{}`, which was written reduced, at {source} \
+             (the topic no longer holds it; the letter's fields that were kept are all there is)",
+            letter.id
+        ))
+    };
+    let (topic, partition, offset) = source_of(source).ok_or_else(gone)?;
+    let consumer = reader(config)?;
+    let (_, low, high) = topic_bounds(Arc::clone(&consumer), topic)
+        .await?
+        .into_iter()
+        .find(|(p, _, _)| *p == partition)
+        .ok_or_else(gone)?;
+    if offset < low || offset >= high {
+        return Err(gone());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
+    loop {
+        let record = next_record(&consumer, topic).await?;
+        match record.offset.cmp(&offset) {
+            std::cmp::Ordering::Less => continue,
+            std::cmp::Ordering::Equal => return Ok(record),
+            std::cmp::Ordering::Greater => return Err(gone()),
+        }
+    }
 }
 
 /// Dead letters replayed per produce by `replay_all`.
@@ -224,8 +381,20 @@ impl KafkaDeadLetterQueue {
     /// group's replay topic; then marks them done (another). A crash between the two replays
     /// them again on the next run: at least once, never lost.
     async fn replay_batch(&self, letters: &[(DeadLetter, Record)]) -> Result<()> {
+        // A reduced letter replays its original, read back from its source.
+        let mut originals = BTreeMap::new();
+        for (i, (letter, record)) in letters.iter().enumerate() {
+            if record.headers.contains_key(CUT_HEADER) {
+                let original = read_original(&self.client.config, letter).await?;
+                let mut letter = letter.clone();
+                letter.envelope = wire::decode(&original.headers, Some(&original.payload)).ok();
+                originals.insert(i, (letter, original));
+            }
+        }
         let replays: Vec<Outgoing> = letters
             .iter()
+            .enumerate()
+            .map(|(i, found)| originals.get(&i).unwrap_or(found))
             .map(|(letter, record)| {
                 if let Some(envelope) = letter.replayed_envelope() {
                     // Back through its aggregate's partition of the events
@@ -367,5 +536,115 @@ impl DeadLetterQueue for KafkaDeadLetterQueue {
             self.client.produce(&markers).await?;
         }
         Ok(markers.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Headers;
+
+    fn failure() -> Failure {
+        let at = chrono::Utc::now();
+        Failure {
+            error: "boom".into(),
+            kind: eventsource_core::FailureKind::Permanent,
+            attempts: 3,
+            first_failed_at: at,
+            last_failed_at: at,
+            group: "billing".into(),
+            source: "es.events[2]@41".into(),
+            handler: None,
+        }
+    }
+
+    fn header_names(record: &Outgoing) -> BTreeMap<String, String> {
+        wire::headers_as_text(Some(&record.headers))
+    }
+
+    #[test]
+    fn a_source_names_topic_partition_and_offset() {
+        assert_eq!(source_of("es.events[2]@41"), Some(("es.events", 2, 41)));
+        assert_eq!(source_of("a[b]c[0]@7"), Some(("a[b]c", 0, 7)));
+        assert_eq!(source_of("es.events/1-0"), None);
+        assert_eq!(source_of("es.events[x]@1"), None);
+    }
+
+    /// A letter with a megabyte header would be refused by the broker and
+    /// block its partition: it is written reduced, naming what was cut.
+    #[test]
+    fn a_letter_past_the_limit_is_reduced_and_says_what_was_cut() {
+        let config = KafkaBusConfig::new("127.0.0.1:9092");
+        let headers: BTreeMap<String, String> = [
+            ("ce_id".to_owned(), "e-1".to_owned()),
+            ("ce_big".to_owned(), "x".repeat(LETTER_LIMIT)),
+        ]
+        .into();
+        let whole = dead_letter_record(&config, "a-1", &headers, b"{}", &failure(), true);
+        let kept = header_names(&whole);
+        assert_eq!(kept.get(CUT_HEADER).map(String::as_str), Some("ce_big"));
+        assert!(!kept.contains_key("ce_big"));
+        assert_eq!(kept.get("ce_id").map(String::as_str), Some("e-1"));
+        assert_eq!(whole.payload, b"{}");
+        let letter = parse_letter(
+            "billing",
+            &Record {
+                partition: 0,
+                offset: 0,
+                key: whole.key.clone(),
+                headers: kept,
+                payload: whole.payload.clone(),
+            },
+        );
+        assert!(letter.envelope.is_none(), "listed by its raw fields");
+        assert!(
+            letter
+                .failure
+                .error
+                .starts_with("boom (this dead letter was too large")
+                && letter.failure.error.contains("ce_big cut")
+                && letter.failure.error.contains("es.events[2]@41"),
+            "{}",
+            letter.failure.error
+        );
+        // A big value is cut too; a small letter is left whole.
+        let big_value = vec![b'x'; LETTER_LIMIT];
+        let reduced = dead_letter_record(
+            &config,
+            "a-1",
+            &BTreeMap::new(),
+            &big_value,
+            &failure(),
+            true,
+        );
+        assert!(reduced.payload.is_empty());
+        assert_eq!(
+            header_names(&reduced).get(CUT_HEADER).map(String::as_str),
+            Some("value")
+        );
+        let small =
+            dead_letter_record(&config, "a-1", &headers_of_small(), b"{}", &failure(), true);
+        assert!(small.headers.iter().all(|h| h.key != CUT_HEADER));
+    }
+
+    fn headers_of_small() -> BTreeMap<String, String> {
+        [("ce_id".to_owned(), "e-1".to_owned())].into()
+    }
+
+    /// Many small headers that together pass the limit are all cut.
+    #[test]
+    fn too_many_small_headers_are_all_cut() {
+        let config = KafkaBusConfig::new("127.0.0.1:9092");
+        let headers: BTreeMap<String, String> = (0..2000)
+            .map(|i| (format!("h{i}"), "y".repeat(1000)))
+            .collect();
+        let reduced = reduced_letter(&config, "a-1", &headers, b"{}", &failure());
+        let kept = header_names(&reduced);
+        assert!(
+            kept.keys().all(|k| k.starts_with("x-eventsource-")),
+            "{:?}",
+            kept.keys().take(3).collect::<Vec<_>>()
+        );
+        assert!(record_size(&reduced.key, &kept, &reduced.payload) < LETTER_LIMIT);
     }
 }
