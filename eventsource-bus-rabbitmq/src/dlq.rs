@@ -64,17 +64,29 @@ pub(crate) fn dead_letter_message<'a>(
     }
 }
 
+/// The id of a letter stored without a message id: a name-based UUID
+/// (v5) of its headers and body, the same at every listing.
+fn content_id(headers: &BTreeMap<String, String>, body: &[u8]) -> String {
+    let mut content = serde_json::to_vec(headers).expect("a string map serializes");
+    content.push(0);
+    content.extend_from_slice(body);
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &content).to_string()
+}
+
 /// A letter as stored; one whose headers or event cannot be read is
 /// listed as [`FailureKind::Unreadable`](eventsource_core::FailureKind::Unreadable)
 /// with its raw headers and body, never an error that hides the group's
 /// others.
 fn parse_letter(group: &str, properties: &BasicProperties, body: &[u8]) -> DeadLetter {
     let h = wire::headers_as_text(properties);
+    // A message without an id (put there by another tool) gets one from
+    // its content: stable across listings, so it can be shown, replayed
+    // and deleted like any other.
     let id = properties
         .message_id()
         .as_ref()
         .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
+        .unwrap_or_else(|| content_id(&h, body));
     let raw_of = |keep: &dyn Fn(&str) -> bool| {
         let raw: BTreeMap<&str, String> = [("body", String::from_utf8_lossy(body).into_owned())]
             .into_iter()

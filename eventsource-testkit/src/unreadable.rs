@@ -33,6 +33,11 @@ pub async fn an_unreadable_letter_stops_nothing(
         .await
         .expect("a group with unreadable letters still lists");
     assert_eq!(letters.len(), 2, "both foreign letters listed: {letters:?}");
+    assert!(
+        letters[0].id != letters[1].id && letters.iter().all(|l| !l.id.ends_with('/')),
+        "each letter has an id of its own: {:?}",
+        letters.iter().map(|l| &l.id).collect::<Vec<_>>()
+    );
     for l in &letters {
         assert_eq!(l.failure.kind, FailureKind::Unreadable, "{l:?}");
         assert!(l.failure.error.contains("unreadable"), "{l:?}");
