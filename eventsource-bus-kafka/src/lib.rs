@@ -9,9 +9,14 @@
 //! dead-letter topic per group that can be listed, replayed (to that
 //! group's replay topic only) and purged.
 //!
-//! Layout: [`KafkaBus`], topics and the producer in `bus.rs`, the consumer
-//! loop and offset tracking in `consumer.rs`, dead letters in `dlq.rs`,
-//! the record format in `wire.rs`, [`KafkaBusConfig`] in `config.rs`.
+//! Layout: [`KafkaBus`], topics and the producer in `bus.rs`; the
+//! producer, admin client and their helpers in `client.rs`;
+//! [`KafkaBusConfig`] in `config.rs`; one member of a group in
+//! `consumer/` (a file per concept: `reader.rs`, `offsets.rs`,
+//! `rebalance.rs`, `settle.rs`, `close.rs`); the group's filter check
+//! across processes in `membership.rs`; dead letters in `dlq.rs`; a
+//! group's backlog in `lag.rs`; `watch` in `watch.rs`; the record format
+//! in `wire.rs`.
 
 mod bus;
 mod client;
@@ -19,6 +24,7 @@ mod config;
 mod consumer;
 mod dlq;
 mod lag;
+mod membership;
 mod watch;
 mod wire;
 

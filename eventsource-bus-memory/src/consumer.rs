@@ -19,7 +19,7 @@ struct MemorySettle<'a> {
 
 #[async_trait]
 impl Settle<()> for MemorySettle<'_> {
-    async fn settle(&self, delivery: Delivery<()>, outcome: Outcome) {
+    async fn settle(&self, delivery: Delivery<()>, outcome: Outcome) -> bool {
         if let Outcome::DeadLetter(failure) = outcome {
             self.client.dead_letters.insert(DeadLetter {
                 id: String::new(),
@@ -28,6 +28,7 @@ impl Settle<()> for MemorySettle<'_> {
                 failure: failure.from_source(format!("memory:{}", self.group.name)),
             });
         }
+        true
     }
 
     fn settle_now(

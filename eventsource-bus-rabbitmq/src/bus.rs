@@ -10,10 +10,10 @@ use eventsource_core::{
     Result, ShutdownReport, Subscription, SubscriptionHandle,
 };
 
-use crate::client::{Client, Outgoing};
+use crate::client::{Client, Outgoing, BACKEND};
 use crate::consumer::GroupConsumer;
 use crate::dlq::RabbitDeadLetterQueue;
-use crate::topology::{partitioned_counts, queue_counts, BACKEND};
+use crate::lag::{partitioned_counts, queue_counts};
 use crate::{wire, RabbitBusConfig};
 
 /// An [`EventBus`] on RabbitMQ.

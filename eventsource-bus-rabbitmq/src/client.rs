@@ -1,6 +1,7 @@
-//! The publishing session every part of a RabbitMQ bus shares, and the
-//! confirmed publish they all use (below the consumer and the DLQ; above
-//! only the topology and the config).
+//! Connections to the broker (a session: a connection and a channel,
+//! bounded by `connect_timeout`), the publishing session every part of a
+//! RabbitMQ bus shares, and the confirmed publish they all use (the
+//! bottom of the crate: it imports only the config).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -8,11 +9,152 @@ use std::time::Duration;
 use eventsource_core::driver::{Counters, PublishTarget, SendError};
 use eventsource_core::{Error, Result};
 use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Confirmation};
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use parking_lot::Mutex;
 
-use crate::topology::{amqp_err, short, Session, BACKEND};
-use crate::RabbitBusConfig;
+use crate::{ExchangeType, RabbitBusConfig};
+
+pub(crate) const BACKEND: &str = "rabbitmq";
+
+/// Maps a lapin error into the core error, saying what was being done.
+pub(crate) fn amqp_err(context: impl Into<String>, e: lapin::Error) -> Error {
+    Error::backend(BACKEND, context, e)
+}
+
+/// A connection and a channel on it.
+pub(crate) struct Session {
+    pub(crate) connection: Connection,
+    pub(crate) channel: Channel,
+    /// A consumer member's place in its group's register (see
+    /// [`join_group`](crate::membership::join_group)); it lasts as long as the connection.
+    pub(crate) presence: Option<lapin::Consumer>,
+}
+
+impl Session {
+    /// Connects and opens a channel, with publisher confirms if `confirm`.
+    /// Bounded by `connect_timeout` as a whole.
+    pub(crate) async fn open(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
+        within_connect_timeout(config, || Self::open_unbounded(config, confirm)).await
+    }
+
+    async fn open_unbounded(config: &RabbitBusConfig, confirm: bool) -> Result<Session> {
+        let connection = connect(config).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_err("opening a channel", e))?;
+        if confirm {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| amqp_err("enabling publisher confirms", e))?;
+        }
+        declare_exchange(&channel, config).await?;
+        Ok(Session {
+            connection,
+            channel,
+            presence: None,
+        })
+    }
+
+    /// Whether the channel can still be used.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Closes the connection (unacked messages go back to their queues).
+    pub(crate) async fn close(&self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+/// What connecting to the broker in `config` says when it fails.
+pub(crate) fn connecting(config: &RabbitBusConfig) -> String {
+    format!(
+        "rabbitmq: connecting to {} (is RabbitMQ running? start it with `rabbitmq-server -detached`)",
+        config.redacted_url()
+    )
+}
+
+/// Opens a connection (unbounded: callers wrap it in
+/// [`within_connect_timeout`]).
+pub(crate) async fn connect(config: &RabbitBusConfig) -> Result<Connection> {
+    Connection::connect(&config.url, ConnectionProperties::default())
+        .await
+        .map_err(|e| amqp_err(connecting(config), e))
+}
+
+/// Bounds `work` (which connects) by `connect_timeout`: a broker that
+/// accepts and then stays silent fails with `Error::Timeout`.
+///
+/// An attempt that stalls is abandoned after a third of
+/// `connect_timeout` (at least a second) and made again with a new
+/// connection while time is left: under load a connection was seen
+/// authenticated by the broker in 3 ms and then answered nothing more
+/// for 30 s (the broker's log shows nothing for it until the client
+/// closed it), while the next connection worked at once.
+pub(crate) async fn within_connect_timeout<T, F, Fut>(
+    config: &RabbitBusConfig,
+    mut work: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let attempt = (config.connect_timeout / 3)
+        .max(std::time::Duration::from_secs(1))
+        .min(config.connect_timeout);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                operation: connecting(config),
+                after: config.connect_timeout,
+            });
+        }
+        match tokio::time::timeout(attempt.min(left), work()).await {
+            Ok(done) => return done,
+            Err(_) => {
+                tracing::debug!(url = %config.redacted_url(), ?attempt, "a connection attempt stalled; trying again with a new one");
+            }
+        }
+    }
+}
+
+/// A short string, or a typed error naming `what` when longer than 255 bytes.
+pub(crate) fn short(what: &str, s: &str) -> Result<ShortString> {
+    ShortString::try_new(s)
+        .map_err(|_| Error::config(format!("rabbitmq: {what} `{s}` is longer than 255 bytes")))
+}
+
+/// Declares the namespace's events exchange (every session does).
+pub(crate) async fn declare_exchange(channel: &Channel, config: &RabbitBusConfig) -> Result<()> {
+    let kind = match config.exchange_type {
+        ExchangeType::Topic => ExchangeKind::Topic,
+        ExchangeType::Direct => ExchangeKind::Direct,
+        ExchangeType::Fanout => ExchangeKind::Fanout,
+    };
+    let exchange = config.exchange();
+    channel
+        .exchange_declare(
+            short("exchange", &exchange)?,
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                // With expiring queues the exchange goes when its last binding does.
+                auto_delete: config.queue_expires.is_some(),
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| amqp_err(format!("declaring exchange `{exchange}`"), e))
+}
 
 /// The publishing session and counters behind a [`RabbitBus`](crate::RabbitBus).
 pub(crate) struct Client {

@@ -17,8 +17,8 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, Queu
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 
-use crate::client::{Client, Outgoing};
-use crate::topology::{amqp_err, queue_counts, short, Session};
+use crate::client::{amqp_err, short, Client, Outgoing, Session};
+use crate::lag::queue_counts;
 use crate::{wire, RabbitBusConfig};
 
 /// What a dead letter carries: the event, or the message that did not decode.

@@ -9,16 +9,22 @@
 //! of the failing group, and a dead-letter queue per group that can be
 //! listed, replayed (to that group's queue only) and purged.
 //!
-//! Layout: [`RabbitBus`] and the confirmed publisher in `bus.rs`, the
-//! consumer loop in `consumer.rs`, the exchange and queues in
-//! `topology.rs`, dead letters in `dlq.rs`, the message format in
-//! `wire.rs`, [`RabbitBusConfig`] in `config.rs`.
+//! Layout: [`RabbitBus`] and publishing in `bus.rs`; connections,
+//! sessions and the confirmed publisher in `client.rs`;
+//! [`RabbitBusConfig`] in `config.rs`; one member of a group in
+//! `consumer/` (a file per concept: `reader.rs`, `partitioned.rs`,
+//! `settle.rs`); the group register and partition ranks in
+//! `membership.rs`; the queues, bindings and the partition-count check in
+//! `topology.rs`; a group's backlog in `lag.rs`; dead letters in
+//! `dlq.rs`; `watch` in `watch.rs`; the message format in `wire.rs`.
 
 mod bus;
 mod client;
 mod config;
 mod consumer;
 mod dlq;
+mod lag;
+mod membership;
 mod topology;
 mod watch;
 mod wire;

@@ -8,7 +8,8 @@ use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::{amqp_err, bind, declare_exchange, short, watch_keys, Session, BACKEND};
+use crate::client::{amqp_err, declare_exchange, short, Session, BACKEND};
+use crate::topology::{bind, watch_keys};
 use crate::{wire, RabbitBusConfig};
 
 /// Starts a watch of the events exchange; `stop` ends it (with the bus).

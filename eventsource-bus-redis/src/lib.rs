@@ -7,10 +7,14 @@
 //! per group written atomically with the ack, replay to the failing group
 //! only, and automatic takeover (`XAUTOCLAIM`) of what a dead member left.
 //!
-//! Layout: [`RedisBus`] and publishing in `bus.rs`, the consumer loop in
-//! `consumer.rs`, partition counts and leases (partitioned mode) in
-//! `partitions.rs`, dead letters in `dlq.rs`, the entry format (CloudEvents
-//! attribute names) in `wire.rs`, [`RedisBusConfig`] in `config.rs`.
+//! Layout: [`RedisBus`] and publishing in `bus.rs`; the connection and
+//! its helpers in `client.rs`; [`RedisBusConfig`] in `config.rs`; one
+//! member of a group in `consumer/` (a file per concept: `reader.rs`,
+//! `held.rs`, `takeover.rs`, `acker.rs`, `settle.rs`, and the ownership
+//! modes in `ownership.rs`, `single_active.rs`, `partitioned.rs`); the
+//! group register in `membership.rs`; partition counts and leases in
+//! `partitions.rs`; dead letters in `dlq.rs`; `watch` in `watch.rs`; the
+//! entry format (CloudEvents attribute names) in `wire.rs`.
 
 mod bus;
 mod client;

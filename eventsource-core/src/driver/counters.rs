@@ -100,6 +100,19 @@ impl Counters {
             .handler_call(group, timer.started.elapsed(), ok);
     }
 
+    /// A letter of `group` reached the broker: a dead letter, or (`kind`
+    /// [`Parked`](crate::FailureKind::Parked)) an event parked behind one.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn letter_written(&self, group: &str, kind: crate::FailureKind) {
+        if kind == crate::FailureKind::Parked {
+            self.parked.fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "metrics")]
+            self.metrics.parked(group);
+        } else {
+            self.dead_lettered(group);
+        }
+    }
+
     /// A handler of `group` started (`+1`) or ended (`-1`).
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn in_flight(&self, group: &str, delta: i64) {
@@ -118,18 +131,9 @@ impl Counters {
                 self.metrics.handled(group);
                 delivery.attempts.saturating_sub(1)
             }
-            Outcome::DeadLetter(f) if f.kind == crate::FailureKind::Parked => {
-                self.parked.fetch_add(1, Ordering::Relaxed);
-                #[cfg(feature = "metrics")]
-                self.metrics.parked(group);
-                0
-            }
-            Outcome::DeadLetter(_) => {
-                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                #[cfg(feature = "metrics")]
-                self.metrics.dead_lettered(group);
-                delivery.attempts
-            }
+            // Its letter is counted once written: see `letter_written`.
+            Outcome::DeadLetter(f) if f.kind == crate::FailureKind::Parked => 0,
+            Outcome::DeadLetter(_) => delivery.attempts,
             Outcome::Interrupted => delivery.attempts,
         };
         self.failed_attempts

@@ -7,8 +7,11 @@ use super::{Delivery, Outcome};
 /// ([`Outcome::DeadLetter`]). [`Outcome::Interrupted`] never reaches it.
 #[async_trait::async_trait]
 pub trait Settle<T>: Send + Sync {
-    /// Acks or dead-letters `delivery`.
-    async fn settle(&self, delivery: Delivery<T>, outcome: Outcome);
+    /// Acks or dead-letters `delivery`; returns whether its dead letter
+    /// was written (`true` for an ack). A dead letter is counted, and its
+    /// aggregate parked behind it, only once it is on the broker: one that
+    /// could not be written leaves the delivery to come again.
+    async fn settle(&self, delivery: Delivery<T>, outcome: Outcome) -> bool;
 
     /// Settles `delivery` at once when that waits for nothing (an ack the
     /// memory bus has no use for, one Redis batches for later), sparing

@@ -130,11 +130,12 @@ struct PanicsOnce(
 
 #[async_trait::async_trait]
 impl Settle<()> for PanicsOnce {
-    async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) {
+    async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) -> bool {
         if !self.0.swap(true, Ordering::SeqCst) {
             panic!("settle bug");
         }
         let _ = self.1.send(delivery.key().to_owned());
+        true
     }
 }
 
@@ -178,6 +179,67 @@ async fn a_worker_that_panics_outside_the_handler_is_restarted() {
     assert_eq!(got, ["b", "c"], "a's settle panicked; b and c still settle");
     assert_eq!(counters.snapshot().worker_restarts, 1);
     assert_eq!(q.in_flight(), 0, "a is free again");
+}
+
+/// Writes no dead letter (the broker refused it): says so.
+struct LetterRefused(tokio::sync::mpsc::UnboundedSender<String>);
+
+#[async_trait::async_trait]
+impl Settle<()> for LetterRefused {
+    async fn settle(&self, delivery: Delivery<()>, outcome: Outcome) -> bool {
+        let _ = self.0.send(delivery.key().to_owned());
+        outcome == Outcome::Handled
+    }
+}
+
+/// A dead letter counts once it is on the broker: one the backend could
+/// not write is not in `dead_lettered` (it was counted before the write),
+/// while a handled event still counts as handled.
+#[tokio::test]
+async fn a_dead_letter_not_written_is_not_counted() {
+    let q = KeyedQueue::new(10);
+    for agg in ["fails", "works"] {
+        q.push(delivery(agg, 1), None).await.expect("room");
+    }
+    let sub = Subscription::builder("g")
+        .retry(crate::RetryPolicy::no_retry())
+        .handler(crate::handler_fn(|e| async move {
+            if e.aggregate_id == "fails" {
+                Err(crate::HandlerError::permanent("a bug"))
+            } else {
+                Ok(())
+            }
+        }))
+        .build()
+        .expect("valid");
+    let (tx, mut settled) = tokio::sync::mpsc::unbounded_channel();
+    let settle = LetterRefused(tx);
+    let (stop, counters) = (CancellationToken::new(), Counters::default());
+    let worker = Worker {
+        destination: "test",
+        backend: "test",
+        queue: &q,
+        subscription: &sub,
+        stop: &stop,
+        counters: &counters,
+        settle: &settle,
+        parking: None,
+    }
+    .run();
+    let check = async {
+        for _ in 0..2 {
+            settled.recv().await.expect("open");
+        }
+        stop.cancel();
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(worker, check)
+    })
+    .await
+    .expect("both settled");
+    let stats = counters.snapshot();
+    assert_eq!(stats.dead_lettered, 0, "the letter was never written");
+    assert_eq!(stats.handled, 1);
 }
 
 #[tokio::test]
@@ -292,8 +354,9 @@ struct Settled(tokio::sync::mpsc::UnboundedSender<u64>);
 
 #[async_trait::async_trait]
 impl Settle<()> for Settled {
-    async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) {
+    async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) -> bool {
         let _ = self.0.send(delivery.envelope.aggregate_version);
+        true
     }
 }
 

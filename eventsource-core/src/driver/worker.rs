@@ -244,11 +244,18 @@ impl<T: Send> Worker<'_, T> {
                     return;
                 }
                 let envelope = Arc::clone(&delivery.envelope);
-                let parks =
-                    matches!(&outcome, Outcome::DeadLetter(f) if f.kind != FailureKind::Parked);
-                if let Some((delivery, outcome)) = settle.settle_now(delivery, outcome) {
-                    settle.settle(delivery, outcome).await;
+                let letter = match &outcome {
+                    Outcome::DeadLetter(f) => Some(f.kind),
+                    _ => None,
+                };
+                let written = match settle.settle_now(delivery, outcome) {
+                    Some((delivery, outcome)) => settle.settle(delivery, outcome).await,
+                    None => true,
+                };
+                if let (Some(kind), true) = (letter, written) {
+                    counters.letter_written(subscription.group(), kind);
                 }
+                let parks = written && letter.is_some_and(|kind| kind != FailureKind::Parked);
                 if let (Some(parking), true) = (parking, parks) {
                     // Its letter is on the broker now: its next events wait behind it.
                     parking.set(&envelope.aggregate_id, true);

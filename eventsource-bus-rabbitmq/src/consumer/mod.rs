@@ -1,0 +1,190 @@
+//! One member of a consumer group, a file per concept: the member, its
+//! start and its leave here; its consuming connection with the consume
+//! loop and reconnection (`reader.rs`); partitioned mode, with its rank in
+//! the group and a channel per partition it owns (`partitioned.rs`); and
+//! what becomes of a handled message (`settle.rs`).
+
+mod partitioned;
+mod reader;
+mod settle;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use eventsource_core::driver::{refuse_parking, KeyedQueue, Member, MemberTasks, Parking};
+use eventsource_core::{Result, Subscription};
+use lapin::options::BasicQosOptions;
+use lapin::Acker;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{amqp_err, Client, Session, BACKEND};
+use crate::membership::join_group;
+use crate::topology::declare_group;
+use partitioned::{Outstanding, Owned};
+
+/// What a worker needs to settle a message.
+pub(crate) struct Token {
+    acker: Acker,
+    routing_key: String,
+    /// Partitioned mode: the partition it came from, counted outstanding
+    /// until the token is dropped (settled, or dropped unacked when the
+    /// partition is released).
+    partition: Option<Outstanding>,
+}
+
+/// How many times a join is tried again when the group's register queue
+/// is deleted under it (each time, the last other member left just then).
+const JOIN_RACES: u32 = 5;
+
+/// One subscription's consumer of its group's queue: its consume loop
+/// (reconnecting) and its workers.
+pub(crate) struct GroupConsumer {
+    client: Arc<Client>,
+    subscription: Subscription,
+    queue: KeyedQueue<Token>,
+    /// The consuming connection; kept open after `stop` until the workers
+    /// have acked, then closed (unacked messages go back to the queue).
+    session: tokio::sync::Mutex<Option<Session>>,
+    tasks: MemberTasks,
+    /// Partitioned mode: the partitions this member consumes.
+    owned: parking_lot::Mutex<BTreeMap<u32, Owned>>,
+    /// The group's parked aggregates, when the subscription parks them.
+    parking: Option<Arc<Parking>>,
+    /// Consumers let go of at `stop`, kept (not cancelled) until the
+    /// connection is closed: see [`GroupConsumer::hold_until_closed`].
+    held: parking_lot::Mutex<Vec<lapin::Consumer>>,
+}
+
+impl GroupConsumer {
+    /// Declares the group's topology (so a bad filter or an unreachable
+    /// broker fails here) and starts consuming.
+    pub(crate) async fn start(
+        client: Arc<Client>,
+        subscription: Subscription,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>> {
+        let config = &client.config;
+        refuse_parking(
+            BACKEND,
+            &subscription,
+            config.partitions.is_some() || config.single_active_consumer,
+        )?;
+        let parking = subscription.parks_aggregates().then(|| {
+            let dlq = Arc::new(crate::dlq::RabbitDeadLetterQueue {
+                client: Arc::clone(&client),
+            });
+            Parking::new(subscription.group(), dlq)
+        });
+        let session = Self::open(&client, &subscription).await?;
+        let member = Arc::new(GroupConsumer {
+            parking,
+            queue: KeyedQueue::new(usize::from(client.config.prefetch)),
+            session: tokio::sync::Mutex::new(None),
+            tasks: MemberTasks::new(stop),
+            owned: parking_lot::Mutex::new(BTreeMap::new()),
+            held: parking_lot::Mutex::new(Vec::new()),
+            client,
+            subscription,
+        });
+        if member.client.config.partitions.is_some() {
+            member
+                .tasks
+                .helper(Arc::clone(&member).partition_loop(session));
+        } else {
+            member
+                .tasks
+                .helper(Arc::clone(&member).consume_loop(session));
+        }
+        let n = member.subscription.concurrency();
+        member.tasks.spawn_workers(
+            BACKEND,
+            member.client.config.queue(member.subscription.group()),
+            &member,
+            n,
+            |m| {
+                (
+                    &m.queue,
+                    &m.subscription,
+                    &m.client.stats,
+                    m.parking.as_deref(),
+                )
+            },
+        );
+        Ok(member)
+    }
+
+    /// Where a message came from, for its dead letter: the group's queue
+    /// and the routing key it arrived with.
+    pub(super) fn source(&self, routing_key: &str) -> String {
+        format!("{} ({routing_key})", self.client.config.queue(self.group()))
+    }
+
+    pub(crate) fn group(&self) -> &str {
+        self.subscription.group()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.queue.in_flight()
+    }
+
+    pub(super) async fn open(client: &Client, subscription: &Subscription) -> Result<Session> {
+        // The register queue is auto-delete: the group's last other member
+        // leaving between its declaration and our consume deletes it, and
+        // the consume fails NOT_FOUND (closing the channel). A rolling
+        // deploy hits this; a new session declares it again.
+        let mut races = 0;
+        let session = loop {
+            let mut session = Session::open(&client.config, false).await?;
+            match join_group(
+                &session.channel,
+                &client.config,
+                subscription.group(),
+                subscription.filter(),
+            )
+            .await
+            {
+                Ok(presence) => {
+                    session.presence = Some(presence);
+                    break session;
+                }
+                Err(e) if races < JOIN_RACES && e.to_string().contains("NOT_FOUND") => {
+                    races += 1;
+                    tracing::debug!(group = subscription.group(), error = %e,
+                        "the group's register went away as we joined (its last member left); joining again");
+                    session.close().await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        declare_group(
+            &session.channel,
+            &client.config,
+            subscription.group(),
+            subscription.filter(),
+        )
+        .await?;
+        session
+            .channel
+            .basic_qos(client.config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| amqp_err("setting prefetch (basic.qos)", e))?;
+        Ok(session)
+    }
+}
+
+#[async_trait]
+impl Member for GroupConsumer {
+    /// Stops consuming and waits for the workers (until `deadline`, if
+    /// any, then aborts them); closes the connection. Returns how many
+    /// workers were aborted.
+    async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
+        let abandoned = self.tasks.stop(deadline).await;
+        if let Some(session) = self.session.lock().await.take() {
+            session.close().await;
+        }
+        // Closed with the connection: dropping them cancels nothing now.
+        self.held.lock().clear();
+        abandoned
+    }
+}
