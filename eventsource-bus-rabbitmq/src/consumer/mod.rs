@@ -18,7 +18,7 @@ use lapin::options::BasicQosOptions;
 use lapin::Acker;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{amqp_err, Client, Session, BACKEND};
+use crate::client::{amqp_err, within_connect_timeout, Client, Session, BACKEND};
 use crate::membership::join_group;
 use crate::topology::declare_group;
 use partitioned::{Outstanding, Owned};
@@ -128,7 +128,16 @@ impl GroupConsumer {
         self.queue.in_flight()
     }
 
+    /// Opens the member's session: connection, register, queues and
+    /// prefetch, bounded as a whole by `connect_timeout`. An attempt that
+    /// stalls is dropped (closing its connection) and made again: after a
+    /// broker restart, a consumer's new connection was seen authenticated
+    /// and then never answered, and the member consumed nothing more.
     pub(super) async fn open(client: &Client, subscription: &Subscription) -> Result<Session> {
+        within_connect_timeout(&client.config, || Self::open_once(client, subscription)).await
+    }
+
+    async fn open_once(client: &Client, subscription: &Subscription) -> Result<Session> {
         // The register queue is auto-delete: the group's last other member
         // leaving between its declaration and our consume deletes it, and
         // the consume fails NOT_FOUND (closing the channel). A rolling

@@ -55,14 +55,21 @@ impl GroupConsumer {
 
     pub(super) async fn consume(&self, channel: &lapin::Channel) -> Result<()> {
         let queue = self.client.config.queue(self.group());
-        let mut consumer = channel
-            .basic_consume(
-                short("queue", &queue)?,
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+        // Bounded: a broker that never answers makes this a lost channel,
+        // and the loop reconnects.
+        let consume = channel.basic_consume(
+            short("queue", &queue)?,
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        );
+        let timeout = self.client.config.connect_timeout;
+        let mut consumer = tokio::time::timeout(timeout, consume)
             .await
+            .map_err(|_| eventsource_core::Error::Timeout {
+                operation: format!("rabbitmq: consuming `{queue}`"),
+                after: timeout,
+            })?
             .map_err(|e| amqp_err(format!("consuming `{queue}`"), e))?;
         let mut fresh = true;
         loop {
