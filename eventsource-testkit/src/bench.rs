@@ -122,7 +122,7 @@ where
     let mut call = 0usize;
     compare_paired(label, events, rounds, async |n| {
         call += 1;
-        if call % 2 == 0 {
+        if call.is_multiple_of(2) {
             let raw = raw(n).await;
             (bus(n).await, raw)
         } else {

@@ -206,6 +206,13 @@ impl Config {
             }
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(c) => c.prefetch = prefetch,
+            #[cfg(not(any(
+                feature = "memory",
+                feature = "redis",
+                feature = "rabbitmq",
+                feature = "kafka"
+            )))]
+            BusConfig::NoBackend(never) => match *never {},
         }
         Ok(bus)
     }

@@ -41,6 +41,17 @@ pub enum BusConfig {
     /// Kafka.
     #[cfg(feature = "kafka")]
     Kafka(eventsource_bus_kafka::KafkaBusConfig),
+    /// Built without any backend feature: no value of this exists (every
+    /// URL is refused, naming the feature it needs), but the crate builds.
+    #[cfg(not(any(
+        feature = "memory",
+        feature = "redis",
+        feature = "rabbitmq",
+        feature = "kafka"
+    )))]
+    #[doc(hidden)]
+    #[serde(skip)]
+    NoBackend(std::convert::Infallible),
 }
 
 impl BusConfig {
@@ -106,6 +117,13 @@ impl BusConfig {
             BusConfig::Rabbitmq(c) => c.validate(),
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(c) => c.validate(),
+            #[cfg(not(any(
+                feature = "memory",
+                feature = "redis",
+                feature = "rabbitmq",
+                feature = "kafka"
+            )))]
+            BusConfig::NoBackend(never) => match *never {},
         }
     }
 
@@ -120,6 +138,13 @@ impl BusConfig {
             BusConfig::Rabbitmq(_) => "rabbitmq",
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(_) => "kafka",
+            #[cfg(not(any(
+                feature = "memory",
+                feature = "redis",
+                feature = "rabbitmq",
+                feature = "kafka"
+            )))]
+            BusConfig::NoBackend(never) => match *never {},
         }
     }
 
@@ -140,6 +165,13 @@ impl BusConfig {
             BusConfig::Rabbitmq(c) => c.namespace = namespace.to_owned(),
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(c) => c.topic_prefix = namespace.to_owned(),
+            #[cfg(not(any(
+                feature = "memory",
+                feature = "redis",
+                feature = "rabbitmq",
+                feature = "kafka"
+            )))]
+            BusConfig::NoBackend(never) => match *never {},
         }
         self
     }
@@ -281,6 +313,13 @@ pub async fn connect_bus(config: &BusConfig) -> Result<Arc<dyn EventBus>> {
         }
         #[cfg(feature = "kafka")]
         BusConfig::Kafka(c) => Arc::new(eventsource_bus_kafka::KafkaBus::connect(c.clone()).await?),
+        #[cfg(not(any(
+            feature = "memory",
+            feature = "redis",
+            feature = "rabbitmq",
+            feature = "kafka"
+        )))]
+        BusConfig::NoBackend(never) => match *never {},
     })
 }
 
