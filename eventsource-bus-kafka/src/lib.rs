@@ -14,7 +14,8 @@
 //! [`KafkaBusConfig`] in `config.rs`; one member of a group in
 //! `consumer/` (a file per concept: `reader.rs`, `offsets.rs`,
 //! `rebalance.rs`, `settle.rs`, `close.rs`); the group's filter check
-//! across processes in `membership.rs`; dead letters in `dlq.rs`; a
+//! across processes in `membership.rs`; dead letters in `dlq/` (the
+//! letter's record in `letter.rs`, reading topics back in `read.rs`); a
 //! group's backlog in `lag.rs`; `watch` in `watch.rs`; the record format
 //! in `wire.rs`.
 

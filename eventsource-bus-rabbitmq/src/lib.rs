@@ -16,7 +16,8 @@
 //! `settle.rs`); the group register and partition ranks in
 //! `membership.rs`; the queues, bindings and the partition-count check in
 //! `topology.rs`; a group's backlog in `lag.rs`; dead letters in
-//! `dlq.rs`; `watch` in `watch.rs`; the message format in `wire.rs`.
+//! `dlq/` (the letter as a message in `letter.rs`); `watch` in
+//! `watch.rs`; the message format in `wire.rs`.
 
 mod bus;
 mod client;

@@ -20,10 +20,18 @@ use crate::{
 ///
 /// - at-least-once delivery to each consumer group; one member per group
 ///   handles each event;
-/// - the events of one aggregate are handled in order within a group;
+/// - the events of one aggregate are handled in order within a group —
+///   across all its members on the memory bus and Kafka, and on Redis and
+///   RabbitMQ when the bus has `partitions` (each partition has one owner
+///   at a time); without partitions there, within each member;
 /// - a handler that fails or panics is retried per its
-///   [`RetryPolicy`](crate::RetryPolicy), then the message goes to the
-///   dead-letter queue and the consumer moves on;
+///   [`RetryPolicy`](crate::RetryPolicy) (its aggregate waits; the member
+///   goes on with the others), then the message goes to the dead-letter
+///   queue and the consumer moves on;
+/// - with [`park_aggregate_on_failure`](crate::SubscriptionBuilder::park_aggregate_on_failure),
+///   the aggregate's later events are parked behind its dead letter, in
+///   order, until the letter is replayed or discarded (on Redis and
+///   RabbitMQ this needs `partitions` or `single_active_consumer`);
 /// - `shutdown` stops fetching and lets in-flight handlers finish.
 #[async_trait]
 pub trait EventBus: Send + Sync {

@@ -1,283 +1,27 @@
 //! Dead-letter topics: `{prefix}.{group}.dlq`, and `{prefix}.{group}.dlq-done`
 //! for the ids of dead letters replayed or deleted (a topic cannot delete
-//! one record, so done ones are marked and left out of listings).
+//! one record, so done ones are marked and left out of listings). The
+//! record a letter is written as is in `letter.rs`; reading topics back
+//! in `read.rs`.
+
+mod letter;
+mod read;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::wire::dead_letter;
-use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Failure, Result};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedHeaders};
-use rdkafka::{Offset, TopicPartitionList};
+use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Result};
+use rdkafka::message::OwnedHeaders;
 
-use crate::client::{client_config, kafka_err, Client, Outgoing, BACKEND};
-use crate::{wire, KafkaBusConfig};
+use crate::client::{Client, Outgoing};
+use crate::wire;
 
-/// Marks a reduced dead letter ([`reduced_letter`]): the names of the
-/// fields cut from it, comma-separated (`value` for the record's value).
-pub(crate) const CUT_HEADER: &str = "x-eventsource-cut";
-
-/// The most a dead letter's record may hold (key, value and headers):
-/// librdkafka's default `message.max.bytes` (1,000,000), less room for the
-/// record's own overhead. A larger letter is written reduced.
-pub(crate) const LETTER_LIMIT: usize = 1_000_000 - 16 * 1024;
-
-/// In a reduced letter, a field longer than this is cut.
-const FIELD_KEPT: usize = 1024;
-
-/// The bytes a record of these parts holds, near enough to compare with
-/// [`LETTER_LIMIT`].
-fn record_size<'a>(
-    key: &str,
-    headers: impl IntoIterator<Item = (&'a String, &'a String)>,
-    payload: &[u8],
-) -> usize {
-    let headers: usize = headers
-        .into_iter()
-        .map(|(k, v)| k.len() + v.len() + 8)
-        .sum();
-    key.len() + payload.len() + headers
-}
-
-/// The record that goes to a group's DLQ topic: the original key, value and
-/// `ce_` headers, plus the failure in the core codec's headers — or, when
-/// that would pass [`LETTER_LIMIT`], the [`reduced_letter`].
-pub(crate) fn dead_letter_record(
-    config: &KafkaBusConfig,
-    key: &str,
-    headers: &BTreeMap<String, String>,
-    payload: &[u8],
-    failure: &Failure,
-    decoded: bool,
-) -> Outgoing {
-    let failure_headers: BTreeMap<String, String> =
-        dead_letter::encode(failure, decoded).into_iter().collect();
-    if record_size(key, headers.iter().chain(&failure_headers), payload) > LETTER_LIMIT {
-        return reduced_letter(config, key, headers, payload, failure);
-    }
-    Outgoing {
-        topic: config.dlq_topic(&failure.group),
-        key: key.to_owned(),
-        partition: None,
-        headers: wire::headers(
-            headers
-                .iter()
-                .chain(&failure_headers)
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        ),
-        payload: payload.to_vec(),
-    }
-}
-
-/// A dead letter that fits where the whole one does not (a record with a
-/// megabyte header, refused by the broker as too large, would otherwise
-/// stay uncommitted and block its partition): the value and every header
-/// longer than 1 KiB are cut — all headers, if they are still too many —
-/// and named in [`CUT_HEADER`] and in the failure's message. The letter
-/// keeps the failure, whose `source` (`topic[partition]@offset`) says
-/// where the original is: replaying the letter reads the original from
-/// there.
-pub(crate) fn reduced_letter(
-    config: &KafkaBusConfig,
-    key: &str,
-    headers: &BTreeMap<String, String>,
-    payload: &[u8],
-    failure: &Failure,
-) -> Outgoing {
-    let mut cut: Vec<String> = Vec::new();
-    if payload.len() > FIELD_KEPT {
-        cut.push("value".to_owned());
-    }
-    let mut kept: BTreeMap<String, String> = headers
-        .iter()
-        .filter(|(k, v)| {
-            let keep = v.len() <= FIELD_KEPT && !dead_letter::is_failure_header(k);
-            if !keep && !dead_letter::is_failure_header(k) {
-                cut.push((*k).clone());
-            }
-            keep
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if record_size(key, &kept, &[]) > LETTER_LIMIT / 2 {
-        cut.extend(std::mem::take(&mut kept).into_keys());
-    }
-    let cut = match cut.len() {
-        0..=10 => cut.join(", "),
-        n => format!("{} and {} more", cut[..10].join(", "), n - 10),
-    };
-    let mut failure = failure.clone();
-    let mut error: String = failure.error.chars().take(FIELD_KEPT).collect();
-    if error.len() < failure.error.len() {
-        error.push('…');
-    }
-    failure.error = format!(
-        "{error} (this dead letter was too large for the broker: {cut} cut; replaying it \
-         reads the original at {})",
-        failure.source
-    );
-    kept.extend(dead_letter::encode(&failure, false));
-    kept.insert(CUT_HEADER.to_owned(), cut);
-    let payload = if payload.len() > FIELD_KEPT {
-        Vec::new()
-    } else {
-        payload.to_vec()
-    };
-    Outgoing {
-        topic: config.dlq_topic(&failure.group),
-        key: key.chars().take(FIELD_KEPT).collect(),
-        partition: None,
-        headers: wire::headers(kept.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        payload,
-    }
-}
-
-/// One record read back from a topic.
-struct Record {
-    partition: i32,
-    offset: i64,
-    key: String,
-    headers: BTreeMap<String, String>,
-    payload: Vec<u8>,
-}
-
-/// `(partition, low, high)` watermarks of every partition of `topic`.
-pub(crate) async fn topic_bounds<X, C>(client: Arc<C>, topic: &str) -> Result<Vec<(i32, i64, i64)>>
-where
-    X: rdkafka::consumer::ConsumerContext + 'static,
-    C: Consumer<X> + Send + Sync + 'static,
-{
-    let t = topic.to_owned();
-    tokio::task::spawn_blocking(move || -> Result<Vec<(i32, i64, i64)>> {
-        let metadata = client
-            .fetch_metadata(Some(&t), Duration::from_secs(10))
-            .map_err(|e| kafka_err(format!("reading metadata of `{t}`"), e))?;
-        let mut bounds = Vec::new();
-        for p in metadata.topics().iter().flat_map(|m| m.partitions()) {
-            let (low, high) = client
-                .fetch_watermarks(&t, p.id(), Duration::from_secs(10))
-                .map_err(|e| kafka_err(format!("reading watermarks of `{t}`"), e))?;
-            bounds.push((p.id(), low, high));
-        }
-        Ok(bounds)
-    })
-    .await
-    .map_err(|e| Error::backend(BACKEND, "reading watermarks", e))?
-}
-
-/// A consumer that reads topics by assignment, committing nothing.
-fn reader(config: &KafkaBusConfig) -> Result<Arc<StreamConsumer>> {
-    let consumer: StreamConsumer = client_config(config)
-        .set("group.id", format!("{}.dlq-reader", config.topic_prefix))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(|e| kafka_err("creating a dead-letter reader", e))?;
-    Ok(Arc::new(consumer))
-}
-
-/// The next record `consumer` receives, within 10 s.
-async fn next_record(consumer: &StreamConsumer, topic: &str) -> Result<Record> {
-    let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-        .await
-        .map_err(|_| Error::Timeout {
-            operation: format!("kafka: reading `{topic}`"),
-            after: Duration::from_secs(10),
-        })?
-        .map_err(|e| kafka_err(format!("reading `{topic}`"), e))?;
-    Ok(Record {
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default(),
-        headers: wire::headers_as_text(message.headers()),
-        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-    })
-}
-
-/// Reads every record of `topic` up to its high watermarks.
-async fn read_topic(config: &KafkaBusConfig, topic: &str) -> Result<Vec<Record>> {
-    let consumer = reader(config)?;
-    let bounds: Vec<(i32, i64, i64)> = topic_bounds(Arc::clone(&consumer), topic)
-        .await?
-        .into_iter()
-        .filter(|(_, low, high)| high > low)
-        .collect();
-    if bounds.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, low, _) in &bounds {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(*low))
-            .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
-    let mut remaining: BTreeMap<i32, i64> = bounds.iter().map(|(p, _, high)| (*p, *high)).collect();
-    let mut records = Vec::new();
-    while !remaining.is_empty() {
-        let record = next_record(&consumer, topic).await?;
-        if remaining
-            .get(&record.partition)
-            .is_some_and(|high| record.offset + 1 >= *high)
-        {
-            remaining.remove(&record.partition);
-        }
-        records.push(record);
-    }
-    Ok(records)
-}
-
-/// Where a letter's `source` (`topic[partition]@offset`) says its
-/// record was.
-fn source_of(source: &str) -> Option<(&str, i32, i64)> {
-    let (at, offset) = source.rsplit_once('@')?;
-    let (topic, partition) = at.strip_suffix(']')?.rsplit_once('[')?;
-    Some((topic, partition.parse().ok()?, offset.parse().ok()?))
-}
-
-/// The original record of a reduced letter ([`reduced_letter`]), read
-/// back from the `topic[partition]@offset` of its failure's source.
-async fn read_original(config: &KafkaBusConfig, letter: &DeadLetter) -> Result<Record> {
-    let source = letter.failure.source.as_str();
-    let gone = || {
-        Error::not_found(format!(
-            "kafka: the original of dead letter `{}`, which was written reduced, at {source} \
-             (the topic no longer holds it; the letter's fields that were kept are all there is)",
-            letter.id
-        ))
-    };
-    let (topic, partition, offset) = source_of(source).ok_or_else(gone)?;
-    let consumer = reader(config)?;
-    let (_, low, high) = topic_bounds(Arc::clone(&consumer), topic)
-        .await?
-        .into_iter()
-        .find(|(p, _, _)| *p == partition)
-        .ok_or_else(gone)?;
-    if offset < low || offset >= high {
-        return Err(gone());
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-        .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
-    consumer
-        .assign(&tpl)
-        .map_err(|e| kafka_err(format!("assigning `{topic}`"), e))?;
-    loop {
-        let record = next_record(&consumer, topic).await?;
-        match record.offset.cmp(&offset) {
-            std::cmp::Ordering::Less => continue,
-            std::cmp::Ordering::Equal => return Ok(record),
-            std::cmp::Ordering::Greater => return Err(gone()),
-        }
-    }
-}
+use letter::CUT_HEADER;
+pub(crate) use letter::{dead_letter_record, reduced_letter};
+pub(crate) use read::topic_bounds;
+use read::{read_original, read_topic, Record};
 
 /// Dead letters replayed per produce by `replay_all`.
 const REPLAY_BATCH: usize = 200;
@@ -541,7 +285,11 @@ impl DeadLetterQueue for KafkaDeadLetterQueue {
 
 #[cfg(test)]
 mod tests {
+    use super::letter::{record_size, LETTER_LIMIT};
+    use super::read::source_of;
     use super::*;
+    use crate::KafkaBusConfig;
+    use eventsource_core::Failure;
     use rdkafka::message::Headers;
 
     fn failure() -> Failure {
