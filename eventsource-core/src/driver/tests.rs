@@ -139,6 +139,44 @@ impl Settle<()> for PanicsOnce {
     }
 }
 
+/// Runs one worker over `q` until `settle` has reported `n` deliveries
+/// on `settled` (within 5 s), then stops it; returns what was reported
+/// and the worker's counters.
+async fn work_until_settled<S: Settle<()>>(
+    q: &KeyedQueue<()>,
+    sub: &Subscription,
+    settle: &S,
+    settled: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    n: usize,
+) -> (Vec<String>, Counters) {
+    let (stop, counters) = (CancellationToken::new(), Counters::default());
+    let worker = Worker {
+        destination: "test",
+        backend: "test",
+        queue: q,
+        subscription: sub,
+        stop: &stop,
+        counters: &counters,
+        settle,
+        parking: None,
+    }
+    .run();
+    let check = async {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            got.push(settled.recv().await.expect("open"));
+        }
+        stop.cancel();
+        got
+    };
+    let ((), got) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(worker, check)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{n} deliveries settled within 5 s"));
+    (got, counters)
+}
+
 #[tokio::test]
 async fn a_worker_that_panics_outside_the_handler_is_restarted() {
     let q = KeyedQueue::new(10);
@@ -151,31 +189,7 @@ async fn a_worker_that_panics_outside_the_handler_is_restarted() {
         .expect("valid");
     let (tx, mut settled) = tokio::sync::mpsc::unbounded_channel();
     let settle = PanicsOnce(std::sync::atomic::AtomicBool::new(false), tx);
-    let (stop, counters) = (CancellationToken::new(), Counters::default());
-    let worker = Worker {
-        destination: "test",
-        backend: "test",
-        queue: &q,
-        subscription: &sub,
-        stop: &stop,
-        counters: &counters,
-        settle: &settle,
-        parking: None,
-    }
-    .run();
-    let check = async {
-        let mut got = Vec::new();
-        for _ in 0..2 {
-            got.push(settled.recv().await.expect("open"));
-        }
-        stop.cancel();
-        got
-    };
-    let ((), got) = tokio::time::timeout(Duration::from_secs(5), async {
-        tokio::join!(worker, check)
-    })
-    .await
-    .expect("the worker goes on after the panic");
+    let (got, counters) = work_until_settled(&q, &sub, &settle, &mut settled, 2).await;
     assert_eq!(got, ["b", "c"], "a's settle panicked; b and c still settle");
     assert_eq!(counters.snapshot().worker_restarts, 1);
     assert_eq!(q.in_flight(), 0, "a is free again");
@@ -214,29 +228,7 @@ async fn a_dead_letter_not_written_is_not_counted() {
         .expect("valid");
     let (tx, mut settled) = tokio::sync::mpsc::unbounded_channel();
     let settle = LetterRefused(tx);
-    let (stop, counters) = (CancellationToken::new(), Counters::default());
-    let worker = Worker {
-        destination: "test",
-        backend: "test",
-        queue: &q,
-        subscription: &sub,
-        stop: &stop,
-        counters: &counters,
-        settle: &settle,
-        parking: None,
-    }
-    .run();
-    let check = async {
-        for _ in 0..2 {
-            settled.recv().await.expect("open");
-        }
-        stop.cancel();
-    };
-    tokio::time::timeout(Duration::from_secs(5), async {
-        tokio::join!(worker, check)
-    })
-    .await
-    .expect("both settled");
+    let (_, counters) = work_until_settled(&q, &sub, &settle, &mut settled, 2).await;
     let stats = counters.snapshot();
     assert_eq!(stats.dead_lettered, 0, "the letter was never written");
     assert_eq!(stats.handled, 1);
