@@ -16,45 +16,28 @@ use tokio::sync::mpsc;
 async fn garbage_record_is_dead_lettered_raw_and_the_consumer_goes_on() {
     let config = common::config(&common::kafka_url());
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
-    let (mut rec, h) = Recorder::new("group `raw`");
-    bus.subscribe(
-        Subscription::builder("raw")
-            .handler(h)
-            .build()
-            .expect("valid"),
+    let write_garbage = || async {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .create()
+            .expect("producer");
+        producer
+            .send(
+                FutureRecord::to(&config.events_topic())
+                    .key("agg-1")
+                    .payload("not json at all"),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("raw record acknowledged");
+    };
+    let (l, _rec) = eventsource_testkit::garbage_is_dead_lettered_raw(
+        &bus,
+        write_garbage,
+        "not json at all",
+        Duration::from_secs(30),
     )
-    .await
-    .expect("subscribe");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .create()
-        .expect("producer");
-    producer
-        .send(
-            FutureRecord::to(&config.events_topic())
-                .key("agg-1")
-                .payload("not json at all"),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("raw record acknowledged");
-    let good = probe("agg-1", 1, 1);
-    bus.publish(std::slice::from_ref(&good))
-        .await
-        .expect("publish");
-    assert_eq!(
-        rec.expect(1, Duration::from_secs(30)).await[0].event_id,
-        good.event_id
-    );
-    let letters = dead_letters_of(&bus, "raw", 1, Duration::from_secs(30)).await;
-    let l = &letters[0];
-    assert!(l.envelope.is_none());
-    assert!(
-        l.raw
-            .as_deref()
-            .is_some_and(|r| r.contains("not json at all")),
-        "{l:?}"
-    );
+    .await;
     assert!(l.failure.error.contains("ce_id"), "{}", l.failure.error);
     assert!(
         l.failure.source.starts_with(&config.events_topic()),

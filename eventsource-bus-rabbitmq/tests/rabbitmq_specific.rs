@@ -151,64 +151,46 @@ async fn garbage_message_is_dead_lettered_raw_and_the_consumer_goes_on() {
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     let config = common::config();
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
-    let (mut rec, h) = Recorder::new("group `raw`");
-    bus.subscribe(
-        Subscription::builder("raw")
-            .handler(h)
-            .build()
-            .expect("valid"),
+    let write_garbage = || async {
+        let conn = lapin::Connection::connect(&config.url, lapin::ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ reachable");
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        channel
+            .basic_publish(
+                config.exchange().into(),
+                "Probe.Created".into(),
+                BasicPublishOptions::default(),
+                b"not json at all",
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        let _ = conn.close(200, "bye".into()).await;
+    };
+    let (letter, _rec) = eventsource_testkit::garbage_is_dead_lettered_raw(
+        &bus,
+        write_garbage,
+        "not json at all",
+        Duration::from_secs(10),
     )
-    .await
-    .expect("subscribe");
-    let conn = lapin::Connection::connect(&config.url, lapin::ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ reachable");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    channel
-        .basic_publish(
-            config.exchange().into(),
-            "Probe.Created".into(),
-            BasicPublishOptions::default(),
-            b"not json at all",
-            lapin::BasicProperties::default(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    let good = probe("agg-1", 1, 1);
-    bus.publish(std::slice::from_ref(&good))
-        .await
-        .expect("publish");
-    assert_eq!(
-        rec.expect(1, Duration::from_secs(10)).await[0].event_id,
-        good.event_id
-    );
-    let letters = dead_letters_of(&bus, "raw", 1, Duration::from_secs(10)).await;
-    assert!(letters[0].envelope.is_none());
+    .await;
     assert!(
-        letters[0]
-            .raw
-            .as_deref()
-            .is_some_and(|r| r.contains("not json at all")),
-        "{:?}",
-        letters[0]
-    );
-    assert!(
-        letters[0].failure.error.contains("cloudEvents:id"),
+        letter.failure.error.contains("cloudEvents:id"),
         "{}",
-        letters[0].failure.error
+        letter.failure.error
     );
     assert!(
-        letters[0].failure.source.contains("Probe.Created"),
+        letter.failure.source.contains("Probe.Created"),
         "{}",
-        letters[0].failure.source
+        letter.failure.source
     );
-    let _ = conn.close(200, "bye".into()).await;
     bus.shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown");

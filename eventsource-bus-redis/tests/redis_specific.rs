@@ -23,46 +23,27 @@ async fn raw_conn() -> redis::aio::MultiplexedConnection {
 async fn garbage_entry_is_dead_lettered_raw_and_replayable_after_the_fix() {
     let config = common::config(&common::redis_url());
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
-    let (mut rec, h) = Recorder::new("group `raw`");
-    let _s = bus
-        .subscribe(
-            Subscription::builder("raw")
-                .handler(h)
-                .build()
-                .expect("valid"),
-        )
-        .await
-        .expect("subscribe");
-    let mut conn = raw_conn().await;
-    let _: String = redis::cmd("XADD")
-        .arg(config.events_stream())
-        .arg("*")
-        .arg("id")
-        .arg("not-a-uuid")
-        .arg("data")
-        .arg("{}")
-        .query_async(&mut conn)
-        .await
-        .expect("xadd garbage");
-    let good = probe("agg-1", 1, 1);
-    bus.publish(std::slice::from_ref(&good))
-        .await
-        .expect("publish");
-    assert_eq!(
-        rec.expect(1, Duration::from_secs(10)).await[0].event_id,
-        good.event_id
-    );
-
-    let letters = dead_letters_of(&bus, "raw", 1, Duration::from_secs(10)).await;
-    let letter = &letters[0];
-    assert!(letter.envelope.is_none());
-    assert!(
-        letter
-            .raw
-            .as_deref()
-            .is_some_and(|r| r.contains("not-a-uuid")),
-        "{letter:?}"
-    );
+    let write_garbage = || async {
+        let mut conn = raw_conn().await;
+        let _: String = redis::cmd("XADD")
+            .arg(config.events_stream())
+            .arg("*")
+            .arg("id")
+            .arg("not-a-uuid")
+            .arg("data")
+            .arg("{}")
+            .query_async(&mut conn)
+            .await
+            .expect("xadd garbage");
+    };
+    let (letter, mut rec) = eventsource_testkit::garbage_is_dead_lettered_raw(
+        &bus,
+        write_garbage,
+        "not-a-uuid",
+        Duration::from_secs(10),
+    )
+    .await;
+    let letter = &letter;
     assert!(
         letter.failure.error.contains("`id` is malformed"),
         "{}",
