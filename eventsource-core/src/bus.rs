@@ -89,6 +89,7 @@ pub trait EventBus: Send + Sync {
 /// per-group and per-stream state read from the broker where the backend
 /// can (see [`EventBus::group_stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BusStats {
     /// Events accepted by `publish` (this process).
     pub published: u64,
@@ -142,6 +143,7 @@ pub struct GroupStats {
 
 /// What `shutdown` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Whether every in-flight handler finished within the timeout.
     pub drained: bool,
