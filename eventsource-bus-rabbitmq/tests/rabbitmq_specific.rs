@@ -338,40 +338,28 @@ async fn single_active_consumer_keeps_one_member_active_and_fails_over() {
 /// A partitioned namespace keeps its partition count: a bus with another
 /// count, or unpartitioned, is refused at connect with a typed error that
 /// says what is stored; a partitioned bus on a namespace with an
-/// unpartitioned exchange is refused too.
+/// unpartitioned exchange is refused too (the testkit's scenario).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_keeps_its_partition_count() {
-    let mut config = common::config();
-    config.partitions = Some(16);
-    let bus = common::connect(config.clone()).await;
-    for (partitions, says) in [(Some(8), "into 16 partitions"), (None, "is partitioned")] {
-        let mut other = config.clone();
-        other.partitions = partitions;
-        match eventsource_bus_rabbitmq::RabbitBus::connect(other).await {
-            Err(e @ Error::Config(_)) => {
-                let text = e.to_string();
-                assert!(text.contains(says), "{partitions:?}: {text}");
-            }
-            Err(e) => panic!("{partitions:?}: expected a config error, got {e}"),
-            Ok(_) => panic!("{partitions:?}: a bus with another partition count connected"),
+    let refusals = eventsource_testkit::a_namespace_keeps_its_partition_count(|ns, partitions| {
+        let mut config = common::config();
+        config.namespace = ns;
+        config.partitions = partitions;
+        async move {
+            eventsource_bus_rabbitmq::RabbitBus::connect(config)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn EventBus>)
         }
+    })
+    .await;
+    for (e, says) in [
+        (&refusals.other_count, "into 16 partitions"),
+        (&refusals.unpartitioned, "is partitioned"),
+    ] {
+        assert!(e.to_string().contains(says), "{e}");
     }
-    bus.shutdown(Duration::from_secs(5))
-        .await
-        .expect("shutdown");
-
-    let plain = common::config();
-    let unpartitioned = common::connect(plain.clone()).await;
-    let mut partitioned = plain;
-    partitioned.partitions = Some(4);
-    let err = eventsource_bus_rabbitmq::RabbitBus::connect(partitioned)
-        .await
-        .expect_err("an unpartitioned exchange in the namespace");
+    let err = &refusals.onto_unpartitioned;
     assert!(err.to_string().contains("unpartitioned exchange"), "{err}");
-    unpartitioned
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("shutdown");
 }
 
 /// Partitioned: a member assigned a partition another member is stuck in

@@ -321,52 +321,43 @@ async fn a_dead_letter_in_the_former_spelling_lists_and_replays() {
 /// A partitioned namespace keeps its partition count: a bus with another
 /// count, an unpartitioned bus, and a partitioned bus on a namespace with
 /// unpartitioned events are refused at connect with a typed error that
-/// says what is stored and what to do.
+/// says what is stored and what to do (the testkit's scenario); and every
+/// event of an aggregate is in its partition's stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_keeps_its_partition_count() {
-    let mut config = common::config(&common::redis_url());
-    config.partitions = Some(16);
-    let bus = common::connect(config.clone()).await;
-    let events: Vec<_> = (1..=3).map(|v| probe("order-7", v, v)).collect();
-    bus.publish(&events).await.expect("publish");
+    let config_for = |namespace: String, partitions: Option<u32>| {
+        let mut config = common::config(&common::redis_url());
+        config.namespace = namespace;
+        config.partitions = partitions;
+        config
+    };
+    let refusals = eventsource_testkit::a_namespace_keeps_its_partition_count(|ns, partitions| {
+        let config = config_for(ns, partitions);
+        async move {
+            RedisBus::connect(config)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn EventBus>)
+        }
+    })
+    .await;
+    for e in [&refusals.other_count, &refusals.unpartitioned] {
+        let text = e.to_string();
+        assert!(
+            text.contains("16 partitions") && text.contains("namespace"),
+            "{text}"
+        );
+    }
+    let err = &refusals.onto_unpartitioned;
+    assert!(err.to_string().contains("unpartitioned events"), "{err}");
     // Every event of the aggregate is in its partition's stream.
     let p = eventsource_core::partition_of("order-7", 16);
     let mut conn = raw_conn().await;
     let len: usize = redis::cmd("XLEN")
-        .arg(config.partition_stream(p))
+        .arg(config_for(refusals.namespace.clone(), Some(16)).partition_stream(p))
         .query_async(&mut conn)
         .await
         .expect("XLEN");
     assert_eq!(len, 3, "order-7's events are all in partition {p}");
-
-    for (partitions, says) in [(Some(8), "16 partitions"), (None, "16 partitions")] {
-        let mut other = config.clone();
-        other.partitions = partitions;
-        match RedisBus::connect(other).await {
-            Err(e @ eventsource_core::Error::Config(_)) => {
-                let text = e.to_string();
-                assert!(text.contains(says) && text.contains("namespace"), "{text}");
-            }
-            Err(e) => panic!("{partitions:?}: expected a config error, got {e}"),
-            Ok(_) => panic!("{partitions:?}: a bus with another partition count connected"),
-        }
-    }
-    bus.shutdown(Duration::from_secs(5))
-        .await
-        .expect("shutdown");
-
-    let plain = common::config(&common::redis_url());
-    let unpartitioned = common::connect(plain.clone()).await;
-    unpartitioned
-        .publish(&[probe("a", 1, 1)])
-        .await
-        .expect("publish");
-    let mut partitioned = plain;
-    partitioned.partitions = Some(4);
-    let err = RedisBus::connect(partitioned)
-        .await
-        .expect_err("unpartitioned events in the namespace");
-    assert!(err.to_string().contains("unpartitioned events"), "{err}");
 }
 
 /// A partition whose owner crashed (it holds entries unacked, its lease
