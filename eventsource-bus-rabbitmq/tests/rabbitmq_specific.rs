@@ -292,47 +292,9 @@ async fn a_dead_members_unacked_message_goes_to_another_member() {
 async fn single_active_consumer_keeps_one_member_active_and_fails_over() {
     let mut config = common::config();
     config.single_active_consumer = true;
-    let bus = common::connect(config).await;
-    let (mut first, h1) = Recorder::new("active member");
-    let (mut second, h2) = Recorder::new("standby member");
-    let s1 = bus
-        .subscribe(
-            Subscription::builder("sac")
-                .handler(h1)
-                .build()
-                .expect("valid"),
-        )
-        .await
-        .expect("subscribe first");
-    bus.subscribe(
-        Subscription::builder("sac")
-            .handler(h2)
-            .build()
-            .expect("valid"),
-    )
-    .await
-    .expect("subscribe second");
-    let events: Vec<_> = (1..=6).map(|v| probe("agg-1", v, v)).collect();
-    bus.publish(&events).await.expect("publish");
-    let got = first.expect(6, Duration::from_secs(10)).await;
-    assert_eq!(
-        got.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5, 6]
-    );
-    second.expect_nothing(Duration::from_millis(300)).await;
-
-    s1.unsubscribe().await;
-    let more: Vec<_> = (7..=9).map(|v| probe("agg-1", v, v)).collect();
-    bus.publish(&more).await.expect("publish");
-    let got = second.expect(3, Duration::from_secs(10)).await;
-    assert_eq!(
-        got.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
-        vec![7, 8, 9],
-        "the standby took over"
-    );
-    bus.shutdown(Duration::from_secs(5))
-        .await
-        .expect("shutdown");
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);
+    eventsource_testkit::one_member_reads_and_a_standby_takes_over(bus, Duration::from_millis(500))
+        .await;
 }
 
 /// A partitioned namespace keeps its partition count: a bus with another

@@ -32,6 +32,7 @@ mod parking;
 mod partition_count;
 mod proxy;
 mod secrets;
+mod single_active;
 mod spans;
 mod unreadable;
 
@@ -47,6 +48,7 @@ pub use parking::*;
 pub use partition_count::{a_namespace_keeps_its_partition_count, PartitionCountRefusals};
 pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
 pub use secrets::{assert_never_shown, urls_with_password};
+pub use single_active::one_member_reads_and_a_standby_takes_over;
 pub use spans::{CapturedSpan, SpanCapture};
 pub use unreadable::an_unreadable_letter_stops_nothing;
 
