@@ -181,7 +181,7 @@ enum Dlq {
 /// A consumer group name as subscriptions accept it; anything else is a
 /// usage error (exit code 2), not an empty listing.
 fn group_name(s: &str) -> Result<String, String> {
-    eventsource::validate_name("consumer group", s)
+    eventsource::helpers::validate_name("consumer group", s)
         .map(|()| s.to_owned())
         .map_err(|e| e.to_string())
 }

@@ -42,8 +42,7 @@ pub use config::{connect_bus, connect_url, BusConfig, Config, GroupConfig};
 // Events, aggregates and repositories.
 // `DomainEvent` is the trait and its derive macro.
 pub use eventsource_core::{
-    stream_name, Aggregate, AggregateRoot, CommandError, DomainEvent, EventEnvelope, Repository,
-    SaveContext,
+    Aggregate, AggregateRoot, CommandError, DomainEvent, EventEnvelope, Repository, SaveContext,
 };
 // The event store.
 pub use eventsource_core::{
@@ -51,9 +50,9 @@ pub use eventsource_core::{
 };
 // The bus, subscriptions and handlers.
 pub use eventsource_core::{
-    async_trait, handler_fn, handler_for, validate_name, Backoff, BusStats, EventBus, EventFilter,
-    EventHandler, EventWatch, FnHandler, GroupStats, HandlerError, HandlerResult, RetryPolicy,
-    ShutdownReport, Subscription, SubscriptionBuilder, SubscriptionHandle, TypedHandler,
+    async_trait, handler_fn, handler_for, Backoff, BusStats, EventBus, EventFilter, EventHandler,
+    EventWatch, FnHandler, GroupStats, HandlerError, HandlerResult, RetryPolicy, ShutdownReport,
+    Subscription, SubscriptionBuilder, SubscriptionHandle, TypedHandler,
 };
 // Dead letters.
 pub use eventsource_core::{
@@ -61,7 +60,15 @@ pub use eventsource_core::{
     REPLAYED_FOR, REPLAYED_FROM,
 };
 // Errors.
-pub use eventsource_core::{redact_text, redact_url, BoxError, Error, Result};
+pub use eventsource_core::{BoxError, Error, Result};
+
+/// Helpers for tools built on the bus (the `eventsource` CLI, a backend):
+/// a name checked as the bus checks group and namespace names, URLs and
+/// text with their secrets masked, an aggregate's stream name. Not part
+/// of what an application needs, so not at the crate's root.
+pub mod helpers {
+    pub use eventsource_core::{redact_text, redact_url, stream_name, validate_name};
+}
 // Schema evolution and tracing.
 pub use eventsource_core::{metrics, schema, trace, upcast};
 

@@ -280,7 +280,7 @@ async fn group(
     session: Option<Extension<Session>>,
     Query(q): Query<GroupQuery>,
 ) -> Page {
-    eventsource::validate_name("consumer group", &q.name)?;
+    eventsource::helpers::validate_name("consumer group", &q.name)?;
     let stats = console.bus.group_stats(&q.name).await?;
     let letters = console
         .bus
@@ -369,7 +369,7 @@ async fn replay_all(
     Form(f): Form<GroupForm>,
 ) -> Result<Redirect, PageError> {
     writable(&console)?;
-    eventsource::validate_name("consumer group", &f.group)?;
+    eventsource::helpers::validate_name("consumer group", &f.group)?;
     let n = console
         .bus
         .dead_letters()
@@ -384,7 +384,7 @@ async fn purge_confirm(
     Query(q): Query<GroupQuery>,
 ) -> Page {
     writable(&console)?;
-    eventsource::validate_name("consumer group", &q.name)?;
+    eventsource::helpers::validate_name("consumer group", &q.name)?;
     let count = console
         .bus
         .dead_letters()
@@ -401,7 +401,7 @@ async fn purge_confirm(
 
 async fn purge(State(console): Shared, Form(f): Form<GroupForm>) -> Result<Redirect, PageError> {
     writable(&console)?;
-    eventsource::validate_name("consumer group", &f.group)?;
+    eventsource::helpers::validate_name("consumer group", &f.group)?;
     if f.confirm.as_deref() != Some(f.group.as_str()) {
         return Err(PageError(
             StatusCode::BAD_REQUEST,
