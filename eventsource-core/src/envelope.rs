@@ -159,21 +159,38 @@ impl EventEnvelope {
     /// `?` sends the message straight to the dead-letter queue: retrying
     /// cannot make it decode.
     pub fn decode<E: DomainEvent>(&self) -> Result<E> {
+        // An older schema version is brought up to date first, by the
+        // process-wide steps (see `upcast`).
+        self.decode_upcast(crate::upcast::apply(
+            &self.aggregate_type,
+            &self.event_type,
+            self.schema_version,
+            &self.payload,
+        ))
+    }
+
+    /// [`decode`](Self::decode), upcasting an older schema version with
+    /// `upcasters` instead of the process-wide steps.
+    pub fn decode_with<E: DomainEvent>(&self, upcasters: &crate::upcast::Upcasters) -> Result<E> {
+        self.decode_upcast(upcasters.upcast(
+            &self.aggregate_type,
+            &self.event_type,
+            self.schema_version,
+            &self.payload,
+        ))
+    }
+
+    fn decode_upcast<E: DomainEvent>(
+        &self,
+        upcast: std::result::Result<Option<(serde_json::Value, u32)>, String>,
+    ) -> Result<E> {
         let fail = |reason: String| Error::Decode {
             event_id: self.event_id.to_string(),
             event_type: self.event_type.clone(),
             target: std::any::type_name::<E>(),
             reason,
         };
-        // An older schema version is brought up to date first (see `upcast`).
-        let payload = match crate::upcast::apply(
-            &self.aggregate_type,
-            &self.event_type,
-            self.schema_version,
-            &self.payload,
-        )
-        .map_err(fail)?
-        {
+        let payload = match upcast.map_err(fail)? {
             Some((current, _)) => current,
             None => self.payload.clone(),
         };

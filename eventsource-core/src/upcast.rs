@@ -4,7 +4,9 @@
 //!
 //! Register one step per schema version, from that version to the next;
 //! [`EventEnvelope::decode`](crate::EventEnvelope::decode) applies the
-//! chain from the envelope's `schema_version` on. Every path that decodes
+//! chain from the envelope's `schema_version` on. The steps registered
+//! here are the process's default; [`Upcasters`] holds steps as a value,
+//! for [`EventEnvelope::decode_with`](crate::EventEnvelope::decode_with). Every path that decodes
 //! goes through it: repository loads (and so snapshots' tails), catch-up
 //! projections and bus handlers.
 //!
@@ -39,8 +41,122 @@ type Step = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
 /// Steps by (aggregate type, event type, from version).
 type Steps = HashMap<(String, String, u32), Step>;
 
-fn steps() -> &'static RwLock<Steps> {
-    static STEPS: OnceLock<RwLock<Steps>> = OnceLock::new();
+/// A set of upcasting steps as a value: what
+/// [`EventEnvelope::decode_with`](crate::EventEnvelope::decode_with)
+/// applies, for code that wants its own steps — a test, or two schemas
+/// side by side — rather than the process-wide ones that
+/// [`register_upcaster`] adds to and
+/// [`EventEnvelope::decode`](crate::EventEnvelope::decode) applies.
+///
+/// ```
+/// use eventsource_core::upcast::Upcasters;
+///
+/// let upcasters = Upcasters::new().with("Account", "Opened", 1, |mut v| {
+///     let owner = v["owner"].take();
+///     v["holder"] = owner;
+///     Ok(v)
+/// });
+/// assert_eq!(upcasters.len(), 1);
+/// ```
+#[derive(Clone, Default)]
+pub struct Upcasters {
+    steps: Steps,
+}
+
+impl std::fmt::Debug for Upcasters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upcasters")
+            .field("steps", &self.steps.len())
+            .finish()
+    }
+}
+
+impl Upcasters {
+    /// No steps.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds how a payload of `event_type` (of `aggregate_type`) at schema
+    /// version `from_version` becomes version `from_version + 1`; the same
+    /// step again replaces it.
+    pub fn register<F>(
+        &mut self,
+        aggregate_type: &str,
+        event_type: &str,
+        from_version: u32,
+        step: F,
+    ) where
+        F: Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
+    {
+        self.steps.insert(
+            (
+                aggregate_type.to_owned(),
+                event_type.to_owned(),
+                from_version,
+            ),
+            Arc::new(step),
+        );
+    }
+
+    /// [`register`](Self::register), chained.
+    #[must_use]
+    pub fn with<F>(
+        mut self,
+        aggregate_type: &str,
+        event_type: &str,
+        from_version: u32,
+        step: F,
+    ) -> Self
+    where
+        F: Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
+    {
+        self.register(aggregate_type, event_type, from_version, step);
+        self
+    }
+
+    /// How many steps there are.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Applies the steps from `version` on. `Ok(None)` when no step starts
+    /// at `version` (the payload is current); otherwise the upcast payload
+    /// and its version.
+    pub fn upcast(
+        &self,
+        aggregate_type: &str,
+        event_type: &str,
+        version: u32,
+        payload: &Value,
+    ) -> Result<Option<(Value, u32)>, String> {
+        let key = |v: u32| (aggregate_type.to_owned(), event_type.to_owned(), v);
+        if !self.steps.contains_key(&key(version)) {
+            return Ok(None);
+        }
+        let (mut payload, mut version) = (payload.clone(), version);
+        while let Some(step) = self.steps.get(&key(version)) {
+            if version >= MAX_STEPS {
+                return Err(format!(
+                    "upcasting stopped at schema version {version}: a loop?"
+                ));
+            }
+            payload = step(payload)
+                .map_err(|e| format!("upcasting from schema version {version} failed: {e}"))?;
+            version += 1;
+        }
+        Ok(Some((payload, version)))
+    }
+}
+
+/// The process-wide steps.
+fn global() -> &'static RwLock<Upcasters> {
+    static STEPS: OnceLock<RwLock<Upcasters>> = OnceLock::new();
     STEPS.get_or_init(Default::default)
 }
 
@@ -54,40 +170,19 @@ pub fn register_upcaster<F>(aggregate_type: &str, event_type: &str, from_version
 where
     F: Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
 {
-    steps().write().insert(
-        (
-            aggregate_type.to_owned(),
-            event_type.to_owned(),
-            from_version,
-        ),
-        Arc::new(step),
-    );
+    global()
+        .write()
+        .register(aggregate_type, event_type, from_version, step);
 }
 
-/// Applies the registered steps from `version` on. `Ok(None)` when no step
-/// starts at `version` (the payload is current); otherwise the upcast
-/// payload and its version.
+/// Applies the process-wide steps (see [`Upcasters::upcast`]).
 pub(crate) fn apply(
     aggregate_type: &str,
     event_type: &str,
     version: u32,
     payload: &Value,
 ) -> Result<Option<(Value, u32)>, String> {
-    let steps = steps().read();
-    let key = |v: u32| (aggregate_type.to_owned(), event_type.to_owned(), v);
-    if !steps.contains_key(&key(version)) {
-        return Ok(None);
-    }
-    let (mut payload, mut version) = (payload.clone(), version);
-    while let Some(step) = steps.get(&key(version)) {
-        if version >= MAX_STEPS {
-            return Err(format!(
-                "upcasting stopped at schema version {version}: a loop?"
-            ));
-        }
-        payload = step(payload)
-            .map_err(|e| format!("upcasting from schema version {version} failed: {e}"))?;
-        version += 1;
-    }
-    Ok(Some((payload, version)))
+    global()
+        .read()
+        .upcast(aggregate_type, event_type, version, payload)
 }

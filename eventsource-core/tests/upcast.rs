@@ -113,3 +113,54 @@ async fn v1_events_in_the_store_load_into_a_v3_aggregate() {
         }
     );
 }
+
+/// Upcasters passed as a value apply to `decode_with` only: a test (or a
+/// second schema) gets its own steps without touching the process-wide
+/// ones, which `decode` keeps using.
+#[test]
+fn upcasters_as_a_value_apply_where_they_are_passed() {
+    use eventsource_core::upcast::Upcasters;
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct PurseOpened {
+        holder: String,
+    }
+    impl DomainEvent for PurseOpened {
+        fn event_type(&self) -> &str {
+            "Opened"
+        }
+        fn aggregate_type(&self) -> &str {
+            "Purse"
+        }
+        fn schema_version(&self) -> u32 {
+            2
+        }
+    }
+    let mut old = EventEnvelope::new(
+        "p-1",
+        1,
+        &PurseOpened {
+            holder: String::new(),
+        },
+    )
+    .expect("encode");
+    old.schema_version = 1;
+    old.payload = json!({ "owner": "ada" });
+    let upcasters = Upcasters::new().with("Purse", "Opened", 1, |mut v| {
+        let owner = v["owner"].take();
+        v["holder"] = owner;
+        Ok(v)
+    });
+    assert_eq!(
+        old.decode_with::<PurseOpened>(&upcasters).expect("upcast"),
+        PurseOpened {
+            holder: "ada".into()
+        }
+    );
+    assert!(
+        old.decode::<PurseOpened>().is_err(),
+        "the process-wide steps know nothing of Purse"
+    );
+    let none = Upcasters::new();
+    assert!(none.is_empty());
+    assert!(old.decode_with::<PurseOpened>(&none).is_err());
+}
