@@ -12,6 +12,20 @@ use eventsource_core::{DomainEvent, Error, EventBus, EventEnvelope, EventFilter,
 use eventsource_testkit::{dead_letters_of, eventually, probe, OtherCreated, Recorder};
 use serde::{Deserialize, Serialize};
 
+/// A raw lapin connection to `url` and a channel on it with publisher
+/// confirms: how these tests write what the bus itself would not.
+async fn confirmed_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ reachable (start it with ./scripts/test.sh)");
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    (conn, channel)
+}
+
 /// An event whose types come from its fields, to build any routing key.
 #[derive(Serialize, Deserialize)]
 struct Named {
@@ -148,18 +162,11 @@ async fn fanout_filters_client_side_and_direct_rejects_wildcards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_message_is_dead_lettered_raw_and_the_consumer_goes_on() {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::options::BasicPublishOptions;
     let config = common::config();
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
     let write_garbage = || async {
-        let conn = lapin::Connection::connect(&config.url, lapin::ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ reachable");
-        let channel = conn.create_channel().await.expect("channel");
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
+        let (conn, channel) = confirmed_channel(&config.url).await;
         channel
             .basic_publish(
                 config.exchange().into(),
@@ -449,7 +456,7 @@ async fn concurrent_dead_letter_lists_each_see_every_letter() {
 /// forever (0 of 20 handled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_dead_letters_stop_nothing() {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::options::BasicPublishOptions;
     let config = common::config().partitions(2u32);
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
     // The group's queues, as its members declare them.
@@ -463,14 +470,7 @@ async fn unreadable_dead_letters_stop_nothing() {
         .await
         .expect("subscribe");
     first.unsubscribe().await;
-    let conn = lapin::Connection::connect(&config.url, lapin::ConnectionProperties::default())
-        .await
-        .expect("RabbitMQ reachable");
-    let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    let (conn, channel) = confirmed_channel(&config.url).await;
     for properties in [
         lapin::BasicProperties::default().with_message_id("hand-1".into()),
         lapin::BasicProperties::default(),
