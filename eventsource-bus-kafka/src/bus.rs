@@ -155,13 +155,15 @@ impl EventBus for KafkaBus {
         if offsets.committed == 0 && dead == 0 && mine.is_empty() {
             return Ok(None);
         }
-        Ok(Some(GroupStats {
-            members: offsets.members.max(mine.len()),
-            pending: offsets.lag,
-            in_flight: mine.iter().map(|m| m.in_flight() as u64).sum(),
-            dead_letters: dead,
-            offset_gaps: mine.iter().map(|m| m.offset_gaps()).sum(),
-        }))
+        Ok(Some(
+            GroupStats::new(
+                offsets.members.max(mine.len()),
+                offsets.lag,
+                mine.iter().map(|m| m.in_flight() as u64).sum(),
+            )
+            .with_dead_letters(dead)
+            .with_offset_gaps(mine.iter().map(|m| m.offset_gaps()).sum()),
+        ))
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {

@@ -69,13 +69,12 @@ impl Group {
     }
 
     pub(crate) fn stats(&self, dead_letters: u64) -> GroupStats {
-        GroupStats {
-            members: self.members.load(Ordering::Relaxed),
-            pending: self.queue.queued() as u64,
-            in_flight: self.queue.in_flight() as u64,
-            dead_letters,
-            offset_gaps: 0,
-        }
+        GroupStats::new(
+            self.members.load(Ordering::Relaxed),
+            self.queue.queued() as u64,
+            self.queue.in_flight() as u64,
+        )
+        .with_dead_letters(dead_letters)
     }
 }
 

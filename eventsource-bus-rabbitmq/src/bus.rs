@@ -162,13 +162,10 @@ impl EventBus for RabbitBus {
             .filter(|m| m.group() == group)
             .map(|m| m.in_flight() as u64)
             .sum();
-        Ok(Some(GroupStats {
-            members: members as usize,
-            pending: u64::from(pending),
-            in_flight,
-            dead_letters: u64::from(dead),
-            offset_gaps: 0,
-        }))
+        Ok(Some(
+            GroupStats::new(members as usize, u64::from(pending), in_flight)
+                .with_dead_letters(u64::from(dead)),
+        ))
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {

@@ -122,8 +122,10 @@ pub struct BusStats {
     pub streams: BTreeMap<String, u64>,
 }
 
-/// The state of one consumer group.
+/// The state of one consumer group. Backends build it with
+/// [`GroupStats::new`] (fields may be added: it is `#[non_exhaustive]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GroupStats {
     /// Members (subscriptions) currently consuming.
     pub members: usize,
@@ -139,6 +141,35 @@ pub struct GroupStats {
     /// also logged with topic, partition and offsets.
     #[serde(default)]
     pub offset_gaps: u64,
+}
+
+impl GroupStats {
+    /// A group with `members` members, `pending` events waiting (its lag)
+    /// and `in_flight` being handled; no dead letters and no offset gaps
+    /// until set with [`with_dead_letters`](Self::with_dead_letters) and
+    /// [`with_offset_gaps`](Self::with_offset_gaps).
+    pub fn new(members: usize, pending: u64, in_flight: u64) -> Self {
+        GroupStats {
+            members,
+            pending,
+            in_flight,
+            ..Self::default()
+        }
+    }
+
+    /// With the group's dead letters.
+    #[must_use]
+    pub fn with_dead_letters(mut self, dead_letters: u64) -> Self {
+        self.dead_letters = dead_letters;
+        self
+    }
+
+    /// With the offset gaps a partitioned backend found.
+    #[must_use]
+    pub fn with_offset_gaps(mut self, offset_gaps: u64) -> Self {
+        self.offset_gaps = offset_gaps;
+        self
+    }
 }
 
 /// What `shutdown` did.
