@@ -237,59 +237,20 @@ async fn stats_show_a_groups_backlog() {
         .expect("shutdown");
 }
 
+/// Member B gets nothing while A holds the message, and it once A dies
+/// (the testkit's scenario).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_members_unacked_message_goes_to_another_member() {
-    use eventsource_core::handler_fn;
-    use tokio::sync::mpsc;
-
     let config = common::config();
-    let a = common::connect(config.clone()).await;
-    let (started_tx, mut started) = mpsc::unbounded_channel();
-    a.subscribe(
-        Subscription::builder("takeover")
-            .handler(handler_fn(move |_e| {
-                let started_tx = started_tx.clone();
-                async move {
-                    let _ = started_tx.send(());
-                    std::future::pending::<()>().await; // hangs: this member dies with it
-                    Ok(())
-                }
-            }))
-            .build()
-            .expect("valid"),
+    let (b, _sent) = eventsource_testkit::a_dead_members_event_goes_to_another(
+        || {
+            let config = config.clone();
+            async move { Arc::new(common::connect(config).await) as Arc<dyn EventBus> }
+        },
+        eventsource_testkit::BJoins::BeforeTheDeath(Duration::from_millis(300)),
+        Duration::from_secs(10),
     )
-    .await
-    .expect("subscribe A");
-    let sent = probe("agg-1", 1, 1);
-    a.publish(std::slice::from_ref(&sent))
-        .await
-        .expect("publish");
-    tokio::time::timeout(Duration::from_secs(10), started.recv())
-        .await
-        .expect("A got it")
-        .expect("open");
-
-    let b = common::connect(config).await;
-    let (mut rec, h) = Recorder::new("member B");
-    b.subscribe(
-        Subscription::builder("takeover")
-            .handler(h)
-            .build()
-            .expect("valid"),
-    )
-    .await
-    .expect("subscribe B");
-    rec.expect_nothing(Duration::from_millis(300)).await; // A still holds it
-    let report = a
-        .shutdown(Duration::from_millis(50))
-        .await
-        .expect("shutdown A");
-    assert_eq!(report.abandoned, 1, "{report:?}");
-    let got = rec.expect(1, Duration::from_secs(10)).await;
-    assert_eq!(
-        got[0].event_id, sent.event_id,
-        "B takes over what A never acked"
-    );
+    .await;
     b.shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown B");

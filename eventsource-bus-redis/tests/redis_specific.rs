@@ -73,58 +73,21 @@ async fn garbage_entry_is_dead_lettered_raw_and_replayable_after_the_fix() {
         .expect("shutdown");
 }
 
+/// Member B of the group, started after A died holding an entry, gets it
+/// without any call (the testkit's scenario), handles it once and acks
+/// it: nothing is left pending in the group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_members_entries_are_taken_over_automatically() {
     let config = common::config(&common::redis_url());
-    // Member A takes the entry and hangs in its handler, then dies.
-    let a = common::connect(config.clone()).await;
-    let (started_tx, mut started) = mpsc::unbounded_channel();
-    a.subscribe(
-        Subscription::builder("takeover")
-            .handler(handler_fn(move |_e| {
-                let started_tx = started_tx.clone();
-                async move {
-                    let _ = started_tx.send(());
-                    std::future::pending::<()>().await;
-                    Ok(())
-                }
-            }))
-            .build()
-            .expect("valid"),
+    let (b, _sent) = eventsource_testkit::a_dead_members_event_goes_to_another(
+        || {
+            let config = config.clone();
+            async move { Arc::new(common::connect(config).await) as Arc<dyn EventBus> }
+        },
+        eventsource_testkit::BJoins::AfterTheDeath,
+        Duration::from_secs(15),
     )
-    .await
-    .expect("subscribe A");
-    let sent = probe("agg-1", 1, 1);
-    a.publish(std::slice::from_ref(&sent))
-        .await
-        .expect("publish");
-    tokio::time::timeout(Duration::from_secs(10), started.recv())
-        .await
-        .expect("A got the entry")
-        .expect("open");
-    let report = a
-        .shutdown(Duration::from_millis(50))
-        .await
-        .expect("shutdown A");
-    assert_eq!(
-        report.abandoned, 1,
-        "A died with the entry unacked: {report:?}"
-    );
-
-    // Member B of the same group, started afterwards, gets it without any call.
-    let b = common::connect(config).await;
-    let (mut rec, h) = Recorder::new("member B");
-    b.subscribe(
-        Subscription::builder("takeover")
-            .handler(h)
-            .build()
-            .expect("valid"),
-    )
-    .await
-    .expect("subscribe B");
-    let got = rec.expect(1, Duration::from_secs(15)).await;
-    assert_eq!(got[0].event_id, sent.event_id);
-    // Handled once and acked: nothing left pending in the group.
+    .await;
     eventually(
         "B to count the entry handled and ack it",
         Duration::from_secs(10),

@@ -34,6 +34,7 @@ mod proxy;
 mod secrets;
 mod single_active;
 mod spans;
+mod takeover;
 mod unreadable;
 
 pub use aggregate::{AggregateOutcome, AggregateTest};
@@ -50,6 +51,7 @@ pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
 pub use secrets::{assert_never_shown, urls_with_password};
 pub use single_active::one_member_reads_and_a_standby_takes_over;
 pub use spans::{CapturedSpan, SpanCapture};
+pub use takeover::{a_dead_members_event_goes_to_another, BJoins};
 pub use unreadable::an_unreadable_letter_stops_nothing;
 
 /// Writes one `#[tokio::test]` per conformance case, each calling the case
