@@ -431,35 +431,27 @@ async fn events_go_to_the_partition_of_their_aggregate() {
 async fn unreadable_dead_letters_stop_nothing() {
     let config = common::config(&common::kafka_url());
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
-    // The group's topics, as its members create them.
-    let first = bus
-        .subscribe(
-            Subscription::builder("foreign")
-                .handler(eventsource_core::handler_fn(|_e| async { Ok(()) }))
-                .build()
-                .expect("valid"),
-        )
-        .await
-        .expect("subscribe");
-    first.unsubscribe().await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .create()
-        .expect("producer");
-    for value in ["written-by-hand 1", "{\"written-by-hand\": 2}"] {
-        producer
-            .send(
-                FutureRecord::to(&config.dlq_topic("foreign"))
-                    .key("x")
-                    .payload(value),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("raw record acknowledged");
-    }
+    let write_letters = || async {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .create()
+            .expect("producer");
+        for value in ["written-by-hand 1", "{\"written-by-hand\": 2}"] {
+            producer
+                .send(
+                    FutureRecord::to(&config.dlq_topic("foreign"))
+                        .key("x")
+                        .payload(value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("raw record acknowledged");
+        }
+    };
     eventsource_testkit::an_unreadable_letter_stops_nothing(
         &bus,
         "foreign",
+        write_letters,
         "written-by-hand",
         Duration::from_secs(60),
     )

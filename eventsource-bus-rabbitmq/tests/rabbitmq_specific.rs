@@ -420,39 +420,31 @@ async fn unreadable_dead_letters_stop_nothing() {
     use lapin::options::BasicPublishOptions;
     let config = common::config().partitions(2u32);
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config.clone()).await);
-    // The group's queues, as its members declare them.
-    let first = bus
-        .subscribe(
-            Subscription::builder("foreign")
-                .handler(eventsource_core::handler_fn(|_e| async { Ok(()) }))
-                .build()
-                .expect("valid"),
-        )
-        .await
-        .expect("subscribe");
-    first.unsubscribe().await;
-    let (conn, channel) = confirmed_channel(&config.url).await;
-    for properties in [
-        lapin::BasicProperties::default().with_message_id("hand-1".into()),
-        lapin::BasicProperties::default(),
-    ] {
-        channel
-            .basic_publish(
-                "".into(),
-                config.dlq("foreign").as_str().into(),
-                BasicPublishOptions::default(),
-                b"written-by-hand",
-                properties,
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-    }
-    let _ = conn.close(200, "done".into()).await;
+    let write_letters = || async {
+        let (conn, channel) = confirmed_channel(&config.url).await;
+        for properties in [
+            lapin::BasicProperties::default().with_message_id("hand-1".into()),
+            lapin::BasicProperties::default(),
+        ] {
+            channel
+                .basic_publish(
+                    "".into(),
+                    config.dlq("foreign").as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"written-by-hand",
+                    properties,
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+        }
+        let _ = conn.close(200, "done".into()).await;
+    };
     eventsource_testkit::an_unreadable_letter_stops_nothing(
         &bus,
         "foreign",
+        write_letters,
         "written-by-hand",
         Duration::from_secs(20),
     )

@@ -461,26 +461,26 @@ async fn unreadable_dead_letters_stop_nothing() {
     let config = common::config(&common::redis_url()).partitions(2u32);
     let dlq = config.dlq_stream("foreign");
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);
-    let mut conn = raw_conn().await;
-    let _: String = redis::cmd("XADD")
-        .arg(&dlq)
-        .arg("*")
-        .arg("note")
-        .arg("written-by-hand")
-        .query_async(&mut conn)
-        .await
-        .expect("XADD");
-    let _: String = redis::cmd("XADD")
-        .arg(&dlq)
-        .arg("*")
-        .arg("envelope")
-        .arg("{not json written-by-hand")
-        .query_async(&mut conn)
-        .await
-        .expect("XADD");
+    let write_letters = || async {
+        let mut conn = raw_conn().await;
+        for (field, value) in [
+            ("note", "written-by-hand"),
+            ("envelope", "{not json written-by-hand"),
+        ] {
+            let _: String = redis::cmd("XADD")
+                .arg(&dlq)
+                .arg("*")
+                .arg(field)
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .expect("XADD");
+        }
+    };
     eventsource_testkit::an_unreadable_letter_stops_nothing(
         &bus,
         "foreign",
+        write_letters,
         "written-by-hand",
         Duration::from_secs(20),
     )

@@ -13,20 +13,36 @@ use eventsource_core::{
 
 use crate::probe;
 
-/// `group`'s DLQ on `bus` holds exactly two letters the backend's test
-/// wrote with its raw client, each carrying `marker` in a field or the
-/// body, and nothing else. Checks that both list as
+/// Declares `group` on `bus` (a member joins and leaves, so its queues or
+/// topics exist), then lets `write_letters` put exactly two letters in
+/// the group's DLQ with the backend's raw client, each carrying `marker`
+/// in a field or the body. Checks that both list as
 /// [`FailureKind::Unreadable`] (id, raw fields with the marker, the
 /// reason); that a member of `group` parking aggregates handles all 20
 /// events published (an unreadable letter parks nothing); that the stats
 /// count them; and that one is discarded and the other purged. `patience`
 /// bounds each wait.
-pub async fn an_unreadable_letter_stops_nothing(
+pub async fn an_unreadable_letter_stops_nothing<F, Fut>(
     bus: &Arc<dyn EventBus>,
     group: &str,
+    write_letters: F,
     marker: &str,
     patience: Duration,
-) {
+) where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let first = bus
+        .subscribe(
+            Subscription::builder(group)
+                .handler(handler_fn(|_e: EventEnvelope| async { Ok(()) }))
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    first.unsubscribe().await;
+    write_letters().await;
     let dlq = bus.dead_letters();
     let letters = dlq
         .list(&DeadLetterQuery::group(group))
