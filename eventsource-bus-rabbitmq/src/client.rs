@@ -66,6 +66,35 @@ impl Session {
         self.channel.status().connected()
     }
 
+    /// Tries to make this connection the holder of the exclusive,
+    /// auto-delete queue `name` (a lock the broker frees when the
+    /// connection closes), on a channel of its own, since a refused
+    /// declare closes its channel: the channel when it now holds it, the
+    /// broker's refusal otherwise (`RESOURCE_LOCKED` while another
+    /// connection holds it).
+    pub(crate) async fn claim_exclusive(
+        &self,
+        name: &str,
+    ) -> Result<std::result::Result<Channel, lapin::Error>> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_err("opening a channel", e))?;
+        let declared = channel
+            .queue_declare(
+                short("queue", name)?,
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        Ok(declared.map(|_| channel))
+    }
+
     /// Closes the connection (unacked messages go back to their queues).
     pub(crate) async fn close(&self) {
         let _ = self.connection.close(200, "bye".into()).await;

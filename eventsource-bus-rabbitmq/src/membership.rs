@@ -137,25 +137,8 @@ pub(crate) async fn take_rank(
 ) -> Result<Option<u32>> {
     let name = |r: u32| format!("{}.rank.{r}", config.queue(group));
     for r in 0..below.min(4_096) {
-        // A refused declare closes its channel: one channel per try.
-        let channel = session
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| amqp_err("opening a channel", e))?;
-        let declared = channel
-            .queue_declare(
-                short("queue", &name(r))?,
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match declared {
-            Ok(_) => {
+        match session.claim_exclusive(&name(r)).await? {
+            Ok(channel) => {
                 if let Some(old) = current.filter(|old| *old != r) {
                     channel
                         .queue_delete(short("queue", &name(old))?, Default::default())

@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Result};
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 
 use crate::client::{amqp_err, short, Client, Session};
 use crate::lag::queue_counts;
@@ -34,24 +33,7 @@ async fn lock_scans(session: &Session, config: &RabbitBusConfig, dlq: &str) -> R
     let lock = format!("{dlq}.scan-lock");
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     loop {
-        // A refused declare closes its channel: one channel per try.
-        let channel = session
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| amqp_err("opening a channel", e))?;
-        let declared = channel
-            .queue_declare(
-                short("queue", &lock)?,
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match declared {
+        match session.claim_exclusive(&lock).await? {
             Ok(_) => return Ok(()),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(amqp_err(
