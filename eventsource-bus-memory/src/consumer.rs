@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{Delivery, Member, MemberTasks, Outcome, Settle, Worker};
-use eventsource_core::{DeadLetter, Subscription};
+use eventsource_core::driver::{Letter, Member, MemberTasks, Settle, Worker};
+use eventsource_core::{DeadLetter, Failure, Subscription};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -19,25 +19,28 @@ struct MemorySettle<'a> {
 
 #[async_trait]
 impl Settle<()> for MemorySettle<'_> {
-    async fn settle(&self, delivery: Delivery<()>, outcome: Outcome) -> bool {
-        if let Outcome::DeadLetter(failure) = outcome {
-            self.client.dead_letters.insert(DeadLetter {
-                id: String::new(),
-                envelope: Some((*delivery.envelope).clone()),
-                raw: None,
-                failure: failure.from_source(format!("memory:{}", self.group.name)),
-            });
-        }
-        true
+    /// Nothing the memory bus carries fails to decode.
+    type Raw = std::convert::Infallible;
+
+    fn source(&self, (): &()) -> String {
+        format!("memory:{}", self.group.name)
     }
 
-    fn settle_now(
-        &self,
-        delivery: Delivery<()>,
-        outcome: Outcome,
-    ) -> Option<(Delivery<()>, Outcome)> {
-        // A handled event needs no ack here.
-        (outcome != Outcome::Handled).then_some((delivery, outcome))
+    async fn ack(&self, (): ()) {}
+
+    fn ack_now(&self, (): ()) -> Option<()> {
+        None // A handled event needs no ack here.
+    }
+
+    async fn dead_letter(&self, (): (), letter: Letter<Self::Raw>, failure: &Failure) -> bool {
+        let Letter::Event(envelope) = letter;
+        self.client.dead_letters.insert(DeadLetter {
+            id: String::new(),
+            envelope: Some((*envelope).clone()),
+            raw: None,
+            failure: failure.clone(),
+        });
+        true
     }
 }
 

@@ -4,20 +4,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use eventsource_core::driver::Letter;
 use eventsource_core::wire::dead_letter;
-use eventsource_core::{
-    DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, EventEnvelope, Failure, Result,
-};
+use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Failure, Result};
 use redis::streams::{StreamId, StreamRangeReply};
 
 use crate::client::{redis_err, Client, BACKEND};
 use crate::wire;
 
 /// What a dead letter carries: the event, or the raw fields that did not decode.
-pub(crate) enum LetterBody {
-    Event(EventEnvelope),
-    Raw(BTreeMap<String, String>),
-}
+pub(crate) type LetterBody = Letter<BTreeMap<String, String>>;
 
 /// Appends a dead letter and acks the entry in one MULTI/EXEC, so a
 /// message is either pending or dead-lettered, never lost nor both. The
@@ -53,16 +49,16 @@ pub(crate) async fn write_dead_letter(
     let group = &failure.group;
     let dlq = config.dlq_stream(group);
     let (body_field, body_value) = match body {
-        LetterBody::Event(e) => (
+        Letter::Event(e) => (
             "envelope",
-            serde_json::to_string(e).expect("an envelope serializes"),
+            serde_json::to_string(&**e).expect("an envelope serializes"),
         ),
-        LetterBody::Raw(fields) => (
+        Letter::Raw(fields) => (
             "raw",
             serde_json::to_string(fields).expect("a string map serializes"),
         ),
     };
-    let decoded = matches!(body, LetterBody::Event(_));
+    let decoded = matches!(body, Letter::Event(_));
     let what = || format!("dead-lettering entry {entry_id} of `{stream}` to `{dlq}`");
     let mut conn = client.conn.clone();
     if let Some((lease, owner)) = fence {

@@ -14,10 +14,10 @@ mod settle;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{KeyedQueue, Member, MemberTasks, Parking};
+use eventsource_core::driver::{BrokerMember, Counters, Member, MemberCore};
 use eventsource_core::{Error, Result, Subscription};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{client_config, kafka_err, Client, BACKEND};
@@ -39,15 +39,13 @@ pub(crate) struct Token {
 /// offset trackers and the workers.
 pub(crate) struct GroupConsumer {
     client: Arc<Client>,
-    subscription: Subscription,
     consumer: Arc<OwnedConsumer>,
     trackers: Trackers,
-    queue: Arc<KeyedQueue<Token>>,
-    parking: Option<Arc<Parking>>,
-    slots: Arc<Semaphore>,
+    /// Its queue, slots, parking and tasks; shared with the rebalance
+    /// callbacks, which drop what a revoked partition left queued.
+    core: Arc<MemberCore<Token>>,
     /// Offset gaps found (records the broker skipped).
     gaps: std::sync::atomic::AtomicU64,
-    tasks: MemberTasks,
 }
 
 impl GroupConsumer {
@@ -69,22 +67,25 @@ impl GroupConsumer {
         client.ensure_topics(&topics).await?;
         let trackers: Trackers = Arc::default();
         let assigned = Arc::new(Notify::new());
-        let queue = Arc::new(KeyedQueue::new(config.prefetch));
-        let parking = subscription.parks_aggregates().then(|| {
-            let dlq = Arc::new(crate::dlq::KafkaDeadLetterQueue {
-                client: Arc::clone(&client),
-            });
-            Parking::new(group.clone(), dlq)
-        });
+        let filter = subscription.filter().canonical();
+        let core = Arc::new(MemberCore::new(
+            BACKEND,
+            subscription,
+            config.prefetch,
+            stop,
+            || {
+                Arc::new(crate::dlq::KafkaDeadLetterQueue {
+                    client: Arc::clone(&client),
+                })
+            },
+        ));
         let context = MemberContext {
-            parking: parking.clone(),
             group: group.clone(),
             trackers: Arc::clone(&trackers),
-            queue: Arc::clone(&queue),
+            core: Arc::clone(&core),
             assigned: Arc::clone(&assigned),
             revoke_wait: config.session_timeout / 2,
         };
-        let filter = subscription.filter().canonical();
         check_group_filter(&client, &config.group_id(&group), &group, &filter).await?;
         let consumer: StreamConsumer<MemberContext> = client_config(config)
             .set("client.id", filter_client_id(&filter))
@@ -113,33 +114,15 @@ impl GroupConsumer {
             .subscribe(&[&topics[0], &topics[1]])
             .map_err(|e| kafka_err(format!("subscribing group `{group}` to `{}`", topics[0]), e))?;
         let member = Arc::new(GroupConsumer {
-            queue,
-            parking,
+            core,
             gaps: std::sync::atomic::AtomicU64::new(0),
-            slots: Arc::new(Semaphore::new(config.prefetch)),
-            tasks: MemberTasks::new(stop),
             consumer: Arc::new(OwnedConsumer(Some(consumer))),
             trackers,
             client,
-            subscription,
         });
         let waiting = assigned.notified();
-        member.tasks.helper(Arc::clone(&member).poll_loop());
-        let n = member.subscription.concurrency();
-        member.tasks.spawn_workers(
-            BACKEND,
-            member.client.config.events_topic(),
-            &member,
-            n,
-            |m| {
-                (
-                    &*m.queue,
-                    &m.subscription,
-                    &m.client.stats,
-                    m.parking.as_deref(),
-                )
-            },
-        );
+        member.core.tasks().helper(Arc::clone(&member).poll_loop());
+        MemberCore::spawn_workers(&member, &topics[0]);
         let timeout = member.client.config.assignment_timeout;
         if tokio::time::timeout(timeout, waiting).await.is_err() {
             member.stop(None).await;
@@ -152,16 +135,26 @@ impl GroupConsumer {
     }
 
     pub(crate) fn group(&self) -> &str {
-        self.subscription.group()
+        self.core.group()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.queue.in_flight()
+        self.core.in_flight()
     }
 
     /// Offset gaps found so far.
     pub(crate) fn offset_gaps(&self) -> u64 {
         self.gaps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl BrokerMember<Token> for GroupConsumer {
+    fn core(&self) -> &MemberCore<Token> {
+        &self.core
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.client.stats
     }
 }
 
@@ -171,7 +164,7 @@ impl Member for GroupConsumer {
     /// commits what finished and leaves the group. Returns how many
     /// workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
-        let abandoned = self.tasks.stop(deadline).await;
+        let abandoned = self.core.tasks().stop(deadline).await;
         let consumer = Arc::clone(&self.consumer);
         let tpl = commit_list(&self.trackers.lock());
         let _ = tokio::task::spawn_blocking(move || {

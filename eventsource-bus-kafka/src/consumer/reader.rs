@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::driver::{triage, Delivery, Intake};
+use eventsource_core::driver::{dead_letter, triage, Delivery, Intake, Letter, Settle};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio::sync::OwnedSemaphorePermit;
@@ -22,19 +22,19 @@ impl GroupConsumer {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let slot = tokio::select! {
-                () = self.tasks.token().cancelled() => return,
+                () = self.core.token().cancelled() => return,
                 _ = tick.tick() => { self.commit(CommitMode::Async); continue; }
-                slot = Arc::clone(&self.slots).acquire_owned() => match slot { Ok(s) => s, Err(_) => return },
+                slot = Arc::clone(self.core.slots()).acquire_owned() => match slot { Ok(s) => s, Err(_) => return },
             };
             tokio::select! {
-                () = self.tasks.token().cancelled() => return,
+                () = self.core.token().cancelled() => return,
                 _ = tick.tick() => self.commit(CommitMode::Async),
                 received = self.consumer.recv() => match received {
                     Ok(message) => self.accept(&message, slot).await,
                     Err(e) => {
                         tracing::warn!(group = self.group(), error = %e, "kafka consumer error");
                         tokio::select! {
-                            () = self.tasks.token().cancelled() => return,
+                            () = self.core.token().cancelled() => return,
                             () = tokio::time::sleep(Duration::from_millis(200)) => {}
                         }
                     }
@@ -83,29 +83,24 @@ impl GroupConsumer {
             .unwrap_or_default();
         let headers = wire::headers_as_text(message.headers());
         let decoded = wire::decode(&headers, message.payload());
-        let source = || format!("{topic}[{partition}]@{offset}");
-        match triage(BACKEND, &self.subscription, decoded, source) {
-            Intake::Handle(envelope) => {
-                let token = Token {
-                    topic,
-                    partition,
-                    offset,
-                    key,
-                    _slot: slot,
-                };
-                self.queue
-                    .push_now(Delivery::new(Arc::new(envelope), token));
-            }
-            Intake::Skip => self.done(&topic, partition, offset),
+        let token = Token {
+            topic,
+            partition,
+            offset,
+            key,
+            _slot: slot,
+        };
+        let source = || self.source(&token);
+        match triage(BACKEND, self.core.subscription(), decoded, source) {
+            Intake::Handle(envelope) => self
+                .core
+                .queue()
+                .push_now(Delivery::new(Arc::new(envelope), token)),
+            Intake::Skip => self.ack(token).await,
             Intake::DeadLetter(failure) => {
                 let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
-                if self
-                    .dead_letter(&key, headers, payload, &failure, false)
-                    .await
-                {
-                    self.client.stats.dead_lettered(self.subscription.group());
-                    self.done(&topic, partition, offset);
-                }
+                let raw = Letter::Raw((headers, payload));
+                dead_letter(self, &self.client.stats, token, raw, failure).await;
             }
         }
     }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::driver::{KeyedQueue, Parking};
+use eventsource_core::driver::MemberCore;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::Notify;
@@ -19,13 +19,12 @@ use super::Token;
 pub(crate) struct MemberContext {
     pub(super) group: String,
     pub(super) trackers: Trackers,
-    pub(super) queue: Arc<KeyedQueue<Token>>,
+    /// The member's core: its queue, and the group's parked aggregates
+    /// (reloaded after each assignment) when the subscription parks them.
+    pub(super) core: Arc<MemberCore<Token>>,
     pub(super) assigned: Arc<Notify>,
     /// How long a revoke waits for handlers of revoked partitions.
     pub(super) revoke_wait: Duration,
-    /// The group's parked aggregates, when the subscription parks them:
-    /// reloaded after each assignment.
-    pub(super) parking: Option<Arc<Parking>>,
 }
 
 impl ClientContext for MemberContext {}
@@ -44,7 +43,8 @@ impl MemberContext {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         let dropped: HashSet<(String, i32, i64)> = self
-            .queue
+            .core
+            .queue()
             .remove_where(|t| partitions.contains(&(t.topic.clone(), t.partition)))
             .into_iter()
             .map(|d| (d.token.topic.clone(), d.token.partition, d.token.offset))
@@ -136,7 +136,7 @@ impl ConsumerContext for MemberContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.assign(consumer, tpl);
-            if let Some(parking) = &self.parking {
+            if let Some(parking) = self.core.parking() {
                 // Its partitions may come from a member that parked some.
                 parking.invalidate();
             }

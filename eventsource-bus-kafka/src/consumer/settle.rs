@@ -1,11 +1,11 @@
-//! What becomes of a handled record: its offset is done, after its dead
-//! letter is written when it failed for good (reduced when the whole
-//! letter is too large, so that the partition moves on).
+//! What becomes of a settled record: its offset is done, after its dead
+//! letter is written when it failed for good or did not decode (reduced
+//! when the whole letter is too large, so that the partition moves on).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{Delivery, Outcome, Settle};
+use eventsource_core::driver::{Letter, Settle};
 use eventsource_core::Failure;
 
 use super::{GroupConsumer, Token};
@@ -13,25 +13,46 @@ use crate::client::is_too_large;
 use crate::dlq::{dead_letter_record, reduced_letter};
 use crate::wire;
 
+/// A record that did not decode: its headers (as text) and payload.
+pub(crate) type RawRecord = (BTreeMap<String, String>, Vec<u8>);
+
 #[async_trait]
 impl Settle<Token> for GroupConsumer {
-    async fn settle(&self, delivery: Delivery<Token>, outcome: Outcome) -> bool {
-        let Delivery {
-            envelope, token, ..
-        } = delivery;
-        if let Outcome::DeadLetter(failure) = outcome {
-            let failure = failure.from_source(format!(
-                "{}[{}]@{}",
-                token.topic, token.partition, token.offset
-            ));
-            let (headers, payload) = wire::encode(&envelope, &self.client.config.source);
-            let headers = wire::headers_as_text(Some(&headers));
-            if !self
-                .dead_letter(&token.key, headers, payload, &failure, true)
-                .await
-            {
-                return false; // stays pending: never committed past
+    type Raw = RawRecord;
+
+    fn source(&self, token: &Token) -> String {
+        format!("{}[{}]@{}", token.topic, token.partition, token.offset)
+    }
+
+    async fn ack(&self, token: Token) {
+        self.done(&token.topic, token.partition, token.offset);
+    }
+
+    fn ack_now(&self, token: Token) -> Option<Token> {
+        // Marks the offset done for the next commit: nothing to wait for.
+        self.done(&token.topic, token.partition, token.offset);
+        None
+    }
+
+    async fn dead_letter(
+        &self,
+        token: Token,
+        letter: Letter<RawRecord>,
+        failure: &Failure,
+    ) -> bool {
+        let decoded = matches!(letter, Letter::Event(_));
+        let (headers, payload) = match letter {
+            Letter::Event(envelope) => {
+                let (headers, payload) = wire::encode(&envelope, &self.client.config.source);
+                (wire::headers_as_text(Some(&headers)), payload)
             }
+            Letter::Raw(raw) => raw,
+        };
+        if !self
+            .write_letter(&token.key, headers, payload, failure, decoded)
+            .await
+        {
+            return false; // stays pending: never committed past
         }
         self.done(&token.topic, token.partition, token.offset);
         true
@@ -42,7 +63,7 @@ impl GroupConsumer {
     /// Produces a dead letter (acknowledged); `true` on success. A letter
     /// the broker refuses as too large is written reduced
     /// ([`reduced_letter`]): the partition moves on.
-    pub(super) async fn dead_letter(
+    async fn write_letter(
         &self,
         key: &str,
         headers: BTreeMap<String, String>,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{refuse_parking, KeyedQueue, Member, MemberTasks, Parking};
+use eventsource_core::driver::{refuse_parking, BrokerMember, Counters, Member, MemberCore};
 use eventsource_core::{Result, Subscription};
 use lapin::options::BasicQosOptions;
 use lapin::Acker;
@@ -41,16 +41,14 @@ const JOIN_RACES: u32 = 5;
 /// (reconnecting) and its workers.
 pub(crate) struct GroupConsumer {
     client: Arc<Client>,
-    subscription: Subscription,
-    queue: KeyedQueue<Token>,
+    /// Its subscription, queue, parking and tasks (the broker holds the
+    /// prefetch: basic.qos).
+    core: MemberCore<Token>,
     /// The consuming connection; kept open after `stop` until the workers
     /// have acked, then closed (unacked messages go back to the queue).
     session: tokio::sync::Mutex<Option<Session>>,
-    tasks: MemberTasks,
     /// Partitioned mode: the partitions this member consumes.
     owned: parking_lot::Mutex<BTreeMap<u32, Owned>>,
-    /// The group's parked aggregates, when the subscription parks them.
-    parking: Option<Arc<Parking>>,
     /// Consumers let go of at `stop`, kept (not cancelled) until the
     /// connection is closed: see [`GroupConsumer::hold_until_closed`].
     held: parking_lot::Mutex<Vec<lapin::Consumer>>,
@@ -70,62 +68,37 @@ impl GroupConsumer {
             &subscription,
             config.partitions.is_some() || config.single_active_consumer,
         )?;
-        let parking = subscription.parks_aggregates().then(|| {
-            let dlq = Arc::new(crate::dlq::RabbitDeadLetterQueue {
-                client: Arc::clone(&client),
-            });
-            Parking::new(subscription.group(), dlq)
-        });
         let session = Self::open(&client, &subscription).await?;
+        let prefetch = usize::from(config.prefetch);
+        let core = MemberCore::new(BACKEND, subscription, prefetch, stop, || {
+            Arc::new(crate::dlq::RabbitDeadLetterQueue {
+                client: Arc::clone(&client),
+            })
+        });
         let member = Arc::new(GroupConsumer {
-            parking,
-            queue: KeyedQueue::new(usize::from(client.config.prefetch)),
+            core,
             session: tokio::sync::Mutex::new(None),
-            tasks: MemberTasks::new(stop),
             owned: parking_lot::Mutex::new(BTreeMap::new()),
             held: parking_lot::Mutex::new(Vec::new()),
             client,
-            subscription,
         });
+        let tasks = member.core.tasks();
         if member.client.config.partitions.is_some() {
-            member
-                .tasks
-                .helper(Arc::clone(&member).partition_loop(session));
+            tasks.helper(Arc::clone(&member).partition_loop(session));
         } else {
-            member
-                .tasks
-                .helper(Arc::clone(&member).consume_loop(session));
+            tasks.helper(Arc::clone(&member).consume_loop(session));
         }
-        let n = member.subscription.concurrency();
-        member.tasks.spawn_workers(
-            BACKEND,
-            member.client.config.queue(member.subscription.group()),
-            &member,
-            n,
-            |m| {
-                (
-                    &m.queue,
-                    &m.subscription,
-                    &m.client.stats,
-                    m.parking.as_deref(),
-                )
-            },
-        );
+        let queue = member.client.config.queue(member.group());
+        MemberCore::spawn_workers(&member, &queue);
         Ok(member)
     }
 
-    /// Where a message came from, for its dead letter: the group's queue
-    /// and the routing key it arrived with.
-    pub(super) fn source(&self, routing_key: &str) -> String {
-        format!("{} ({routing_key})", self.client.config.queue(self.group()))
-    }
-
     pub(crate) fn group(&self) -> &str {
-        self.subscription.group()
+        self.core.group()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.queue.in_flight()
+        self.core.in_flight()
     }
 
     /// Opens the member's session: connection, register, queues and
@@ -182,13 +155,23 @@ impl GroupConsumer {
     }
 }
 
+impl BrokerMember<Token> for GroupConsumer {
+    fn core(&self) -> &MemberCore<Token> {
+        &self.core
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.client.stats
+    }
+}
+
 #[async_trait]
 impl Member for GroupConsumer {
     /// Stops consuming and waits for the workers (until `deadline`, if
     /// any, then aborts them); closes the connection. Returns how many
     /// workers were aborted.
     async fn stop(&self, deadline: Option<tokio::time::Instant>) -> usize {
-        let abandoned = self.tasks.stop(deadline).await;
+        let abandoned = self.core.tasks().stop(deadline).await;
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
         }

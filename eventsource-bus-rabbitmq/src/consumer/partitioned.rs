@@ -71,7 +71,7 @@ impl GroupConsumer {
                 // queues on the broker; the local copies must not be
                 // handled twice, and its rank went with it.
                 self.owned.lock().clear();
-                let dropped = self.queue.drain().len();
+                let dropped = self.core.queue().drain().len();
                 tracing::warn!(
                     group = self.group(),
                     dropped,
@@ -89,7 +89,7 @@ impl GroupConsumer {
                 tracing::warn!(group = self.group(), error = %e, "rebalancing partitions failed; trying again");
             }
             tokio::select! {
-                () = self.tasks.token().cancelled() => return,
+                () = self.core.token().cancelled() => return,
                 () = tokio::time::sleep(tick) => {}
             }
         }
@@ -144,7 +144,7 @@ impl GroupConsumer {
                     // to the next owner first.
                     let p = *p;
                     drop(
-                        self.queue.remove_where(|t| {
+                        self.core.queue().remove_where(|t| {
                             t.partition.as_ref().is_some_and(|o| o.partition == p)
                         }),
                     );
@@ -196,7 +196,8 @@ impl GroupConsumer {
                 },
             );
             tracing::debug!(group = self.group(), partition = p, "consuming a partition");
-            self.tasks
+            self.core
+                .tasks()
                 .helper(Arc::clone(self).consume_partition(p, consumer, outstanding));
         }
         Ok(())
@@ -213,7 +214,7 @@ impl GroupConsumer {
         let mut fresh = true;
         loop {
             let next = tokio::select! {
-                () = self.tasks.token().cancelled() => {
+                () = self.core.token().cancelled() => {
                     self.hold_until_closed(consumer);
                     return;
                 }
@@ -251,7 +252,7 @@ impl GroupConsumer {
     /// This member became the active consumer of a queue another member
     /// consumed: what it knows of parked aggregates is reloaded.
     pub(super) fn took_over(&self) {
-        if let Some(parking) = &self.parking {
+        if let Some(parking) = self.core.parking() {
             parking.invalidate();
         }
     }

@@ -7,17 +7,16 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::driver::{triage, Delivery, Intake};
+use eventsource_core::driver::{dead_letter, triage, Delivery, Intake, Letter, Settle};
 use eventsource_core::Result;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 
 use super::partitioned::{Outstanding, Owned};
-use super::settle::requeue;
 use super::{GroupConsumer, Token};
 use crate::client::{amqp_err, short, Session, BACKEND};
-use crate::dlq::LetterBody;
+use crate::dlq::RawMessage;
 use crate::wire;
 
 impl GroupConsumer {
@@ -44,7 +43,7 @@ impl GroupConsumer {
                     tracing::warn!(group = self.group(), error = %e, "rabbitmq consumer lost its channel");
                     // What the dead channel delivered goes back to the queue on
                     // the broker; the local copies must not be handled twice.
-                    let dropped = self.queue.drain().len();
+                    let dropped = self.core.queue().drain().len();
                     if dropped > 0 {
                         tracing::debug!(dropped, "dropped local copies of requeued messages");
                     }
@@ -74,7 +73,7 @@ impl GroupConsumer {
         let mut fresh = true;
         loop {
             tokio::select! {
-                () = self.tasks.token().cancelled() => {
+                () = self.core.token().cancelled() => {
                     self.hold_until_closed(consumer);
                     return Ok(());
                 }
@@ -117,19 +116,19 @@ impl GroupConsumer {
         delivery: lapin::message::Delivery,
         partition: Option<(u32, &Arc<AtomicUsize>)>,
     ) {
-        let routing_key = delivery.routing_key.as_str().to_owned();
         let decoded = wire::decode(&delivery.properties, &delivery.data);
-        let source = || self.source(&routing_key);
-        match triage(BACKEND, &self.subscription, decoded, source) {
+        let mut token = Token {
+            acker: delivery.acker,
+            routing_key: delivery.routing_key.as_str().to_owned(),
+            partition: None,
+        };
+        let source = || self.source(&token);
+        match triage(BACKEND, self.core.subscription(), decoded, source) {
             Intake::Handle(envelope) => {
-                let token = |partition| Token {
-                    acker: delivery.acker,
-                    routing_key,
-                    partition,
-                };
                 let envelope = Arc::new(envelope);
+                let queue = self.core.queue();
                 let Some((p, outstanding)) = partition else {
-                    self.queue.push_now(Delivery::new(envelope, token(None)));
+                    queue.push_now(Delivery::new(envelope, token));
                     return;
                 };
                 // Checked and queued under the partitions' lock: a release
@@ -138,25 +137,17 @@ impl GroupConsumer {
                 // handle (and ack) ahead of the earlier ones handed back.
                 let owned = self.owned.lock();
                 if self.takes_from(&owned, p, outstanding) {
-                    let counted = Outstanding::new(p, outstanding);
-                    self.queue
-                        .push_now(Delivery::new(envelope, token(Some(counted))));
+                    token.partition = Some(Outstanding::new(p, outstanding));
+                    queue.push_now(Delivery::new(envelope, token));
                 }
             }
-            Intake::Skip => {
-                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-            }
+            Intake::Skip => self.ack(token).await,
             Intake::DeadLetter(failure) => {
-                let body = LetterBody::Raw {
-                    properties: delivery.properties.clone(),
-                    body: delivery.data.clone(),
-                };
-                if self.dead_letter(&body, &failure).await {
-                    self.client.stats.dead_lettered(self.subscription.group());
-                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-                } else {
-                    requeue(&delivery.acker).await;
-                }
+                let raw = Letter::Raw(RawMessage {
+                    properties: delivery.properties,
+                    body: delivery.data,
+                });
+                dead_letter(self, &self.client.stats, token, raw, failure).await;
             }
         }
     }
@@ -166,7 +157,7 @@ impl GroupConsumer {
     /// member stops.
     pub(super) async fn reconnect(&self, backoff: &mut Duration) -> Option<Session> {
         loop {
-            match Self::open(&self.client, &self.subscription).await {
+            match Self::open(&self.client, self.core.subscription()).await {
                 Ok(s) => {
                     tracing::info!(group = self.group(), "rabbitmq consumer reconnected");
                     *backoff = Duration::from_millis(200);
@@ -175,7 +166,7 @@ impl GroupConsumer {
                 Err(e) => {
                     tracing::warn!(group = self.group(), error = %e, ?backoff, "rabbitmq reconnect failed");
                     tokio::select! {
-                        () = self.tasks.token().cancelled() => return None,
+                        () = self.core.token().cancelled() => return None,
                         () = tokio::time::sleep(*backoff) => {}
                     }
                     *backoff = (*backoff * 2).min(Duration::from_secs(5));

@@ -1,40 +1,50 @@
-//! What becomes of a handled message: acked, or dead-lettered and then
+//! What becomes of a settled message: acked, or dead-lettered and then
 //! acked; given back to the queue when its dead letter cannot be written.
 
 use async_trait::async_trait;
-use eventsource_core::driver::{Delivery, Outcome, Settle};
+use eventsource_core::driver::{Letter, Settle};
 use eventsource_core::Failure;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Acker;
 
 use super::{GroupConsumer, Token};
-use crate::dlq::{dead_letter_message, LetterBody};
+use crate::dlq::{dead_letter_message, LetterBody, RawMessage};
 
 #[async_trait]
 impl Settle<Token> for GroupConsumer {
-    async fn settle(&self, delivery: Delivery<Token>, outcome: Outcome) -> bool {
-        let Delivery {
-            envelope, token, ..
-        } = delivery;
-        if let Outcome::DeadLetter(failure) = outcome {
-            let failure = failure.from_source(self.source(&token.routing_key));
-            let body = LetterBody::Event((*envelope).clone());
-            if !self.dead_letter(&body, &failure).await {
-                requeue(&token.acker).await;
-                return false;
-            }
-        }
+    type Raw = RawMessage;
+
+    /// The group's queue and the routing key the message arrived with.
+    fn source(&self, token: &Token) -> String {
+        let queue = self.client.config.queue(self.group());
+        format!("{queue} ({})", token.routing_key)
+    }
+
+    async fn ack(&self, token: Token) {
         if let Err(e) = token.acker.ack(BasicAckOptions::default()).await {
             // The channel is gone: the broker redelivers the message.
             tracing::warn!(group = self.group(), error = %e, "ack failed; the message will be redelivered");
         }
+    }
+
+    async fn dead_letter(
+        &self,
+        token: Token,
+        letter: Letter<RawMessage>,
+        failure: &Failure,
+    ) -> bool {
+        if !self.write_letter(&letter, failure).await {
+            requeue(&token.acker).await;
+            return false;
+        }
+        Settle::ack(self, token).await;
         true
     }
 }
 
 impl GroupConsumer {
     /// Publishes a dead letter to the group's DLQ (confirmed); `true` on success.
-    pub(super) async fn dead_letter(&self, body: &LetterBody, failure: &Failure) -> bool {
+    async fn write_letter(&self, body: &LetterBody, failure: &Failure) -> bool {
         let config = &self.client.config;
         let (dlq, redacted) = (config.dlq(self.group()), config.redacted_url());
         let message = dead_letter_message(config, body, failure, &dlq);

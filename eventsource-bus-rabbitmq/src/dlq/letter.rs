@@ -4,22 +4,23 @@
 
 use std::collections::BTreeMap;
 
+use eventsource_core::driver::Letter;
 use eventsource_core::wire::dead_letter;
-use eventsource_core::{DeadLetter, EventEnvelope, Failure};
+use eventsource_core::{DeadLetter, Failure};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 
 use crate::client::Outgoing;
 use crate::{wire, RabbitBusConfig};
 
-/// What a dead letter carries: the event, or the message that did not decode.
-pub(crate) enum LetterBody {
-    Event(EventEnvelope),
-    Raw {
-        properties: BasicProperties,
-        body: Vec<u8>,
-    },
+/// A message that did not decode, as it came: its properties and body.
+pub(crate) struct RawMessage {
+    pub(crate) properties: BasicProperties,
+    pub(crate) body: Vec<u8>,
 }
+
+/// What a dead letter carries: the event, or the message that did not decode.
+pub(crate) type LetterBody = Letter<RawMessage>;
 
 /// The message that goes to `group`'s DLQ: the original (re-encoded) event
 /// or raw message, with the failure in the core codec's headers and a
@@ -31,11 +32,11 @@ pub(crate) fn dead_letter_message<'a>(
     dlq: &'a str,
 ) -> Outgoing<'a> {
     let (properties, payload) = match body {
-        LetterBody::Event(e) => wire::encode(e, &config.source),
-        LetterBody::Raw { properties, body } => (properties.clone(), body.clone()),
+        Letter::Event(e) => wire::encode(e, &config.source),
+        Letter::Raw(raw) => (raw.properties.clone(), raw.body.clone()),
     };
     let mut h = properties.headers().clone().unwrap_or_default();
-    let decoded = matches!(body, LetterBody::Event(_));
+    let decoded = matches!(body, Letter::Event(_));
     for (name, value) in dead_letter::encode(failure, decoded) {
         h.insert(
             ShortString::from(name),

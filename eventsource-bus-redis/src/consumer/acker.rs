@@ -12,7 +12,7 @@ use super::{Ack, GroupConsumer};
 
 impl GroupConsumer {
     /// Queues an ack; the entry stays held until the XACK is sent.
-    pub(super) fn ack(&self, stream: &Arc<str>, id: &str) {
+    pub(super) fn ack_later(&self, stream: &Arc<str>, id: &str) {
         match self.acks.lock().as_ref() {
             Some(tx) if tx.send((Arc::clone(stream), id.to_owned())).is_ok() => {}
             // Stopping: the entry stays pending and is delivered again.

@@ -91,7 +91,7 @@ impl GroupConsumer {
     pub(super) async fn refresh_loop(self: Arc<Self>) {
         loop {
             tokio::select! {
-                () = self.tasks.token().cancelled() => return,
+                () = self.core.token().cancelled() => return,
                 () = tokio::time::sleep(self.client.config.claim_interval) => {}
             }
             if let Err(e) = self.register().await {

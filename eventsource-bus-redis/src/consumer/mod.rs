@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{refuse_parking, KeyedQueue, Member, MemberTasks, Parking};
+use eventsource_core::driver::{refuse_parking, BrokerMember, Counters, Member, MemberCore};
 use eventsource_core::{Result, Subscription};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +48,8 @@ type Ack = (Arc<str>, String);
 /// claimer, acker and workers.
 pub(crate) struct GroupConsumer {
     client: Arc<Client>,
-    subscription: Subscription,
+    /// Its subscription, queue, slots, parking and tasks.
+    core: MemberCore<Token>,
     consumer: String,
     /// The event streams: the namespace's one, or one per partition.
     events: Vec<Arc<str>>,
@@ -56,12 +57,8 @@ pub(crate) struct GroupConsumer {
     replay: Arc<str>,
     /// Partitioned mode: the partitions this member holds the lease of.
     owned: Mutex<BTreeMap<u32, Part>>,
-    queue: KeyedQueue<Token>,
     /// Entry ids this member holds unacked, per stream.
     held: Mutex<HashMap<Arc<str>, HashSet<String>>>,
-    slots: Arc<Semaphore>,
-    tasks: MemberTasks,
-    workers: usize,
     /// Acks go to one task that sends them in batches: one XACK per stream
     /// for everything finished since its last round trip.
     acks: Mutex<Option<mpsc::UnboundedSender<Ack>>>,
@@ -74,8 +71,6 @@ pub(crate) struct GroupConsumer {
     /// after the lease was lost), so leaving must not delete the consumer
     /// (XGROUP DELCONSUMER drops its pending entries).
     left_pending: AtomicBool,
-    /// The group's parked aggregates, when the subscription parks them.
-    parking: Option<Arc<Parking>>,
     /// How the group's members share its streams.
     ownership: Ownership,
     /// The reader connection's server-side client id (`CLIENT ID`), or -1
@@ -100,12 +95,6 @@ impl GroupConsumer {
             &subscription,
             Ownership::of(config) != Ownership::Shared,
         )?;
-        let parking = subscription.parks_aggregates().then(|| {
-            let dlq = Arc::new(crate::dlq::RedisDeadLetterQueue {
-                client: Arc::clone(&client),
-            });
-            Parking::new(group.clone(), dlq)
-        });
         let events: Vec<Arc<str>> = config.event_streams().into_iter().map(Into::into).collect();
         let replay: Arc<str> = config.replay_stream(&group).into();
         let consumer = format!(
@@ -115,20 +104,20 @@ impl GroupConsumer {
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
         let ownership = Ownership::of(config);
+        let core = MemberCore::new(BACKEND, subscription, config.prefetch, stop, || {
+            Arc::new(crate::dlq::RedisDeadLetterQueue {
+                client: Arc::clone(&client),
+            })
+        });
         let member = Arc::new(GroupConsumer {
-            tasks: MemberTasks::new(stop),
-            slots: Arc::new(Semaphore::new(config.prefetch)),
-            queue: KeyedQueue::new(config.prefetch),
+            core,
             held: Mutex::new(HashMap::new()),
-            workers: subscription.concurrency(),
             acks: Mutex::new(None),
             acker: Mutex::new(None),
             active: AtomicBool::new(true),
             left_pending: AtomicBool::new(false),
             owned: Mutex::new(BTreeMap::new()),
-            parking,
             client,
-            subscription,
             consumer,
             events,
             replay,
@@ -158,30 +147,16 @@ impl GroupConsumer {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         *member.acks.lock() = Some(ack_tx);
         *member.acker.lock() = Some(tokio::spawn(Arc::clone(&member).ack_loop(ack_rx)));
-        member
-            .tasks
-            .helper(Arc::clone(&member).read_loop(reader_conn));
-        member.tasks.helper(Arc::clone(&member).refresh_loop());
-        member.tasks.spawn_workers(
-            BACKEND,
-            member.client.config.events_stream(),
-            &member,
-            member.workers,
-            |m| {
-                (
-                    &m.queue,
-                    &m.subscription,
-                    &m.client.stats,
-                    m.parking.as_deref(),
-                )
-            },
-        );
+        let tasks = member.core.tasks();
+        tasks.helper(Arc::clone(&member).read_loop(reader_conn));
+        tasks.helper(Arc::clone(&member).refresh_loop());
+        MemberCore::spawn_workers(&member, &member.client.config.events_stream());
         tracing::debug!(group = member.group(), consumer = %member.consumer, "redis member started");
         Ok(member)
     }
 
     pub(super) fn group(&self) -> &str {
-        self.subscription.group()
+        self.core.group()
     }
 
     /// Registers (or renews) this member in its group's register, refused
@@ -193,7 +168,7 @@ impl GroupConsumer {
             &self.client.config,
             self.group(),
             &self.consumer,
-            &self.subscription.filter().canonical(),
+            &self.core.subscription().filter().canonical(),
         )
         .await
     }
@@ -219,6 +194,16 @@ impl GroupConsumer {
     }
 }
 
+impl BrokerMember<Token> for GroupConsumer {
+    fn core(&self) -> &MemberCore<Token> {
+        &self.core
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.client.stats
+    }
+}
+
 #[async_trait]
 impl Member for GroupConsumer {
     /// Stops fetching, lets in-flight handlers finish (until `deadline`,
@@ -228,8 +213,8 @@ impl Member for GroupConsumer {
         // Cancel first, so that an unblocked reader returns rather than
         // reads again; then end its blocked XREADGROUP while the tasks are
         // joined, instead of waiting out `block`.
-        self.tasks.token().cancel();
-        let (abandoned, ()) = tokio::join!(self.tasks.stop(deadline), self.unblock_reader());
+        self.core.token().cancel();
+        let (abandoned, ()) = tokio::join!(self.core.tasks().stop(deadline), self.unblock_reader());
         // No more acks can come: let the acker send what is queued, then end.
         drop(self.acks.lock().take());
         let acker = self.acker.lock().take();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventsource_core::driver::{triage, Delivery, Intake};
+use eventsource_core::driver::{dead_letter, triage, Delivery, Intake, Letter, Settle};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamReadReply};
 use tokio::sync::OwnedSemaphorePermit;
@@ -14,7 +14,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::partitioned::Part;
 use super::{GroupConsumer, Token};
 use crate::client::{is_transient, BACKEND};
-use crate::dlq::{write_dead_letter, LetterBody};
 use crate::wire;
 
 /// Sets its flag when dropped: on every way out of the reader.
@@ -62,7 +61,7 @@ impl GroupConsumer {
                 active = self.hold_lease(&mut conn).await;
                 if !active {
                     tokio::select! {
-                        () = self.tasks.token().cancelled() => return,
+                        () = self.core.token().cancelled() => return,
                         () = tokio::time::sleep(config.claim_interval) => {}
                     }
                     continue;
@@ -76,14 +75,14 @@ impl GroupConsumer {
                 }
             }
             let first = tokio::select! {
-                () = self.tasks.token().cancelled() => return,
-                slot = Arc::clone(&self.slots).acquire_owned() => match slot {
+                () = self.core.token().cancelled() => return,
+                slot = Arc::clone(self.core.slots()).acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => return,
                 },
             };
             let mut slots = vec![first];
-            while let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            while let Ok(slot) = Arc::clone(self.core.slots()).try_acquire_owned() {
                 slots.push(slot);
             }
             if let Some(cursors) = draining.as_mut() {
@@ -126,7 +125,7 @@ impl GroupConsumer {
             }
             // A leave cancels, then unblocks: past this check it finds
             // the XREADGROUP blocked and ends it.
-            if self.tasks.token().is_cancelled() {
+            if self.core.token().is_cancelled() {
                 return;
             }
             // COUNT applies per stream: split the free slots between them.
@@ -166,11 +165,11 @@ impl GroupConsumer {
                                 // the extra ones — or, stopping, hold them
                                 // unstarted so the leave hands them back.
                                 None => tokio::select! {
-                                    slot = Arc::clone(&self.slots).acquire_owned() => match slot {
+                                    slot = Arc::clone(self.core.slots()).acquire_owned() => match slot {
                                         Ok(slot) => slot,
                                         Err(_) => return,
                                     },
-                                    () = self.tasks.token().cancelled() => {
+                                    () = self.core.token().cancelled() => {
                                         self.hold(&stream, &entry.id);
                                         continue;
                                     }
@@ -201,7 +200,7 @@ impl GroupConsumer {
                         tracing::warn!(group = self.group(), error = %e, ?backoff, "redis unreachable, reader backing off");
                     }
                     tokio::select! {
-                        () = self.tasks.token().cancelled() => return,
+                        () = self.core.token().cancelled() => return,
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -240,40 +239,26 @@ impl GroupConsumer {
             return; // Already ours (claimed and read in the same round).
         }
         let fields = wire::fields_as_text(&entry.map);
-        let source = || format!("{stream}/{}", entry.id);
-        match triage(BACKEND, &self.subscription, wire::decode(&fields), source) {
-            Intake::Handle(envelope) => {
-                let token = Token {
-                    stream: Arc::clone(stream),
-                    id: entry.id,
-                    _slot: slot,
-                };
-                self.queue
-                    .push_now(Delivery::new(Arc::new(envelope), token));
-            }
-            Intake::Skip => self.ack(stream, &entry.id),
+        let token = Token {
+            stream: Arc::clone(stream),
+            id: entry.id,
+            _slot: slot,
+        };
+        let source = || self.source(&token);
+        match triage(
+            BACKEND,
+            self.core.subscription(),
+            wire::decode(&fields),
+            source,
+        ) {
+            Intake::Handle(envelope) => self
+                .core
+                .queue()
+                .push_now(Delivery::new(Arc::new(envelope), token)),
+            Intake::Skip => self.ack_later(&token.stream, &token.id),
             Intake::DeadLetter(failure) => {
-                let body = LetterBody::Raw(fields);
-                let written = write_dead_letter(
-                    &self.client,
-                    stream,
-                    &entry.id,
-                    &body,
-                    &failure,
-                    self.fence(stream),
-                )
-                .await;
-                match written {
-                    Ok(true) => {
-                        self.client.stats.dead_lettered(self.subscription.group());
-                        self.release(stream, &entry.id);
-                    }
-                    Ok(false) => self.forsake(stream, &entry.id),
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not dead-letter an undecodable entry; it stays pending");
-                        self.release(stream, &entry.id);
-                    }
-                }
+                let raw = Letter::Raw(fields);
+                dead_letter(self, &self.client.stats, token, raw, failure).await;
             }
         }
     }

@@ -55,7 +55,7 @@ impl GroupConsumer {
     /// This member took what another held (a partition, or the group's
     /// lease): what it knows of parked aggregates is reloaded.
     pub(super) fn took_over(&self) {
-        if let Some(parking) = &self.parking {
+        if let Some(parking) = self.core.parking() {
             parking.invalidate();
         }
     }

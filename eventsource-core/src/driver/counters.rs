@@ -69,10 +69,9 @@ impl Counters {
         self.metrics.replayed(group);
     }
 
-    /// Counts a dead letter of `group` written outside
-    /// [`attempt`](super::attempt) (an undecodable message).
+    /// Counts a dead letter of `group` (through [`letter_written`](Self::letter_written)).
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub fn dead_lettered(&self, group: &str) {
+    fn dead_lettered(&self, group: &str) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         self.metrics.dead_lettered(group);
@@ -103,7 +102,7 @@ impl Counters {
     /// A letter of `group` reached the broker: a dead letter, or (`kind`
     /// [`Parked`](crate::FailureKind::Parked)) an event parked behind one.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub fn letter_written(&self, group: &str, kind: crate::FailureKind) {
+    pub(crate) fn letter_written(&self, group: &str, kind: crate::FailureKind) {
         if kind == crate::FailureKind::Parked {
             self.parked.fetch_add(1, Ordering::Relaxed);
             #[cfg(feature = "metrics")]

@@ -40,18 +40,6 @@ pub async fn join_tasks(
     abandoned
 }
 
-/// Picks from a member what its [`Worker`](super::Worker)s use: its
-/// queue, subscription, counters, and parking when the subscription parks
-/// aggregates.
-pub type WorkerParts<M, T> = for<'m> fn(
-    &'m M,
-) -> (
-    &'m super::KeyedQueue<T>,
-    &'m Subscription,
-    &'m super::Counters,
-    Option<&'m super::Parking>,
-);
-
 /// The tasks of one running member, its helpers (reader, refresher) and
 /// its workers, and the token that stops them all.
 #[derive(Debug)]
@@ -85,42 +73,6 @@ impl MemberTasks {
     /// Spawns a worker (one that runs handlers: a [`Worker`](super::Worker)).
     pub fn worker(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.workers.lock().push(tokio::spawn(task));
-    }
-
-    /// Spawns `n` [`Worker`](super::Worker)s for
-    /// `member`, which settles; `parts` picks its queue, subscription,
-    /// counters and parking (when the subscription parks aggregates). `destination` is what the member consumes (stream, queue,
-    /// topic), for spans.
-    pub fn spawn_workers<T, M>(
-        &self,
-        backend: &'static str,
-        destination: String,
-        member: &Arc<M>,
-        n: usize,
-        parts: WorkerParts<M, T>,
-    ) where
-        T: Send + 'static,
-        M: super::Settle<T> + 'static,
-    {
-        for _ in 0..n {
-            let (member, stop) = (Arc::clone(member), self.stop.clone());
-            let destination = destination.clone();
-            self.worker(async move {
-                let (queue, subscription, counters, parking) = parts(&member);
-                super::Worker {
-                    backend,
-                    destination: &destination,
-                    queue,
-                    subscription,
-                    stop: &stop,
-                    counters,
-                    settle: &*member,
-                    parking,
-                }
-                .run()
-                .await;
-            });
-        }
     }
 
     /// Cancels the token and joins the helpers, then the workers, until

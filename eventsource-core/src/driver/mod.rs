@@ -7,29 +7,38 @@
 //!  publish ──► publish::publish ──► backend send (XADD, basic.publish, produce)
 //!
 //!  broker ──► reader (backend) ──► intake::triage ──► KeyedQueue ──► Worker × concurrency
-//!                                      │  Skip: ack                      │ attempt (retries, backoff,
-//!                                      │  DeadLetter: Failure            │   panics, span)
+//!                                      │  Skip: Settle::ack              │ attempt (retries, backoff,
+//!                                      │  DeadLetter: Letter::Raw        │   panics, span)
 //!                                      ▼                                 ▼
-//!                              backend dead letter              Settle (backend): ack, or
-//!                                                               dead-letter + ack
+//!                              driver::dead_letter ◄──────────── driver::settle: ack, or
+//!                              (Settle::dead_letter,              Letter::Event
+//!                               counted once written)
 //! ```
+//!
+//! A broker backend's member owns a [`MemberCore`] — its subscription, the
+//! keyed queue with its prefetch slots, the group's [`Parking`], its tasks
+//! — and implements [`BrokerMember`] and [`Settle`]; the core spawns its
+//! workers. What the backend writes is the reader and the settle.
 //!
 //! - **Reader** (the backend's own loop: XREADGROUP and XAUTOCLAIM, a lapin
 //!   consumer stream, a Kafka poll with rebalances). It fetches, holds a
 //!   prefetch slot per message, decodes, and asks [`triage`] what to do:
 //!   [`Intake::Handle`] goes into the [`KeyedQueue`] as a [`Delivery`]
 //!   carrying the backend's token (entry id, delivery tag, offset);
-//!   [`Intake::Skip`] is acked; [`Intake::DeadLetter`] is written to the
-//!   DLQ at once with its [`Failure`](crate::Failure).
+//!   [`Intake::Skip`] is acked; [`Intake::DeadLetter`] goes through
+//!   [`dead_letter`] at once, as a [`Letter::Raw`] with its
+//!   [`Failure`](crate::Failure).
 //! - **[`KeyedQueue`]** hands out at most one delivery per aggregate at a
 //!   time, in arrival order per aggregate; the worker that finishes an
 //!   aggregate gets its next delivery, so order holds without a race.
 //! - **Workers** ([`Worker`], `concurrency` per member) take a
 //!   delivery, [`attempt_once`] it under the subscription's
 //!   [`RetryPolicy`](crate::RetryPolicy) inside an `eventsource.handle`
-//!   span, count it in [`Counters`], and give it to the backend's
-//!   [`Settle`]: ack on [`Outcome::Handled`], dead-letter then ack on
-//!   [`Outcome::DeadLetter`]. A failure to retry is deferred in the queue
+//!   span, count it in [`Counters`], and [`settle`] it through the
+//!   backend's [`Settle`]: ack on [`Outcome::Handled`], dead-letter then
+//!   ack on [`Outcome::DeadLetter`]. Every dead letter, undecodable ones
+//!   included, passes [`dead_letter`], which counts it only once the
+//!   backend wrote it. A failure to retry is deferred in the queue
 //!   for its backoff ([`KeyedQueue::defer`]): its aggregate waits, the
 //!   worker goes on with others. A deferred delivery still unacked at a
 //!   stop is redelivered.
@@ -44,6 +53,7 @@
 //! messages are fetched, leased and taken over (Redis), reconnected
 //! (RabbitMQ), or rebalanced (Kafka), and how a dead letter is stored.
 
+mod core;
 mod counters;
 mod intake;
 mod member;
@@ -54,13 +64,14 @@ mod setters;
 mod settle;
 mod worker;
 
+pub use core::{BrokerMember, MemberCore};
 pub use counters::Counters;
 pub use intake::{triage, Intake};
-pub use member::{join_tasks, Member, MemberTasks, Members, WorkerParts};
+pub use member::{join_tasks, Member, MemberTasks, Members};
 pub use parking::{refuse_parking, Parking};
 pub use publish::{publish, stamp, stamp_shared, PublishTarget, SendError, Stamped};
 pub use queue::{Delivery, KeyedQueue};
-pub use settle::Settle;
+pub use settle::{dead_letter, settle, Letter, Settle};
 pub use worker::{attempt, attempt_once, Outcome, Step, Worker};
 
 #[cfg(test)]

@@ -29,6 +29,15 @@ fn delivery(agg: &str, version: u64) -> Delivery<()> {
     )
 }
 
+/// A delivery whose token is its aggregate id, which a test's
+/// [`Settle`] reports.
+fn keyed(agg: &str) -> Delivery<String> {
+    Delivery::new(
+        Arc::new(EventEnvelope::new(agg, 1, &Ping).expect("encode")),
+        agg.to_owned(),
+    )
+}
+
 #[tokio::test]
 async fn one_aggregate_at_a_time_in_order() {
     let q = KeyedQueue::new(10);
@@ -129,12 +138,22 @@ struct PanicsOnce(
 );
 
 #[async_trait::async_trait]
-impl Settle<()> for PanicsOnce {
-    async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) -> bool {
+impl Settle<String> for PanicsOnce {
+    type Raw = std::convert::Infallible;
+
+    fn source(&self, key: &String) -> String {
+        key.clone()
+    }
+
+    async fn ack(&self, key: String) {
         if !self.0.swap(true, Ordering::SeqCst) {
             panic!("settle bug");
         }
-        let _ = self.1.send(delivery.key().to_owned());
+        let _ = self.1.send(key);
+    }
+
+    async fn dead_letter(&self, key: String, _: Letter<Self::Raw>, _: &crate::Failure) -> bool {
+        self.ack(key).await;
         true
     }
 }
@@ -142,8 +161,8 @@ impl Settle<()> for PanicsOnce {
 /// Runs one worker over `q` until `settle` has reported `n` deliveries
 /// on `settled` (within 5 s), then stops it; returns what was reported
 /// and the worker's counters.
-async fn work_until_settled<S: Settle<()>>(
-    q: &KeyedQueue<()>,
+async fn work_until_settled<S: Settle<String>>(
+    q: &KeyedQueue<String>,
     sub: &Subscription,
     settle: &S,
     settled: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -181,7 +200,7 @@ async fn work_until_settled<S: Settle<()>>(
 async fn a_worker_that_panics_outside_the_handler_is_restarted() {
     let q = KeyedQueue::new(10);
     for agg in ["a", "b", "c"] {
-        q.push(delivery(agg, 1), None).await.expect("room");
+        q.push(keyed(agg), None).await.expect("room");
     }
     let sub = Subscription::builder("g")
         .handler(crate::handler_fn(|_e| async { Ok(()) }))
@@ -199,10 +218,20 @@ async fn a_worker_that_panics_outside_the_handler_is_restarted() {
 struct LetterRefused(tokio::sync::mpsc::UnboundedSender<String>);
 
 #[async_trait::async_trait]
-impl Settle<()> for LetterRefused {
-    async fn settle(&self, delivery: Delivery<()>, outcome: Outcome) -> bool {
-        let _ = self.0.send(delivery.key().to_owned());
-        outcome == Outcome::Handled
+impl Settle<String> for LetterRefused {
+    type Raw = std::convert::Infallible;
+
+    fn source(&self, key: &String) -> String {
+        key.clone()
+    }
+
+    async fn ack(&self, key: String) {
+        let _ = self.0.send(key);
+    }
+
+    async fn dead_letter(&self, key: String, _: Letter<Self::Raw>, _: &crate::Failure) -> bool {
+        let _ = self.0.send(key);
+        false
     }
 }
 
@@ -213,7 +242,7 @@ impl Settle<()> for LetterRefused {
 async fn a_dead_letter_not_written_is_not_counted() {
     let q = KeyedQueue::new(10);
     for agg in ["fails", "works"] {
-        q.push(delivery(agg, 1), None).await.expect("room");
+        q.push(keyed(agg), None).await.expect("room");
     }
     let sub = Subscription::builder("g")
         .retry(crate::RetryPolicy::no_retry())
@@ -232,6 +261,45 @@ async fn a_dead_letter_not_written_is_not_counted() {
     let stats = counters.snapshot();
     assert_eq!(stats.dead_lettered, 0, "the letter was never written");
     assert_eq!(stats.handled, 1);
+}
+
+/// Writes a raw letter or not, as told; counts what it was given.
+struct RawLetters(bool, std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl Settle<()> for RawLetters {
+    type Raw = Vec<u8>;
+
+    fn source(&self, (): &()) -> String {
+        "raw".to_owned()
+    }
+
+    async fn ack(&self, (): ()) {}
+
+    async fn dead_letter(&self, (): (), letter: Letter<Vec<u8>>, _: &crate::Failure) -> bool {
+        assert!(
+            matches!(letter, Letter::Raw(_)),
+            "the raw message, as it came"
+        );
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0
+    }
+}
+
+/// An undecodable message goes through the same door as a failed event:
+/// counted once its letter is written, not when the write was refused.
+#[tokio::test]
+async fn an_undecodable_letter_counts_once_written() {
+    let counters = Counters::default();
+    let failure = || crate::Failure::undecodable("g", "s/1", "not json");
+    let refused = RawLetters(false, Default::default());
+    let raw = || Letter::Raw(b"{".to_vec());
+    assert!(!dead_letter(&refused, &counters, (), raw(), failure()).await);
+    assert_eq!(refused.1.load(Ordering::SeqCst), 1, "the backend was asked");
+    assert_eq!(counters.snapshot().dead_lettered, 0, "refused: not counted");
+    let written = RawLetters(true, Default::default());
+    assert!(dead_letter(&written, &counters, (), raw(), failure()).await);
+    assert_eq!(counters.snapshot().dead_lettered, 1, "written: counted");
 }
 
 #[tokio::test]
@@ -345,9 +413,19 @@ impl crate::DeadLetterQueue for CountedLetters {
 struct Settled(tokio::sync::mpsc::UnboundedSender<u64>);
 
 #[async_trait::async_trait]
-impl Settle<()> for Settled {
-    async fn settle(&self, delivery: Delivery<()>, _outcome: Outcome) -> bool {
-        let _ = self.0.send(delivery.envelope.aggregate_version);
+impl Settle<u64> for Settled {
+    type Raw = std::convert::Infallible;
+
+    fn source(&self, version: &u64) -> String {
+        version.to_string()
+    }
+
+    async fn ack(&self, version: u64) {
+        let _ = self.0.send(version);
+    }
+
+    async fn dead_letter(&self, version: u64, _: Letter<Self::Raw>, _: &crate::Failure) -> bool {
+        let _ = self.0.send(version);
         true
     }
 }
@@ -379,7 +457,7 @@ async fn a_long_release_deletes_its_letters_in_batches() {
         .build()
         .expect("valid");
     let q = KeyedQueue::new(10);
-    q.push(Delivery::new(Arc::new(replayed), ()), None)
+    q.push(Delivery::new(Arc::new(replayed), 1_u64), None)
         .await
         .expect("room");
     let (settled_tx, mut settled) = tokio::sync::mpsc::unbounded_channel();

@@ -136,7 +136,7 @@ pub async fn attempt<T>(
 /// counts a restart in [`BusStats::worker_restarts`](crate::BusStats::worker_restarts),
 /// logs an error, and goes on, so the other aggregates keep flowing. The
 /// message it held is not acked, and is delivered again.
-pub struct Worker<'a, T> {
+pub struct Worker<'a, T, S: ?Sized> {
     /// The backend's name, for spans and logs.
     pub backend: &'static str,
     /// What the member consumes (stream, queue, topic), for spans.
@@ -150,13 +150,13 @@ pub struct Worker<'a, T> {
     /// Where outcomes are counted.
     pub counters: &'a Counters,
     /// The backend's ack and dead letter.
-    pub settle: &'a dyn Settle<T>,
+    pub settle: &'a S,
     /// The group's parked aggregates, when the subscription parks them
     /// ([`park_aggregate_on_failure`](crate::SubscriptionBuilder::park_aggregate_on_failure)).
     pub parking: Option<&'a Parking>,
 }
 
-impl<T: Send> Worker<'_, T> {
+impl<T: Send, S: Settle<T> + ?Sized> Worker<'_, T, S> {
     /// Runs until `stop` fires (see the type's documentation).
     pub async fn run(self) {
         loop {
@@ -248,13 +248,7 @@ impl<T: Send> Worker<'_, T> {
                     Outcome::DeadLetter(f) => Some(f.kind),
                     _ => None,
                 };
-                let written = match settle.settle_now(delivery, outcome) {
-                    Some((delivery, outcome)) => settle.settle(delivery, outcome).await,
-                    None => true,
-                };
-                if let (Some(kind), true) = (letter, written) {
-                    counters.letter_written(subscription.group(), kind);
-                }
+                let written = super::settle(settle, counters, delivery, outcome).await;
                 let parks = written && letter.is_some_and(|kind| kind != FailureKind::Parked);
                 if let (Some(parking), true) = (parking, parks) {
                     // Its letter is on the broker now: its next events wait behind it.
@@ -273,7 +267,7 @@ impl<T: Send> Worker<'_, T> {
     }
 }
 
-impl<T: Send> Worker<'_, T> {
+impl<T: Send, S: Settle<T> + ?Sized> Worker<'_, T, S> {
     /// What to do with `delivery`: [`attempt_once`] it, or, when the group
     /// parks aggregates and its aggregate is parked, park it too — unless
     /// it is that aggregate's oldest letter coming back from a replay,

@@ -1,0 +1,148 @@
+//! The member core: what one member of a consumer group holds the same way
+//! on every broker — its subscription, the keyed queue with its prefetch
+//! slots, the group's parking, and its tasks with the workers that run
+//! handlers. A backend's member owns one and adds its reader and its
+//! [`Settle`].
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::{Counters, KeyedQueue, MemberTasks, Parking, Settle, Worker};
+use crate::{DeadLetterQueue, Subscription};
+
+/// A backend's member of a consumer group, as its workers see it: its
+/// [`MemberCore`], where it counts, and how it settles. With it,
+/// [`MemberCore::spawn_workers`] starts the workers; nothing else is
+/// projected out of the member.
+pub trait BrokerMember<T: Send + 'static>: Settle<T> + Sized + 'static {
+    /// The member's core.
+    fn core(&self) -> &MemberCore<T>;
+
+    /// Where its outcomes are counted (the bus's [`Counters`]).
+    fn counters(&self) -> &Counters;
+}
+
+/// The shared part of a member: see the [module](self) documentation.
+pub struct MemberCore<T> {
+    backend: &'static str,
+    subscription: Subscription,
+    queue: KeyedQueue<T>,
+    /// One per message fetched and not yet settled: a reader takes a slot
+    /// before it fetches, and the slot goes back when the token holding it
+    /// is dropped.
+    slots: Arc<Semaphore>,
+    parking: Option<Arc<Parking>>,
+    tasks: MemberTasks,
+}
+
+impl<T> std::fmt::Debug for MemberCore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberCore")
+            .field("backend", &self.backend)
+            .field("group", &self.subscription.group())
+            .field("queued", &self.queue.queued())
+            .field("in_flight", &self.queue.in_flight())
+            .field("free_slots", &self.slots.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> MemberCore<T> {
+    /// A core for `subscription` holding up to `prefetch` unsettled
+    /// messages; `stop` (from [`Members::stop_token`](super::Members::stop_token))
+    /// stops its tasks; `dlq` is the group's dead-letter queue, asked for
+    /// only when the subscription parks aggregates.
+    pub fn new(
+        backend: &'static str,
+        subscription: Subscription,
+        prefetch: usize,
+        stop: CancellationToken,
+        dlq: impl FnOnce() -> Arc<dyn DeadLetterQueue>,
+    ) -> Self {
+        let parking = subscription
+            .parks_aggregates()
+            .then(|| Parking::new(subscription.group(), dlq()));
+        MemberCore {
+            backend,
+            queue: KeyedQueue::new(prefetch),
+            slots: Arc::new(Semaphore::new(prefetch)),
+            parking,
+            tasks: MemberTasks::new(stop),
+            subscription,
+        }
+    }
+
+    /// Starts the member's `concurrency` [`Worker`]s, consuming
+    /// `destination` (stream, queue, topic: for spans).
+    pub fn spawn_workers<M: BrokerMember<T>>(member: &Arc<M>, destination: &str) {
+        let core = member.core();
+        for _ in 0..core.subscription.concurrency() {
+            let member = Arc::clone(member);
+            let destination = destination.to_owned();
+            core.tasks.worker(async move {
+                let core = member.core();
+                Worker {
+                    backend: core.backend,
+                    destination: &destination,
+                    queue: &core.queue,
+                    subscription: &core.subscription,
+                    stop: core.tasks.token(),
+                    counters: member.counters(),
+                    settle: &*member,
+                    parking: core.parking.as_deref(),
+                }
+                .run()
+                .await;
+            });
+        }
+    }
+}
+
+impl<T> MemberCore<T> {
+    /// The member's subscription.
+    pub fn subscription(&self) -> &Subscription {
+        &self.subscription
+    }
+
+    /// Its consumer group.
+    pub fn group(&self) -> &str {
+        self.subscription.group()
+    }
+
+    /// Where the reader puts what it fetched, for the workers.
+    pub fn queue(&self) -> &KeyedQueue<T> {
+        &self.queue
+    }
+
+    /// The group's parked aggregates, when the subscription parks them.
+    pub fn parking(&self) -> Option<&Arc<Parking>> {
+        self.parking.as_ref()
+    }
+
+    /// The member's tasks (its reader and helpers are spawned here).
+    pub fn tasks(&self) -> &MemberTasks {
+        &self.tasks
+    }
+
+    /// Cancelled when the member stops or the bus shuts down.
+    pub fn token(&self) -> &CancellationToken {
+        self.tasks.token()
+    }
+
+    /// The prefetch slots.
+    pub fn slots(&self) -> &Arc<Semaphore> {
+        &self.slots
+    }
+
+    /// A free prefetch slot, if there is one now.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
+    }
+
+    /// Handlers running now.
+    pub fn in_flight(&self) -> usize {
+        self.queue.in_flight()
+    }
+}
