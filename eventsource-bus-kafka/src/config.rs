@@ -57,6 +57,7 @@ impl Compression {
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct KafkaBusConfig {
     /// `host:port[,host:port...]`.
     pub bootstrap_servers: String,

@@ -43,14 +43,12 @@ impl BusFactory for Kafka {
     /// hand-over (revoke) where tansu keeps the barrier: one member joining
     /// another.
     fn features(&self) -> Features {
-        Features {
-            ordered_across_members: true,
-            group_filter_on_broker: false,
-            rebalance_barrier: false,
-            new_group_starts_at: GroupStart::Earliest,
-            parks_aggregates: true,
-            ..Features::default()
-        }
+        Features::default()
+            .ordered_across_members(true)
+            .group_filter_on_broker(false)
+            .rebalance_barrier(false)
+            .new_group_starts_at(GroupStart::Earliest)
+            .parks_aggregates(true)
     }
 
     /// A rebalance waits for the session of the members that left.

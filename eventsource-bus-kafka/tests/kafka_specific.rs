@@ -241,7 +241,7 @@ async fn a_rebalance_hands_partitions_over_without_duplicates() {
     let watch = Arc::new(GroupWatch::default());
     let work = Duration::from_millis(20);
     let _a = first
-        .subscribe(watch.subscription("handover", "first", work, EventFilter::All))
+        .subscribe(watch.subscription("handover", "first", work, EventFilter::all()))
         .await
         .expect("subscribe the first member");
     let mut events = Vec::new();
@@ -256,7 +256,7 @@ async fn a_rebalance_hands_partitions_over_without_duplicates() {
         .await;
     // 300 events at 20 ms, two at a time: seconds of backlog queued.
     let _b = second
-        .subscribe(watch.subscription("handover", "second", work, EventFilter::All))
+        .subscribe(watch.subscription("handover", "second", work, EventFilter::all()))
         .await
         .expect("subscribe the second member");
     watch
@@ -267,10 +267,7 @@ async fn a_rebalance_hands_partitions_over_without_duplicates() {
             "both members",
         )
         .await;
-    let features = Features {
-        ordered_across_members: true,
-        ..Features::default()
-    };
+    let features = Features::default().ordered_across_members(true);
     watch.check(&events, features, 0, "one member joining another");
     for bus in [first, second] {
         bus.shutdown(Duration::from_secs(5))

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct MemoryBusConfig {
     /// How many events one consumer group may hold undelivered. When a
     /// group is full, `publish` waits for room: events are never dropped.

@@ -34,12 +34,8 @@ impl Settle<()> for MemorySettle<'_> {
 
     async fn dead_letter(&self, (): (), letter: Letter<Self::Raw>, failure: &Failure) -> bool {
         let Letter::Event(envelope) = letter;
-        self.client.dead_letters.insert(DeadLetter {
-            id: String::new(),
-            envelope: Some((*envelope).clone()),
-            raw: None,
-            failure: failure.clone(),
-        });
+        let letter = DeadLetter::event(String::new(), (*envelope).clone(), failure.clone());
+        self.client.dead_letters.insert(letter);
         true
     }
 }

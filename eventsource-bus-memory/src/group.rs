@@ -100,7 +100,7 @@ mod tests {
         let dlq = Arc::new(crate::dlq::MemoryDeadLetterQueue {
             inner: std::sync::Weak::new(),
         });
-        let g = Group::new("full".into(), EventFilter::All, 1, dlq);
+        let g = Group::new("full".into(), EventFilter::all(), 1, dlq);
         let e = Arc::new(EventEnvelope::new("a", 1, &Ping).expect("encode"));
         g.push(&[Arc::clone(&e)], Duration::from_secs(1))
             .await

@@ -18,13 +18,11 @@ impl BusFactory for Memory {
     /// A group's members share one keyed queue, so order holds across
     /// them; nothing outlives the bus.
     fn features(&self) -> Features {
-        Features {
-            ordered_across_members: true,
-            spreads_work: true,
-            durable: false,
-            parks_aggregates: true,
-            ..Features::default()
-        }
+        Features::default()
+            .ordered_across_members(true)
+            .spreads_work(true)
+            .durable(false)
+            .parks_aggregates(true)
     }
 }
 

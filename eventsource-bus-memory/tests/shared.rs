@@ -62,7 +62,7 @@ async fn shared_events_reach_every_group_uncopied_and_in_order() {
 async fn a_watch_ends_at_shutdown_while_the_bus_is_still_held() {
     let bus = MemoryBus::new();
     let mut watch = bus
-        .watch(eventsource_core::EventFilter::All)
+        .watch(eventsource_core::EventFilter::all())
         .await
         .expect("watch");
     bus.publish(&[probe("a", 1, 1)]).await.expect("publish");

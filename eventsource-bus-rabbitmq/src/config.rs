@@ -40,6 +40,7 @@ pub enum ExchangeType {
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RabbitBusConfig {
     /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
     pub url: String,

@@ -15,13 +15,12 @@ pub(crate) fn binding_keys(config: &RabbitBusConfig, filter: &EventFilter) -> Re
     match config.exchange_type {
         ExchangeType::Topic => Ok(filter.binding_keys()),
         ExchangeType::Fanout => Ok(vec![String::new()]),
-        ExchangeType::Direct => match filter {
-            EventFilter::Patterns(p) if p.iter().all(|k| !k.split('.').any(|w| w == "*" || w == "#")) => {
-                Ok(p.clone())
-            }
-            other => Err(Error::config(format!(
-                "rabbitmq: a direct exchange routes exact keys only; filter {other:?} needs a topic exchange \
-                 (or list exact routing keys like `Order.Placed`)"
+        ExchangeType::Direct => match filter.exact_keys() {
+            Some(keys) => Ok(keys.to_vec()),
+            None => Err(Error::config(format!(
+                "rabbitmq: a direct exchange routes exact keys only; filter `{}` needs a topic exchange \
+                 (or list exact routing keys like `Order.Placed`)",
+                filter.canonical()
             ))),
         },
     }
@@ -264,7 +263,7 @@ mod tests {
         assert!(err.to_string().contains("topic exchange"), "{err}");
         config.exchange_type = ExchangeType::Fanout;
         assert_eq!(
-            binding_keys(&config, &EventFilter::All).expect("fanout"),
+            binding_keys(&config, &EventFilter::all()).expect("fanout"),
             vec![""]
         );
     }

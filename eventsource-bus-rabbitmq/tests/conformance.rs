@@ -43,12 +43,11 @@ impl BusFactory for Rabbit {
     }
 
     fn features(&self) -> Features {
-        Features {
-            ordered_across_members: self.single_active || self.partitions.is_some(),
-            spreads_work: !self.single_active,
-            parks_aggregates: self.single_active || self.partitions.is_some(),
-            ..Features::default()
-        }
+        let ordered = self.single_active || self.partitions.is_some();
+        Features::default()
+            .ordered_across_members(ordered)
+            .spreads_work(!self.single_active)
+            .parks_aggregates(ordered)
     }
 }
 

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use eventsource_core::driver::Letter;
 use eventsource_core::wire::dead_letter;
-use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Failure, Result};
+use eventsource_core::{
+    DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Failure, LetterBody, Result,
+};
 use redis::streams::{StreamId, StreamRangeReply};
 
 use crate::client::{redis_err, Client, BACKEND};
 use crate::wire;
 
 /// What a dead letter carries: the event, or the raw fields that did not decode.
-pub(crate) type LetterBody = Letter<BTreeMap<String, String>>;
+pub(crate) type LetterToWrite = Letter<BTreeMap<String, String>>;
 
 /// Appends a dead letter and acks the entry in one MULTI/EXEC, so a
 /// message is either pending or dead-lettered, never lost nor both. The
@@ -41,7 +43,7 @@ pub(crate) async fn write_dead_letter(
     client: &Client,
     stream: &str,
     entry_id: &str,
-    body: &LetterBody,
+    body: &LetterToWrite,
     failure: &Failure,
     fence: Fence<'_>,
 ) -> Result<bool> {
@@ -132,15 +134,15 @@ fn parse_letter(group: &str, entry: StreamId) -> DeadLetter {
         let (failure, _) =
             dead_letter::decode(|k| f.get(k).map(String::as_str), envelope.is_some())
                 .map_err(|e| e.to_string())?;
-        Ok((envelope, failure))
+        let body = match (envelope, f.get("raw")) {
+            (Some(envelope), _) => LetterBody::Envelope(envelope),
+            (None, Some(raw)) => LetterBody::Raw(raw.clone()),
+            (None, None) => return Err("neither field `envelope` nor field `raw`".to_owned()),
+        };
+        Ok((body, failure))
     };
     match read() {
-        Ok((envelope, failure)) => DeadLetter {
-            id,
-            envelope,
-            raw: f.get("raw").cloned(),
-            failure,
-        },
+        Ok((body, failure)) => DeadLetter::new(id, body, failure),
         Err(reason) => {
             // A stream entry id starts with its time in milliseconds.
             let at = entry
@@ -151,12 +153,9 @@ fn parse_letter(group: &str, entry: StreamId) -> DeadLetter {
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .unwrap_or_else(chrono::Utc::now);
             let raw: BTreeMap<&String, &String> = f.iter().collect();
-            DeadLetter {
-                failure: Failure::unreadable(group, &id, reason, at),
-                id,
-                envelope: None,
-                raw: Some(serde_json::to_string(&raw).expect("a string map serializes")),
-            }
+            let failure = Failure::unreadable(group, &id, reason, at);
+            let raw = serde_json::to_string(&raw).expect("a string map serializes");
+            DeadLetter::raw(id, raw, failure)
         }
     }
 }
@@ -243,7 +242,7 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
             .ok_or_else(|| Error::not_found(format!("redis: dead letter `{id}`")))?;
         let (group, entry) = parse_id(id).expect("get found it, so the id parses");
         let config = &self.client.config;
-        let fields: Vec<(String, String)> = match (letter.replayed_envelope(), &letter.raw) {
+        let fields: Vec<(String, String)> = match (letter.replayed_envelope(), letter.raw_body()) {
             (Some(env), _) => wire::encode(&env, &config.source)
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
@@ -263,7 +262,7 @@ impl DeadLetterQueue for RedisDeadLetterQueue {
         // with the aggregate's other events (the other groups skip it:
         // it is marked as replayed for this one); else, and for a message
         // that did not decode, to the group's replay stream.
-        let replay = match (config.partitions, &letter.envelope) {
+        let replay = match (config.partitions, letter.envelope()) {
             (Some(_), Some(env)) => config.stream_of(&env.aggregate_id),
             _ => config.replay_stream(group),
         };

@@ -230,7 +230,7 @@ async fn a_dead_letter_in_the_former_spelling_lists_and_replays() {
         ),
         ("boom", 3, FailureKind::Exhausted, "old")
     );
-    assert_eq!(letter.envelope.as_ref(), Some(&event));
+    assert_eq!(letter.envelope(), Some(&event));
     bus.dead_letters().replay(&letter.id).await.expect("replay");
     assert_eq!(
         rec.expect(1, Duration::from_secs(10)).await[0].event_id,

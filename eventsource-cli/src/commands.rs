@@ -103,7 +103,7 @@ async fn tail(
     out: Output,
 ) -> Outcome {
     let filter = if filters.is_empty() {
-        EventFilter::All
+        EventFilter::all()
     } else {
         EventFilter::patterns(filters)?
     };

@@ -24,8 +24,7 @@ pub(crate) fn json(value: &impl serde::Serialize) {
 
 /// What a dead letter holds, in a few words: `Order.Placed Order/o-1 v3`.
 pub(crate) fn what(l: &DeadLetter) -> String {
-    l.envelope
-        .as_ref()
+    l.envelope()
         .map(|e| {
             format!(
                 "{} {}/{} v{}",
@@ -82,12 +81,12 @@ pub(crate) fn letter_detail(l: &DeadLetter) {
     println!("first failed  {}", f.first_failed_at.to_rfc3339());
     println!("last failed   {}", f.last_failed_at.to_rfc3339());
     println!("error         {}", f.error);
-    if let Some(e) = &l.envelope {
+    if let Some(e) = l.envelope() {
         println!(
             "event\n{}",
             serde_json::to_string_pretty(e).expect("an envelope serializes")
         );
-    } else if let Some(raw) = &l.raw {
+    } else if let Some(raw) = l.raw_body() {
         println!("raw message (undecodable)\n{raw}");
     }
 }

@@ -44,7 +44,7 @@ async fn operator_lists_and_replays_dead_letters_from_the_cli() {
         .collect();
     assert_eq!(letters.len(), 1, "{stdout}");
     assert_eq!(
-        letters[0].envelope.as_ref().map(|e| e.event_id),
+        letters[0].envelope().map(|e| e.event_id),
         Some(sent.event_id)
     );
     assert!(letters[0].failure.error.contains("tax service says no"));

@@ -18,19 +18,70 @@ pub const REPLAYED_FROM: &str = "eventsource-replayed-from";
 pub const REPLAYED_FOR: &str = "eventsource-replayed-for";
 
 /// A message that a consumer group could not handle, with the reason.
+///
+/// Built with [`DeadLetter::new`], [`DeadLetter::event`] or
+/// [`DeadLetter::raw`] (fields may be
+/// added: it is `#[non_exhaustive]`). As JSON the body is one key,
+/// `envelope` or `raw`, beside `id` and `failure`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// The backend's id of this dead letter (stream entry id, message id, offset...).
     pub id: String,
-    /// The event, when it could be decoded.
-    pub envelope: Option<EventEnvelope>,
-    /// The raw message, when it could not be decoded into an envelope.
-    pub raw: Option<String>,
+    /// The event, or the raw message when it could not be decoded.
+    #[serde(flatten)]
+    pub body: LetterBody,
     /// Why it was given up on, by which group, and where it came from.
     pub failure: Failure,
 }
 
+/// What a dead letter holds: the event, or the message as the broker
+/// kept it when it could not be decoded into one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LetterBody {
+    /// The event.
+    Envelope(EventEnvelope),
+    /// The raw message (headers and body as text, in the backend's notation).
+    Raw(String),
+}
+
 impl DeadLetter {
+    /// A letter with backend id `id`.
+    pub fn new(id: impl Into<String>, body: LetterBody, failure: Failure) -> Self {
+        DeadLetter {
+            id: id.into(),
+            body,
+            failure,
+        }
+    }
+
+    /// A letter that holds an event.
+    pub fn event(id: impl Into<String>, envelope: EventEnvelope, failure: Failure) -> Self {
+        DeadLetter::new(id, LetterBody::Envelope(envelope), failure)
+    }
+
+    /// A letter that holds a message that did not decode into an event.
+    pub fn raw(id: impl Into<String>, raw: impl Into<String>, failure: Failure) -> Self {
+        DeadLetter::new(id, LetterBody::Raw(raw.into()), failure)
+    }
+
+    /// The event, when it decoded.
+    pub fn envelope(&self) -> Option<&EventEnvelope> {
+        match &self.body {
+            LetterBody::Envelope(envelope) => Some(envelope),
+            LetterBody::Raw(_) => None,
+        }
+    }
+
+    /// The raw message, when it did not decode.
+    pub fn raw_body(&self) -> Option<&str> {
+        match &self.body {
+            LetterBody::Envelope(_) => None,
+            LetterBody::Raw(raw) => Some(raw),
+        }
+    }
+
     /// The consumer group that gave up on it.
     pub fn group(&self) -> &str {
         &self.failure.group
@@ -38,14 +89,14 @@ impl DeadLetter {
 
     /// The aggregate of the event, when it decoded.
     pub fn aggregate_id(&self) -> Option<&str> {
-        self.envelope.as_ref().map(|e| e.aggregate_id.as_str())
+        self.envelope().map(|e| e.aggregate_id.as_str())
     }
 
     /// The event to send back on replay: the envelope with
     /// [`REPLAYED_FROM`] set to this letter's id and [`REPLAYED_FOR`] to
     /// its group. Every backend's replay sends this.
     pub fn replayed_envelope(&self) -> Option<EventEnvelope> {
-        let mut envelope = self.envelope.clone()?;
+        let mut envelope = self.envelope()?.clone();
         envelope
             .metadata
             .insert(REPLAYED_FROM.to_owned(), self.id.clone());
@@ -118,7 +169,7 @@ fn by_aggregate(letters: Vec<DeadLetter>) -> Vec<((String, String), Vec<DeadLett
 /// Sorts one aggregate's letters by aggregate version, keeping queue
 /// order among equal versions (a stable sort).
 fn release_order(letters: &mut [DeadLetter]) {
-    letters.sort_by_key(|l| l.envelope.as_ref().map_or(0, |e| e.aggregate_version));
+    letters.sort_by_key(|l| l.envelope().map_or(0, |e| e.aggregate_version));
 }
 
 /// `group`'s letters of `aggregate_id`, in the order a release handles
@@ -284,5 +335,42 @@ pub trait DeadLetterQueue: Send + Sync {
             progress(i + 1, letters.len());
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure() -> Failure {
+        Failure::undecodable("billing", "es:events 1-0", "not JSON")
+    }
+
+    #[test]
+    fn a_letter_is_one_body_key_beside_id_and_failure() {
+        let envelope = EventEnvelope::from_json("Order", "o-1", 1, "Placed", serde_json::json!({}));
+        let event = DeadLetter::event("g/1", envelope.clone(), failure());
+        let json = serde_json::to_value(&event).expect("serializes");
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["envelope", "failure", "id"]);
+        assert_eq!(event.envelope(), Some(&envelope));
+        assert_eq!(event.raw_body(), None);
+
+        let raw = DeadLetter::raw("g/2", "{\"payload\":\"x\"}", failure());
+        let json = serde_json::to_value(&raw).expect("serializes");
+        assert_eq!(json["raw"], "{\"payload\":\"x\"}");
+        assert!(json.get("envelope").is_none(), "{json}");
+        assert_eq!(raw.raw_body(), Some("{\"payload\":\"x\"}"));
+
+        for letter in [event, raw] {
+            let text = serde_json::to_string(&letter).expect("serializes");
+            let back: DeadLetter = serde_json::from_str(&text).expect("reads back");
+            assert_eq!(back, letter);
+        }
     }
 }

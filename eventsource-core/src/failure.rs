@@ -66,7 +66,12 @@ impl std::fmt::Display for FailureKind {
 /// written to the broker by [`wire::dead_letter`](crate::wire::dead_letter)
 /// (one spelling for every backend) and read back into
 /// [`DeadLetter::failure`](crate::DeadLetter::failure).
+///
+/// Built by the worker or with [`Failure::undecodable`],
+/// [`Failure::parked`] and [`Failure::unreadable`] (fields may be added:
+/// it is `#[non_exhaustive]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Failure {
     /// The last error, as text.
     pub error: String,

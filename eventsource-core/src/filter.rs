@@ -21,9 +21,20 @@ use crate::{Error, EventEnvelope, Result};
 /// assert!(!f.matches_key("order.placed"));
 /// # Ok::<(), eventsource_core::Error>(())
 /// ```
+///
+/// Built with [`all`](Self::all) (the default), [`event_type`](Self::event_type),
+/// [`event_types`](Self::event_types), [`aggregate_type`](Self::aggregate_type)
+/// or [`patterns`](Self::patterns); its rule is private so that kinds of
+/// filter may be added. As JSON it is `{"kind": "patterns", "value": [..]}`
+/// (`"all"` has no value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventFilter(Rule);
+
+/// What a filter selects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
-pub enum EventFilter {
+enum Rule {
     /// Every event.
     #[default]
     All,
@@ -36,9 +47,14 @@ pub enum EventFilter {
 }
 
 impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        EventFilter(Rule::All)
+    }
+
     /// Events of exactly one event type.
     pub fn event_type(event_type: impl Into<String>) -> Self {
-        EventFilter::EventTypes(vec![event_type.into()])
+        EventFilter(Rule::EventTypes(vec![event_type.into()]))
     }
 
     /// Events of any of these event types.
@@ -47,12 +63,14 @@ impl EventFilter {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        EventFilter::EventTypes(types.into_iter().map(Into::into).collect())
+        EventFilter(Rule::EventTypes(
+            types.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// Events of one aggregate type.
     pub fn aggregate_type(aggregate_type: impl Into<String>) -> Self {
-        EventFilter::AggregateType(aggregate_type.into())
+        EventFilter(Rule::AggregateType(aggregate_type.into()))
     }
 
     /// Events whose routing key matches `pattern`; the pattern is validated.
@@ -67,16 +85,16 @@ impl EventFilter {
         S: Into<String>,
     {
         let patterns: Vec<String> = patterns.into_iter().map(Into::into).collect();
-        let filter = EventFilter::Patterns(patterns);
+        let filter = EventFilter(Rule::Patterns(patterns));
         filter.validate()?;
         Ok(filter)
     }
 
     /// Checks the filter is usable: no empty lists, names or pattern words.
     pub fn validate(&self) -> Result<()> {
-        match self {
-            EventFilter::All => Ok(()),
-            EventFilter::EventTypes(types) => {
+        match &self.0 {
+            Rule::All => Ok(()),
+            Rule::EventTypes(types) => {
                 if types.is_empty() || types.iter().any(|t| t.trim().is_empty()) {
                     return Err(Error::config(
                         "event type filter needs at least one non-empty event type",
@@ -84,13 +102,13 @@ impl EventFilter {
                 }
                 Ok(())
             }
-            EventFilter::AggregateType(t) => {
+            Rule::AggregateType(t) => {
                 if t.trim().is_empty() {
                     return Err(Error::config("aggregate type filter must not be empty"));
                 }
                 Ok(())
             }
-            EventFilter::Patterns(patterns) => {
+            Rule::Patterns(patterns) => {
                 if patterns.is_empty() {
                     return Err(Error::config("pattern filter needs at least one pattern"));
                 }
@@ -118,27 +136,27 @@ impl EventFilter {
 
     /// Whether `envelope` passes this filter.
     pub fn matches(&self, envelope: &EventEnvelope) -> bool {
-        match self {
-            EventFilter::All => true,
-            EventFilter::EventTypes(types) => types.contains(&envelope.event_type),
-            EventFilter::AggregateType(t) => *t == envelope.aggregate_type,
-            EventFilter::Patterns(_) => self.matches_key(&envelope.routing_key()),
+        match &self.0 {
+            Rule::All => true,
+            Rule::EventTypes(types) => types.contains(&envelope.event_type),
+            Rule::AggregateType(t) => *t == envelope.aggregate_type,
+            Rule::Patterns(_) => self.matches_key(&envelope.routing_key()),
         }
     }
 
     /// Whether a routing key `{aggregate_type}.{event_type}` passes this filter.
     pub fn matches_key(&self, routing_key: &str) -> bool {
-        match self {
-            EventFilter::All => true,
-            EventFilter::EventTypes(types) => types.iter().any(|t| {
+        match &self.0 {
+            Rule::All => true,
+            Rule::EventTypes(types) => types.iter().any(|t| {
                 routing_key
                     .strip_suffix(t.as_str())
                     .is_some_and(|rest| rest.ends_with('.'))
             }),
-            EventFilter::AggregateType(t) => routing_key
+            Rule::AggregateType(t) => routing_key
                 .strip_prefix(t.as_str())
                 .is_some_and(|rest| rest.starts_with('.')),
-            EventFilter::Patterns(patterns) => {
+            Rule::Patterns(patterns) => {
                 let key: Vec<&str> = routing_key.split('.').collect();
                 patterns.iter().any(|p| {
                     let pat: Vec<&str> = p.split('.').collect();
@@ -165,21 +183,35 @@ impl EventFilter {
             let set: std::collections::BTreeSet<&str> = items.iter().map(String::as_str).collect();
             set.into_iter().collect::<Vec<_>>().join(", ")
         }
-        match self {
-            EventFilter::All => "all".to_owned(),
-            EventFilter::EventTypes(t) => format!("event types [{}]", list(t)),
-            EventFilter::AggregateType(t) => format!("aggregate type {t}"),
-            EventFilter::Patterns(p) => format!("patterns [{}]", list(p)),
+        match &self.0 {
+            Rule::All => "all".to_owned(),
+            Rule::EventTypes(t) => format!("event types [{}]", list(t)),
+            Rule::AggregateType(t) => format!("aggregate type {t}"),
+            Rule::Patterns(p) => format!("patterns [{}]", list(p)),
         }
     }
 
     /// The AMQP binding keys that deliver exactly what this filter matches.
     pub fn binding_keys(&self) -> Vec<String> {
-        match self {
-            EventFilter::All => vec!["#".to_owned()],
-            EventFilter::EventTypes(types) => types.iter().map(|t| format!("#.{t}")).collect(),
-            EventFilter::AggregateType(t) => vec![format!("{t}.#")],
-            EventFilter::Patterns(p) => p.clone(),
+        match &self.0 {
+            Rule::All => vec!["#".to_owned()],
+            Rule::EventTypes(types) => types.iter().map(|t| format!("#.{t}")).collect(),
+            Rule::AggregateType(t) => vec![format!("{t}.#")],
+            Rule::Patterns(p) => p.clone(),
+        }
+    }
+
+    /// The routing keys it lists, when it is [`patterns`](Self::patterns)
+    /// without a wildcard: exact keys, what a direct exchange can route.
+    pub fn exact_keys(&self) -> Option<&[String]> {
+        match &self.0 {
+            Rule::Patterns(p)
+                if p.iter()
+                    .all(|k| !k.split('.').any(|w| w == "*" || w == "#")) =>
+            {
+                Some(p)
+            }
+            _ => None,
         }
     }
 }
@@ -242,14 +274,14 @@ mod tests {
             let err = EventFilter::pattern(bad).expect_err(bad);
             assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
         }
-        assert!(EventFilter::EventTypes(vec![]).validate().is_err());
+        assert!(EventFilter(Rule::EventTypes(vec![])).validate().is_err());
         assert!(EventFilter::aggregate_type(" ").validate().is_err());
     }
 
     #[test]
     fn binding_keys_agree_with_client_side_matching() {
         let filters = [
-            EventFilter::All,
+            EventFilter::all(),
             EventFilter::event_types(["Created"]),
             EventFilter::aggregate_type("Order"),
             p("*.Created"),
@@ -269,6 +301,40 @@ mod tests {
                     "{f:?} on {k}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn json_keeps_the_kind_and_value_shape() {
+        let f = EventFilter::patterns(["Order.*"]).expect("valid");
+        let json = serde_json::to_value(&f).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "patterns", "value": ["Order.*"]})
+        );
+        let all = serde_json::to_value(EventFilter::all()).expect("serializes");
+        assert_eq!(all, serde_json::json!({"kind": "all"}));
+        for f in [f, EventFilter::all(), EventFilter::aggregate_type("Order")] {
+            let back: EventFilter =
+                serde_json::from_value(serde_json::to_value(&f).unwrap()).expect("reads back");
+            assert_eq!(back, f);
+        }
+    }
+
+    #[test]
+    fn only_patterns_without_wildcards_are_exact_keys() {
+        let exact = EventFilter::patterns(["Order.Placed", "Order.Paid"]).expect("valid");
+        assert_eq!(
+            exact.exact_keys(),
+            Some(&["Order.Placed".to_owned(), "Order.Paid".to_owned()][..])
+        );
+        for f in [
+            EventFilter::pattern("Order.*").expect("valid"),
+            EventFilter::patterns(["Order.Placed", "#.Paid"]).expect("valid"),
+            EventFilter::event_type("Placed"),
+            EventFilter::all(),
+        ] {
+            assert_eq!(f.exact_keys(), None, "{f:?}");
         }
     }
 }

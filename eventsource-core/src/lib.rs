@@ -59,7 +59,8 @@ pub use aggregate::Aggregate;
 pub use async_trait::async_trait;
 pub use bus::{BusStats, EventBus, GroupStats, ShutdownReport};
 pub use dlq::{
-    DeadLetter, DeadLetterQuery, DeadLetterQueue, ParkedAggregate, REPLAYED_FOR, REPLAYED_FROM,
+    DeadLetter, DeadLetterQuery, DeadLetterQueue, LetterBody, ParkedAggregate, REPLAYED_FOR,
+    REPLAYED_FROM,
 };
 pub use envelope::{stream_name, EventEnvelope};
 pub use error::{

@@ -54,7 +54,7 @@ impl Subscription {
     pub fn builder(group: impl Into<String>) -> SubscriptionBuilder {
         SubscriptionBuilder {
             group: group.into(),
-            filter: EventFilter::All,
+            filter: EventFilter::all(),
             handler: None,
             retry: RetryPolicy::default(),
             concurrency: 1,
@@ -267,6 +267,6 @@ mod tests {
             .build()
             .expect("valid");
         assert_eq!(s.concurrency(), 1);
-        assert_eq!(s.filter(), &EventFilter::All);
+        assert_eq!(s.filter(), &EventFilter::all());
     }
 }

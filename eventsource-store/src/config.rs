@@ -68,6 +68,7 @@ impl Dialect {
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// `sqlite://FILE` (created if missing) or `postgres://USER:PASSWORD@HOST/DB`.
     pub url: String,

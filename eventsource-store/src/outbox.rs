@@ -18,6 +18,7 @@ use crate::{Dialect, SqlEventStore};
 /// How the relay polls and backs off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct OutboxRelayConfig {
     /// Rows published per batch (one `publish` call).
     pub batch_size: usize,
@@ -63,6 +64,12 @@ impl OutboxRelayConfig {
         Ok(())
     }
 }
+
+eventsource_core::config_setters!(OutboxRelayConfig {
+    batch_size: usize,
+    poll_interval: Duration,
+    max_backoff: Duration,
+});
 
 /// `UPDATE es_outbox SET {set} WHERE id IN ($2, ..)` for `n` ids; `set` uses `$1`.
 fn update_by_ids(set: &str, n: usize) -> String {

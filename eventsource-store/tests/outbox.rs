@@ -72,11 +72,10 @@ impl Aggregate for Counter {
 }
 
 fn fast() -> OutboxRelayConfig {
-    OutboxRelayConfig {
-        batch_size: 16,
-        poll_interval: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(200),
-    }
+    OutboxRelayConfig::default()
+        .batch_size(16)
+        .poll_interval(Duration::from_millis(20))
+        .max_backoff(Duration::from_millis(200))
 }
 
 /// Records (aggregate, version) per delivery.

@@ -91,7 +91,7 @@ pub async fn filters_select_events(f: &dyn BusFactory) {
     let cases: Vec<(&str, EventFilter, Vec<&str>)> = vec![
         (
             "all",
-            EventFilter::All,
+            EventFilter::all(),
             vec!["Probe.Created", "Probe.Updated", "Other.Created"],
         ),
         (
@@ -289,7 +289,7 @@ pub async fn dead_letters_after_max_attempts_with_metadata(f: &dyn BusFactory) {
         l.failure.first_failed_at <= l.failure.last_failed_at,
         "first <= last failure"
     );
-    let env = l.envelope.as_ref().expect("envelope kept");
+    let env = l.envelope().expect("envelope kept");
     assert_eq!(env.event_id, sent.event_id);
     assert_eq!(env.payload, sent.payload);
     let fetched = bus
@@ -577,7 +577,7 @@ pub async fn undecodable_payload_goes_to_dlq_without_stopping_the_consumer(f: &d
         letters[0].failure.error
     );
     assert_eq!(
-        letters[0].envelope.as_ref().map(|e| e.event_id),
+        letters[0].envelope().map(|e| e.event_id),
         Some(bad.event_id)
     );
     finish(bus).await;

@@ -63,7 +63,21 @@ where
 /// What a backend promises beyond the common contract, stated in code so
 /// that one case asserts the right thing on each (as Watermill's universal
 /// tests declare `GuaranteedOrder` or `Persistent`).
+///
+/// Start from [`Features::default`] (a broker backend) and change what
+/// differs with the setters of the same names; fields may be added (it is
+/// `#[non_exhaustive]`), each with a default that keeps today's cases.
+///
+/// ```
+/// use eventsource_testkit::{Features, GroupStart};
+///
+/// let kafka = Features::default()
+///     .ordered_across_members(true)
+///     .new_group_starts_at(GroupStart::Earliest);
+/// assert!(kafka.spreads_work);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Features {
     /// An aggregate's events are handled in order, one at a time, across
     /// all members of a group, not only within one member.
@@ -117,3 +131,29 @@ impl Default for Features {
         }
     }
 }
+
+/// Writes `Features`' setters, one per field.
+macro_rules! feature_setters {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        impl Features {
+            $(
+                #[doc = concat!("Sets `", stringify!($name), "` (see the field).")]
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+feature_setters!(
+    ordered_across_members: bool,
+    spreads_work: bool,
+    durable: bool,
+    group_filter_on_broker: bool,
+    rebalance_barrier: bool,
+    new_group_starts_at: GroupStart,
+    parks_aggregates: bool,
+);

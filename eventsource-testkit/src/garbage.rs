@@ -52,9 +52,9 @@ where
     );
     let letters = dead_letters_of(bus, "raw", 1, patience).await;
     let letter = letters.into_iter().next().expect("one letter");
-    assert!(letter.envelope.is_none(), "{letter:?}");
+    assert!(letter.envelope().is_none(), "{letter:?}");
     assert!(
-        letter.raw.as_deref().is_some_and(|r| r.contains(marker)),
+        letter.raw_body().is_some_and(|r| r.contains(marker)),
         "the raw fields are shown: {letter:?}"
     );
     (letter, rec)

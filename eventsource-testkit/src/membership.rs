@@ -289,7 +289,7 @@ pub async fn keeps_order_with_ten_members(f: &dyn BusFactory) {
             "ten",
             &format!("member-{i}"),
             Duration::from_millis(fastrand::u64(1..4)),
-            EventFilter::All,
+            EventFilter::all(),
         );
         handles.push(subscribe(bus, s).await);
     }
@@ -321,7 +321,7 @@ pub async fn keeps_order_while_members_join_and_leave(f: &dyn BusFactory) {
                 // Slow enough that a batch is still queued when a
                 // rebalance starts.
                 Duration::from_millis(20),
-                EventFilter::All,
+                EventFilter::all(),
             );
             subscribe(&bus, s).await
         }
@@ -399,7 +399,7 @@ pub async fn keeps_order_across_a_changing_group(f: &dyn BusFactory) {
                 GROUP,
                 &label,
                 Duration::from_millis(2),
-                EventFilter::All,
+                EventFilter::all(),
                 failing,
             );
             subscribe(&bus, s).await
@@ -568,7 +568,7 @@ async fn fix_and_replay(
         .expect("get")
         .expect("the head letter");
     assert_eq!(
-        head.envelope.as_ref().map(|e| e.aggregate_version),
+        head.envelope().map(|e| e.aggregate_version),
         Some(failing.version),
         "the head is the event that failed: {head:?}"
     );
@@ -592,7 +592,7 @@ pub async fn clean_leave_hands_over_promptly(f: &dyn BusFactory) {
             "rounds",
             &format!("round-{round}"),
             Duration::from_millis(2),
-            EventFilter::All,
+            EventFilter::all(),
         );
         let handle = subscribe(&buses[round % 2], s).await;
         if round == 0 {
@@ -611,7 +611,7 @@ pub async fn clean_leave_hands_over_promptly(f: &dyn BusFactory) {
         handle.unsubscribe().await;
     }
     let started = tokio::time::Instant::now();
-    let last = watch.subscription("rounds", "last", Duration::ZERO, EventFilter::All);
+    let last = watch.subscription("rounds", "last", Duration::ZERO, EventFilter::all());
     let _last = subscribe(&buses[0], last).await;
     watch
         .wait_handled(
@@ -668,7 +668,7 @@ pub async fn a_leaver_hands_over_what_it_held_in_order(f: &dyn BusFactory) {
     .await;
     let _stays = subscribe(
         &buses[1],
-        watch.subscription("held", "stays", Duration::ZERO, EventFilter::All),
+        watch.subscription("held", "stays", Duration::ZERO, EventFilter::all()),
     )
     .await;
     // The leaver leaves (its handler still held); the member that stays
@@ -782,7 +782,7 @@ pub async fn new_member_after_shutdown_with_handlers_in_flight_loses_nothing(f: 
             "inflight",
             "first",
             Duration::from_millis(300),
-            EventFilter::All,
+            EventFilter::all(),
         ),
     )
     .await;
@@ -807,7 +807,7 @@ pub async fn new_member_after_shutdown_with_handlers_in_flight_loses_nothing(f: 
     }
     let _second = subscribe(
         &buses[1],
-        watch.subscription("inflight", "second", Duration::ZERO, EventFilter::All),
+        watch.subscription("inflight", "second", Duration::ZERO, EventFilter::all()),
     )
     .await;
     watch

@@ -152,7 +152,7 @@ pub async fn parks_an_aggregate_behind_its_dead_letter(f: &dyn BusFactory) {
         .iter()
         .map(|l| {
             (
-                l.envelope.as_ref().expect("decoded").aggregate_version,
+                l.envelope().expect("decoded").aggregate_version,
                 l.failure.kind,
             )
         })

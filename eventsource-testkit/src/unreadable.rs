@@ -58,9 +58,9 @@ pub async fn an_unreadable_letter_stops_nothing<F, Fut>(
         assert_eq!(l.failure.kind, FailureKind::Unreadable, "{l:?}");
         assert!(l.failure.error.contains("unreadable"), "{l:?}");
         assert_eq!(l.failure.group, group);
-        assert!(l.envelope.is_none());
+        assert!(l.envelope().is_none());
         assert!(
-            l.raw.as_deref().is_some_and(|r| r.contains(marker)),
+            l.raw_body().is_some_and(|r| r.contains(marker)),
             "the raw fields are shown: {l:?}"
         );
         let got = dlq.get(&l.id).await.expect("get").expect("found by its id");

@@ -56,8 +56,8 @@ pub use eventsource_core::{
 };
 // Dead letters.
 pub use eventsource_core::{
-    DeadLetter, DeadLetterQuery, DeadLetterQueue, Failure, FailureKind, ParkedAggregate,
-    REPLAYED_FOR, REPLAYED_FROM,
+    DeadLetter, DeadLetterQuery, DeadLetterQueue, Failure, FailureKind, LetterBody,
+    ParkedAggregate, REPLAYED_FOR, REPLAYED_FROM,
 };
 // Errors.
 pub use eventsource_core::{BoxError, Error, Result};

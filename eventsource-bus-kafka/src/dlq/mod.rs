@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventsource_core::wire::dead_letter;
-use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, Result};
+use eventsource_core::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Error, LetterBody, Result};
 use rdkafka::message::OwnedHeaders;
 
 use crate::client::{Client, Outgoing};
@@ -131,7 +131,10 @@ impl KafkaDeadLetterQueue {
             if record.headers.contains_key(CUT_HEADER) {
                 let original = read_original(&self.client.config, letter).await?;
                 let mut letter = letter.clone();
-                letter.envelope = wire::decode(&original.headers, Some(&original.payload)).ok();
+                letter.body = match wire::decode(&original.headers, Some(&original.payload)) {
+                    Ok(envelope) => LetterBody::Envelope(envelope),
+                    Err(e) => LetterBody::Raw(format!("the original does not decode: {e}")),
+                };
                 originals.insert(i, (letter, original));
             }
         }
@@ -293,17 +296,11 @@ mod tests {
     use rdkafka::message::Headers;
 
     fn failure() -> Failure {
-        let at = chrono::Utc::now();
-        Failure {
-            error: "boom".into(),
-            kind: eventsource_core::FailureKind::Permanent,
-            attempts: 3,
-            first_failed_at: at,
-            last_failed_at: at,
-            group: "billing".into(),
-            source: "es.events[2]@41".into(),
-            handler: None,
-        }
+        let mut failure = Failure::undecodable("billing", "es.events[2]@41", "");
+        failure.error = "boom".into();
+        failure.kind = eventsource_core::FailureKind::Permanent;
+        failure.attempts = 3;
+        failure
     }
 
     fn header_names(record: &Outgoing) -> BTreeMap<String, String> {
@@ -344,7 +341,7 @@ mod tests {
                 payload: whole.payload.clone(),
             },
         );
-        assert!(letter.envelope.is_none(), "listed by its raw fields");
+        assert!(letter.envelope().is_none(), "listed by its raw fields");
         assert!(
             letter
                 .failure

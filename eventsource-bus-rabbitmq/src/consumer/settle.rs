@@ -8,7 +8,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Acker;
 
 use super::{GroupConsumer, Token};
-use crate::dlq::{dead_letter_message, LetterBody, RawMessage};
+use crate::dlq::{dead_letter_message, LetterToWrite, RawMessage};
 
 #[async_trait]
 impl Settle<Token> for GroupConsumer {
@@ -44,7 +44,7 @@ impl Settle<Token> for GroupConsumer {
 
 impl GroupConsumer {
     /// Publishes a dead letter to the group's DLQ (confirmed); `true` on success.
-    async fn write_letter(&self, body: &LetterBody, failure: &Failure) -> bool {
+    async fn write_letter(&self, body: &LetterToWrite, failure: &Failure) -> bool {
         let config = &self.client.config;
         let (dlq, redacted) = (config.dlq(self.group()), config.redacted_url());
         let message = dead_letter_message(config, body, failure, &dlq);

@@ -20,14 +20,14 @@ pub(crate) struct RawMessage {
 }
 
 /// What a dead letter carries: the event, or the message that did not decode.
-pub(crate) type LetterBody = Letter<RawMessage>;
+pub(crate) type LetterToWrite = Letter<RawMessage>;
 
 /// The message that goes to `group`'s DLQ: the original (re-encoded) event
 /// or raw message, with the failure in the core codec's headers and a
 /// fresh message id, the dead letter's id.
 pub(crate) fn dead_letter_message<'a>(
     config: &RabbitBusConfig,
-    body: &LetterBody,
+    body: &LetterToWrite,
     failure: &Failure,
     dlq: &'a str,
 ) -> Outgoing<'a> {
@@ -133,7 +133,7 @@ pub(super) fn replay_message(
             )
         }
     };
-    let queue = match (config.partitions, &letter.envelope) {
+    let queue = match (config.partitions, letter.envelope()) {
         (Some(n), Some(event)) => config.partition_queue(
             group,
             eventsource_core::partition_of(&event.aggregate_id, n),

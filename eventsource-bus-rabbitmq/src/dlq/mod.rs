@@ -19,7 +19,7 @@ use crate::client::{amqp_err, short, Client, Session};
 use crate::lag::queue_counts;
 use crate::RabbitBusConfig;
 
-pub(crate) use letter::{dead_letter_message, LetterBody, RawMessage};
+pub(crate) use letter::{dead_letter_message, LetterToWrite, RawMessage};
 use letter::{parse_letter, replay_message};
 
 /// Makes `session` the only scanner of `dlq` until it closes: it declares

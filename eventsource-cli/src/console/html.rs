@@ -1,7 +1,7 @@
 //! The console's pages: plain HTML with a little CSS, every value escaped.
 
 use axum::http::StatusCode;
-use eventsource::{DeadLetter, GroupStats};
+use eventsource::{DeadLetter, GroupStats, LetterBody};
 
 use super::Console;
 
@@ -217,10 +217,9 @@ pub(crate) fn letter(console: &Console, csrf: &str, l: &DeadLetter) -> String {
             esc(&f.group)
         ));
     }
-    let event = match (&l.envelope, &l.raw) {
-        (Some(e), _) => serde_json::to_string_pretty(e).expect("an envelope serializes"),
-        (None, Some(raw)) => format!("(undecodable) {raw}"),
-        (None, None) => "(no event)".into(),
+    let event = match &l.body {
+        LetterBody::Envelope(e) => serde_json::to_string_pretty(e).expect("an envelope serializes"),
+        LetterBody::Raw(raw) => format!("(undecodable) {raw}"),
     };
     body.push_str(&format!(
         "<h2>Event</h2><pre id=\"event\">{}</pre>",
@@ -297,12 +296,7 @@ mod tests {
             );
             let mut failure = eventsource::Failure::parked("g", &envelope);
             failure.kind = kind;
-            DeadLetter {
-                id: id.into(),
-                envelope: Some(envelope),
-                raw: None,
-                failure,
-            }
+            DeadLetter::event(id, envelope, failure)
         };
         use eventsource::FailureKind::{Parked, Permanent};
         let letters = [

@@ -499,12 +499,8 @@ async fn a_long_release_deletes_its_letters_in_batches() {
 
 fn letter(id: &str, group: &str, agg: &str, version: u64) -> crate::DeadLetter {
     let envelope = EventEnvelope::new(agg, version, &Ping).expect("encode");
-    crate::DeadLetter {
-        id: id.to_owned(),
-        failure: crate::Failure::parked(group, &envelope),
-        envelope: Some(envelope),
-        raw: None,
-    }
+    let failure = crate::Failure::parked(group, &envelope);
+    crate::DeadLetter::event(id, envelope, failure)
 }
 
 /// The parked set is the group's DLQ as of the last load: loaded before

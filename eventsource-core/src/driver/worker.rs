@@ -12,7 +12,9 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{Counters, Delivery, KeyedQueue, Parking, Settle};
-use crate::{DeadLetter, EventEnvelope, Failure, FailureKind, Subscription, REPLAYED_FROM};
+use crate::{
+    DeadLetter, EventEnvelope, Failure, FailureKind, LetterBody, Subscription, REPLAYED_FROM,
+};
 
 /// What [`attempt`] made of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,11 +317,10 @@ impl<T: Send, S: Settle<T> + ?Sized> Worker<'_, T, S> {
         // Its own letter, if a backend removes it only after the replay.
         let rest: Vec<DeadLetter> = letters
             .into_iter()
-            .filter(|l| l.envelope.as_ref().map(|e| e.event_id) != Some(envelope.event_id))
+            .filter(|l| l.envelope().map(|e| e.event_id) != Some(envelope.event_id))
             .collect();
         let older = rest.iter().any(|l| {
-            l.envelope
-                .as_ref()
+            l.envelope()
                 .is_some_and(|e| e.aggregate_version < envelope.aggregate_version)
         });
         if older {
@@ -349,7 +350,7 @@ impl<T: Send, S: Settle<T> + ?Sized> Worker<'_, T, S> {
         let mut handled: Vec<String> = Vec::new();
         let mut released = true;
         for letter in letters {
-            let Some(envelope) = letter.envelope else {
+            let LetterBody::Envelope(envelope) = letter.body else {
                 continue;
             };
             let mut delivery = Delivery::new(Arc::new(envelope), ());

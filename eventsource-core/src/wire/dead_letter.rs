@@ -145,24 +145,12 @@ pub fn read_letter<'h>(
             Ok((failure, envelope))
         });
     match read {
-        Ok((failure, Some(envelope))) => DeadLetter {
-            id,
-            envelope: Some(envelope),
-            raw: None,
-            failure,
-        },
-        Ok((failure, None)) => DeadLetter {
-            id,
-            envelope: None,
-            raw: Some(raw(&|k| !is_failure_header(k))),
-            failure,
-        },
-        Err(reason) => DeadLetter {
-            failure: Failure::unreadable(group, &id, reason, at()),
-            id,
-            envelope: None,
-            raw: Some(raw(&|_| true)),
-        },
+        Ok((failure, Some(envelope))) => DeadLetter::event(id, envelope, failure),
+        Ok((failure, None)) => DeadLetter::raw(id, raw(&|k| !is_failure_header(k)), failure),
+        Err(reason) => {
+            let failure = Failure::unreadable(group, &id, reason, at());
+            DeadLetter::raw(id, raw(&|_| true), failure)
+        }
     }
 }
 

@@ -34,6 +34,19 @@ use super::BusConfig;
 /// assert_eq!(billing.concurrency(), 4);
 /// assert_eq!(billing.retry().max_attempts(), 5);
 ///
+/// // The same, built in code.
+/// use eventsource::{BusConfig, GroupConfig, RetryPolicy};
+/// use std::time::Duration;
+/// let same = Config::new(BusConfig::from_url("memory://")?)
+///     .with_store("sqlite://events.db")
+///     .with_group(
+///         "billing",
+///         GroupConfig::default()
+///             .concurrency(4)
+///             .retry(RetryPolicy::fixed(5, Duration::from_millis(200))?),
+///     );
+/// assert_eq!(same, config);
+///
 /// // A typo is an error that names it.
 /// let err = Config::from_toml("[bus]\nurl = \"memory://\"\n[groups.billing]\nconcurency = 4\n")
 ///     .unwrap_err();
@@ -46,6 +59,7 @@ use super::BusConfig;
 /// masked (as [`redact_url`](eventsource_core::redact_url) does).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// The bus (its `backend` may be left out when `url` says it).
     pub bus: BusConfig,
@@ -75,6 +89,7 @@ impl std::fmt::Debug for Config {
 /// subscription's default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GroupConfig {
     /// The retry policy before a message is dead-lettered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +106,27 @@ pub struct GroupConfig {
 }
 
 impl GroupConfig {
+    /// Sets the retry policy (see the field).
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Sets the handlers running at once (see the field).
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = Some(concurrency);
+        self
+    }
+
+    /// Sets the messages read ahead (see the field).
+    #[must_use]
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
     /// Applies these settings to a subscription being built.
     pub fn apply(&self, mut builder: SubscriptionBuilder) -> SubscriptionBuilder {
         if let Some(retry) = self.retry {
@@ -111,6 +147,20 @@ impl Config {
             store: None,
             groups: BTreeMap::new(),
         }
+    }
+
+    /// Sets the event store's URL (see the field).
+    #[must_use]
+    pub fn with_store(mut self, url: impl Into<String>) -> Self {
+        self.store = Some(url.into());
+        self
+    }
+
+    /// Sets the settings of consumer group `group` (see the field).
+    #[must_use]
+    pub fn with_group(mut self, group: impl Into<String>, config: GroupConfig) -> Self {
+        self.groups.insert(group.into(), config);
+        self
     }
 
     /// Parses TOML.
