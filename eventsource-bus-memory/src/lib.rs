@@ -9,8 +9,11 @@
 //! can be listed, replayed and purged, bounded buffers that make `publish`
 //! wait rather than drop, and a draining `shutdown`.
 //!
-//! Layout: [`MemoryBus`] in `bus.rs`, the per-group queue in `group.rs`,
-//! the worker loop in `consumer.rs`, dead letters in `dlq.rs`.
+//! Layout: [`MemoryBus`] in `bus.rs`; what every handle shares (groups,
+//! dead letters, counters) in `client.rs`; [`MemoryBusConfig`] in
+//! `config.rs`; the per-group queue in `group.rs`; what a worker does with
+//! a finished delivery (the loop is the core's) in `consumer.rs`; dead
+//! letters in `dlq.rs`.
 
 mod bus;
 mod client;

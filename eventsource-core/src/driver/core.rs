@@ -24,7 +24,7 @@ pub trait BrokerMember<T: Send + 'static>: Settle<T> + Sized + 'static {
     fn counters(&self) -> &Counters;
 }
 
-/// The shared part of a member: see the [module](self) documentation.
+/// The shared part of a member: see the [`driver`](crate::driver) module documentation.
 pub struct MemberCore<T> {
     backend: &'static str,
     subscription: Subscription,

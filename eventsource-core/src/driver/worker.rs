@@ -125,7 +125,7 @@ pub async fn attempt<T>(
 }
 
 /// One worker's loop, which every backend runs `concurrency` times per
-/// member (see [`MemberTasks::spawn_workers`](super::MemberTasks::spawn_workers)):
+/// member (see [`MemberCore::spawn_workers`](super::MemberCore::spawn_workers)):
 /// take a delivery, [`attempt_once`] it, count it, [`Settle`] it, then take
 /// the same aggregate's next delivery if one is waiting. A failure to be
 /// retried is deferred in the queue for its backoff ([`Step::RetryAfter`]):
