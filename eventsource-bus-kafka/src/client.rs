@@ -3,6 +3,7 @@
 //! config).
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_core::driver::{Counters, PublishTarget, SendError};
@@ -61,7 +62,7 @@ pub(crate) struct Client {
     pub(crate) producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     created: Mutex<HashSet<String>>,
-    pub(crate) stats: Counters,
+    pub(crate) stats: Arc<Counters>,
     pub(crate) groups: Mutex<BTreeSet<String>>,
     /// How many partitions the events topic has (read from the broker).
     pub(crate) event_partitions: u32,
@@ -219,7 +220,7 @@ impl Client {
             producer,
             admin,
             created: Mutex::new(HashSet::new()),
-            stats: Counters::new(BACKEND),
+            stats: Arc::new(Counters::new(BACKEND)),
             groups: Mutex::new(BTreeSet::new()),
             event_partitions: 0,
         };

@@ -61,34 +61,17 @@ pub(crate) fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventsource_core::DomainEvent;
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    struct Registered {
-        name: String,
-    }
-    impl DomainEvent for Registered {
-        fn event_type(&self) -> &str {
-            "registered"
-        }
-        fn aggregate_type(&self) -> &str {
-            "user"
-        }
-    }
+    use eventsource_testkit::probe;
 
     #[test]
     fn round_trips_in_binary_mode() {
-        let env = EventEnvelope::new("u-1", 2, &Registered { name: "ada".into() })
-            .expect("encode")
-            .with_correlation_id("c-1")
-            .with_metadata(
-                "traceparent",
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            );
+        let env = probe("u-1", 2, 1).with_correlation_id("c-1").with_metadata(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
         let (h, payload) = encode(&env, "svc");
         let text = headers_as_text(Some(&h));
-        assert_eq!(text["ce_type"], "registered");
+        assert_eq!(text["ce_type"], "Created");
         assert_eq!(text["ce_subject"], "u-1");
         assert!(text["ce_traceparent"].starts_with("00-"));
         assert_eq!(decode(&text, Some(&payload)).expect("decode"), env);

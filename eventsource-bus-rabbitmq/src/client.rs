@@ -4,6 +4,7 @@
 //! bottom of the crate: it imports only the config).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_core::driver::{Counters, PublishTarget, SendError};
@@ -189,7 +190,7 @@ pub(crate) async fn declare_exchange(channel: &Channel, config: &RabbitBusConfig
 pub(crate) struct Client {
     pub(crate) config: RabbitBusConfig,
     pub(crate) publisher: tokio::sync::Mutex<Option<Session>>,
-    pub(crate) stats: Counters,
+    pub(crate) stats: Arc<Counters>,
     /// Groups this bus has subscribed, for listing dead letters of all groups.
     pub(crate) groups: Mutex<BTreeSet<String>>,
 }
@@ -352,7 +353,7 @@ impl Client {
         Ok(Client {
             config,
             publisher: tokio::sync::Mutex::new(Some(session)),
-            stats: Counters::new(BACKEND),
+            stats: Arc::new(Counters::new(BACKEND)),
             groups: Mutex::new(BTreeSet::new()),
         })
     }

@@ -102,34 +102,17 @@ pub(crate) fn decode(props: &BasicProperties, body: &[u8]) -> Result<EventEnvelo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventsource_core::DomainEvent;
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    struct Registered {
-        name: String,
-    }
-    impl DomainEvent for Registered {
-        fn event_type(&self) -> &str {
-            "registered"
-        }
-        fn aggregate_type(&self) -> &str {
-            "user"
-        }
-    }
+    use eventsource_testkit::probe;
 
     #[test]
     fn round_trips_in_binary_mode() {
-        let env = EventEnvelope::new("u-1", 2, &Registered { name: "ada".into() })
-            .expect("encode")
-            .with_causation_id("cmd-9")
-            .with_metadata(
-                "traceparent",
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            );
+        let env = probe("u-1", 2, 1).with_causation_id("cmd-9").with_metadata(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
         let (props, body) = encode(&env, "svc");
         let h = headers_as_text(&props);
-        assert_eq!(h["cloudEvents:type"], "registered");
+        assert_eq!(h["cloudEvents:type"], "Created");
         assert_eq!(h["cloudEvents:source"], "svc");
         assert!(h["cloudEvents:traceparent"].starts_with("00-"));
         assert_eq!(props.delivery_mode(), &Some(2));

@@ -1,6 +1,7 @@
 //! The connection every part of a Redis bus shares, and the helpers they
 //! all use (the bottom of the crate: it imports only the config).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_core::driver::Counters;
@@ -17,7 +18,7 @@ pub(crate) struct Client {
     pub(crate) redis: redis::Client,
     /// Shared by publishes, acks and dead-lettering (multiplexed).
     pub(crate) conn: ConnectionManager,
-    pub(crate) stats: Counters,
+    pub(crate) stats: Arc<Counters>,
 }
 
 /// Maps a Redis error into the core error, saying what was being done.
@@ -81,7 +82,7 @@ impl Client {
             config,
             redis: client,
             conn,
-            stats: Counters::new(BACKEND),
+            stats: Arc::new(Counters::new(BACKEND)),
         })
     }
 

@@ -40,21 +40,7 @@ pub(crate) fn decode(fields: &BTreeMap<String, String>) -> Result<EventEnvelope,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventsource_core::DomainEvent;
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    struct Registered {
-        name: String,
-    }
-    impl DomainEvent for Registered {
-        fn event_type(&self) -> &str {
-            "registered"
-        }
-        fn aggregate_type(&self) -> &str {
-            "user"
-        }
-    }
+    use eventsource_testkit::probe;
 
     fn as_map(fields: Vec<(&'static str, String)>) -> BTreeMap<String, String> {
         fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
@@ -62,15 +48,12 @@ mod tests {
 
     #[test]
     fn round_trips_with_cloudevents_names() {
-        let env = EventEnvelope::new("u-1", 4, &Registered { name: "ada".into() })
-            .expect("encode")
-            .with_correlation_id("c")
-            .with_metadata(
-                "traceparent",
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            );
+        let env = probe("u-1", 4, 1).with_correlation_id("c").with_metadata(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
         let fields = as_map(encode(&env, "svc"));
-        assert_eq!(fields["type"], "registered");
+        assert_eq!(fields["type"], "Created");
         assert_eq!(fields["subject"], "u-1");
         assert_eq!(fields["source"], "svc");
         assert!(fields["traceparent"].starts_with("00-"));
@@ -79,7 +62,7 @@ mod tests {
 
     #[test]
     fn bad_entries_say_which_field() {
-        let env = EventEnvelope::new("u-1", 1, &Registered { name: "x".into() }).expect("encode");
+        let env = probe("u-1", 1, 1);
         let mut fields = as_map(encode(&env, "svc"));
         fields.insert("data".into(), "{not json".into());
         assert!(decode(&fields)

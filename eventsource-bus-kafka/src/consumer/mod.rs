@@ -14,13 +14,13 @@ mod settle;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{BrokerMember, Counters, Member, MemberCore};
+use eventsource_core::driver::{BrokerMember, Member, MemberCore};
 use eventsource_core::{Error, Result, Subscription};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{client_config, kafka_err, Client, BACKEND};
+use crate::client::{client_config, kafka_err, Client};
 use crate::membership::{check_group_filter, filter_client_id};
 pub(crate) use close::OwnedConsumer;
 use offsets::{commit_list, Trackers};
@@ -69,7 +69,7 @@ impl GroupConsumer {
         let assigned = Arc::new(Notify::new());
         let filter = subscription.filter().canonical();
         let core = Arc::new(MemberCore::new(
-            BACKEND,
+            Arc::clone(&client.stats),
             subscription,
             config.prefetch,
             stop,
@@ -151,10 +151,6 @@ impl GroupConsumer {
 impl BrokerMember<Token> for GroupConsumer {
     fn core(&self) -> &MemberCore<Token> {
         &self.core
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.client.stats
     }
 }
 

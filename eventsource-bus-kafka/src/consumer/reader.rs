@@ -100,7 +100,7 @@ impl GroupConsumer {
             Intake::DeadLetter(failure) => {
                 let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
                 let raw = Letter::Raw((headers, payload));
-                dead_letter(self, &self.client.stats, token, raw, failure).await;
+                dead_letter(self, self.core.counters(), token, raw, failure).await;
             }
         }
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{refuse_parking, BrokerMember, Counters, Member, MemberCore};
+use eventsource_core::driver::{refuse_parking, BrokerMember, Member, MemberCore};
 use eventsource_core::{Result, Subscription};
 use lapin::options::BasicQosOptions;
 use lapin::Acker;
@@ -70,11 +70,17 @@ impl GroupConsumer {
         )?;
         let session = Self::open(&client, &subscription).await?;
         let prefetch = usize::from(config.prefetch);
-        let core = MemberCore::new(BACKEND, subscription, prefetch, stop, || {
-            Arc::new(crate::dlq::RabbitDeadLetterQueue {
-                client: Arc::clone(&client),
-            })
-        });
+        let core = MemberCore::new(
+            Arc::clone(&client.stats),
+            subscription,
+            prefetch,
+            stop,
+            || {
+                Arc::new(crate::dlq::RabbitDeadLetterQueue {
+                    client: Arc::clone(&client),
+                })
+            },
+        );
         let member = Arc::new(GroupConsumer {
             core,
             session: tokio::sync::Mutex::new(None),
@@ -158,10 +164,6 @@ impl GroupConsumer {
 impl BrokerMember<Token> for GroupConsumer {
     fn core(&self) -> &MemberCore<Token> {
         &self.core
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.client.stats
     }
 }
 

@@ -147,7 +147,7 @@ impl GroupConsumer {
                     properties: delivery.properties,
                     body: delivery.data,
                 });
-                dead_letter(self, &self.client.stats, token, raw, failure).await;
+                dead_letter(self, self.core.counters(), token, raw, failure).await;
             }
         }
     }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_core::driver::{refuse_parking, BrokerMember, Counters, Member, MemberCore};
+use eventsource_core::driver::{refuse_parking, BrokerMember, Member, MemberCore};
 use eventsource_core::{Result, Subscription};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -104,11 +104,17 @@ impl GroupConsumer {
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
         let ownership = Ownership::of(config);
-        let core = MemberCore::new(BACKEND, subscription, config.prefetch, stop, || {
-            Arc::new(crate::dlq::RedisDeadLetterQueue {
-                client: Arc::clone(&client),
-            })
-        });
+        let core = MemberCore::new(
+            Arc::clone(&client.stats),
+            subscription,
+            config.prefetch,
+            stop,
+            || {
+                Arc::new(crate::dlq::RedisDeadLetterQueue {
+                    client: Arc::clone(&client),
+                })
+            },
+        );
         let member = Arc::new(GroupConsumer {
             core,
             held: Mutex::new(HashMap::new()),
@@ -197,10 +203,6 @@ impl GroupConsumer {
 impl BrokerMember<Token> for GroupConsumer {
     fn core(&self) -> &MemberCore<Token> {
         &self.core
-    }
-
-    fn counters(&self) -> &Counters {
-        &self.client.stats
     }
 }
 

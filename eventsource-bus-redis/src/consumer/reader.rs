@@ -258,7 +258,7 @@ impl GroupConsumer {
             Intake::Skip => self.ack_later(&token.stream, &token.id),
             Intake::DeadLetter(failure) => {
                 let raw = Letter::Raw(fields);
-                dead_letter(self, &self.client.stats, token, raw, failure).await;
+                dead_letter(self, self.core.counters(), token, raw, failure).await;
             }
         }
     }

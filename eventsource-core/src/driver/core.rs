@@ -13,20 +13,18 @@ use super::{Counters, KeyedQueue, MemberTasks, Parking, Settle, Worker};
 use crate::{DeadLetterQueue, Subscription};
 
 /// A backend's member of a consumer group, as its workers see it: its
-/// [`MemberCore`], where it counts, and how it settles. With it,
+/// [`MemberCore`] and how it settles. With it,
 /// [`MemberCore::spawn_workers`] starts the workers; nothing else is
 /// projected out of the member.
 pub trait BrokerMember<T: Send + 'static>: Settle<T> + Sized + 'static {
     /// The member's core.
     fn core(&self) -> &MemberCore<T>;
-
-    /// Where its outcomes are counted (the bus's [`Counters`]).
-    fn counters(&self) -> &Counters;
 }
 
 /// The shared part of a member: see the [`driver`](crate::driver) module documentation.
 pub struct MemberCore<T> {
-    backend: &'static str,
+    /// The bus's counters, where its outcomes are counted.
+    counters: Arc<Counters>,
     subscription: Subscription,
     queue: KeyedQueue<T>,
     /// One per message fetched and not yet settled: a reader takes a slot
@@ -40,7 +38,7 @@ pub struct MemberCore<T> {
 impl<T> std::fmt::Debug for MemberCore<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemberCore")
-            .field("backend", &self.backend)
+            .field("backend", &self.counters.backend())
             .field("group", &self.subscription.group())
             .field("queued", &self.queue.queued())
             .field("in_flight", &self.queue.in_flight())
@@ -51,11 +49,11 @@ impl<T> std::fmt::Debug for MemberCore<T> {
 
 impl<T: Send + 'static> MemberCore<T> {
     /// A core for `subscription` holding up to `prefetch` unsettled
-    /// messages; `stop` (from [`Members::stop_token`](super::Members::stop_token))
+    /// messages, counting its outcomes in the bus's `counters`; `stop` (from [`Members::stop_token`](super::Members::stop_token))
     /// stops its tasks; `dlq` is the group's dead-letter queue, asked for
     /// only when the subscription parks aggregates.
     pub fn new(
-        backend: &'static str,
+        counters: Arc<Counters>,
         subscription: Subscription,
         prefetch: usize,
         stop: CancellationToken,
@@ -65,7 +63,7 @@ impl<T: Send + 'static> MemberCore<T> {
             .parks_aggregates()
             .then(|| Parking::new(subscription.group(), dlq()));
         MemberCore {
-            backend,
+            counters,
             queue: KeyedQueue::new(prefetch),
             slots: Arc::new(Semaphore::new(prefetch)),
             parking,
@@ -84,12 +82,12 @@ impl<T: Send + 'static> MemberCore<T> {
             core.tasks.worker(async move {
                 let core = member.core();
                 Worker {
-                    backend: core.backend,
+                    backend: core.counters.backend(),
                     destination: &destination,
                     queue: &core.queue,
                     subscription: &core.subscription,
                     stop: core.tasks.token(),
-                    counters: member.counters(),
+                    counters: &core.counters,
                     settle: &*member,
                     parking: core.parking.as_deref(),
                 }
@@ -104,6 +102,11 @@ impl<T> MemberCore<T> {
     /// The member's subscription.
     pub fn subscription(&self) -> &Subscription {
         &self.subscription
+    }
+
+    /// The bus's counters, where the member's outcomes are counted.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Its consumer group.

@@ -19,6 +19,7 @@ pub(crate) struct CallTimer {
 /// to OpenTelemetry, labelled with the backend and the group.
 #[derive(Debug)]
 pub struct Counters {
+    backend: &'static str,
     published: AtomicU64,
     handled: AtomicU64,
     failed_attempts: AtomicU64,
@@ -38,9 +39,9 @@ impl Default for Counters {
 
 impl Counters {
     /// Counters of a `backend` bus (its name labels the metrics).
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub fn new(backend: &'static str) -> Self {
         Counters {
+            backend,
             published: AtomicU64::new(0),
             handled: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
@@ -51,6 +52,11 @@ impl Counters {
             #[cfg(feature = "metrics")]
             metrics: crate::metrics::Instruments::new(backend),
         }
+    }
+
+    /// The backend whose bus counts here (`"redis"`, `"kafka"`, …).
+    pub fn backend(&self) -> &'static str {
+        self.backend
     }
 
     /// Counts `n` events published by one `publish` that took `took`.
