@@ -90,9 +90,7 @@ mod tests {
         fn event_type(&self) -> &str {
             "Ping"
         }
-        fn aggregate_type(&self) -> &str {
-            "Test"
-        }
+        const AGGREGATE_TYPE: &'static str = "Test";
     }
 
     #[tokio::test]

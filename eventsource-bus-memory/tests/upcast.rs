@@ -20,9 +20,7 @@ impl DomainEvent for Shipped {
     fn event_type(&self) -> &str {
         "Shipped"
     }
-    fn aggregate_type(&self) -> &str {
-        "Parcel"
-    }
+    const AGGREGATE_TYPE: &'static str = "Parcel";
     fn schema_version(&self) -> u32 {
         3
     }

@@ -20,7 +20,7 @@ use crate::{DomainEvent, Error, Result};
 /// # struct Registered { name: String }
 /// # impl DomainEvent for Registered {
 /// #     fn event_type(&self) -> &str { "registered" }
-/// #     fn aggregate_type(&self) -> &str { "user" }
+/// #     const AGGREGATE_TYPE: &'static str = "user";
 /// # }
 /// let event = Registered { name: "ada".into() };
 /// let envelope = EventEnvelope::new("user-1", 1, &event)?
@@ -70,7 +70,7 @@ impl EventEnvelope {
             reason: e.to_string(),
         })?;
         let mut envelope = Self::from_json(
-            event.aggregate_type(),
+            E::AGGREGATE_TYPE,
             aggregate_id,
             aggregate_version,
             event.event_type(),
@@ -229,9 +229,7 @@ mod tests {
                 Account::Closed => "Closed",
             }
         }
-        fn aggregate_type(&self) -> &str {
-            "Account"
-        }
+        const AGGREGATE_TYPE: &'static str = "Account";
         fn schema_version(&self) -> u32 {
             2
         }

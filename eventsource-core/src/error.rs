@@ -104,25 +104,6 @@ pub enum Error {
         requested: String,
     },
 
-    /// An aggregate recorded an event that declares another aggregate
-    /// type ([`DomainEvent::aggregate_type`](crate::DomainEvent::aggregate_type)
-    /// differs from [`Aggregate::TYPE`](crate::Aggregate::TYPE)). Saved, it
-    /// would be stored under one name and routed under the other, and
-    /// subscribers to the aggregate's events would never see it; nothing
-    /// is saved.
-    #[error(
-        "aggregate `{aggregate}` recorded event `{event_type}`, which declares aggregate type \
-         `{declared}`; make the event's aggregate_type() return `{aggregate}` (nothing was saved)"
-    )]
-    AggregateTypeMismatch {
-        /// The aggregate's type (`Aggregate::TYPE`).
-        aggregate: &'static str,
-        /// The event's type.
-        event_type: String,
-        /// The aggregate type the event declares.
-        declared: String,
-    },
-
     /// An operation did not finish in time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {

@@ -27,12 +27,12 @@ use serde::{de::DeserializeOwned, Serialize};
 ///
 /// let shipped = OrderEvent::Shipped;
 /// assert_eq!(shipped.event_type(), "Dispatched");
-/// assert_eq!(shipped.aggregate_type(), "Order");
+/// assert_eq!(OrderEvent::AGGREGATE_TYPE, "Order");
 /// assert_eq!(shipped.schema_version(), 2);
 /// ```
 ///
-/// Through the `eventsource` facade, add `crate = "eventsource"` to the
-/// `#[event(...)]` attribute. Written by hand it is:
+/// Through the `eventsource` facade (`eventsource::DomainEvent`) the derive
+/// is the same, with nothing to add. Written by hand it is:
 ///
 /// ```
 /// use eventsource_core::DomainEvent;
@@ -52,21 +52,21 @@ use serde::{de::DeserializeOwned, Serialize};
 ///             OrderEvent::Shipped => "Shipped",
 ///         }
 ///     }
-///     fn aggregate_type(&self) -> &str {
-///         "Order"
-///     }
+///     const AGGREGATE_TYPE: &'static str = "Order";
 /// }
 ///
 /// assert_eq!(OrderEvent::Shipped.event_type(), "Shipped");
 /// ```
 pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The type of aggregate that records this event, e.g. `Order`: the
+    /// one place it is declared. An [`Aggregate`](crate::Aggregate) takes
+    /// its type from its event, so the two cannot differ.
+    const AGGREGATE_TYPE: &'static str;
+
     /// The event's type name, e.g. `Placed`. Together with
-    /// [`aggregate_type`](Self::aggregate_type) it forms the routing key
+    /// [`AGGREGATE_TYPE`](Self::AGGREGATE_TYPE) it forms the routing key
     /// `{aggregate_type}.{event_type}`, so it should not contain `.`.
     fn event_type(&self) -> &str;
-
-    /// The type of aggregate that records this event, e.g. `Order`.
-    fn aggregate_type(&self) -> &str;
 
     /// The schema version of this event's payload (default 1). Bump it when
     /// the payload changes shape so consumers and snapshots can tell.

@@ -175,7 +175,7 @@ where
 /// struct Registered { email: String }
 /// impl DomainEvent for Registered {
 ///     fn event_type(&self) -> &str { "Registered" }
-///     fn aggregate_type(&self) -> &str { "User" }
+///     const AGGREGATE_TYPE: &'static str = "User";
 /// }
 ///
 /// let handler = handler_for(|user: Registered, meta| async move {
@@ -216,9 +216,7 @@ mod tests {
         fn event_type(&self) -> &str {
             "Opened"
         }
-        fn aggregate_type(&self) -> &str {
-            "Box"
-        }
+        const AGGREGATE_TYPE: &'static str = "Box";
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -227,9 +225,7 @@ mod tests {
         fn event_type(&self) -> &str {
             "Closed"
         }
-        fn aggregate_type(&self) -> &str {
-            "Box"
-        }
+        const AGGREGATE_TYPE: &'static str = "Box";
     }
 
     #[tokio::test]

@@ -70,6 +70,13 @@ pub use event::DomainEvent;
 /// `#[derive(DomainEvent)]`: see [`DomainEvent`](trait@DomainEvent).
 #[cfg(feature = "derive")]
 pub use eventsource_macros::DomainEvent;
+
+/// The `DomainEvent` trait alone (without the derive of the same name),
+/// for the facade, which re-exports a derive of its own.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::event::DomainEvent;
+}
 pub use failure::{Failure, FailureKind};
 pub use filter::EventFilter;
 pub use handler::{

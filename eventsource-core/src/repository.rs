@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::{
-    stream_name, Aggregate, CommandError, Error, EventBus, EventEnvelope, EventStore,
+    stream_name, Aggregate, CommandError, DomainEvent, Error, EventBus, EventEnvelope, EventStore,
     ExpectedVersion, Result,
 };
 
@@ -99,7 +99,7 @@ impl<A: Aggregate> AggregateRoot<A> {
             .state
             .handle(command)
             .map_err(|error| CommandError::Rejected {
-                aggregate_type: A::TYPE,
+                aggregate_type: A::Event::AGGREGATE_TYPE,
                 aggregate_id: self.id.clone(),
                 error,
             })?;
@@ -134,11 +134,10 @@ pub struct SaveContext {
 /// # struct Incremented { by: u32 }
 /// # impl DomainEvent for Incremented {
 /// #     fn event_type(&self) -> &str { "Incremented" }
-/// #     fn aggregate_type(&self) -> &str { "Counter" }
+/// #     const AGGREGATE_TYPE: &'static str = "Counter";
 /// # }
 /// # #[derive(Default)] struct Counter { value: u32 }
 /// # impl Aggregate for Counter {
-/// #     const TYPE: &'static str = "Counter";
 /// #     type Event = Incremented; type Command = u32; type Error = std::io::Error;
 /// #     fn apply(&mut self, e: &Incremented) { self.value += e.by; }
 /// #     fn handle(&self, by: u32) -> Result<Vec<Incremented>, std::io::Error> { Ok(vec![Incremented { by }]) }
@@ -190,7 +189,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// The stream an aggregate id is stored in.
     pub fn stream_of(id: &str) -> String {
-        stream_name(A::TYPE, id)
+        stream_name(A::Event::AGGREGATE_TYPE, id)
     }
 
     /// The event store.
@@ -229,10 +228,7 @@ impl<A: Aggregate> Repository<A> {
         &self,
         id: &str,
         command: A::Command,
-    ) -> std::result::Result<Vec<EventEnvelope>, CommandError<A::Error>>
-    where
-        A::Command: Clone,
-    {
+    ) -> std::result::Result<Vec<EventEnvelope>, CommandError<A::Error>> {
         let mut attempt = 1;
         loop {
             let mut root = self.load(id).await?;
@@ -256,8 +252,7 @@ impl<A: Aggregate> Repository<A> {
     /// be at the version it was loaded at, then publishes them.
     ///
     /// On [`Error::Concurrency`] nothing was stored: load again and retry the
-    /// command ([`execute`](Self::execute) does). On
-    /// [`Error::AggregateTypeMismatch`] nothing was stored either. On [`Error::PublishAfterAppend`] the events *are* stored
+    /// command ([`execute`](Self::execute) does). On [`Error::PublishAfterAppend`] the events *are* stored
     /// (the root is updated) but the bus did not take them.
     pub async fn save_with(
         &self,
@@ -276,13 +271,6 @@ impl<A: Aggregate> Repository<A> {
             .zip(root.version + 1..)
             .map(|(event, version)| {
                 let mut env = EventEnvelope::new(root.id.clone(), version, event)?;
-                if env.aggregate_type != A::TYPE {
-                    return Err(Error::AggregateTypeMismatch {
-                        aggregate: A::TYPE,
-                        event_type: env.event_type,
-                        declared: env.aggregate_type,
-                    });
-                }
                 env.correlation_id.clone_from(&ctx.correlation_id);
                 env.causation_id.clone_from(&ctx.causation_id);
                 env.metadata.extend(ctx.metadata.clone());

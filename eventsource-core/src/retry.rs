@@ -18,18 +18,30 @@ pub enum Backoff {
     },
     /// `initial * multiplier^(retry-1)`, capped at `max`, optionally with
     /// full jitter (a uniform random delay between half and all of it).
+    /// In a config file only `initial` and `max` are needed: `multiplier`
+    /// defaults to 2 and `jitter` to on, as in [`RetryPolicy::exponential`].
     Exponential {
         /// The delay before the first retry.
         #[serde(with = "humantime_serde")]
         initial: Duration,
-        /// Growth factor per retry (at least 1.0).
+        /// Growth factor per retry (at least 1.0; default 2.0).
+        #[serde(default = "default_multiplier")]
         multiplier: f64,
         /// The cap.
         #[serde(with = "humantime_serde")]
         max: Duration,
-        /// Whether to randomize each delay in `[d/2, d]`.
+        /// Whether to randomize each delay in `[d/2, d]` (default on).
+        #[serde(default = "default_jitter")]
         jitter: bool,
     },
+}
+
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+fn default_jitter() -> bool {
+    true
 }
 
 /// How a failed delivery is retried before it goes to the dead-letter queue.
@@ -313,5 +325,18 @@ mod tests {
             .expect_err("invalid")
             .to_string()
             .contains("max_attempts"));
+    }
+
+    #[test]
+    fn an_exponential_backoff_needs_only_its_delays() {
+        let p: RetryPolicy = serde_json::from_str(
+            r#"{"max_attempts":4,"backoff":{"kind":"exponential","initial":"100ms","max":"5s"}}"#,
+        )
+        .expect("multiplier and jitter have defaults");
+        assert_eq!(
+            p,
+            RetryPolicy::exponential(4, Duration::from_millis(100), Duration::from_secs(5))
+                .expect("valid")
+        );
     }
 }

@@ -23,9 +23,7 @@ impl DomainEvent for WalletOpened {
     fn event_type(&self) -> &str {
         "Opened"
     }
-    fn aggregate_type(&self) -> &str {
-        "Wallet"
-    }
+    const AGGREGATE_TYPE: &'static str = "Wallet";
     fn schema_version(&self) -> u32 {
         3
     }
@@ -38,7 +36,6 @@ struct Wallet {
 }
 
 impl Aggregate for Wallet {
-    const TYPE: &'static str = "Wallet";
     type Event = WalletOpened;
     type Command = ();
     type Error = std::io::Error;
@@ -128,9 +125,7 @@ fn upcasters_as_a_value_apply_where_they_are_passed() {
         fn event_type(&self) -> &str {
             "Opened"
         }
-        fn aggregate_type(&self) -> &str {
-            "Purse"
-        }
+        const AGGREGATE_TYPE: &'static str = "Purse";
         fn schema_version(&self) -> u32 {
             2
         }

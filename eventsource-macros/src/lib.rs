@@ -15,8 +15,9 @@
 //! Container attributes: `aggregate = "..."` (required), `version = N`
 //! (schema version, default 1), `rename = "..."` (a struct's event type;
 //! default: its name), `crate = "path"` (where `DomainEvent` lives; default
-//! `::eventsource_core`, use `"eventsource"` through the facade). Variant
-//! attribute: `rename = "..."`.
+//! `::eventsource_core`, or `::eventsource` when derived through the
+//! facade, which re-exports `DomainEventThroughFacade` as its
+//! `DomainEvent`). Variant attribute: `rename = "..."`.
 
 use proc_macro::TokenStream;
 use proc_macro2::Span;
@@ -28,7 +29,21 @@ use syn::{parse_macro_input, Data, DeriveInput, Fields, LitInt, LitStr};
 #[proc_macro_derive(DomainEvent, attributes(event))]
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    match expand(&input) {
+    match expand(&input, syn::parse_quote!(::eventsource_core)) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// The same derive as re-exported by the `eventsource` facade (package
+/// `eventsource-kit`), as `eventsource::DomainEvent`: its code names the
+/// trait through the facade (`::eventsource`), so an application that
+/// depends on the facade alone needs no `crate = "…"`.
+#[doc(hidden)]
+#[proc_macro_derive(DomainEventThroughFacade, attributes(event))]
+pub fn derive_domain_event_through_facade(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match expand(&input, syn::parse_quote!(::eventsource)) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
     }
@@ -81,7 +96,7 @@ fn variant_rename(attrs: &[syn::Attribute]) -> syn::Result<Option<LitStr>> {
     Ok(rename)
 }
 
-fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+fn expand(input: &DeriveInput, default_crate: syn::Path) -> syn::Result<proc_macro2::TokenStream> {
     let c = container(input)?;
     let name = &input.ident;
     let aggregate = c.aggregate.ok_or_else(|| {
@@ -100,9 +115,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         }
         None => quote!(1u32),
     };
-    let krate = c
-        .krate
-        .unwrap_or_else(|| syn::parse_quote!(::eventsource_core));
+    let krate = c.krate.unwrap_or(default_crate);
     let event_type = match &input.data {
         Data::Enum(data) => {
             if data.variants.is_empty() {
@@ -155,11 +168,9 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     Ok(quote! {
         impl #impl_generics #krate::DomainEvent for #name #ty_generics #where_clause {
+            const AGGREGATE_TYPE: &'static str = #aggregate;
             fn event_type(&self) -> &str {
                 #event_type
-            }
-            fn aggregate_type(&self) -> &str {
-                #aggregate
             }
             fn schema_version(&self) -> u32 {
                 #version

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use eventsource_core::{
-    Aggregate, AggregateRoot, Error, EventEnvelope, EventStore, Repository, Result,
+    Aggregate, AggregateRoot, DomainEvent, Error, EventEnvelope, EventStore, Repository, Result,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -136,7 +136,7 @@ where
         }
         let stream = Repository::<A>::stream_of(root.id());
         let state = serde_json::to_string(root.state()).map_err(|e| Error::Encode {
-            event_type: format!("{} snapshot", A::TYPE),
+            event_type: format!("{} snapshot", A::Event::AGGREGATE_TYPE),
             reason: e.to_string(),
         })?;
         sqlx::query(

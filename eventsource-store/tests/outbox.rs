@@ -61,7 +61,6 @@ impl EventBus for Switchable {
 #[derive(Default)]
 struct Counter;
 impl Aggregate for Counter {
-    const TYPE: &'static str = "Probe";
     type Event = Probe;
     type Command = u64;
     type Error = std::io::Error;

@@ -219,7 +219,6 @@ async fn snapshots_every_n_and_schema_invalidation(db: &TestDb) {
         seen: u64,
     }
     impl Aggregate for Counter {
-        const TYPE: &'static str = "Probe";
         type Event = eventsource_testkit::Probe;
         type Command = u64;
         type Error = std::io::Error;

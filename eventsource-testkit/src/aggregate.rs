@@ -6,15 +6,10 @@
 //! use eventsource_core::{Aggregate, DomainEvent};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+//! #[event(aggregate = "Account")]
 //! #[serde(tag = "type")]
 //! enum AccountEvent { Deposited { amount: u64 }, Withdrawn { amount: u64 } }
-//! impl DomainEvent for AccountEvent {
-//!     fn event_type(&self) -> &str {
-//!         match self { Self::Deposited { .. } => "Deposited", Self::Withdrawn { .. } => "Withdrawn" }
-//!     }
-//!     fn aggregate_type(&self) -> &str { "Account" }
-//! }
 //!
 //! #[derive(Debug, thiserror::Error)]
 //! enum AccountError {
@@ -25,7 +20,6 @@
 //! #[derive(Default)]
 //! struct Account { balance: u64 }
 //! impl Aggregate for Account {
-//!     const TYPE: &'static str = "Account";
 //!     type Event = AccountEvent;
 //!     type Command = u64; // withdraw
 //!     type Error = AccountError;
@@ -54,7 +48,7 @@
 
 use std::fmt::Debug;
 
-use eventsource_core::Aggregate;
+use eventsource_core::{Aggregate, DomainEvent};
 
 /// An aggregate rebuilt from a history, ready for one command.
 pub struct AggregateTest<A: Aggregate> {
@@ -102,11 +96,11 @@ where
                 events,
                 expected,
                 "{}: the command decided other events than expected",
-                A::TYPE
+                A::Event::AGGREGATE_TYPE
             ),
             Err(e) => panic!(
                 "{}: expected events {expected:?}, but the command was rejected: {e}",
-                A::TYPE
+                A::Event::AGGREGATE_TYPE
             ),
         }
     }
@@ -118,12 +112,12 @@ where
         match self.result {
             Ok(events) => panic!(
                 "{}: expected a rejection, but the command decided {events:?}",
-                A::TYPE
+                A::Event::AGGREGATE_TYPE
             ),
             Err(e) => assert!(
                 check(&e),
                 "{}: the command was rejected with another error: {e}",
-                A::TYPE
+                A::Event::AGGREGATE_TYPE
             ),
         }
     }
@@ -146,15 +140,12 @@ mod tests {
         fn event_type(&self) -> &str {
             "Added"
         }
-        fn aggregate_type(&self) -> &str {
-            "Sum"
-        }
+        const AGGREGATE_TYPE: &'static str = "Sum";
     }
 
     #[derive(Default)]
     struct Sum(u32);
     impl Aggregate for Sum {
-        const TYPE: &'static str = "Sum";
         type Event = Added;
         type Command = u32;
         type Error = std::io::Error;

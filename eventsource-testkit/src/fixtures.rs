@@ -35,9 +35,7 @@ impl DomainEvent for Probe {
             Probe::Updated { .. } => "Updated",
         }
     }
-    fn aggregate_type(&self) -> &str {
-        "Probe"
-    }
+    const AGGREGATE_TYPE: &'static str = "Probe";
 }
 
 /// A second aggregate type, for filters.
@@ -51,9 +49,7 @@ impl DomainEvent for OtherCreated {
     fn event_type(&self) -> &str {
         "Created"
     }
-    fn aggregate_type(&self) -> &str {
-        "Other"
-    }
+    const AGGREGATE_TYPE: &'static str = "Other";
 }
 
 /// `Probe.Created { n }` for `aggregate` at `version`.

@@ -40,10 +40,18 @@ mod config;
 pub use config::{connect_bus, connect_url, BusConfig, Config, GroupConfig};
 
 // Events, aggregates and repositories.
-// `DomainEvent` is the trait and its derive macro.
+// `DomainEvent` is the trait and its derive macro; the derive names the
+// trait as `::eventsource::DomainEvent`, so no `crate = "…"` is needed.
+pub use eventsource_core::__private::DomainEvent;
 pub use eventsource_core::{
-    Aggregate, AggregateRoot, CommandError, DomainEvent, EventEnvelope, Repository, SaveContext,
+    Aggregate, AggregateRoot, CommandError, EventEnvelope, Repository, SaveContext,
 };
+/// `#[derive(DomainEvent)]`: see [`DomainEvent`](trait@DomainEvent).
+pub use eventsource_macros::DomainEventThroughFacade as DomainEvent;
+/// Stops long-running tasks (the outbox relay, catch-up projections) at
+/// shutdown; from `tokio-util`, re-exported so an application needs no
+/// dependency of its own for it.
+pub use tokio_util::sync::CancellationToken;
 // The event store.
 pub use eventsource_core::{
     AppendResult, EventStore, ExpectedVersion, InMemoryEventStore, RecordedEvent,
@@ -71,6 +79,27 @@ pub mod helpers {
 }
 // Schema evolution and tracing.
 pub use eventsource_core::{metrics, schema, trace, upcast};
+
+/// The SQL event store (features `sqlite`, `postgres`): SQLite (the
+/// embedded default) and PostgreSQL on sqlx, with the outbox, the inbox,
+/// snapshots and catch-up projections. [`Config::connect_store`] opens
+/// the store a configuration names.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod store {
+    pub use eventsource_store::*;
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use eventsource_store::{OutboxRelay, SqlEventStore, StoreConfig};
+
+/// Given/when/then tests of aggregates (feature `testing`, for
+/// `[dev-dependencies]`): a history, a command, and the events it must
+/// decide or the error it must be rejected with — no store, no bus.
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing {
+    pub use eventsource_testkit::{AggregateOutcome, AggregateTest};
+}
 
 /// The in-process bus (feature `memory`).
 #[cfg(feature = "memory")]

@@ -4,7 +4,7 @@ use eventsource::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, DomainEvent)]
-#[event(crate = "eventsource", aggregate = "Cart")]
+#[event(aggregate = "Cart")]
 struct ItemAdded {
     sku: String,
 }
@@ -12,5 +12,8 @@ struct ItemAdded {
 #[test]
 fn the_facade_derives_domain_events() {
     let e = ItemAdded { sku: "k".into() };
-    assert_eq!((e.event_type(), e.aggregate_type()), ("ItemAdded", "Cart"));
+    assert_eq!(
+        (e.event_type(), ItemAdded::AGGREGATE_TYPE),
+        ("ItemAdded", "Cart")
+    );
 }

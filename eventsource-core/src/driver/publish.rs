@@ -282,9 +282,7 @@ mod tests {
             fn event_type(&self) -> &str {
                 "Ping"
             }
-            fn aggregate_type(&self) -> &str {
-                "Test"
-            }
+            const AGGREGATE_TYPE: &'static str = "Test";
         }
         let bare = Arc::new(EventEnvelope::new("a", 1, &Ping).expect("encode"));
         let mut traced = EventEnvelope::new("a", 2, &Ping).expect("encode");

@@ -17,9 +17,7 @@ impl DomainEvent for Ping {
     fn event_type(&self) -> &str {
         "Ping"
     }
-    fn aggregate_type(&self) -> &str {
-        "Test"
-    }
+    const AGGREGATE_TYPE: &'static str = "Test";
 }
 
 fn delivery(agg: &str, version: u64) -> Delivery<()> {

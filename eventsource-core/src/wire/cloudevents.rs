@@ -109,9 +109,7 @@ mod tests {
         fn event_type(&self) -> &str {
             "registered"
         }
-        fn aggregate_type(&self) -> &str {
-            "user"
-        }
+        const AGGREGATE_TYPE: &'static str = "user";
     }
 
     #[test]

@@ -63,8 +63,9 @@ use super::BusConfig;
 pub struct Config {
     /// The bus (its `backend` may be left out when `url` says it).
     pub bus: BusConfig,
-    /// The event store's URL (`sqlite://…`, `postgres://…`), for
-    /// `eventsource_store::StoreConfig::new`.
+    /// The event store's URL (`sqlite://FILE`, `sqlite::memory:`,
+    /// `postgres://…`), opened by [`Config::connect_store`] (features
+    /// `sqlite`, `postgres`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
     /// Settings per consumer group, by group name.
@@ -154,6 +155,28 @@ impl Config {
     pub fn with_store(mut self, url: impl Into<String>) -> Self {
         self.store = Some(url.into());
         self
+    }
+
+    /// The store's configuration, from the `store` URL with the store's
+    /// defaults (add `.outbox(true)` and others before connecting).
+    /// Fails naming the field when no store is configured.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub fn store_config(&self) -> Result<eventsource_store::StoreConfig> {
+        let url = self.store.as_deref().ok_or_else(|| {
+            Error::config(
+                "`store` is not set: give the event store's URL (`sqlite://events.db`, \
+                 `sqlite::memory:`, `postgres://user@host/db`), or EVENTSOURCE_STORE",
+            )
+        })?;
+        eventsource_store::StoreConfig::new(url).validated()
+    }
+
+    /// Opens the event store the `store` URL names (creating its tables),
+    /// with the store's defaults; for other settings, connect
+    /// [`store_config`](Self::store_config) yourself.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub async fn connect_store(&self) -> Result<eventsource_store::SqlEventStore> {
+        eventsource_store::SqlEventStore::connect(self.store_config()?).await
     }
 
     /// Sets the settings of consumer group `group` (see the field).

@@ -27,18 +27,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventsource::store::{sqlx, Inbox, InboxHandler, SqlEventStore, StoreConfig};
 use eventsource::{
     handler_fn, handler_for, Aggregate, BusConfig, CommandError, DeadLetterQuery, DomainEvent,
     EventBus, EventEnvelope, EventFilter, EventStore, HandlerError, HandlerResult, Repository,
     RetryPolicy, Subscription,
 };
-use eventsource_store::{sqlx, Inbox, InboxHandler, SqlEventStore, StoreConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// What happens to an order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
-#[event(crate = "eventsource", aggregate = "Order")]
+#[event(aggregate = "Order")]
 #[serde(tag = "type")]
 enum OrderEvent {
     Placed {
@@ -81,7 +81,6 @@ struct Order {
 }
 
 impl Aggregate for Order {
-    const TYPE: &'static str = "Order";
     type Event = OrderEvent;
     type Command = OrderCommand;
     type Error = OrderError;
@@ -143,7 +142,7 @@ fn summarize(summary: &mut Summary, order: &str, event: &OrderEvent) {
 /// transaction, so a redelivered event is not applied twice.
 struct SummaryTable(mpsc::UnboundedSender<String>);
 
-#[async_trait::async_trait]
+#[eventsource::async_trait]
 impl InboxHandler for SummaryTable {
     async fn handle(
         &self,
