@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use eventsource_core::driver::{dead_letter, triage, Delivery, Intake, Letter, Settle};
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamId, StreamReadReply};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::partitioned::Part;
@@ -46,6 +45,10 @@ impl GroupConsumer {
         // Partitioned: how often to look at the group's members.
         let rebalance_every = config.block.min(config.claim_interval);
         let mut last_rebalance: Option<tokio::time::Instant> = None;
+        // The last read found nothing; the replay stream yielded entries
+        // when last read; when it was last read.
+        let (mut idle, mut replay_busy) = (true, true);
+        let mut replay_read = tokio::time::Instant::now();
         loop {
             if self.ownership.partitions().is_some()
                 && last_rebalance.is_none_or(|t| t.elapsed() >= rebalance_every)
@@ -74,17 +77,9 @@ impl GroupConsumer {
                     draining = Some(["0-0".to_owned(), "0-0".to_owned()]);
                 }
             }
-            let first = tokio::select! {
-                () = self.core.token().cancelled() => return,
-                slot = Arc::clone(self.core.slots()).acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => return,
-                },
+            let Some(mut slots) = self.core.fetch_slots().await else {
+                return;
             };
-            let mut slots = vec![first];
-            while let Ok(slot) = Arc::clone(self.core.slots()).try_acquire_owned() {
-                slots.push(slot);
-            }
             if let Some(cursors) = draining.as_mut() {
                 if self.take_over_all(&mut conn, cursors, &mut slots).await {
                     tracing::info!(
@@ -128,8 +123,20 @@ impl GroupConsumer {
             if self.core.token().is_cancelled() {
                 return;
             }
-            // COUNT applies per stream: split the free slots between them.
-            let count = slots.len().div_ceil(streams.len()).max(1);
+            // COUNT applies per stream: split the free slots between the
+            // streams read. The replay stream (last) is empty but while an
+            // operator replays: under load it is read only every `block`
+            // (or while it yields entries), so that it does not take half
+            // of each read's slots from the event stream.
+            let with_replay =
+                replay_busy || idle || streams.len() == 1 || replay_read.elapsed() >= config.block;
+            let read = if with_replay {
+                replay_read = tokio::time::Instant::now();
+                &streams[..]
+            } else {
+                &streams[..streams.len() - 1]
+            };
+            let count = slots.len().div_ceil(read.len()).max(1);
             let mut xread = redis::cmd("XREADGROUP");
             xread
                 .arg("GROUP")
@@ -140,25 +147,30 @@ impl GroupConsumer {
                 .arg("BLOCK")
                 .arg(&block_ms)
                 .arg("STREAMS");
-            for stream in &streams {
+            for stream in read {
                 xread.arg(&**stream);
             }
-            for _ in &streams {
+            for _ in read {
                 xread.arg(">");
             }
             // Not cancelled midway: an XREADGROUP whose reply were dropped
             // would leave entries pending until another member claims them.
-            let reply: redis::RedisResult<Option<StreamReadReply>> =
-                xread.query_async(&mut conn).await;
+            let reply: redis::RedisResult<redis::Value> = xread.query_async(&mut conn).await;
             match reply {
                 Ok(reply) => {
                     backoff = Duration::from_millis(100);
-                    for key in reply.map(|r| r.keys).unwrap_or_default() {
-                        let Some(stream) = streams.iter().find(|s| ***s == *key.key).cloned()
-                        else {
+                    let keys = wire::read_reply(reply);
+                    idle = keys.iter().all(|(_, entries)| entries.is_empty());
+                    if with_replay {
+                        replay_busy = keys
+                            .iter()
+                            .any(|(key, entries)| **key == *self.replay && !entries.is_empty());
+                    }
+                    for (key, entries) in keys {
+                        let Some(stream) = streams.iter().find(|s| ***s == *key).cloned() else {
                             continue;
                         };
-                        for entry in key.ids {
+                        for entry in entries {
                             let slot = match slots.pop() {
                                 Some(slot) => slot,
                                 // Rounded up per stream: wait for a slot for
@@ -232,13 +244,13 @@ impl GroupConsumer {
     pub(super) async fn accept(
         &self,
         stream: &Arc<str>,
-        entry: StreamId,
+        entry: wire::Entry,
         slot: OwnedSemaphorePermit,
     ) {
         if !self.hold(stream, &entry.id) {
             return; // Already ours (claimed and read in the same round).
         }
-        let fields = wire::fields_as_text(&entry.map);
+        let fields = entry.fields;
         let token = Token {
             stream: Arc::clone(stream),
             id: entry.id,

@@ -35,7 +35,7 @@ impl GroupConsumer {
                     for entry in reply.claimed {
                         let Some(slot) = slots.pop() else { break };
                         tracing::info!(group = self.group(), entry = %entry.id, "took over an entry abandoned by another member");
-                        self.accept(stream, entry, slot).await;
+                        self.accept(stream, entry.into(), slot).await;
                     }
                 }
                 Err(e) if e.code() == Some("NOGROUP") => {}
@@ -108,7 +108,7 @@ impl GroupConsumer {
                 Ok(reply) => {
                     for entry in reply.claimed {
                         let Some(slot) = slots.pop() else { break };
-                        self.accept(stream, entry, slot).await;
+                        self.accept(stream, entry.into(), slot).await;
                     }
                     *cursor = if reply.next_stream_id == "0-0" {
                         "done".to_owned()

@@ -31,6 +31,8 @@ pub struct MemberCore<T> {
     /// before it fetches, and the slot goes back when the token holding it
     /// is dropped.
     slots: Arc<Semaphore>,
+    /// How many slots there are.
+    prefetch: usize,
     parking: Option<Arc<Parking>>,
     tasks: MemberTasks,
 }
@@ -66,6 +68,7 @@ impl<T: Send + 'static> MemberCore<T> {
             counters,
             queue: KeyedQueue::new(prefetch),
             slots: Arc::new(Semaphore::new(prefetch)),
+            prefetch,
             parking,
             tasks: MemberTasks::new(stop),
             subscription,
@@ -137,6 +140,42 @@ impl<T> MemberCore<T> {
     /// The prefetch slots.
     pub fn slots(&self) -> &Arc<Semaphore> {
         &self.slots
+    }
+
+    /// The free slots for the reader's next fetch: at least one, and while
+    /// the workers still have a [`backlog`](KeyedQueue::backlog), at least
+    /// half the prefetch — so a reader fetches in batches of about half its
+    /// prefetch while the workers go through the other half, instead of
+    /// one fetch (one round trip) per settled message. Fetches as soon as
+    /// the backlog runs dry, so no worker waits for a fuller fetch.
+    /// `None` once the member stops.
+    pub async fn fetch_slots(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+        let token = self.tasks.token();
+        let first = tokio::select! {
+            () = token.cancelled() => return None,
+            slot = Arc::clone(&self.slots).acquire_owned() => slot.ok()?,
+        };
+        let mut slots = vec![first];
+        let enough = self.prefetch.div_ceil(2);
+        loop {
+            while let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+                slots.push(slot);
+            }
+            if slots.len() >= enough {
+                return Some(slots);
+            }
+            let dry = self.queue.ran_dry();
+            tokio::pin!(dry);
+            dry.as_mut().enable();
+            if self.queue.backlog() == 0 {
+                return Some(slots);
+            }
+            tokio::select! {
+                () = token.cancelled() => return None,
+                () = dry => return Some(slots),
+                slot = Arc::clone(&self.slots).acquire_owned() => slots.push(slot.ok()?),
+            }
+        }
     }
 
     /// A free prefetch slot, if there is one now.

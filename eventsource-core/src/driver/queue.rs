@@ -107,6 +107,10 @@ pub struct KeyedQueue<T> {
     queue: Mutex<Queue<T>>,
     work: Notify,
     room: Notify,
+    /// Woken when a worker finds nothing to take, or a delivery is set
+    /// aside for a retry: the backlog may have run dry (see
+    /// [`ran_dry`](Self::ran_dry)).
+    dry: Notify,
 }
 
 impl<T> std::fmt::Debug for KeyedQueue<T> {
@@ -137,6 +141,7 @@ impl<T> KeyedQueue<T> {
             }),
             work: Notify::new(),
             room: Notify::new(),
+            dry: Notify::new(),
         }
     }
 
@@ -268,6 +273,8 @@ impl<T> KeyedQueue<T> {
         self.lock().deferred.push((due, delivery));
         // Every idle worker recomputes when it must wake next.
         self.work.notify_waiters();
+        // What waits behind this aggregate left the backlog.
+        self.dry.notify_waiters();
     }
 
     /// Deliveries waiting out a retry backoff.
@@ -289,6 +296,9 @@ impl<T> KeyedQueue<T> {
             if let Some(d) = self.try_take() {
                 return d;
             }
+            // A worker about to wait: a reader holding back its next
+            // fetch for a fuller one fetches now.
+            self.dry.notify_waiters();
             let next_due = self.lock().deferred.iter().map(|(due, _)| *due).min();
             match next_due {
                 Some(due) => {
@@ -377,6 +387,29 @@ impl<T> KeyedQueue<T> {
     /// Deliveries queued and not yet taken.
     pub fn queued(&self) -> usize {
         self.lock().queued
+    }
+
+    /// Deliveries queued that a worker takes without waiting out a retry
+    /// backoff: those not taken yet, less those waiting behind a deferred
+    /// delivery of their aggregate.
+    pub fn backlog(&self) -> usize {
+        let q = self.lock();
+        let behind_deferred: usize = q
+            .deferred
+            .iter()
+            .filter_map(|(_, d)| q.waiting.get(&self.key(d.key())))
+            .map(VecDeque::len)
+            .sum();
+        q.queued - behind_deferred
+    }
+
+    /// Resolves once a worker finds nothing to take, or a delivery is
+    /// deferred (either may leave the [`backlog`](Self::backlog) empty).
+    /// Enable it (see [`Notified::enable`](tokio::sync::futures::Notified::enable))
+    /// before looking at the backlog, so that a wake-up between the two is
+    /// not missed.
+    pub fn ran_dry(&self) -> tokio::sync::futures::Notified<'_> {
+        self.dry.notified()
     }
 
     /// Aggregates with a delivery out.

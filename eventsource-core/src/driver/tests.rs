@@ -617,3 +617,100 @@ async fn a_removed_deferred_delivery_frees_its_aggregate() {
     assert_eq!(q.drain().len(), 1, "drain takes the deferred one");
     assert_eq!(q.in_flight(), 0, "and frees its aggregate");
 }
+
+#[tokio::test]
+async fn the_backlog_leaves_out_what_waits_behind_a_retry() {
+    let q = KeyedQueue::new(10);
+    for d in [delivery("a", 1), delivery("a", 2), delivery("b", 1)] {
+        q.push(d, None).await.expect("room");
+    }
+    assert_eq!(q.backlog(), 3);
+    let a1 = q.try_take().expect("a1");
+    let b1 = q.try_take().expect("b1: a2 waits behind a1");
+    assert_eq!(b1.key(), "b");
+    assert_eq!(q.backlog(), 1, "a2 is taken as soon as a1 is handled");
+    let dry = q.ran_dry();
+    tokio::pin!(dry);
+    dry.as_mut().enable();
+    q.defer(a1, tokio::time::Instant::now() + Duration::from_secs(60));
+    assert_eq!(q.backlog(), 0, "a2 now waits out a1's backoff");
+    tokio::time::timeout(Duration::from_secs(5), dry)
+        .await
+        .expect("deferring wakes a reader holding back its fetch");
+}
+
+/// A core of `prefetch` slots for a group whose handler does nothing.
+fn core(prefetch: usize) -> MemberCore<()> {
+    let sub = Subscription::builder("g")
+        .handler(crate::handler_fn(|_e| async { Ok(()) }))
+        .build()
+        .expect("subscription");
+    MemberCore::new(
+        Arc::new(Counters::new("test")),
+        sub,
+        prefetch,
+        CancellationToken::new(),
+        || unreachable!("no parking"),
+    )
+}
+
+#[tokio::test]
+async fn a_reader_fetches_half_its_prefetch_while_workers_have_a_backlog() {
+    let core = core(8);
+    // Six fetched and queued, none handled: two slots free.
+    let mut held: Vec<_> = (0..6).map(|_| core.try_slot().expect("slot")).collect();
+    for v in 1..=6 {
+        core.queue().push_now(delivery(&format!("a{v}"), 1));
+    }
+    let fetch = core.fetch_slots();
+    tokio::pin!(fetch);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), fetch.as_mut())
+            .await
+            .is_err(),
+        "two free slots and six queued: the reader waits for a fuller fetch"
+    );
+    // Two handled: four free, half the prefetch.
+    drop(held.split_off(4));
+    let slots = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .expect("fetches at half the prefetch")
+        .expect("not stopped");
+    assert_eq!(slots.len(), 4);
+    assert_eq!(held.len(), 4, "still being handled");
+}
+
+#[tokio::test]
+async fn a_reader_fetches_at_once_when_the_workers_run_dry() {
+    let core = core(8);
+    let held: Vec<_> = (0..7).map(|_| core.try_slot().expect("slot")).collect();
+    core.queue().push_now(delivery("a", 1));
+    let fetch = core.fetch_slots();
+    tokio::pin!(fetch);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), fetch.as_mut())
+            .await
+            .is_err(),
+        "one free slot and one queued: the reader waits"
+    );
+    // The worker takes the last delivery and finds nothing more.
+    let _a = core.queue().try_take().expect("a");
+    let taken = core.queue().take();
+    tokio::pin!(taken);
+    assert!(futures_poll_once(taken.as_mut()).await);
+    let slots = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .expect("a worker with nothing to do wakes the reader")
+        .expect("not stopped");
+    assert_eq!(slots.len(), 1);
+    drop(held);
+}
+
+/// Polls `f` once; true when it is still pending.
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> bool {
+    let mut f = f;
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::pin::Pin::new(&mut f).poll(cx).is_pending())
+    })
+    .await
+}
