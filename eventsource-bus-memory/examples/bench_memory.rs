@@ -183,9 +183,8 @@ async fn main() {
         .await;
         return;
     }
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    // A size that does not parse is refused, not replaced by the default.
+    let (n, rounds, _) = bench::args(100_000, "");
     let evs: Vec<Arc<EventEnvelope>> = events(n).into_iter().map(Arc::new).collect();
     let payload = evs[0].payload.to_string().len();
     bench::header("eventsource-bus-memory end to end", payload);
