@@ -89,7 +89,7 @@ async fn read(
             let stream = cursor.0.clone();
             for entry in key.ids {
                 cursor.1.clone_from(&entry.id);
-                let decoded = wire::decode(&wire::fields_as_text(&entry.map));
+                let decoded = wire::decode(&wire::fields_as_text(entry.map));
                 let open = match decoded {
                     Ok(event) if filter.matches(&event) => feed.offer(Ok(event)),
                     Ok(_) => true,

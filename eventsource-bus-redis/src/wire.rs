@@ -25,7 +25,7 @@ pub(crate) struct Entry {
 impl From<redis::streams::StreamId> for Entry {
     fn from(entry: redis::streams::StreamId) -> Self {
         Entry {
-            fields: fields_as_text(&entry.map),
+            fields: fields_as_text(entry.map),
             id: entry.id,
         }
     }
@@ -94,19 +94,10 @@ fn text(value: Value) -> String {
     }
 }
 
-/// The entry's fields as text (binary values are replaced lossily).
-pub(crate) fn fields_as_text(map: &HashMap<String, Value>) -> BTreeMap<String, String> {
-    map.iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                Value::SimpleString(s) => s.clone(),
-                Value::Int(i) => i.to_string(),
-                other => format!("{other:?}"),
-            };
-            (k.clone(), text)
-        })
-        .collect()
+/// The entry's fields as text (binary values are replaced lossily),
+/// taking the values over rather than copying them.
+pub(crate) fn fields_as_text(map: HashMap<String, Value>) -> BTreeMap<String, String> {
+    map.into_iter().map(|(k, v)| (k, text(v))).collect()
 }
 
 /// Decodes entry fields into an envelope, or says what is wrong.

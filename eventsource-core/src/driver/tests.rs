@@ -665,7 +665,7 @@ async fn a_reader_fetches_half_its_prefetch_while_workers_have_a_backlog() {
     let fetch = core.fetch_slots();
     tokio::pin!(fetch);
     assert!(
-        futures_poll_once(fetch.as_mut()).await,
+        futures::poll!(fetch.as_mut()).is_pending(),
         "two free slots and six queued: the reader waits for a fuller fetch"
     );
     // Two handled: four free, half the prefetch.
@@ -686,27 +686,18 @@ async fn a_reader_fetches_at_once_when_the_workers_run_dry() {
     let fetch = core.fetch_slots();
     tokio::pin!(fetch);
     assert!(
-        futures_poll_once(fetch.as_mut()).await,
+        futures::poll!(fetch.as_mut()).is_pending(),
         "one free slot and one queued: the reader waits"
     );
     // The worker takes the last delivery and finds nothing more.
     let _a = core.queue().try_take().expect("a");
     let taken = core.queue().take();
     tokio::pin!(taken);
-    assert!(futures_poll_once(taken.as_mut()).await);
+    assert!(futures::poll!(taken.as_mut()).is_pending());
     let slots = tokio::time::timeout(Duration::from_secs(5), fetch)
         .await
         .expect("a worker with nothing to do wakes the reader")
         .expect("not stopped");
     assert_eq!(slots.len(), 1);
     drop(held);
-}
-
-/// Polls `f` once; true when it is still pending.
-async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> bool {
-    let mut f = f;
-    std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(std::pin::Pin::new(&mut f).poll(cx).is_pending())
-    })
-    .await
 }
