@@ -15,7 +15,7 @@ wait_port() { # name port seconds
 }
 
 # Which services the workspace's tests need; later crates add theirs here.
-NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis rabbitmq tansu chromium}
+NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis rabbitmq nats tansu chromium}
 
 ensure_services() {
     local s
@@ -35,6 +35,19 @@ ensure_redis() {
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log
     wait_port Redis 6379 30
+}
+
+ensure_nats() {
+    if port_open 4222; then return 0; fi
+    if ! command -v nats-server >/dev/null; then
+        echo "==> installing nats-server"
+        apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
+    fi
+    echo "==> starting NATS with JetStream on 127.0.0.1:4222"
+    mkdir -p /var/lib/nats-server
+    start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+    wait_port NATS 4222 30
 }
 
 ensure_rabbitmq() {

@@ -1,0 +1,120 @@
+//! The connection every part of a NATS bus shares, the streams it makes,
+//! and the helpers they all use (the bottom of the crate: it imports only
+//! the config).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use eventsource_core::driver::Counters;
+use eventsource_core::{redact_text, Error, Result};
+
+use crate::NatsBusConfig;
+
+pub(crate) const BACKEND: &str = "nats";
+
+/// The server connection and counters behind a [`NatsBus`](crate::NatsBus).
+pub(crate) struct Client {
+    pub(crate) config: NatsBusConfig,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) stats: Arc<Counters>,
+}
+
+/// Maps a NATS error into the core error, saying what was being done (the
+/// error's text is redacted: a connect error may quote the server URL).
+pub(crate) fn nats_err(
+    context: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::backend(BACKEND, context, redact_text(&e.to_string()))
+}
+
+impl Client {
+    /// Connects, checks JetStream answers and makes the events stream.
+    pub(crate) async fn connect(config: NatsBusConfig) -> Result<Self> {
+        config.validate()?;
+        let url = config.redacted_url();
+        let connect = async_nats::ConnectOptions::new()
+            .connection_timeout(config.connect_timeout)
+            .name("eventsource")
+            .connect(config.url.as_str());
+        let nats = match tokio::time::timeout(config.connect_timeout, connect).await {
+            Ok(Ok(nats)) => nats,
+            Ok(Err(e)) => {
+                return Err(nats_err(
+                    format!(
+                        "connecting to {url} (is NATS running with JetStream? start it with \
+                         `nats-server -js`, or ./scripts/test.sh)"
+                    ),
+                    e,
+                ))
+            }
+            Err(_) => {
+                return Err(Error::backend(
+                    BACKEND,
+                    format!("connecting to {url}"),
+                    format!(
+                        "no answer within connect_timeout ({:?})",
+                        config.connect_timeout
+                    ),
+                ))
+            }
+        };
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout.min(Duration::from_secs(10)))
+            .build(nats.clone());
+        let client = Client {
+            config,
+            nats,
+            js,
+            stats: Arc::new(Counters::new(BACKEND)),
+        };
+        client
+            .ensure_stream(
+                client.config.events_stream(),
+                client.config.events_subject(),
+                client.config.max_messages,
+            )
+            .await?;
+        Ok(client)
+    }
+
+    /// Makes stream `name` on `subject` (file storage) unless it exists.
+    pub(crate) async fn ensure_stream(
+        &self,
+        name: String,
+        subject: String,
+        max_messages: Option<u64>,
+    ) -> Result<stream::Stream> {
+        let config = &self.config;
+        let what = format!("creating stream `{name}` on {}", config.redacted_url());
+        self.js
+            .get_or_create_stream(stream::Config {
+                name,
+                subjects: vec![subject],
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                duplicate_window: config.duplicate_window,
+                max_messages: max_messages.map_or(-1, |m| m as i64),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_err(what, e))
+    }
+
+    /// Stream `name` if it exists.
+    pub(crate) async fn stream(&self, name: &str) -> Result<Option<stream::Stream>> {
+        match self.js.get_stream(name).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if not_found(&e.kind()) => Ok(None),
+            Err(e) => Err(nats_err(format!("looking up stream `{name}`"), e)),
+        }
+    }
+}
+
+/// Whether a stream lookup failed because the stream does not exist.
+fn not_found(kind: &jetstream::context::GetStreamErrorKind) -> bool {
+    matches!(kind, jetstream::context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
