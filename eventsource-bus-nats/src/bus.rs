@@ -133,7 +133,7 @@ impl EventBus for NatsBus {
                 (headers, bytes::Bytes::from(body))
             })
             .collect();
-        let (encoded, subject, js) = (&encoded, &subject, &self.client.js);
+        let (encoded, subject, js) = (&encoded, &subject, &self.client.publisher);
         publish(
             &self.members,
             &self.client.stats,

@@ -17,7 +17,12 @@ pub(crate) const BACKEND: &str = "nats";
 pub(crate) struct Client {
     pub(crate) config: NatsBusConfig,
     pub(crate) nats: async_nats::Client,
+    /// For JetStream's API (streams, consumers, reading letters).
     pub(crate) js: jetstream::Context,
+    /// For publishing events: waits for a PubAck longer than
+    /// `publish_timeout`, so that the publish pipeline's own deadline,
+    /// which says what timed out, is what ends a publish to a hung server.
+    pub(crate) publisher: jetstream::Context,
     pub(crate) stats: Arc<Counters>,
 }
 
@@ -62,12 +67,16 @@ impl Client {
             }
         };
         let js = jetstream::ContextBuilder::new()
-            .timeout(config.publish_timeout.min(Duration::from_secs(10)))
+            .timeout(config.connect_timeout.max(Duration::from_secs(5)))
+            .build(nats.clone());
+        let publisher = jetstream::ContextBuilder::new()
+            .timeout(config.publish_timeout + Duration::from_secs(1))
             .build(nats.clone());
         let client = Client {
             config,
             nats,
             js,
+            publisher,
             stats: Arc::new(Counters::new(BACKEND)),
         };
         client

@@ -6,7 +6,7 @@
 
 use bytes_of::{NAK, PROGRESS};
 
-use super::GroupConsumer;
+use super::{GroupConsumer, Origin};
 use crate::membership;
 
 /// The bodies JetStream reads on a message's reply subject.
@@ -16,8 +16,8 @@ mod bytes_of {
 }
 
 impl GroupConsumer {
-    pub(super) fn hold(&self, reply: &str) {
-        self.held.lock().insert(reply.to_owned());
+    pub(super) fn hold(&self, reply: &str, origin: Origin, seq: u64) {
+        self.held.lock().insert(reply.to_owned(), (origin, seq));
     }
 
     pub(super) fn release(&self, reply: &str) {
@@ -38,11 +38,13 @@ impl GroupConsumer {
     }
 
     /// Hands back the messages this member holds but will not finish (read
-    /// ahead and never started, or cut off at shutdown): a NAK each, so
-    /// the server delivers them again at once.
+    /// ahead and never started, or cut off at shutdown): a NAK each, in
+    /// stream order, so the server delivers them again at once, in the
+    /// order they were published.
     pub(super) async fn hand_back(&self) {
-        let held: Vec<String> = self.held.lock().drain().collect();
-        for reply in &held {
+        let mut held: Vec<(String, (Origin, u64))> = self.held.lock().drain().collect();
+        held.sort_by_key(|(_, at)| *at);
+        for (reply, _) in &held {
             self.answer(reply, NAK).await;
         }
         if !held.is_empty() {
@@ -79,7 +81,7 @@ impl GroupConsumer {
             {
                 tracing::error!(group = self.group(), error = %e, "could not renew this member in its group's register");
             }
-            let held: Vec<String> = self.held.lock().iter().cloned().collect();
+            let held: Vec<String> = self.held.lock().keys().cloned().collect();
             for reply in &held {
                 self.answer(reply, PROGRESS).await;
             }

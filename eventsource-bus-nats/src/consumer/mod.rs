@@ -13,7 +13,7 @@ mod held;
 mod reader;
 mod settle;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
@@ -29,7 +29,7 @@ use crate::client::{nats_err, Client, BACKEND};
 use crate::membership;
 
 /// Which of the group's two consumers a message came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Origin {
     /// The events stream, shared by every group.
     Events,
@@ -57,8 +57,9 @@ pub(crate) struct GroupConsumer {
     events: PullConsumer,
     replay: PullConsumer,
     register: Stream,
-    /// The reply subjects of the messages this member holds unacked.
-    held: Mutex<HashSet<String>>,
+    /// The messages this member holds unacked: reply subject to where
+    /// each came from.
+    held: Mutex<HashMap<String, (Origin, u64)>>,
 }
 
 impl GroupConsumer {
@@ -127,7 +128,7 @@ impl GroupConsumer {
             events,
             replay,
             register,
-            held: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashMap::new()),
             client,
         });
         let tasks = member.core.tasks();

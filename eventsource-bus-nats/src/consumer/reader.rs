@@ -121,7 +121,7 @@ impl GroupConsumer {
         seq: u64,
         slot: OwnedSemaphorePermit,
     ) {
-        self.hold(&reply);
+        self.hold(&reply, origin, seq);
         let token = Token {
             origin,
             reply,
