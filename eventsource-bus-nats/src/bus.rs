@@ -80,18 +80,27 @@ impl NatsBus {
         &self.client.config
     }
 
-    /// The consumer `group` has on `stream`, if any.
-    async fn consumer_info(&self, stream: &str, group: &str) -> Result<Option<consumer::Info>> {
+    /// The consumer `name` on `stream`, if any.
+    async fn consumer_info(&self, stream: &str, name: &str) -> Result<Option<consumer::Info>> {
         let Some(stream) = self.client.stream(stream).await? else {
             return Ok(None);
         };
-        let name = self.client.config.consumer_name(group);
-        match stream.consumer_info(&name).await {
+        match stream.consumer_info(name).await {
             Ok(info) => Ok(Some(info)),
             Err(e) if e.to_string().contains("consumer not found") => Ok(None),
             Err(e) => Err(nats_err(format!("reading consumer `{name}`"), e)),
         }
     }
+}
+
+/// The group a durable consumer of the events stream belongs to: `{G}`,
+/// or `{G}-p{p}` for a partition (an escaped group has no `-`).
+fn group_of(durable: &str) -> Option<String> {
+    let group = match durable.rsplit_once("-p") {
+        Some((group, p)) if p.parse::<u32>().is_ok() => group,
+        _ => durable,
+    };
+    unescape(group)
 }
 
 /// Whether a publish failure is worth another try within `publish_timeout`:
@@ -122,7 +131,7 @@ impl EventBus for NatsBus {
     async fn publish(&self, events: &[EventEnvelope]) -> Result<()> {
         let config = &self.client.config;
         let stream = config.events_stream();
-        let subject = config.events_subject();
+        let subject = &config.events_subject();
         let redacted = config.redacted_url();
         let target = PublishTarget::new(BACKEND, &stream, &redacted, config.publish_timeout);
         let events = stamp(events);
@@ -130,10 +139,14 @@ impl EventBus for NatsBus {
             .iter()
             .map(|e| {
                 let (headers, body) = wire::encode(e, &config.source);
-                (headers, bytes::Bytes::from(body))
+                (
+                    config.subject_of(&e.aggregate_id),
+                    headers,
+                    bytes::Bytes::from(body),
+                )
             })
             .collect();
-        let (encoded, subject, js) = (&encoded, &subject, &self.client.publisher);
+        let (encoded, js) = (&encoded, &self.client.publisher);
         publish(
             &self.members,
             &self.client.stats,
@@ -143,12 +156,12 @@ impl EventBus for NatsBus {
                 let what = || format!("publishing {} events to `{subject}`", events.len());
                 // Sent back to back; then every PubAck awaited.
                 let mut acks = Vec::with_capacity(encoded.len());
-                for (headers, body) in encoded {
+                for (to, headers, body) in encoded {
                     let message = PublishMessage::build()
                         .payload(body.clone())
                         .headers(headers.clone());
                     let ack = js
-                        .send_publish(subject.clone(), message)
+                        .send_publish(to.clone(), message)
                         .await
                         .map_err(|e| send_error(e, what))?;
                     acks.push(ack);
@@ -203,9 +216,12 @@ impl EventBus for NatsBus {
             .await
             .map_err(|e| nats_err(what(), e))?;
         for info in consumers {
-            let Some(group) = info.config.durable_name.as_deref().and_then(unescape) else {
+            let Some(group) = info.config.durable_name.as_deref().and_then(group_of) else {
                 continue;
             };
+            if stats.groups.contains_key(&group) {
+                continue;
+            }
             if let Some(group_stats) = self.group_stats(&group).await? {
                 stats.groups.insert(group, group_stats);
             }
@@ -215,14 +231,30 @@ impl EventBus for NatsBus {
 
     async fn group_stats(&self, group: &str) -> Result<Option<GroupStats>> {
         let config = &self.client.config;
-        let Some(events) = self.consumer_info(&config.events_stream(), group).await? else {
-            return Ok(None);
+        let names: Vec<String> = match config.partitions {
+            None => vec![config.consumer_name(group)],
+            Some(n) => (0..n)
+                .map(|p| config.partition_consumer_name(group, p))
+                .collect(),
         };
-        let replay = self
-            .consumer_info(&config.replay_stream(group), group)
-            .await?;
-        let pending = events.num_pending + replay.as_ref().map_or(0, |r| r.num_pending);
-        let in_flight = events.num_ack_pending + replay.as_ref().map_or(0, |r| r.num_ack_pending);
+        let (mut pending, mut in_flight, mut found) = (0, 0, false);
+        for name in &names {
+            if let Some(info) = self.consumer_info(&config.events_stream(), name).await? {
+                found = true;
+                pending += info.num_pending;
+                in_flight += info.num_ack_pending as u64;
+            }
+        }
+        if !found {
+            return Ok(None);
+        }
+        if let Some(replay) = self
+            .consumer_info(&config.replay_stream(group), &config.consumer_name(group))
+            .await?
+        {
+            pending += replay.num_pending;
+            in_flight += replay.num_ack_pending as u64;
+        }
         let register = membership::register(&self.client).await?;
         let members = membership::members(&self.client, &register, group)
             .await?
@@ -240,11 +272,24 @@ impl EventBus for NatsBus {
             None => 0,
         };
         Ok(Some(
-            GroupStats::new(members, pending, in_flight as u64).with_dead_letters(dead_letters),
+            GroupStats::new(members, pending, in_flight).with_dead_letters(dead_letters),
         ))
     }
 
     async fn shutdown(&self, timeout: Duration) -> Result<ShutdownReport> {
         Ok(self.members.shutdown(timeout).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_of;
+
+    #[test]
+    fn a_durable_names_its_group() {
+        assert_eq!(group_of("billing").as_deref(), Some("billing"));
+        assert_eq!(group_of("billing_dv2-p15").as_deref(), Some("billing.v2"));
+        assert_eq!(group_of("a_hpb").as_deref(), Some("a-pb"));
+        assert_eq!(group_of("x-pz").as_deref(), None);
     }
 }

@@ -1,6 +1,5 @@
 //! The connection every part of a NATS bus shares, the streams it makes,
-//! and the helpers they all use (the bottom of the crate: it imports only
-//! the config).
+//! and the helpers they all use.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,13 +78,7 @@ impl Client {
             publisher,
             stats: Arc::new(Counters::new(BACKEND)),
         };
-        client
-            .ensure_stream(
-                client.config.events_stream(),
-                client.config.events_subject(),
-                client.config.max_messages,
-            )
-            .await?;
+        crate::partitions::check_count(&client).await?;
         Ok(client)
     }
 
@@ -94,7 +87,6 @@ impl Client {
         &self,
         name: String,
         subject: String,
-        max_messages: Option<u64>,
     ) -> Result<stream::Stream> {
         let config = &self.config;
         let what = format!("creating stream `{name}` on {}", config.redacted_url());
@@ -105,7 +97,6 @@ impl Client {
                 storage: stream::StorageType::File,
                 num_replicas: config.replicas,
                 duplicate_window: config.duplicate_window,
-                max_messages: max_messages.map_or(-1, |m| m as i64),
                 ..Default::default()
             })
             .await

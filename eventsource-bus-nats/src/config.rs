@@ -76,6 +76,29 @@ pub struct NatsBusConfig {
     pub duplicate_window: Duration,
     /// Cap on the events stream's message count (oldest dropped); none by default.
     pub max_messages: Option<u64>,
+    /// One member of a group reads at a time, holding the group's lease
+    /// (in the register stream, renewed every `progress_interval`, lost
+    /// after `ack_wait`); the others stand by and take over when it goes.
+    /// An aggregate's events then stay in order across the whole group,
+    /// at the cost of spreading work. The same option, and name, as on
+    /// Redis and RabbitMQ.
+    pub single_active_consumer: bool,
+    /// Partitioned mode: events go to `partitions` subjects
+    /// `{namespace}.events.{p}` of the events stream, `p` =
+    /// [`partition_of`](eventsource_core::partition_of) of the aggregate
+    /// id; a group has a durable consumer per partition, `{G}-p{p}`, and
+    /// one owner per partition at a time (a lease in the register stream),
+    /// so an aggregate's events are handled in order across all members
+    /// of a group while the partitions spread the work. Members split the
+    /// partitions evenly and rebalance as they join and leave. `None`
+    /// (the default): one subject, order within a member only.
+    ///
+    /// A namespace keeps the count it was first used with (in the events
+    /// stream's description): a bus configured otherwise is refused at
+    /// connect, as is a partitioned bus on a namespace with unpartitioned
+    /// events. Between 1 and 1024; at least the number of members you
+    /// run, or some stand by.
+    pub partitions: Option<u32>,
 }
 
 impl std::fmt::Debug for NatsBusConfig {
@@ -93,6 +116,8 @@ impl std::fmt::Debug for NatsBusConfig {
             .field("replicas", &self.replicas)
             .field("duplicate_window", &self.duplicate_window)
             .field("max_messages", &self.max_messages)
+            .field("single_active_consumer", &self.single_active_consumer)
+            .field("partitions", &self.partitions)
             .finish()
     }
 }
@@ -112,6 +137,8 @@ impl Default for NatsBusConfig {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             max_messages: None,
+            single_active_consumer: false,
+            partitions: None,
         }
     }
 }
@@ -176,6 +203,15 @@ impl NatsBusConfig {
         if let Some(max) = self.max_messages {
             bounds::count("nats: max_messages", max, 1, i64::MAX as u64)?;
         }
+        if let Some(n) = self.partitions {
+            bounds::count("nats: partitions", n, 1, 1024)?;
+            if self.single_active_consumer {
+                return Err(Error::config(
+                    "nats: partitions and single_active_consumer are two answers to one need \
+                     (order across a group's members); pick one — partitions spread the work",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -184,14 +220,34 @@ impl NatsBusConfig {
         format!("{}-events", escape(&self.namespace))
     }
 
-    /// The subject every event is published to.
+    /// The subject events are published to (without partitions; with
+    /// them, [`partition_subject`](Self::partition_subject)).
     pub fn events_subject(&self) -> String {
         format!("{}.events", self.namespace)
     }
 
-    /// The durable consumer of `group` (on the events and the replay stream).
+    /// The subject of partition `p` (in partitioned mode).
+    pub fn partition_subject(&self, p: u32) -> String {
+        format!("{}.events.{p}", self.namespace)
+    }
+
+    /// The subject `aggregate_id`'s events are published to.
+    pub fn subject_of(&self, aggregate_id: &str) -> String {
+        match self.partitions {
+            None => self.events_subject(),
+            Some(n) => self.partition_subject(eventsource_core::partition_of(aggregate_id, n)),
+        }
+    }
+
+    /// The durable consumer of `group` on the replay stream, and on the
+    /// events stream without partitions.
     pub fn consumer_name(&self, group: &str) -> String {
         escape(group)
+    }
+
+    /// The durable consumer of `group` for partition `p` of the events stream.
+    pub fn partition_consumer_name(&self, group: &str, p: u32) -> String {
+        format!("{}-p{p}", escape(group))
     }
 
     /// The stream replayed dead letters of `group` go to (read by that group only).
@@ -261,6 +317,7 @@ pub(crate) fn unescape(escaped: &str) -> Option<String> {
                 'h' => out.push('-'),
                 _ => return None,
             },
+            '-' | '.' => return None,
             c => out.push(c),
         }
     }
@@ -296,8 +353,10 @@ eventsource_core::config_setters!(NatsBusConfig {
     connect_timeout: Duration,
     replicas: usize,
     duplicate_window: Duration,
+    single_active_consumer: bool,
 } optional {
     max_messages: u64,
+    partitions: u32,
 });
 
 #[cfg(test)]
@@ -339,6 +398,11 @@ mod tests {
                 "ack_wait",
             ),
             (base().max_messages(0), "max_messages"),
+            (base().partitions(0u32), "partitions"),
+            (
+                base().partitions(4u32).single_active_consumer(true),
+                "single_active_consumer",
+            ),
         ] {
             let err = config.validated().expect_err(field);
             assert!(err.to_string().contains(field), "{field}: {err}");

@@ -262,13 +262,23 @@ impl DeadLetterQueue for NatsDeadLetterQueue {
                 )))
             }
         };
-        // Only the group's own replay stream: every group reads the events
-        // subject, so a letter put back there would reach all of them.
-        let replay = config.replay_stream(group);
-        client
-            .ensure_stream(replay.clone(), config.replay_subject(group), None)
-            .await?;
-        let what = || format!("replaying {id} to `{replay}`");
+        // Never the events subject every group reads: in partitioned mode
+        // an event goes back through its aggregate's partition, so that
+        // the partition's owner handles it in order with the aggregate's
+        // other events (the other groups skip it: it is marked as replayed
+        // for this one); else, and for a message that did not decode, to
+        // the group's own replay stream.
+        let to = match (config.partitions, letter.envelope()) {
+            (Some(_), Some(env)) => config.subject_of(&env.aggregate_id),
+            _ => {
+                let replay = config.replay_stream(group);
+                client
+                    .ensure_stream(replay, config.replay_subject(group))
+                    .await?;
+                config.replay_subject(group)
+            }
+        };
+        let what = || format!("replaying {id} to `{to}`");
         // A fresh message id: the event's own would be dropped as a
         // duplicate within the window.
         let publish = PublishMessage::build()
@@ -277,7 +287,7 @@ impl DeadLetterQueue for NatsDeadLetterQueue {
             .message_id(uuid::Uuid::now_v7().to_string());
         client
             .js
-            .send_publish(config.replay_subject(group), publish)
+            .send_publish(to.clone(), publish)
             .await
             .map_err(|e| nats_err(what(), e))?
             .await

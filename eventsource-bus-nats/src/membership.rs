@@ -3,7 +3,8 @@
 //! only if every live member uses its filter (a member acks what its own
 //! filter skips, so two filters in one group would lose events).
 //!
-//! The register is the stream `{NS}-members`, one subject per member,
+//! The register is the stream `{NS}-members` (which holds the leases of
+//! `partitions.rs` too), one subject per member,
 //! `{namespace}.members.{G}.{member}`, holding its filter's canonical form;
 //! the stream keeps one message per subject for `ack_wait` (`max_age`).
 //! Renewed every `progress_interval`, a member's entry lapses when it
@@ -32,7 +33,10 @@ pub(crate) async fn register(client: &Client) -> Result<Stream> {
         .js
         .get_or_create_stream(stream::Config {
             name: name.clone(),
-            subjects: vec![format!("{}.members.>", config.namespace)],
+            subjects: vec![
+                format!("{}.members.>", config.namespace),
+                format!("{}.leases.>", config.namespace),
+            ],
             storage: stream::StorageType::File,
             num_replicas: config.replicas,
             max_messages_per_subject: 1,

@@ -69,6 +69,7 @@ impl GroupConsumer {
                 () = self.core.token().cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
+            self.renew_leases().await;
             if let Err(e) = membership::join(
                 &self.client,
                 &self.register,
