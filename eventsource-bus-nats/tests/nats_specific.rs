@@ -1,6 +1,6 @@
 //! Behaviour particular to the NATS backend: raw messages that do not
-//! decode, a dead member's messages, deduplicated publishes, connect
-//! errors.
+//! decode, a dead member's messages, deduplicated publishes, letters the
+//! bus cannot read, partition counts and takeovers, connect errors.
 
 mod common;
 
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use eventsource_bus_nats::{NatsBus, NatsBusConfig};
-use eventsource_core::EventBus;
-use eventsource_testkit::{dead_letters_of, eventually, probe};
+use eventsource_core::{EventBus, FailureKind, Subscription};
+use eventsource_testkit::{dead_letters_of, eventually, probe, Recorder};
 
 async fn raw_js() -> jetstream::Context {
     let client = async_nats::connect(common::nats_url())
@@ -158,4 +158,188 @@ async fn unreachable_server_fails_at_connect_naming_it_without_password() {
     let text = format!("{err} {err:?}");
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// Letters written to a group's dead-letter stream by another tool (one
+/// not JSON, one JSON without the failure headers) list as unreadable,
+/// stop no member (a parking one, on partitions), count, and are
+/// discarded and purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_dead_letters_stop_nothing() {
+    let config = common::config(&common::nats_url()).partitions(2u32);
+    let subject = config.dlq_subject("foreign");
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);
+    let write_letters = || async {
+        raw_publish(subject.clone(), &[], "{not json written-by-hand").await;
+        raw_publish(
+            subject.clone(),
+            &[],
+            r#"{"headers":{"note":"written-by-hand"},"body":""}"#,
+        )
+        .await;
+    };
+    eventsource_testkit::an_unreadable_letter_stops_nothing(
+        &bus,
+        "foreign",
+        write_letters,
+        "written-by-hand",
+        Duration::from_secs(20),
+    )
+    .await;
+    let left = bus
+        .dead_letters()
+        .list(&eventsource_core::DeadLetterQuery::group("foreign"))
+        .await
+        .expect("list");
+    assert!(
+        left.iter()
+            .all(|l| l.failure.kind != FailureKind::Unreadable),
+        "{left:?}"
+    );
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
+/// A bus with another partition count, an unpartitioned bus, and a
+/// partitioned bus on a namespace with unpartitioned events are refused
+/// at connect with a typed error that says what is stored and what to do
+/// (the testkit's scenario); every event of an aggregate is on its
+/// partition's subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_keeps_its_partition_count() {
+    let config_for = |namespace: String, partitions: Option<u32>| {
+        let mut config = common::config(&common::nats_url());
+        config.namespace = namespace;
+        config.partitions = partitions;
+        config
+    };
+    let refusals = eventsource_testkit::a_namespace_keeps_its_partition_count(|ns, partitions| {
+        let config = config_for(ns, partitions);
+        async move {
+            NatsBus::connect(config)
+                .await
+                .map(|b| Arc::new(b) as Arc<dyn EventBus>)
+        }
+    })
+    .await;
+    for e in [&refusals.other_count, &refusals.unpartitioned] {
+        let text = e.to_string();
+        assert!(
+            text.contains("16 partitions") && text.contains("namespace"),
+            "{text}"
+        );
+    }
+    let err = &refusals.onto_unpartitioned;
+    assert!(err.to_string().contains("unpartitioned events"), "{err}");
+    let config = config_for(refusals.namespace.clone(), Some(16));
+    let p = eventsource_core::partition_of("order-7", 16);
+    let stream = raw_js()
+        .await
+        .get_stream(config.events_stream())
+        .await
+        .expect("the events stream");
+    let info = stream
+        .info_with_subjects(config.partition_subject(p))
+        .await
+        .expect("subjects");
+    let counts: Vec<(String, usize)> = futures::TryStreamExt::try_collect(info)
+        .await
+        .expect("subject counts");
+    assert_eq!(
+        counts,
+        vec![(config.partition_subject(p), 3)],
+        "order-7's events are all on partition {p}'s subject"
+    );
+}
+
+/// A partition whose owner crashed (it holds messages unacked, its lease
+/// and register entry lapse) is taken over by the next member, which
+/// handles what the dead owner left first, in stream order, then new
+/// events of the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_owners_partition_is_taken_over_in_order() {
+    let config = common::config(&common::nats_url()).partitions(2u32);
+    let bus = common::connect(config.clone()).await;
+    // A group on both partitions, made by a member that leaves at once.
+    let (_, h) = Recorder::new("founder");
+    let founder = bus
+        .subscribe(
+            Subscription::builder("crash")
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    founder.unsubscribe().await;
+    let first: Vec<_> = (1..=4).map(|v| probe("agg-1", v, v)).collect();
+    bus.publish(&first).await.expect("publish");
+    // The ghost: pulls them (delivered to it, unacked), holds every
+    // partition's lease, then is gone.
+    let js = raw_js().await;
+    let p = eventsource_core::partition_of("agg-1", 2);
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream(config.events_stream())
+        .await
+        .expect("stream")
+        .get_consumer(&config.partition_consumer_name("crash", p))
+        .await
+        .expect("the group's consumer of the partition");
+    let pulled: Vec<_> = futures::StreamExt::collect::<Vec<_>>(
+        consumer
+            .fetch()
+            .max_messages(10)
+            .messages()
+            .await
+            .expect("ghost pulls"),
+    )
+    .await;
+    assert_eq!(pulled.len(), 4, "the ghost holds the four events");
+    for q in 0..2 {
+        let ns = &config.namespace;
+        let group = "crash";
+        js.publish(format!("{ns}.leases.{group}.{q}"), "ghost".into())
+            .await
+            .expect("ghost's lease")
+            .await
+            .expect("stored");
+    }
+    let later: Vec<_> = (5..=6).map(|v| probe("agg-1", v, v)).collect();
+    bus.publish(&later).await.expect("publish");
+
+    let (mut rec, h) = Recorder::new("successor");
+    let started = tokio::time::Instant::now();
+    let _s = bus
+        .subscribe(
+            Subscription::builder("crash")
+                .concurrency(4)
+                .handler(h)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe successor");
+    let got = rec.expect(6, Duration::from_secs(15)).await;
+    assert_eq!(
+        got.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6],
+        "the ghost's messages first, in order, then the new ones"
+    );
+    assert!(
+        started.elapsed() >= config.ack_wait / 2,
+        "taken over only once the ghost's lease lapsed ({:?})",
+        started.elapsed()
+    );
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_active_consumer_keeps_one_reader_and_fails_over() {
+    let config = common::config(&common::nats_url()).single_active_consumer(true);
+    let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);
+    eventsource_testkit::one_member_reads_and_a_standby_takes_over(bus, Duration::from_millis(500))
+        .await;
 }
