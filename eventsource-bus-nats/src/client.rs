@@ -39,20 +39,32 @@ impl Client {
     pub(crate) async fn connect(config: NatsBusConfig) -> Result<Self> {
         config.validate()?;
         let url = config.redacted_url();
-        let connect = async_nats::ConnectOptions::new()
+        let (address, credentials) = split_credentials(&config.url);
+        let options = match credentials {
+            Credentials::None => async_nats::ConnectOptions::new(),
+            Credentials::Token(token) => async_nats::ConnectOptions::with_token(token),
+            Credentials::User(user, password) => {
+                async_nats::ConnectOptions::with_user_and_password(user, password)
+            }
+        };
+        let connect = options
             .connection_timeout(config.connect_timeout)
             .name("eventsource")
-            .connect(config.url.as_str());
+            .connect(address.as_str());
         let nats = match tokio::time::timeout(config.connect_timeout, connect).await {
             Ok(Ok(nats)) => nats,
             Ok(Err(e)) => {
-                return Err(nats_err(
-                    format!(
-                        "connecting to {url} (is NATS running with JetStream? start it with \
-                         `nats-server -js`, or ./scripts/test.sh)"
-                    ),
-                    e,
-                ))
+                use async_nats::ConnectErrorKind::{Authentication, AuthorizationViolation};
+                let hint = match e.kind() {
+                    Authentication | AuthorizationViolation => {
+                        " (the server refused the URL's credentials)"
+                    }
+                    _ => {
+                        " (is NATS running with JetStream? start it with `nats-server -js`, \
+                         or ./scripts/test.sh)"
+                    }
+                };
+                return Err(nats_err(format!("connecting to {url}{hint}"), e));
             }
             Err(_) => {
                 return Err(Error::backend(
@@ -117,4 +129,54 @@ impl Client {
 fn not_found(kind: &jetstream::context::GetStreamErrorKind) -> bool {
     matches!(kind, jetstream::context::GetStreamErrorKind::JetStream(e)
         if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// What a URL's user information says.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    None,
+    /// `nats://token@host`.
+    Token(String),
+    /// `nats://user:password@host`.
+    User(String, String),
+}
+
+/// The server address without user information or query (async-nats
+/// logs the address it connects to), and the credentials apart,
+/// percent-decoded.
+fn split_credentials(url: &str) -> (String, Credentials) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (url.to_owned(), Credentials::None);
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(parsed.username());
+    let credentials = match parsed.password().map(decode) {
+        Some(password) => Credentials::User(user, password),
+        None if !user.is_empty() => Credentials::Token(user),
+        None => Credentials::None,
+    };
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_query(None);
+    (parsed.to_string(), credentials)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_credentials, Credentials};
+
+    #[test]
+    fn credentials_leave_the_address_async_nats_logs() {
+        let (address, credentials) = split_credentials("nats://us%40r:p%2Fw@h:4222?x=y");
+        assert_eq!(address, "nats://h:4222");
+        assert_eq!(credentials, Credentials::User("us@r".into(), "p/w".into()));
+        let (address, credentials) = split_credentials("nats://t0ken@h:4222");
+        assert_eq!(address, "nats://h:4222");
+        assert_eq!(credentials, Credentials::Token("t0ken".into()));
+        assert_eq!(split_credentials("nats://h:4222").1, Credentials::None);
+    }
 }

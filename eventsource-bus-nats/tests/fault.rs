@@ -7,51 +7,19 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{free_port, start_nats};
 use eventsource_core::EventBus;
 use eventsource_testkit::survives_outage;
-use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
-}
-
-async fn start_nats(port: u16, dir: &Path) -> Child {
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir)
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run nats-server ({e}); install it with `apt-get install nats-server` or run ./scripts/test.sh"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nats-server did not listen on port {port} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_killed_and_restarted_mid_publish_loses_nothing_acknowledged() {
     let dir = std::env::temp_dir().join(format!("es-nats-fault-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
-    let mut server = start_nats(port, &dir).await;
+    let mut server = start_nats(port, &dir, &[]).await;
     let mut restarted = None;
 
     let url = format!("nats://127.0.0.1:{port}");
@@ -65,7 +33,7 @@ async fn nats_killed_and_restarted_mid_publish_loses_nothing_acknowledged() {
             server.start_kill().expect("SIGKILL nats-server");
             server.wait().await.expect("nats-server ended");
             tokio::time::sleep(Duration::from_millis(500)).await; // the outage itself
-            restarted = Some(start_nats(port, &dir).await);
+            restarted = Some(start_nats(port, &dir, &[]).await);
         },
     )
     .await;

@@ -343,3 +343,28 @@ async fn single_active_consumer_keeps_one_reader_and_fails_over() {
     eventsource_testkit::one_member_reads_and_a_standby_takes_over(bus, Duration::from_millis(500))
         .await;
 }
+
+/// A server that wants a user and password: the URL's credentials (a `/`
+/// in the password, percent-encoded) are sent as such and never shown —
+/// a wrong password is refused at connect, naming the server only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_authenticate_and_stay_hidden() {
+    let dir = std::env::temp_dir().join(format!("es-nats-auth-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = common::free_port();
+    let _server = common::start_nats(port, &dir, &["--user", "eve", "--pass", "s3c/ret"]).await;
+    let good = common::config(&format!("nats://eve:s3c%2Fret@127.0.0.1:{port}"));
+    let bus = common::connect(good).await;
+    bus.publish(&[probe("a", 1, 1)]).await.expect("publish");
+    bus.shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
+    let wrong = common::config(&format!("nats://eve:hunter2@127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_secs(3));
+    let err = NatsBus::connect(wrong).await.expect_err("wrong password");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("refused the URL's credentials"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

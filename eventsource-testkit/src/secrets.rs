@@ -10,13 +10,14 @@ use parking_lot::Mutex;
 /// Bus URLs carrying `secret` as the password in every shape seen leak
 /// before — plain, with a `/` in the password, without `//`, with each of
 /// `@ % : # ?` or non-ASCII in it, in a `?password=` query — for Redis,
-/// RabbitMQ and Kafka, each pointing at a closed port (127.0.0.1:1).
+/// RabbitMQ, Kafka and NATS, each pointing at a closed port (127.0.0.1:1).
 pub fn urls_with_password(secret: &str) -> Vec<String> {
     let mut urls = Vec::new();
     for (scheme, tail) in [
         ("redis", "127.0.0.1:1"),
         ("amqp", "127.0.0.1:1/%2f"),
         ("kafka", "127.0.0.1:1"),
+        ("nats", "127.0.0.1:1"),
     ] {
         urls.push(format!("{scheme}://user:{secret}@{tail}"));
         urls.push(format!("{scheme}://user:{secret}/x@{tail}"));

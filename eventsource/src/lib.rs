@@ -5,7 +5,7 @@
 //! repositories, the bus and store traits, subscriptions, dead letters,
 //! errors), plus [`BusConfig`] and [`connect_bus`] to pick the backend by
 //! configuration, each behind a cargo feature (`memory` by default;
-//! `redis`, `rabbitmq`, `kafka`, `full`) and reachable as a module
+//! `redis`, `rabbitmq`, `kafka`, `nats`, `full`) and reachable as a module
 //! ([`redis`], ...) for its own configuration. The building blocks for
 //! backend authors (`eventsource_core::driver`, `eventsource_core::wire`)
 //! are not re-exported. The `eventsource` command (crate `eventsource-cli`)
@@ -31,7 +31,8 @@
         feature = "memory",
         feature = "redis",
         feature = "rabbitmq",
-        feature = "kafka"
+        feature = "kafka",
+        feature = "nats"
     )),
     allow(unreachable_code, unused_mut, unused_variables, dead_code)
 )]
@@ -127,6 +128,13 @@ pub mod rabbitmq {
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka {
     pub use eventsource_bus_kafka::*;
+}
+
+/// The NATS JetStream bus (feature `nats`).
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats {
+    pub use eventsource_bus_nats::*;
 }
 
 /// The README's snippets, compiled and run as doctests.

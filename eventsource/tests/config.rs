@@ -19,6 +19,7 @@ fn a_misspelt_field_is_an_error_naming_it_on_every_backend() {
         ("redis://127.0.0.1:6379", "namepsace"),
         ("amqp://guest:guest@127.0.0.1:5672/%2f", "prefech"),
         ("kafka://127.0.0.1:9092", "topic_prefx"),
+        ("nats://127.0.0.1:4222", "ack_wiat"),
     ] {
         let toml = format!("[bus]\nurl = \"{url}\"\n{typo} = \"x\"\n");
         let err = Config::from_toml(&toml).expect_err(typo);

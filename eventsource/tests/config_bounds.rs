@@ -50,6 +50,7 @@ fn backends() -> Vec<Value> {
         "redis://127.0.0.1:6379",
         "amqp://guest:guest@127.0.0.1:5672/%2f",
         "kafka://127.0.0.1:9092",
+        "nats://127.0.0.1:4222",
     ]
     .iter()
     .map(|url| {
@@ -224,6 +225,7 @@ fn a_bus_url_in_the_wrong_place_or_missing_is_an_error() {
         ("redis", "url"),
         ("rabbitmq", "url"),
         ("kafka", "bootstrap_servers"),
+        ("nats", "url"),
     ] {
         let err = Config::from_json(&json!({ "bus": { "backend": backend } }).to_string())
             .expect_err("no address");

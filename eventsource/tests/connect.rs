@@ -12,6 +12,7 @@ async fn each_url_scheme_connects_to_its_backend() {
         ("redis://127.0.0.1:6379", "redis"),
         ("amqp://guest:guest@127.0.0.1:5672/%2f", "rabbitmq"),
         ("kafka://127.0.0.1:9092", "kafka"),
+        ("nats://127.0.0.1:4222", "nats"),
     ];
     for (url, backend) in urls {
         let bus = connect_url(url)

@@ -279,11 +279,14 @@ impl Config {
             }
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(c) => c.prefetch = prefetch,
+            #[cfg(feature = "nats")]
+            BusConfig::Nats(c) => c.prefetch = prefetch,
             #[cfg(not(any(
                 feature = "memory",
                 feature = "redis",
                 feature = "rabbitmq",
-                feature = "kafka"
+                feature = "kafka",
+                feature = "nats"
             )))]
             BusConfig::NoBackend(never) => match *never {},
         }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// Deserializes from configuration (`{"backend": "redis", "url": ...}`,
 /// or just `{"url": ...}`: the backend is inferred from the URL's scheme)
 /// or is built from a URL with [`BusConfig::from_url`]: `memory://`,
-/// `redis://…`, `amqp://…`, `kafka://…`. Application code then holds an
+/// `redis://…`, `amqp://…`, `kafka://…`, `nats://…`. Application code then holds an
 /// `Arc<dyn EventBus>` from [`connect_bus`] and never names a backend.
 ///
 /// A field the backend does not have is an error naming it (a typo such
@@ -41,13 +41,17 @@ pub enum BusConfig {
     /// Kafka.
     #[cfg(feature = "kafka")]
     Kafka(eventsource_bus_kafka::KafkaBusConfig),
+    /// NATS JetStream.
+    #[cfg(feature = "nats")]
+    Nats(eventsource_bus_nats::NatsBusConfig),
     /// Built without any backend feature: no value of this exists (every
     /// URL is refused, naming the feature it needs), but the crate builds.
     #[cfg(not(any(
         feature = "memory",
         feature = "redis",
         feature = "rabbitmq",
-        feature = "kafka"
+        feature = "kafka",
+        feature = "nats"
     )))]
     #[doc(hidden)]
     #[serde(skip)]
@@ -98,8 +102,16 @@ impl BusConfig {
                 #[cfg(not(feature = "kafka"))]
                 return Err(_missing("kafka"));
             }
+            "nats" | "tls" => {
+                #[cfg(feature = "nats")]
+                return Ok(BusConfig::Nats(
+                    eventsource_bus_nats::NatsBusConfig::new(url).validated()?,
+                ));
+                #[cfg(not(feature = "nats"))]
+                return Err(_missing("nats"));
+            }
             _ => Err(Error::config(format!(
-                "unknown bus url `{}`: use memory://, redis://, amqp:// or kafka://",
+                "unknown bus url `{}`: use memory://, redis://, amqp://, kafka:// or nats://",
                 redact_url(url)
             ))),
         }
@@ -117,11 +129,14 @@ impl BusConfig {
             BusConfig::Rabbitmq(c) => c.validate(),
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(c) => c.validate(),
+            #[cfg(feature = "nats")]
+            BusConfig::Nats(c) => c.validate(),
             #[cfg(not(any(
                 feature = "memory",
                 feature = "redis",
                 feature = "rabbitmq",
-                feature = "kafka"
+                feature = "kafka",
+                feature = "nats"
             )))]
             BusConfig::NoBackend(never) => match *never {},
         }
@@ -138,21 +153,29 @@ impl BusConfig {
             BusConfig::Rabbitmq(_) => "rabbitmq",
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(_) => "kafka",
+            #[cfg(feature = "nats")]
+            BusConfig::Nats(_) => "nats",
             #[cfg(not(any(
                 feature = "memory",
                 feature = "redis",
                 feature = "rabbitmq",
-                feature = "kafka"
+                feature = "kafka",
+                feature = "nats"
             )))]
             BusConfig::NoBackend(never) => match *never {},
         }
     }
 
     /// Sets the key, queue or topic prefix of the backends that have one
-    /// (Redis namespace, RabbitMQ namespace, Kafka topic prefix).
+    /// (Redis, RabbitMQ and NATS namespace, Kafka topic prefix).
     #[must_use]
     #[cfg_attr(
-        not(any(feature = "redis", feature = "rabbitmq", feature = "kafka")),
+        not(any(
+            feature = "redis",
+            feature = "rabbitmq",
+            feature = "kafka",
+            feature = "nats"
+        )),
         allow(unused_variables)
     )]
     pub fn with_namespace(mut self, namespace: &str) -> Self {
@@ -165,11 +188,14 @@ impl BusConfig {
             BusConfig::Rabbitmq(c) => c.namespace = namespace.to_owned(),
             #[cfg(feature = "kafka")]
             BusConfig::Kafka(c) => c.topic_prefix = namespace.to_owned(),
+            #[cfg(feature = "nats")]
+            BusConfig::Nats(c) => c.namespace = namespace.to_owned(),
             #[cfg(not(any(
                 feature = "memory",
                 feature = "redis",
                 feature = "rabbitmq",
-                feature = "kafka"
+                feature = "kafka",
+                feature = "nats"
             )))]
             BusConfig::NoBackend(never) => match *never {},
         }
@@ -189,6 +215,8 @@ enum Tagged {
     Rabbitmq(eventsource_bus_rabbitmq::RabbitBusConfig),
     #[cfg(feature = "kafka")]
     Kafka(eventsource_bus_kafka::KafkaBusConfig),
+    #[cfg(feature = "nats")]
+    Nats(eventsource_bus_nats::NatsBusConfig),
 }
 
 impl From<Tagged> for BusConfig {
@@ -202,6 +230,8 @@ impl From<Tagged> for BusConfig {
             Tagged::Rabbitmq(c) => BusConfig::Rabbitmq(c),
             #[cfg(feature = "kafka")]
             Tagged::Kafka(c) => BusConfig::Kafka(c),
+            #[cfg(feature = "nats")]
+            Tagged::Nats(c) => BusConfig::Nats(c),
         }
     }
 }
@@ -228,7 +258,7 @@ impl BusConfig {
         if !fields.contains_key("backend") {
             let Some(url) = fields.get("url").and_then(serde_json::Value::as_str) else {
                 return Err(Error::config(
-                    "bus configuration: give a `url` (memory://, redis://…, amqp://…, kafka://…) or a `backend`",
+                    "bus configuration: give a `url` (memory://, redis://…, amqp://…, kafka://…, nats://…) or a `backend`",
                 ));
             };
             let base = serde_json::to_value(BusConfig::from_url(url)?).map_err(bad)?;
@@ -266,6 +296,7 @@ impl BusConfig {
             "redis" => Some(("url", "redis://host:6379")),
             "rabbitmq" => Some(("url", "amqp://user:password@host:5672/%2f")),
             "kafka" => Some(("bootstrap_servers", "host:9092")),
+            "nats" => Some(("url", "nats://host:4222")),
             _ => None,
         };
         let missing = address.filter(|(field, _)| value.get(*field).is_none());
@@ -278,6 +309,8 @@ impl BusConfig {
             "rabbitmq" => read(value).map(BusConfig::Rabbitmq),
             #[cfg(feature = "kafka")]
             "kafka" => read(value).map(BusConfig::Kafka),
+            #[cfg(feature = "nats")]
+            "nats" => read(value).map(BusConfig::Nats),
             _ => {
                 let mut tagged = value;
                 if let Some(fields) = tagged.as_object_mut() {
@@ -313,11 +346,14 @@ pub async fn connect_bus(config: &BusConfig) -> Result<Arc<dyn EventBus>> {
         }
         #[cfg(feature = "kafka")]
         BusConfig::Kafka(c) => Arc::new(eventsource_bus_kafka::KafkaBus::connect(c.clone()).await?),
+        #[cfg(feature = "nats")]
+        BusConfig::Nats(c) => Arc::new(eventsource_bus_nats::NatsBus::connect(c.clone()).await?),
         #[cfg(not(any(
             feature = "memory",
             feature = "redis",
             feature = "rabbitmq",
-            feature = "kafka"
+            feature = "kafka",
+            feature = "nats"
         )))]
         BusConfig::NoBackend(never) => match *never {},
     })
