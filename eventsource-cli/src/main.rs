@@ -43,7 +43,7 @@ Exit codes:
     after_help = AFTER_HELP
 )]
 struct Cli {
-    /// The bus: redis://…, amqp://…, kafka://… (or memory://, which is empty in a new process).
+    /// The bus: redis://…, amqp://…, kafka://…, nats://… (or memory://, which is empty in a new process).
     #[arg(long, env = "EVENTSOURCE_BUS", hide_env_values = true, global = true)]
     bus: Option<String>,
     /// The key, queue or topic prefix the application uses (default: eventsource).

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{announced, dead_lettered_order, redis_bus, redis_url};
+use common::{announced, dead_lettered_order, nats_bus, nats_url, redis_bus, redis_url};
 use eventsource::DeadLetter;
 use eventsource_testkit::probe;
 
@@ -348,4 +348,69 @@ fn purging_an_unknown_group_on_rabbitmq_only_says_not_found() {
     );
     assert!(!stderr.contains("[0/0]"), "{stderr}");
     assert!(!stderr.contains("ERROR"), "{stderr}");
+}
+
+/// The operator's round on NATS: `stats` from the broker, the letter
+/// listed, replayed to its group after the fix, and `tail` following new
+/// events — the same commands as on Redis, with a nats:// URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_commands_work_on_nats() {
+    let (namespace, bus) = nats_bus("es-cli-nats").await;
+    let mut billing = dead_lettered_order(&bus).await;
+    let url = nats_url();
+    let on_nats =
+        |args: &[&str]| run(&[&["--bus", &url, "--namespace", &namespace], args].concat());
+    let (code, stdout, stderr) = on_nats(&["--output", "json", "stats", "--group", "billing"]);
+    assert_eq!(code, 0, "{stderr}");
+    let stats: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(stats["stats"]["dead_letters"], 1, "{stdout}");
+    let (code, stdout, stderr) = on_nats(&["--json", "dlq", "list", "--group", "billing"]);
+    assert_eq!(code, 0, "{stderr}");
+    let letters: Vec<DeadLetter> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(
+        letters
+            .iter()
+            .map(|l| l.envelope().map(|e| e.event_id))
+            .collect::<Vec<_>>(),
+        [Some(billing.sent.event_id)],
+        "{stdout}"
+    );
+    billing.fixed.store(true, Ordering::SeqCst);
+    let (code, _, stderr) = on_nats(&["dlq", "replay", &letters[0].id]);
+    assert_eq!(code, 0, "{stderr}");
+    let got = tokio::time::timeout(Duration::from_secs(10), billing.handled.recv())
+        .await
+        .expect("replayed event handled")
+        .expect("open");
+    assert_eq!(got, billing.sent.event_id);
+
+    let (tail, started) = announced(&[
+        "--bus",
+        &url,
+        "--namespace",
+        &namespace,
+        "tail",
+        "--count",
+        "1",
+        "--output",
+        "json",
+    ]);
+    assert!(started.contains("following"), "{started}");
+    let next = probe("t-1", 1, 1);
+    bus.publish(std::slice::from_ref(&next))
+        .await
+        .expect("publish");
+    let out = tokio::task::spawn_blocking(move || tail.output())
+        .await
+        .expect("tail exits after --count events");
+    assert!(out.status.success(), "{out:?}");
+    let seen: eventsource::EventEnvelope =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("an envelope");
+    assert_eq!(seen.event_id, next.event_id);
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
 }

@@ -34,6 +34,23 @@ pub async fn redis_bus(prefix: &str) -> (String, Arc<dyn EventBus>) {
     (namespace, bus)
 }
 
+/// `NATS_URL`, or the local NATS the test script starts.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A fresh namespace starting with `prefix`, and a NATS bus on it.
+pub async fn nats_bus(prefix: &str) -> (String, Arc<dyn EventBus>) {
+    let namespace = format!("{prefix}-{}", uuid::Uuid::now_v7().simple());
+    let config = BusConfig::from_url(&nats_url())
+        .expect("nats url")
+        .with_namespace(&namespace);
+    let bus = connect_bus(&config)
+        .await
+        .unwrap_or_else(|e| panic!("NATS is not reachable ({e}); start it with ./scripts/test.sh"));
+    (namespace, bus)
+}
+
 /// A `billing` group whose handler fails ("tax service says no", no
 /// retry) until `fixed`, and the order it dead-lettered.
 pub struct Billing {

@@ -20,7 +20,8 @@
 //!
 //! Run it with `cargo run -p order-pipeline` (in-process bus), or on a broker
 //! without changing a line of it: `cargo run -p order-pipeline -- redis://127.0.0.1:6379`,
-//! `-- amqp://guest:guest@127.0.0.1:5672/%2f` or `-- kafka://127.0.0.1:9092`.
+//! `-- amqp://guest:guest@127.0.0.1:5672/%2f`, `-- kafka://127.0.0.1:9092` or
+//! `-- nats://127.0.0.1:4222`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
