@@ -30,4 +30,5 @@ run eventsource-bus-redis bench_redis_partitions 200 1
 run eventsource-bus-rabbitmq bench_rabbitmq 200 1
 run eventsource-bus-rabbitmq bench_rabbitmq_partitions 200 1
 run eventsource-bus-kafka bench_kafka 200 1
+run eventsource-bus-nats bench_nats 200 1
 run eventsource-store bench_store both 200 1

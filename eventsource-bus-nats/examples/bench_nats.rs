@@ -1,0 +1,221 @@
+//! Throughput of the NATS bus beside raw async-nats on the same server, in
+//! one run, printed as ratios.
+//!
+//! ```sh
+//! cargo run --release -p eventsource-bus-nats --example bench_nats -- [events] [rounds] [nats-url]
+//! ```
+//!
+//! On the shared runner (`eventsource_testkit::bench`: warm-up, then bus
+//! and raw interleaved over several rounds, medians compared):
+//!
+//! - publish: batches of 100, `NatsBus::publish` vs raw JetStream
+//!   publishes of the same body with the same message id, each batch sent
+//!   back to back and then every PubAck awaited (at most 100 in flight);
+//! - end to end: publish N while one consumer handles them, `NatsBus`
+//!   with a counting handler (at the defaults users get: prefetch 32,
+//!   concurrency 1; then prefetch 256, concurrency 16) vs a raw durable
+//!   pull consumer with explicit acks pulling up to 100 per request.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use eventsource_bus_nats::{NatsBus, NatsBusConfig};
+use eventsource_core::{EventBus, EventEnvelope};
+use eventsource_testkit::{bench, probe};
+use futures::StreamExt;
+
+const BATCH: usize = 100;
+
+/// The body the bus writes for `e` (CloudEvents, structured mode).
+fn body(e: &EventEnvelope) -> bytes::Bytes {
+    serde_json::to_vec(&serde_json::json!({
+        "specversion": "1.0",
+        "id": e.event_id.to_string(),
+        "type": e.event_type,
+        "source": "bench",
+        "subject": e.aggregate_id,
+        "time": e.occurred_at.to_rfc3339(),
+        "aggregatetype": e.aggregate_type,
+        "aggregateversion": e.aggregate_version.to_string(),
+        "schemaversion": e.schema_version.to_string(),
+        "datacontenttype": "application/json",
+        "data": e.payload,
+    }))
+    .expect("JSON")
+    .into()
+}
+
+fn events(n: usize) -> Vec<EventEnvelope> {
+    (0..n as u64)
+        .map(|i| probe(&format!("agg-{}", i % 64), i / 64 + 1, i))
+        .collect()
+}
+
+fn ns(what: &str) -> String {
+    format!("es-bench-{what}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A raw stream like the bus's events stream (file storage).
+async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
+    js.create_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{name}.events")],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("raw stream")
+}
+
+async fn raw_publish(js: &jetstream::Context, subject: &str, events: &[EventEnvelope]) {
+    for chunk in events.chunks(BATCH) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            let message = jetstream::message::PublishMessage::build()
+                .payload(body(e))
+                .message_id(e.event_id.to_string());
+            acks.push(
+                js.send_publish(subject.to_owned(), message)
+                    .await
+                    .expect("raw publish"),
+            );
+        }
+        for ack in acks {
+            ack.await.expect("raw PubAck");
+        }
+    }
+}
+
+async fn bus_publish(url: &str, evs: &[EventEnvelope]) -> Duration {
+    let bus = NatsBus::connect(NatsBusConfig::new(url).namespace(ns("bus-pub")))
+        .await
+        .expect("connect");
+    let t = Instant::now();
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+async fn raw_publish_round(js: &jetstream::Context, evs: &[EventEnvelope]) -> Duration {
+    let name = ns("raw-pub");
+    raw_stream(js, &name).await;
+    let t = Instant::now();
+    raw_publish(js, &format!("{name}.events"), evs).await;
+    let took = t.elapsed();
+    let _ = js.delete_stream(&name).await;
+    took
+}
+
+/// Publishes `evs` while a bus subscription counts them; until all are handled.
+async fn bus_e2e(
+    url: &str,
+    evs: &[EventEnvelope],
+    prefetch: usize,
+    concurrency: usize,
+) -> Duration {
+    let bus = NatsBus::connect(
+        NatsBusConfig::new(url)
+            .namespace(ns("bus-e2e"))
+            .prefetch(prefetch),
+    )
+    .await
+    .expect("connect");
+    let (subscription, done) = bench::counting("g", evs.len(), concurrency);
+    let _s = bus.subscribe(subscription).await.expect("subscribe");
+    let t = Instant::now();
+    for chunk in evs.chunks(BATCH) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    tokio::time::timeout(Duration::from_secs(300), done)
+        .await
+        .expect("all handled")
+        .expect("open");
+    let took = t.elapsed();
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+    took
+}
+
+/// Publishes `evs` while a raw pull consumer reads and acks them.
+async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope]) -> Duration {
+    let n = evs.len();
+    let name = ns("raw-e2e");
+    let stream = raw_stream(js, &name).await;
+    let pull: consumer::PullConsumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("g".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy: consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .expect("raw consumer");
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            let mut batch = pull
+                .batch()
+                .max_messages(BATCH)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .expect("pull");
+            while let Some(m) = batch.next().await {
+                m.expect("message").ack().await.expect("ack");
+                got += 1;
+            }
+        }
+    });
+    let t = Instant::now();
+    raw_publish(js, &format!("{name}.events"), evs).await;
+    reader.await.expect("raw consumer");
+    let took = t.elapsed();
+    let _ = js.delete_stream(&name).await;
+    took
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (n, rounds, url) = bench::args(20_000, "nats://127.0.0.1:4222");
+    let js = jetstream::new(async_nats::connect(url.as_str()).await?);
+    let evs = events(n);
+    bench::header(
+        &format!("eventsource-bus-nats, batches of {BATCH}, {url}"),
+        evs[0].payload.to_string().len(),
+    );
+    let mut rows = Vec::new();
+    rows.push(
+        bench::compare(
+            "publish (PubAcks awaited per batch)",
+            n,
+            rounds,
+            async |_| bus_publish(&url, &evs).await,
+            async |_| raw_publish_round(&js, &evs).await,
+        )
+        .await,
+    );
+    for (label, prefetch, concurrency) in [
+        ("end to end, defaults (prefetch 32, concurrency 1)", 32, 1),
+        ("end to end, prefetch 256, concurrency 1", 256, 1),
+        ("end to end, prefetch 256, concurrency 16", 256, 16),
+    ] {
+        rows.push(
+            bench::compare(
+                label,
+                n,
+                rounds,
+                async |_| bus_e2e(&url, &evs, prefetch, concurrency).await,
+                async |_| raw_e2e(&js, &evs).await,
+            )
+            .await,
+        );
+    }
+    bench::table(&rows);
+    Ok(())
+}
