@@ -18,7 +18,7 @@ use crate::client::{nats_err, Client, BACKEND};
 use crate::config::unescape;
 use crate::consumer::GroupConsumer;
 use crate::dlq::NatsDeadLetterQueue;
-use crate::{membership, wire, NatsBusConfig};
+use crate::{membership, partitions, wire, NatsBusConfig};
 
 /// An [`EventBus`] on NATS JetStream.
 ///
@@ -36,7 +36,7 @@ use crate::{membership, wire, NatsBusConfig};
 ///
 /// Ordering holds per member: with several members in one group, events
 /// of one aggregate may be handled by different members, as on Redis
-/// without partitions (`docs/adr/0012-nats-jetstream.md`).
+/// without partitions (`docs/adr/0013-nats-jetstream.md`).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -69,6 +69,7 @@ impl NatsBus {
     /// publish.
     pub async fn connect(config: NatsBusConfig) -> Result<Self> {
         let client = Client::connect(config).await?;
+        partitions::check_count(&client).await?;
         Ok(NatsBus {
             client: Arc::new(client),
             members: Members::new("nats bus"),

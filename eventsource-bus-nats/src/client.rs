@@ -35,7 +35,7 @@ pub(crate) fn nats_err(
 }
 
 impl Client {
-    /// Connects, checks JetStream answers and makes the events stream.
+    /// Connects (the bus then makes or checks the events stream).
     pub(crate) async fn connect(config: NatsBusConfig) -> Result<Self> {
         config.validate()?;
         let url = config.redacted_url();
@@ -90,7 +90,6 @@ impl Client {
             publisher,
             stats: Arc::new(Counters::new(BACKEND)),
         };
-        crate::partitions::check_count(&client).await?;
         Ok(client)
     }
 

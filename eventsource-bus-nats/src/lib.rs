@@ -11,7 +11,8 @@
 //! Layout: [`NatsBus`] and publishing in `bus.rs`; the connection and the
 //! streams it makes in `client.rs`; [`NatsBusConfig`] in `config.rs`; one
 //! member of a group in `consumer/` (a file per concept: `reader.rs`,
-//! `held.rs`, `settle.rs`); the group register in `membership.rs`; the partition count and the
+//! `held.rs`, `settle.rs`, and the ownership modes in `ownership.rs`,
+//! `single_active.rs`, `partitioned.rs`); the group register in `membership.rs`; the partition count and the
 //! leases in `partitions.rs`; dead
 //! letters in `dlq.rs`; `watch` in `watch.rs`; the message format
 //! (CloudEvents, structured mode) in `wire.rs`.
