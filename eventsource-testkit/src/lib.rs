@@ -35,6 +35,8 @@ mod secrets;
 mod single_active;
 mod spans;
 mod takeover;
+#[cfg(feature = "trace")]
+mod trace;
 mod unreadable;
 
 pub use aggregate::{AggregateOutcome, AggregateTest};
@@ -52,6 +54,8 @@ pub use secrets::{assert_never_shown, urls_with_password};
 pub use single_active::one_member_reads_and_a_standby_takes_over;
 pub use spans::{CapturedSpan, SpanCapture};
 pub use takeover::{a_dead_members_event_goes_to_another, BJoins};
+#[cfg(feature = "trace")]
+pub use trace::handler_span_joins_the_publishers_trace;
 pub use unreadable::an_unreadable_letter_stops_nothing;
 
 /// Writes one `#[tokio::test]` per conformance case, each calling the case
