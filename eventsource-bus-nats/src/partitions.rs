@@ -1,7 +1,7 @@
-//! Ownership on the server: the namespace's partition count, which
-//! partitions a member should own, and the leases that make one member
-//! at a time the owner of a partition (or, with `single_active_consumer`,
-//! of a whole group).
+//! Ownership on the server: the namespace's partition count, and the
+//! leases that make one member at a time the owner of a partition (or,
+//! with `single_active_consumer`, of a whole group). Which partitions a
+//! member should own is `eventsource_core::driver::assigned_partitions`.
 //!
 //! The count is in the events stream's description, written when the
 //! stream is made. A lease is the subject `{namespace}.leases.{G}.{p}`
@@ -12,8 +12,6 @@
 //! when another member took the lease meanwhile), lapsing `ack_wait`
 //! after its last renewal (the stream's `max_age`), purged on a clean
 //! release.
-
-use std::collections::BTreeSet;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -100,18 +98,6 @@ pub(crate) async fn check_count(client: &Client) -> Result<()> {
             wanted.map_or_else(|| "none (unpartitioned)".to_owned(), |n| n.to_string()),
         ))),
     }
-}
-
-/// The partitions `me` should own among `members` (sorted): partition `p`
-/// goes to member `p % members.len()`, so every member gets
-/// `partitions / members` or one more. None when `me` is not listed.
-pub(crate) fn assigned(members: &[String], me: &str, partitions: u32) -> BTreeSet<u32> {
-    let Some(rank) = members.iter().position(|m| m == me) else {
-        return BTreeSet::new();
-    };
-    (0..partitions)
-        .filter(|p| *p as usize % members.len() == rank)
-        .collect()
 }
 
 /// A lease's subject: partition `p` of `group`, or the whole group.
@@ -201,18 +187,6 @@ impl Lease<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partitions_are_split_evenly_and_each_has_one_owner() {
-        let members: Vec<String> = (0..3).map(|i| format!("m{i}")).collect();
-        let shares: Vec<BTreeSet<u32>> =
-            members.iter().map(|m| assigned(&members, m, 16)).collect();
-        let sizes: Vec<usize> = shares.iter().map(BTreeSet::len).collect();
-        assert_eq!(sizes, [6, 5, 5]);
-        let all: BTreeSet<u32> = shares.iter().flatten().copied().collect();
-        assert_eq!(all.len(), 16, "every partition owned");
-        assert!(assigned(&members, "stranger", 16).is_empty());
-    }
 
     #[test]
     fn the_description_records_the_count() {

@@ -1,14 +1,13 @@
-//! Partitioned mode on the server: the namespace's partition count, which
-//! partitions a member should own, and the per-partition leases that make
-//! one member at a time the owner of a partition in a group.
+//! Partitioned mode on the server: the namespace's partition count, and
+//! the per-partition leases that make one member at a time the owner of a
+//! partition in a group (which partitions a member should own is
+//! `eventsource_core::driver::assigned_partitions`).
 //!
 //! A lease `{ns}:lease:{group}:{p}` holds its owner's consumer name for
 //! `claim_min_idle`, renewed every `claim_interval`. Acks of a partition's
 //! entries go through [`ACK`], which checks the lease first: a member that
 //! lost its lease (it stalled past `claim_min_idle`) cannot ack entries its
 //! successor has taken over.
-
-use std::collections::BTreeSet;
 
 use eventsource_core::{Error, Result};
 use redis::aio::ConnectionManager;
@@ -116,18 +115,6 @@ pub(crate) async fn live_members(
     Ok(members)
 }
 
-/// The partitions `me` should own among `members` (sorted): partition `p`
-/// goes to member `p % members.len()`, so every member gets
-/// `partitions / members` or one more. None when `me` is not listed.
-pub(crate) fn assigned(members: &[String], me: &str, partitions: u32) -> BTreeSet<u32> {
-    let Some(rank) = members.iter().position(|m| m == me) else {
-        return BTreeSet::new();
-    };
-    (0..partitions)
-        .filter(|p| *p as usize % members.len() == rank)
-        .collect()
-}
-
 /// A member's hold on one partition's lease.
 pub(crate) struct Lease<'a> {
     pub(crate) config: &'a RedisBusConfig,
@@ -199,29 +186,5 @@ impl Lease<'_> {
             .query_async(conn)
             .await?;
         Ok(acked >= 0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partitions_are_split_evenly_and_each_has_one_owner() {
-        let members: Vec<String> = (0..3).map(|i| format!("m{i}")).collect();
-        let shares: Vec<BTreeSet<u32>> =
-            members.iter().map(|m| assigned(&members, m, 16)).collect();
-        let sizes: Vec<usize> = shares.iter().map(BTreeSet::len).collect();
-        assert_eq!(sizes, [6, 5, 5]);
-        let all: BTreeSet<u32> = shares.iter().flatten().copied().collect();
-        assert_eq!(all.len(), 16, "every partition owned");
-        assert_eq!(sizes.iter().sum::<usize>(), 16, "none owned twice");
-        assert!(assigned(&members, "stranger", 16).is_empty());
-        let many: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
-        assert_eq!(
-            assigned(&many, "m19", 16).len(),
-            0,
-            "more members than partitions: some stand by"
-        );
     }
 }

@@ -6,6 +6,8 @@
 //! aggregate's events are handled in order across all members of a group
 //! (see `docs/adr/0010-partitioned-groups.md`).
 
+use std::collections::BTreeSet;
+
 /// The partition of `aggregate_id` among `partitions` (which must be at
 /// least 1): FNV-1a 64 of its UTF-8 bytes, modulo `partitions`.
 ///
@@ -23,6 +25,21 @@ pub fn partition_of(aggregate_id: &str, partitions: u32) -> u32 {
     (fnv1a64(aggregate_id.as_bytes()) % u64::from(partitions.max(1))) as u32
 }
 
+/// The partitions `me` should own among a group's live `members` (sorted
+/// by name, `me` among them): partition `p` goes to the member of rank
+/// `p % members.len()`, so every member gets `partitions / members` or one
+/// more, and members beyond the partition count stand by. Empty when `me`
+/// is not listed. (For backends whose members agree on a register of
+/// names, as Redis's and NATS's do; see [`driver`](crate::driver).)
+pub fn assigned_partitions(members: &[String], me: &str, partitions: u32) -> BTreeSet<u32> {
+    let Some(rank) = members.iter().position(|m| m == me) else {
+        return BTreeSet::new();
+    };
+    (0..partitions)
+        .filter(|p| *p as usize % members.len() == rank)
+        .collect()
+}
+
 /// FNV-1a, 64 bits.
 fn fnv1a64(bytes: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -35,6 +52,27 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_are_split_evenly_and_each_has_one_owner() {
+        let members: Vec<String> = (0..3).map(|i| format!("m{i}")).collect();
+        let shares: Vec<BTreeSet<u32>> = members
+            .iter()
+            .map(|m| assigned_partitions(&members, m, 16))
+            .collect();
+        let sizes: Vec<usize> = shares.iter().map(BTreeSet::len).collect();
+        assert_eq!(sizes, [6, 5, 5]);
+        let all: BTreeSet<u32> = shares.iter().flatten().copied().collect();
+        assert_eq!(all.len(), 16, "every partition owned");
+        assert_eq!(sizes.iter().sum::<usize>(), 16, "none owned twice");
+        assert!(assigned_partitions(&members, "stranger", 16).is_empty());
+        let many: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+        assert_eq!(
+            assigned_partitions(&many, "m19", 16).len(),
+            0,
+            "more members than partitions: some stand by"
+        );
+    }
 
     #[test]
     fn fnv1a64_matches_the_reference_vectors() {

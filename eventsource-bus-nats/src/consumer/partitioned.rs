@@ -9,7 +9,9 @@ use std::collections::HashSet;
 use super::ownership::{Owned, Ownership, Part};
 use super::{GroupConsumer, Origin};
 use crate::membership;
-use crate::partitions::{assigned, lease_subject};
+use eventsource_core::driver::assigned_partitions;
+
+use crate::partitions::lease_subject;
 
 impl GroupConsumer {
     /// The lease subject of `lane` (in a leased mode).
@@ -90,7 +92,7 @@ impl GroupConsumer {
                 return false;
             }
         };
-        let wanted = assigned(&members, &self.member, n);
+        let wanted = assigned_partitions(&members, &self.member, n);
         let done: Vec<u32> = {
             let mut owned = self.owned.lock();
             for (p, o) in owned.iter_mut() {

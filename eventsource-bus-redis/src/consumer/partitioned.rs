@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use eventsource_core::driver::assigned_partitions;
 use redis::aio::ConnectionManager;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -112,7 +113,7 @@ impl GroupConsumer {
                 return false;
             }
         };
-        let wanted = partitions::assigned(&members, &self.consumer, n);
+        let wanted = assigned_partitions(&members, &self.consumer, n);
         let drained: Vec<u32> = {
             let held = self.held.lock();
             let mut owned = self.owned.lock();

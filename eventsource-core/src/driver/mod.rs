@@ -64,6 +64,7 @@ mod setters;
 mod settle;
 mod worker;
 
+pub use crate::partition::assigned_partitions;
 pub use core::{BrokerMember, MemberCore};
 pub use counters::Counters;
 pub use intake::{triage, Intake};
