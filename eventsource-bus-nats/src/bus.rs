@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer;
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::Stream;
 use async_trait::async_trait;
 use eventsource_core::driver::{publish, stamp, Members, PublishTarget, SendError};
 use eventsource_core::{
@@ -82,13 +84,10 @@ impl NatsBus {
     }
 
     /// The consumer `name` on `stream`, if any.
-    async fn consumer_info(&self, stream: &str, name: &str) -> Result<Option<consumer::Info>> {
-        let Some(stream) = self.client.stream(stream).await? else {
-            return Ok(None);
-        };
+    async fn consumer_info(stream: &Stream, name: &str) -> Result<Option<consumer::Info>> {
         match stream.consumer_info(name).await {
             Ok(info) => Ok(Some(info)),
-            Err(e) if e.to_string().contains("consumer not found") => Ok(None),
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(None),
             Err(e) => Err(nats_err(format!("reading consumer `{name}`"), e)),
         }
     }
@@ -199,16 +198,11 @@ impl EventBus for NatsBus {
     async fn stats(&self) -> Result<BusStats> {
         let mut stats = self.client.stats.snapshot();
         let name = self.client.config.events_stream();
-        let Some(mut stream) = self.client.stream(&name).await? else {
+        let Some(stream) = self.client.stream(&name).await? else {
             return Ok(stats);
         };
         let what = || format!("reading stream `{name}`");
-        let messages = stream
-            .info()
-            .await
-            .map_err(|e| nats_err(what(), e))?
-            .state
-            .messages;
+        let messages = stream.cached_info().state.messages;
         stats.streams.insert(name.clone(), messages);
         // The groups are the durable consumers (a watch's are ephemeral).
         let consumers: Vec<consumer::Info> = stream
@@ -238,9 +232,12 @@ impl EventBus for NatsBus {
                 .map(|p| config.partition_consumer_name(group, p))
                 .collect(),
         };
+        let Some(events) = self.client.stream(&config.events_stream()).await? else {
+            return Ok(None);
+        };
         let (mut pending, mut in_flight, mut found) = (0, 0, false);
         for name in &names {
-            if let Some(info) = self.consumer_info(&config.events_stream(), name).await? {
+            if let Some(info) = Self::consumer_info(&events, name).await? {
                 found = true;
                 pending += info.num_pending;
                 in_flight += info.num_ack_pending as u64;
@@ -249,27 +246,21 @@ impl EventBus for NatsBus {
         if !found {
             return Ok(None);
         }
-        if let Some(replay) = self
-            .consumer_info(&config.replay_stream(group), &config.consumer_name(group))
-            .await?
-        {
-            pending += replay.num_pending;
-            in_flight += replay.num_ack_pending as u64;
-        }
-        let register = membership::register(&self.client).await?;
-        let members = membership::members(&self.client, &register, group)
-            .await?
-            .len();
-        let dead_letters = match self.client.stream(&config.dlq_stream(group)).await? {
-            Some(mut dlq) => {
-                dlq.info()
-                    .await
-                    .map_err(|e| {
-                        nats_err(format!("reading stream `{}`", config.dlq_stream(group)), e)
-                    })?
-                    .state
-                    .messages
+        if let Some(replay) = self.client.stream(&config.replay_stream(group)).await? {
+            if let Some(info) = Self::consumer_info(&replay, &config.consumer_name(group)).await? {
+                pending += info.num_pending;
+                in_flight += info.num_ack_pending as u64;
             }
+        }
+        // Read, never made here: a group exists only once a member made the register.
+        let members = match self.client.stream(&config.members_stream()).await? {
+            Some(register) => membership::members(&self.client, &register, group)
+                .await?
+                .len(),
+            None => 0,
+        };
+        let dead_letters = match self.client.stream(&config.dlq_stream(group)).await? {
+            Some(dlq) => dlq.cached_info().state.messages,
             None => 0,
         };
         Ok(Some(

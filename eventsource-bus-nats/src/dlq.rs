@@ -131,15 +131,10 @@ impl NatsDeadLetterQueue {
     /// The letters of `group`, oldest first, at most `limit`.
     async fn letters(&self, group: &str, limit: Option<usize>) -> Result<Vec<DeadLetter>> {
         let name = self.client.config.dlq_stream(group);
-        let Some(mut stream) = self.client.stream(&name).await? else {
+        let Some(stream) = self.client.stream(&name).await? else {
             return Ok(Vec::new());
         };
-        let state = stream
-            .info()
-            .await
-            .map_err(|e| nats_err(format!("reading stream `{name}`"), e))?
-            .state
-            .clone();
+        let state = stream.cached_info().state.clone();
         let mut letters = Vec::new();
         if state.messages == 0 {
             return Ok(letters);
@@ -201,14 +196,28 @@ impl NatsDeadLetterQueue {
         Ok(groups)
     }
 
-    /// `group`'s dead-letter stream, if it exists.
-    async fn stream_of(
+    /// Letter `id`, with its group's stream, group and sequence; `None`
+    /// for an id that does not parse or names no letter.
+    async fn find<'i>(
         &self,
-        group: &str,
-    ) -> Result<Option<async_nats::jetstream::stream::Stream>> {
-        self.client
-            .stream(&self.client.config.dlq_stream(group))
-            .await
+        id: &'i str,
+    ) -> Result<
+        Option<(
+            async_nats::jetstream::stream::Stream,
+            &'i str,
+            u64,
+            DeadLetter,
+        )>,
+    > {
+        let Some((group, seq)) = parse_id(id) else {
+            return Ok(None);
+        };
+        let name = self.client.config.dlq_stream(group);
+        let Some(stream) = self.client.stream(&name).await? else {
+            return Ok(None);
+        };
+        let letter = self.read(&stream, group, seq).await?;
+        Ok(letter.map(|letter| (stream, group, seq, letter)))
     }
 }
 
@@ -227,21 +236,14 @@ impl DeadLetterQueue for NatsDeadLetterQueue {
     }
 
     async fn get(&self, id: &str) -> Result<Option<DeadLetter>> {
-        let Some((group, seq)) = parse_id(id) else {
-            return Ok(None);
-        };
-        let Some(stream) = self.stream_of(group).await? else {
-            return Ok(None);
-        };
-        self.read(&stream, group, seq).await
+        Ok(self.find(id).await?.map(|(_, _, _, letter)| letter))
     }
 
     async fn replay(&self, id: &str) -> Result<()> {
-        let letter = self
-            .get(id)
+        let (stream, group, seq, letter) = self
+            .find(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("nats: dead letter `{id}`")))?;
-        let (group, seq) = parse_id(id).expect("get found it, so the id parses");
         let client = &self.client;
         let config = &client.config;
         let (headers, body) = match (letter.replayed_envelope(), letter.raw_body()) {
@@ -292,26 +294,18 @@ impl DeadLetterQueue for NatsDeadLetterQueue {
             .map_err(|e| nats_err(what(), e))?
             .await
             .map_err(|e| nats_err(what(), e))?;
-        if let Some(stream) = self.stream_of(group).await? {
-            stream
-                .delete_message(seq)
-                .await
-                .map_err(|e| nats_err(format!("removing {id} after its replay"), e))?;
-        }
+        stream
+            .delete_message(seq)
+            .await
+            .map_err(|e| nats_err(format!("removing {id} after its replay"), e))?;
         client.stats.replayed(group);
         Ok(())
     }
 
     async fn delete(&self, id: &str) -> Result<bool> {
-        let Some((group, seq)) = parse_id(id) else {
+        let Some((stream, _, seq, _)) = self.find(id).await? else {
             return Ok(false);
         };
-        let Some(stream) = self.stream_of(group).await? else {
-            return Ok(false);
-        };
-        if self.read(&stream, group, seq).await?.is_none() {
-            return Ok(false);
-        }
         stream
             .delete_message(seq)
             .await

@@ -49,7 +49,7 @@ pub(crate) async fn check_count(client: &Client) -> Result<()> {
     let name = config.events_stream();
     let wanted = config.partitions;
     let what = || format!("creating stream `{name}` on {}", config.redacted_url());
-    let mut stream = client
+    let stream = client
         .js
         .get_or_create_stream(stream::Config {
             name: name.clone(),
@@ -66,11 +66,8 @@ pub(crate) async fn check_count(client: &Client) -> Result<()> {
         })
         .await
         .map_err(|e| nats_err(what(), e))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| nats_err(what(), e))?
-        .clone();
+    // As the server answered the lookup (or the creation): no second request.
+    let info = stream.cached_info();
     let stored = recorded(info.config.description.as_deref());
     let ns = &config.namespace;
     match (stored, wanted) {

@@ -99,7 +99,10 @@ impl GroupConsumer {
         let filter = subscription.filter().canonical();
         membership::join(&client, &register, &group, &member, &filter, false).await?;
         let made = async {
-            let events = config.events_stream();
+            let name = config.events_stream();
+            let events = client.js.get_stream(&name).await.map_err(|e| {
+                nats_err(format!("looking up stream `{name}` for group `{group}`"), e)
+            })?;
             let mut lanes = Vec::new();
             match ownership {
                 Ownership::Partitioned(n) => {
@@ -119,9 +122,8 @@ impl GroupConsumer {
                     );
                 }
             }
-            let replay = config.replay_stream(&group);
-            client
-                .ensure_stream(replay.clone(), config.replay_subject(&group))
+            let replay = client
+                .ensure_stream(config.replay_stream(&group), config.replay_subject(&group))
                 .await?;
             client
                 .ensure_stream(config.dlq_stream(&group), config.dlq_subject(&group))
@@ -244,33 +246,34 @@ impl GroupConsumer {
 /// members' prefetch allows.
 pub(crate) async fn durable(
     client: &Client,
-    stream: &str,
+    stream: &Stream,
     name: String,
     only: Option<String>,
     deliver_policy: DeliverPolicy,
 ) -> Result<PullConsumer> {
     let config = &client.config;
-    let what = || format!("creating consumer `{name}` on stream `{stream}`");
-    let s = client
-        .js
-        .get_stream(stream)
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                deliver_policy,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: -1,
+                max_ack_pending: -1,
+                filter_subject: only.unwrap_or_default(),
+                ..Default::default()
+            },
+        )
         .await
-        .map_err(|e| nats_err(what(), e))?;
-    s.get_or_create_consumer(
-        &name,
-        pull::Config {
-            durable_name: Some(name.clone()),
-            deliver_policy,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: config.ack_wait,
-            max_deliver: -1,
-            max_ack_pending: -1,
-            filter_subject: only.unwrap_or_default(),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| nats_err(what(), e))
+        .map_err(|e| {
+            let stream = &stream.cached_info().config.name;
+            nats_err(
+                format!("creating consumer `{name}` on stream `{stream}`"),
+                e,
+            )
+        })
 }
 
 impl BrokerMember<Token> for GroupConsumer {

@@ -154,7 +154,8 @@ impl GroupConsumer {
                 backoff = Duration::from_millis(100);
             }
         }
-        // Stopping: what the pulls still out deliver is handed back.
+        // Stopping: what the pulls still out deliver is held, to be handed
+        // back with the rest in stream order; they end within `block`.
         while let Some(item) = pulls.next().await {
             self.on_pulled(Some(item), &mut reserved, &mut quiet).await;
         }
@@ -182,7 +183,7 @@ impl GroupConsumer {
     }
 
     /// Between pulls: rebalances the partitions, or checks the group's
-    /// lease; a drained lane becomes a read one.
+    /// lease. (A drained lane is read once its instant passed: `readable`.)
     async fn ownership_round(&self, pulling: &HashSet<u32>) {
         match self.ownership {
             Ownership::Partitioned(_) => {
@@ -192,12 +193,6 @@ impl GroupConsumer {
                 self.hold_group_lease().await;
             }
             Ownership::Shared => {}
-        }
-        let now = tokio::time::Instant::now();
-        for o in self.owned.lock().values_mut() {
-            if matches!(o.part, Part::Draining(until) if until <= now) {
-                o.part = Part::Reading;
-            }
         }
     }
 
