@@ -55,8 +55,10 @@ impl KafkaBus {
     /// Creates the producer and the events topic; an unreachable broker or
     /// bad configuration fails here.
     pub async fn connect(config: KafkaBusConfig) -> Result<Self> {
+        let client = Client::connect(config).await?;
+        crate::durability::check(&client).await?;
         Ok(KafkaBus {
-            client: Arc::new(Client::connect(config).await?),
+            client: Arc::new(client),
             members: Members::new("kafka bus"),
         })
     }
@@ -116,6 +118,11 @@ impl EventBus for KafkaBus {
     async fn watch(&self, filter: EventFilter) -> Result<EventWatch> {
         self.members.check_open()?;
         crate::watch::watch(&self.client, filter, self.members.stop_token()).await
+    }
+
+    async fn redeliver(&self, group: &str, events: &[EventEnvelope]) -> Result<()> {
+        self.members.check_open()?;
+        crate::redeliver::redeliver(&self.client, group, events).await
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

@@ -60,12 +60,14 @@ pub(crate) fn client_config(config: &KafkaBusConfig) -> ClientConfig {
 pub(crate) struct Client {
     pub(crate) config: KafkaBusConfig,
     pub(crate) producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    pub(crate) admin: AdminClient<DefaultClientContext>,
     created: Mutex<HashSet<String>>,
     pub(crate) stats: Arc<Counters>,
     pub(crate) groups: Mutex<BTreeSet<String>>,
     /// How many partitions the events topic has (read from the broker).
     pub(crate) event_partitions: u32,
+    /// How many replicas its first partition has (read from the broker).
+    pub(crate) event_replicas: usize,
 }
 
 impl Client {
@@ -223,16 +225,18 @@ impl Client {
             stats: Arc::new(Counters::new(BACKEND)),
             groups: Mutex::new(BTreeSet::new()),
             event_partitions: 0,
+            event_replicas: 0,
         };
         let topic = client.config.events_topic();
         client.ensure_topics(std::slice::from_ref(&topic)).await?;
-        client.event_partitions = client.partition_count(&topic).await?;
+        (client.event_partitions, client.event_replicas) = client.partition_count(&topic).await?;
         Ok(client)
     }
 
-    /// How many partitions `topic` has, from the broker's metadata (the
-    /// topic may predate this bus, with another count than configured).
-    async fn partition_count(&self, topic: &str) -> Result<u32> {
+    /// How many partitions `topic` has, and how many replicas its first
+    /// partition, from the broker's metadata (the topic may predate this
+    /// bus, with other counts than configured).
+    async fn partition_count(&self, topic: &str) -> Result<(u32, usize)> {
         use rdkafka::producer::Producer;
         let producer = self.producer.clone();
         let name = topic.to_owned();
@@ -244,13 +248,17 @@ impl Client {
         .await
         .map_err(|e| Error::backend(BACKEND, "reading topic metadata", e))?
         .map_err(|e| kafka_err(format!("reading the metadata of `{topic}`"), e))?;
-        let count = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len());
+        let (count, replicas) =
+            metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or((0, 0), |t| {
+                    let replicas = t.partitions().first().map_or(0, |p| p.replicas().len());
+                    (t.partitions().len(), replicas)
+                });
         match u32::try_from(count) {
-            Ok(n) if n > 0 => Ok(n),
+            Ok(n) if n > 0 => Ok((n, replicas)),
             _ => Err(Error::backend(
                 BACKEND,
                 format!("reading the metadata of `{topic}`"),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use eventsource_core::bounds::{self, HOUR, MILLISECOND, MINUTE};
-use eventsource_core::{redact_url, validate_name, Error, Result};
+use eventsource_core::{redact_url, validate_name, Durability, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Producer compression.
@@ -101,6 +101,12 @@ pub struct KafkaBusConfig {
     /// `linger.ms`): throughput against publish latency.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
+    /// What `connect` does when the events topic does not keep what
+    /// `acks=all` acknowledges (replicated, but `min.insync.replicas` 1 or
+    /// unclean leader election on): `warn` (the default) logs it,
+    /// `require` refuses to connect, `off` does not look. A topic on one
+    /// broker (replication 1) has nothing to check.
+    pub durability: Durability,
 }
 
 impl std::fmt::Debug for KafkaBusConfig {
@@ -118,6 +124,7 @@ impl std::fmt::Debug for KafkaBusConfig {
             .field("commit_interval", &self.commit_interval)
             .field("assignment_timeout", &self.assignment_timeout)
             .field("max_batch_records", &self.max_batch_records)
+            .field("durability", &self.durability)
             .field("fetch_wait_max", &self.fetch_wait_max)
             .field("linger", &self.linger)
             .finish()
@@ -139,6 +146,7 @@ impl Default for KafkaBusConfig {
             commit_interval: Duration::from_millis(200),
             assignment_timeout: Duration::from_secs(60),
             max_batch_records: None,
+            durability: Durability::Warn,
             fetch_wait_max: Duration::from_millis(10),
             linger: Duration::from_millis(2),
         }
@@ -288,6 +296,7 @@ eventsource_core::config_setters!(KafkaBusConfig {
     session_timeout: Duration,
     fetch_wait_max: Duration,
     linger: Duration,
+    durability: Durability,
 } optional {
     max_batch_records: usize,
 });

@@ -14,9 +14,11 @@
 //! [`KafkaBusConfig`] in `config.rs`; one member of a group in
 //! `consumer/` (a file per concept: `reader.rs`, `offsets.rs`,
 //! `rebalance.rs`, `settle.rs`, `close.rs`); the group's filter check
-//! across processes in `membership.rs`; dead letters in `dlq/` (the
+//! across processes in `membership.rs`; the topic settings checked at
+//! connect in `durability.rs`; dead letters in `dlq/` (the
 //! letter's record in `letter.rs`, reading topics back in `read.rs`); a
-//! group's backlog in `lag.rs`; `watch` in `watch.rs`; the record format
+//! group's backlog in `lag.rs`; events delivered again to one group in
+//! `redeliver.rs`; `watch` in `watch.rs`; the record format
 //! in `wire.rs`.
 
 mod bus;
@@ -24,8 +26,10 @@ mod client;
 mod config;
 mod consumer;
 mod dlq;
+mod durability;
 mod lag;
 mod membership;
+mod redeliver;
 mod watch;
 mod wire;
 

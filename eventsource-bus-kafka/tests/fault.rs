@@ -4,21 +4,13 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_core::EventBus;
-use eventsource_testkit::survives_outage;
+use eventsource_testkit::{free_port, survives_outage};
 use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
-}
 
 fn tansu_bin() -> String {
     std::env::var("TANSU_BIN").unwrap_or_else(|_| {
@@ -51,17 +43,7 @@ async fn spawn_tansu(port: u16, advertised: u16, storage: &str, dir: &Path) -> C
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run tansu ({e}); install it with ./scripts/test.sh or `cargo install tansu --locked --features dynostore,libsql`"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tansu did not listen on port {port} within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventsource_testkit::wait_until_listening(port, Duration::from_secs(20), "tansu").await;
     child
 }
 

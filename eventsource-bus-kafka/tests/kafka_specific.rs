@@ -556,3 +556,19 @@ async fn a_record_too_large_to_dead_letter_is_dead_lettered_reduced() {
         .await
         .expect("shutdown");
 }
+
+/// The durability check at connect on a one-broker cluster (tansu): a
+/// topic with one replica has no `min.insync.replicas` or election
+/// setting that could lose what `acks=all` acknowledged, so `require`
+/// connects without asking the broker. (Made to ask, it is refused:
+/// tansu 0.6 reports no `min.insync.replicas`. The replicated case is
+/// the `judge` unit test, as no second broker runs here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_replica_topic_connects_under_require() {
+    let config =
+        common::config(&common::kafka_url()).durability(eventsource_core::Durability::Require);
+    let bus = common::connect(config).await;
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

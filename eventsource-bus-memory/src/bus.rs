@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_core::driver::{
-    publish, stamp, stamp_shared, Counters, MemberTasks, Members, PublishTarget, SendError,
+    publish, release_known_at_start, stamp, stamp_shared, Counters, MemberTasks, Members,
+    PublishTarget, SendError,
 };
 use eventsource_core::{
     BusStats, DeadLetterQueue, Error, EventBus, EventEnvelope, EventFilter, EventWatch, Result,
@@ -175,6 +176,16 @@ impl EventBus for MemoryBus {
         };
         group.join();
         let tasks = MemberTasks::new(self.members.stop_token());
+        let (start, dlq, parking, stop) = (
+            subscription.clone(),
+            self.dead_letters(),
+            Arc::clone(&group.parking),
+            tasks.token().clone(),
+        );
+        tasks.helper(async move {
+            let parking = start.parks_aggregates().then_some(&*parking);
+            release_known_at_start(&start, &dlq, parking, &stop).await;
+        });
         for _ in 0..subscription.concurrency() {
             tasks.worker(run_member_worker(
                 Arc::clone(&self.client),
@@ -192,6 +203,11 @@ impl EventBus for MemoryBus {
         let (feed, watch) = EventWatch::channel("memory", self.members.stop_token());
         self.client.watchers.lock().push((filter, feed));
         Ok(watch)
+    }
+
+    async fn redeliver(&self, group: &str, events: &[EventEnvelope]) -> Result<()> {
+        self.members.check_open()?;
+        crate::redeliver::redeliver(&self.client, group, events)
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

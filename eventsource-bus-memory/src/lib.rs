@@ -13,7 +13,8 @@
 //! dead letters, counters) in `client.rs`; [`MemoryBusConfig`] in
 //! `config.rs`; the per-group queue in `group.rs`; what a worker does with
 //! a finished delivery (the loop is the core's) in `consumer.rs`; dead
-//! letters in `dlq.rs`.
+//! letters in `dlq.rs`; events delivered again to one group in
+//! `redeliver.rs`.
 
 mod bus;
 mod client;
@@ -21,6 +22,7 @@ mod config;
 mod consumer;
 mod dlq;
 mod group;
+mod redeliver;
 
 pub use bus::MemoryBus;
 pub use config::MemoryBusConfig;

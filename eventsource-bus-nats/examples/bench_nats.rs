@@ -13,7 +13,8 @@
 //!   back to back and then every PubAck awaited (at most 100 in flight);
 //! - end to end: publish N while one consumer handles them, `NatsBus`
 //!   with a counting handler (at the defaults users get: prefetch 32,
-//!   concurrency 1; then prefetch 256, concurrency 16) vs a raw durable
+//!   concurrency 1; then prefetch 256; then prefetch 256 and
+//!   concurrency 16) vs a raw durable
 //!   pull consumer with explicit acks pulling up to 100 per request.
 
 use std::time::{Duration, Instant};
@@ -86,10 +87,23 @@ async fn raw_publish(js: &jetstream::Context, subject: &str, events: &[EventEnve
     }
 }
 
-async fn bus_publish(url: &str, evs: &[EventEnvelope]) -> Duration {
-    let bus = NatsBus::connect(NatsBusConfig::new(url).namespace(ns("bus-pub")))
-        .await
-        .expect("connect");
+/// Deletes the streams a bus on `config` made (group `g`), as the raw
+/// rounds delete theirs: a server filling up with earlier rounds' streams
+/// would slow the later rounds of one side only.
+async fn drop_bus_streams(js: &jetstream::Context, config: &NatsBusConfig) {
+    for name in [
+        config.events_stream(),
+        config.replay_stream("g"),
+        config.dlq_stream("g"),
+        config.members_stream(),
+    ] {
+        let _ = js.delete_stream(&name).await;
+    }
+}
+
+async fn bus_publish(js: &jetstream::Context, url: &str, evs: &[EventEnvelope]) -> Duration {
+    let config = NatsBusConfig::new(url).namespace(ns("bus-pub"));
+    let bus = NatsBus::connect(config.clone()).await.expect("connect");
     let t = Instant::now();
     for chunk in evs.chunks(BATCH) {
         bus.publish(chunk).await.expect("publish");
@@ -98,6 +112,7 @@ async fn bus_publish(url: &str, evs: &[EventEnvelope]) -> Duration {
     bus.shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown");
+    drop_bus_streams(js, &config).await;
     took
 }
 
@@ -113,18 +128,16 @@ async fn raw_publish_round(js: &jetstream::Context, evs: &[EventEnvelope]) -> Du
 
 /// Publishes `evs` while a bus subscription counts them; until all are handled.
 async fn bus_e2e(
+    js: &jetstream::Context,
     url: &str,
     evs: &[EventEnvelope],
     prefetch: usize,
     concurrency: usize,
 ) -> Duration {
-    let bus = NatsBus::connect(
-        NatsBusConfig::new(url)
-            .namespace(ns("bus-e2e"))
-            .prefetch(prefetch),
-    )
-    .await
-    .expect("connect");
+    let config = NatsBusConfig::new(url)
+        .namespace(ns("bus-e2e"))
+        .prefetch(prefetch);
+    let bus = NatsBus::connect(config.clone()).await.expect("connect");
     let (subscription, done) = bench::counting("g", evs.len(), concurrency);
     let _s = bus.subscribe(subscription).await.expect("subscribe");
     let t = Instant::now();
@@ -139,6 +152,7 @@ async fn bus_e2e(
     bus.shutdown(Duration::from_secs(5))
         .await
         .expect("shutdown");
+    drop_bus_streams(js, &config).await;
     took
 }
 
@@ -195,7 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "publish (PubAcks awaited per batch)",
             n,
             rounds,
-            async |_| bus_publish(&url, &evs).await,
+            async |_| bus_publish(&js, &url, &evs).await,
             async |_| raw_publish_round(&js, &evs).await,
         )
         .await,
@@ -210,7 +224,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 label,
                 n,
                 rounds,
-                async |_| bus_e2e(&url, &evs, prefetch, concurrency).await,
+                async |_| bus_e2e(&js, &url, &evs, prefetch, concurrency).await,
                 async |_| raw_e2e(&js, &evs).await,
             )
             .await,

@@ -71,6 +71,7 @@ impl NatsBus {
     /// publish.
     pub async fn connect(config: NatsBusConfig) -> Result<Self> {
         let client = Client::connect(config).await?;
+        crate::durability::check(&client).await?;
         partitions::check_count(&client).await?;
         Ok(NatsBus {
             client: Arc::new(client),
@@ -187,6 +188,11 @@ impl EventBus for NatsBus {
     async fn watch(&self, filter: EventFilter) -> Result<EventWatch> {
         self.members.check_open()?;
         crate::watch::watch(&self.client, filter, self.members.stop_token()).await
+    }
+
+    async fn redeliver(&self, group: &str, events: &[EventEnvelope]) -> Result<()> {
+        self.members.check_open()?;
+        crate::redeliver::redeliver(&self.client, group, events).await
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

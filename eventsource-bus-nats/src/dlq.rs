@@ -264,36 +264,9 @@ impl DeadLetterQueue for NatsDeadLetterQueue {
                 )))
             }
         };
-        // Never the events subject every group reads: in partitioned mode
-        // an event goes back through its aggregate's partition, so that
-        // the partition's owner handles it in order with the aggregate's
-        // other events (the other groups skip it: it is marked as replayed
-        // for this one); else, and for a message that did not decode, to
-        // the group's own replay stream.
-        let to = match (config.partitions, letter.envelope()) {
-            (Some(_), Some(env)) => config.subject_of(&env.aggregate_id),
-            _ => {
-                let replay = config.replay_stream(group);
-                client
-                    .ensure_stream(replay, config.replay_subject(group))
-                    .await?;
-                config.replay_subject(group)
-            }
-        };
-        let what = || format!("replaying {id} to `{to}`");
-        // A fresh message id: the event's own would be dropped as a
-        // duplicate within the window.
-        let publish = PublishMessage::build()
-            .payload(body.into())
-            .headers(headers)
-            .message_id(uuid::Uuid::now_v7().to_string());
-        client
-            .js
-            .send_publish(to.clone(), publish)
-            .await
-            .map_err(|e| nats_err(what(), e))?
-            .await
-            .map_err(|e| nats_err(what(), e))?;
+        // Never the events subject every group reads (see `redeliver`).
+        let to = crate::redeliver::destination(client, group, letter.envelope()).await?;
+        crate::redeliver::send(client, to, headers, body).await?;
         stream
             .delete_message(seq)
             .await

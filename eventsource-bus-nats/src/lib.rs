@@ -12,18 +12,22 @@
 //! streams it makes in `client.rs`; [`NatsBusConfig`] in `config.rs`; one
 //! member of a group in `consumer/` (a file per concept: `reader.rs`,
 //! `held.rs`, `settle.rs`, and the ownership modes in `ownership.rs`,
-//! `single_active.rs`, `partitioned.rs`); the group register in `membership.rs`; the partition count and the
-//! leases in `partitions.rs`; dead
-//! letters in `dlq.rs`; `watch` in `watch.rs`; the message format
-//! (CloudEvents, structured mode) in `wire.rs`.
+//! `single_active.rs`, `partitioned.rs`); the group register in
+//! `membership.rs`; the partition count and the leases in
+//! `partitions.rs`; the stream settings checked at connect in
+//! `durability.rs`; dead letters in `dlq.rs`; events delivered again to
+//! one group in `redeliver.rs`; `watch` in `watch.rs`; the
+//! message format (CloudEvents, structured mode) in `wire.rs`.
 
 mod bus;
 mod client;
 mod config;
 mod consumer;
 mod dlq;
+mod durability;
 mod membership;
 mod partitions;
+mod redeliver;
 mod watch;
 mod wire;
 

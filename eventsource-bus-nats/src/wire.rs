@@ -5,25 +5,26 @@
 //! header value cannot hold a line break, and an aggregate id or metadata
 //! value may.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use async_nats::HeaderMap;
 use eventsource_core::wire::cloudevents;
 use eventsource_core::EventEnvelope;
-use serde_json::{Map, Value};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 
 /// The content type of an event's body.
 pub(crate) const CONTENT_TYPE: &str = "application/cloudevents+json";
 
 /// The headers (`Nats-Msg-Id`, `content-type`) and body of an envelope.
 pub(crate) fn encode(envelope: &EventEnvelope, source: &str) -> (HeaderMap, Vec<u8>) {
-    let mut object: Map<String, Value> = cloudevents::to_attributes(envelope, source)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), Value::String(v)))
-        .collect();
-    object.insert("datacontenttype".to_owned(), "application/json".into());
-    object.insert("data".to_owned(), envelope.payload.clone());
-    let body = serde_json::to_vec(&object).expect("a JSON object serializes");
+    let body = serde_json::to_vec(&Outgoing {
+        attributes: cloudevents::to_attributes(envelope, source),
+        data: &envelope.payload,
+    })
+    .expect("strings and a JSON value serialize");
     let mut headers = HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
@@ -33,24 +34,99 @@ pub(crate) fn encode(envelope: &EventEnvelope, source: &str) -> (HeaderMap, Vec<
     (headers, body)
 }
 
+/// A structured-mode body as written: the attributes, then `data`
+/// (serialized from the envelope's payload in place, not copied first).
+struct Outgoing<'a> {
+    attributes: Vec<(&'static str, String)>,
+    data: &'a Value,
+}
+
+impl Serialize for Outgoing<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.attributes.len() + 2))?;
+        for (name, value) in &self.attributes {
+            map.serialize_entry(name, value)?;
+        }
+        map.serialize_entry("datacontenttype", "application/json")?;
+        map.serialize_entry("data", self.data)?;
+        map.end()
+    }
+}
+
+/// A structured-mode body as read: the attributes an envelope needs
+/// (borrowed from the body where they hold no escapes) and `data` parsed
+/// once, straight into the payload; other attributes are skipped.
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    time: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    subject: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    aggregatetype: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    aggregateversion: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    schemaversion: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    correlationid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    causationid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    traceparent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metadata: Option<Cow<'a, str>>,
+    /// `Some(Value::Null)` for `"data": null`, `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Value>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl Incoming<'_> {
+    fn attribute(&self, name: &str) -> Option<&str> {
+        let value = match name {
+            "id" => &self.id,
+            "time" => &self.time,
+            "type" => &self.event_type,
+            "subject" => &self.subject,
+            "aggregatetype" => &self.aggregatetype,
+            "aggregateversion" => &self.aggregateversion,
+            "schemaversion" => &self.schemaversion,
+            "correlationid" => &self.correlationid,
+            "causationid" => &self.causationid,
+            "traceparent" => &self.traceparent,
+            "metadata" => &self.metadata,
+            _ => return None,
+        };
+        value.as_deref()
+    }
+}
+
 /// Decodes a body into an envelope, or says what is wrong.
 pub(crate) fn decode(body: &[u8]) -> Result<EventEnvelope, String> {
-    let mut object: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(object)) => object,
-        Ok(_) => return Err("the body is not a JSON object".to_owned()),
-        Err(e) => return Err(format!("the body is not JSON: {e}")),
+    // (A struct also deserializes from a JSON array, field by field.)
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') && serde_json::from_slice::<Value>(body).is_ok() {
+        return Err("the body is not a JSON object".to_owned());
+    }
+    let mut incoming: Incoming<'_> = match serde_json::from_slice(body) {
+        Ok(incoming) => incoming,
+        Err(e) if e.is_syntax() || e.is_eof() => return Err(format!("the body is not JSON: {e}")),
+        Err(e) => return Err(format!("the body is not a CloudEvent in JSON: {e}")),
     };
-    let data = object
-        .remove("data")
-        .map(|d| serde_json::to_vec(&d).expect("a JSON value serializes"));
-    let attributes: BTreeMap<String, String> = object
-        .into_iter()
-        .filter_map(|(k, v)| match v {
-            Value::String(s) => Some((k, s)),
-            _ => None,
-        })
-        .collect();
-    cloudevents::from_attributes("", &attributes, "`data`", data.as_deref())
+    let data = incoming.data.take();
+    cloudevents::from_lookup(
+        "",
+        |name| incoming.attribute(name),
+        || data.ok_or_else(|| "no `data`".to_owned()),
+    )
 }
 
 /// Headers as text (the last value of each).
@@ -84,6 +160,9 @@ mod tests {
         assert!(decode(b"[]")
             .expect_err("array")
             .contains("not a JSON object"));
+        assert!(decode(br#"{"id":1}"#)
+            .expect_err("a number")
+            .contains("not a CloudEvent"));
         assert!(decode(br#"{"type":"t"}"#)
             .expect_err("no id")
             .contains("`id`"));

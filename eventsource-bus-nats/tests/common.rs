@@ -3,11 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
 use eventsource_bus_nats::{NatsBus, NatsBusConfig};
+use futures::StreamExt;
 use tokio::process::{Child, Command};
 
 /// `NATS_URL`, or the local server the test script starts.
@@ -27,8 +27,61 @@ pub fn config(url: &str) -> NatsBusConfig {
         .expect("valid test config")
 }
 
+/// The escaped namespaces of tests and benches (this crate's, the CLI's
+/// and the examples'), whose streams are pruned.
+const TEST_PREFIXES: &[&str] = &[
+    "es_htest_h",
+    "es_hbench_h",
+    "es_hconsole_h",
+    "es_hcli_h",
+    "es_hsecrets_h",
+    "order_hservice_htest_h",
+];
+
+/// Streams older than this are from finished runs.
+const STALE: Duration = Duration::from_secs(3600);
+
+/// Deletes, once per test binary, the streams that earlier test and bench
+/// runs left on the shared server (a fresh namespace per bus means new
+/// streams every run; JetStream has no stream that expires): those of a
+/// test or bench namespace created over an hour ago. Prints how many.
+pub async fn prune_stale_test_streams(url: &str) {
+    static PRUNED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    PRUNED
+        .get_or_init(|| async {
+            let Ok(client) = async_nats::connect(url).await else {
+                return; // `connect` below says how to start NATS.
+            };
+            let js = async_nats::jetstream::new(client);
+            let cutoff = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .saturating_sub(STALE)
+                .as_secs() as i64;
+            let mut stale = Vec::new();
+            let mut streams = js.streams();
+            while let Some(Ok(info)) = streams.next().await {
+                let name = &info.config.name;
+                if TEST_PREFIXES.iter().any(|p| name.starts_with(p))
+                    && info.created.unix_timestamp() < cutoff
+                {
+                    stale.push(name.clone());
+                }
+            }
+            let mut deleted = 0;
+            for name in &stale {
+                deleted += usize::from(js.delete_stream(name).await.is_ok());
+            }
+            if deleted > 0 {
+                eprintln!("pruned {deleted} stream(s) that earlier test runs left on {url}");
+            }
+        })
+        .await;
+}
+
 /// Connects, failing the test with how to start NATS if it is down.
 pub async fn connect(config: NatsBusConfig) -> NatsBus {
+    prune_stale_test_streams(&config.url).await;
     match NatsBus::connect(config.clone()).await {
         Ok(bus) => bus,
         Err(e) => panic!(
@@ -37,14 +90,6 @@ pub async fn connect(config: NatsBusConfig) -> NatsBus {
             config.redacted_url()
         ),
     }
-}
-
-/// A free port on the loopback interface.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
 }
 
 /// A private `nats-server -js` on `port` storing in `dir`, with `extra`
@@ -59,16 +104,6 @@ pub async fn start_nats(port: u16, dir: &Path, extra: &[&str]) -> Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run nats-server ({e}); install it with `apt-get install nats-server` or run ./scripts/test.sh"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nats-server did not listen on port {port} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventsource_testkit::wait_until_listening(port, Duration::from_secs(10), "nats-server").await;
     child
 }

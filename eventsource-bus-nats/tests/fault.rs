@@ -10,8 +10,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_port, start_nats};
+use common::start_nats;
 use eventsource_core::EventBus;
+use eventsource_testkit::free_port;
 use eventsource_testkit::survives_outage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

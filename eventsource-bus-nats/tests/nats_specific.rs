@@ -351,7 +351,7 @@ async fn single_active_consumer_keeps_one_reader_and_fails_over() {
 async fn credentials_in_the_url_authenticate_and_stay_hidden() {
     let dir = std::env::temp_dir().join(format!("es-nats-auth-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let port = common::free_port();
+    let port = eventsource_testkit::free_port();
     let _server = common::start_nats(port, &dir, &["--user", "eve", "--pass", "s3c/ret"]).await;
     let good = common::config(&format!("nats://eve:s3c%2Fret@127.0.0.1:{port}"));
     let bus = common::connect(good).await;
@@ -367,4 +367,56 @@ async fn credentials_in_the_url_authenticate_and_stay_hidden() {
     assert!(text.contains("refused the URL's credentials"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An events stream made before the bus, in memory (a restart of the
+/// server loses it): refused under `durability = require` naming the
+/// stream's storage, only logged under `warn`; the bus's own (file)
+/// stream connects under `require`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_stream_in_memory_is_refused_under_require() {
+    use eventsource_core::{Durability, Error};
+    let config = common::config(&common::nats_url()).durability(Durability::Require);
+    let own = NatsBus::connect(config.clone())
+        .await
+        .expect("no stream yet: connects");
+    own.publish(&[probe("d-1", 1, 1)]).await.expect("publish");
+    own.shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+    let again = NatsBus::connect(config.clone())
+        .await
+        .expect("its own file stream");
+    again
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
+
+    let memory = common::config(&common::nats_url()).durability(Durability::Require);
+    raw_js()
+        .await
+        .create_stream(jetstream::stream::Config {
+            name: memory.events_stream(),
+            subjects: vec![memory.events_subject()],
+            storage: jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("a memory stream");
+    match NatsBus::connect(memory.clone()).await {
+        Err(Error::Durability { backend, risks }) => {
+            assert_eq!(backend, "nats");
+            assert_eq!(risks.len(), 1, "{risks:?}");
+            assert!(risks[0].setting.ends_with("storage") && risks[0].value == "memory");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("connected to a stream that a restart empties"),
+    }
+    let warned = NatsBus::connect(memory.durability(Durability::Warn))
+        .await
+        .expect("warn connects");
+    warned
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
 }

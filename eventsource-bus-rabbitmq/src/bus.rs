@@ -125,6 +125,11 @@ impl EventBus for RabbitBus {
         crate::watch::watch(&self.client.config, filter, self.members.stop_token()).await
     }
 
+    async fn redeliver(&self, group: &str, events: &[EventEnvelope]) -> Result<()> {
+        self.members.check_open()?;
+        crate::redeliver::redeliver(&self.client, group, events).await
+    }
+
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {
         Arc::new(RabbitDeadLetterQueue {
             client: Arc::clone(&self.client),

@@ -20,6 +20,24 @@ pub enum ExchangeType {
     Fanout,
 }
 
+/// The kind of a group's queues (its partition queues and its
+/// dead-letter queue too), fixed when they are first declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueType {
+    /// On one node (default): what every RabbitMQ runs, mirrored by
+    /// nothing since RabbitMQ 4 removed classic mirroring.
+    #[default]
+    Classic,
+    /// Replicated on a Raft majority of the cluster's nodes
+    /// (`x-queue-type: quorum`), the highly available kind: recommended
+    /// in production. Declared with an `x-delivery-limit` of 2^31 − 1, so
+    /// the broker never drops a message that went back to the queue many
+    /// times (at leaves and rebalances) behind the bus's retry policy
+    /// (RabbitMQ 4 would drop it after 20 by default).
+    Quorum,
+}
+
 /// How to reach RabbitMQ and how to name and consume the topology.
 ///
 /// Names: the exchange `{namespace}.events`, a durable queue
@@ -94,6 +112,11 @@ pub struct RabbitBusConfig {
     /// is a partitioned bus on a namespace that already has an
     /// unpartitioned exchange. Between 1 and 1024.
     pub partitions: Option<u32>,
+    /// The kind of the group queues: [`QueueType::Classic`] (default) or
+    /// [`QueueType::Quorum`]. A group's queues keep the kind they were
+    /// first declared with (RabbitMQ refuses another:
+    /// `PRECONDITION_FAILED`, reported naming the queue).
+    pub queue_type: QueueType,
 }
 
 impl std::fmt::Debug for RabbitBusConfig {
@@ -109,6 +132,7 @@ impl std::fmt::Debug for RabbitBusConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("single_active_consumer", &self.single_active_consumer)
             .field("partitions", &self.partitions)
+            .field("queue_type", &self.queue_type)
             .finish()
     }
 }
@@ -126,6 +150,7 @@ impl Default for RabbitBusConfig {
             connect_timeout: Duration::from_secs(10),
             single_active_consumer: false,
             partitions: None,
+            queue_type: QueueType::Classic,
         }
     }
 }
@@ -251,6 +276,7 @@ eventsource_core::config_setters!(RabbitBusConfig {
     publish_timeout: Duration,
     connect_timeout: Duration,
     single_active_consumer: bool,
+    queue_type: QueueType,
 } optional {
     queue_expires: Duration,
     partitions: u32,

@@ -16,7 +16,8 @@
 //! `settle.rs`); the group register and partition ranks in
 //! `membership.rs`; the queues, bindings and the partition-count check in
 //! `topology.rs`; a group's backlog in `lag.rs`; dead letters in
-//! `dlq/` (the letter as a message in `letter.rs`); `watch` in
+//! `dlq/` (the letter as a message in `letter.rs`); events delivered
+//! again to one group in `redeliver.rs`; `watch` in
 //! `watch.rs`; the message format in `wire.rs`.
 
 mod bus;
@@ -26,9 +27,10 @@ mod consumer;
 mod dlq;
 mod lag;
 mod membership;
+mod redeliver;
 mod topology;
 mod watch;
 mod wire;
 
 pub use bus::RabbitBus;
-pub use config::{ExchangeType, RabbitBusConfig};
+pub use config::{ExchangeType, QueueType, RabbitBusConfig};

@@ -8,7 +8,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::client::{amqp_err, connect, short, within_connect_timeout};
-use crate::{ExchangeType, RabbitBusConfig};
+use crate::{ExchangeType, QueueType, RabbitBusConfig};
 
 /// The binding keys of `filter` on this exchange type.
 pub(crate) fn binding_keys(config: &RabbitBusConfig, filter: &EventFilter) -> Result<Vec<String>> {
@@ -46,6 +46,20 @@ fn queue_args(config: &RabbitBusConfig, dlq: bool) -> FieldTable {
     // the hand-over from one owner to the next.
     if (config.single_active_consumer || config.partitions.is_some()) && !dlq {
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    }
+    if config.queue_type == QueueType::Quorum {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        // No practical limit: retries are the bus's, and a message handed
+        // back at every rebalance must not be dropped after some count.
+        // (Not -1, RabbitMQ 4's "unlimited": 3.x reads it as a limit that
+        // every returned message exceeds, and drops them all.)
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(i32::MAX)),
+        );
     }
     args
 }

@@ -608,3 +608,61 @@ async fn replay_all_sends_letters_back_in_batches() {
         .await
         .expect("shutdown");
 }
+
+/// A quorum queue never drops a message that went back to it many times
+/// (RabbitMQ 4 drops one after 20 returns unless the queue says
+/// otherwise; an `x-delivery-limit` of -1, RabbitMQ 4's "unlimited",
+/// made 3.10 drop every returned message): an event returned 25 times by
+/// a raw consumer still reaches the group's member afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_keeps_a_message_returned_many_times() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let config = common::config().queue_type(eventsource_bus_rabbitmq::QueueType::Quorum);
+    let bus = common::connect(config.clone()).await;
+    let group = |h| {
+        Subscription::builder("returned")
+            .handler(h)
+            .build()
+            .expect("valid")
+    };
+    // The group's queue, declared by its first member, then left empty.
+    let first = bus
+        .subscribe(group(Recorder::new("declares").1))
+        .await
+        .expect("subscribe");
+    first.unsubscribe().await;
+    bus.publish(&[probe("q-1", 1, 1)]).await.expect("publish");
+
+    let (conn, channel) = confirmed_channel(&common::amqp_url()).await;
+    let queue = config.queue("returned");
+    for returned in 0..25 {
+        let got = eventually(
+            &format!("the event, after {returned} returns"),
+            Duration::from_secs(10),
+            || async {
+                channel
+                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                    .await
+                    .expect("basic.get")
+            },
+        )
+        .await;
+        got.delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .expect("returned");
+    }
+    let _ = conn.close(200, "bye".into()).await;
+
+    let (mut rec, h) = Recorder::new("group `returned` after 25 returns");
+    bus.subscribe(group(h)).await.expect("subscribe");
+    let got = rec.expect(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].aggregate_id, "q-1");
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

@@ -65,6 +65,7 @@ impl RedisBus {
     /// unreachable server fails here, not at the first publish.
     pub async fn connect(config: RedisBusConfig) -> Result<Self> {
         let client = Client::connect(config).await?;
+        crate::durability::check(&mut client.conn.clone(), &client.config).await?;
         partitions::check_count(&mut client.conn.clone(), &client.config).await?;
         Ok(RedisBus {
             client: Arc::new(client),
@@ -141,6 +142,11 @@ impl EventBus for RedisBus {
     async fn watch(&self, filter: EventFilter) -> Result<EventWatch> {
         self.members.check_open()?;
         crate::watch::watch(&self.client, filter, self.members.stop_token()).await
+    }
+
+    async fn redeliver(&self, group: &str, events: &[EventEnvelope]) -> Result<()> {
+        self.members.check_open()?;
+        crate::redeliver::redeliver(&self.client, group, events).await
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue> {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use eventsource_core::bounds::{self, DAY, HOUR, MILLISECOND, MINUTE};
-use eventsource_core::{redact_url as redact, validate_name, Error, Result};
+use eventsource_core::{redact_url as redact, validate_name, Durability, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// How to reach Redis and how to consume from it.
@@ -81,6 +81,12 @@ pub struct RedisBusConfig {
     /// events. Between 1 and 1024; at least the number of members you run,
     /// or some stand by.
     pub partitions: Option<u32>,
+    /// What `connect` does when Redis does not keep what it acknowledges
+    /// (`appendonly no`, `appendfsync no`, a `maxmemory-policy` that
+    /// evicts): `warn` (the default) logs each setting, `require` refuses
+    /// to connect (also when `CONFIG GET` is not allowed), `off` does not
+    /// look.
+    pub durability: Durability,
 }
 
 impl std::fmt::Debug for RedisBusConfig {
@@ -97,6 +103,7 @@ impl std::fmt::Debug for RedisBusConfig {
             .field("publish_timeout", &self.publish_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("single_active_consumer", &self.single_active_consumer)
+            .field("durability", &self.durability)
             .field("partitions", &self.partitions)
             .finish()
     }
@@ -117,6 +124,7 @@ impl Default for RedisBusConfig {
             connect_timeout: Duration::from_secs(30),
             single_active_consumer: false,
             partitions: None,
+            durability: Durability::Warn,
         }
     }
 }
@@ -319,6 +327,7 @@ eventsource_core::config_setters!(RedisBusConfig {
     publish_timeout: Duration,
     connect_timeout: Duration,
     single_active_consumer: bool,
+    durability: Durability,
 } optional {
     max_len: usize,
     partitions: u32,

@@ -12,8 +12,10 @@
 //! member of a group in `consumer/` (a file per concept: `reader.rs`,
 //! `held.rs`, `takeover.rs`, `acker.rs`, `settle.rs`, and the ownership
 //! modes in `ownership.rs`, `single_active.rs`, `partitioned.rs`); the
-//! group register in `membership.rs`; partition counts and leases in
-//! `partitions.rs`; dead letters in `dlq.rs`; `watch` in `watch.rs`; the
+//! group register in `membership.rs`; the persistence settings checked
+//! at connect in `durability.rs`; partition counts and leases in
+//! `partitions.rs`; dead letters in `dlq.rs`; events delivered again to
+//! one group in `redeliver.rs`; `watch` in `watch.rs`; the
 //! entry format (CloudEvents attribute names) in `wire.rs`.
 
 mod bus;
@@ -21,8 +23,10 @@ mod client;
 mod config;
 mod consumer;
 mod dlq;
+mod durability;
 mod membership;
 mod partitions;
+mod redeliver;
 mod watch;
 mod wire;
 

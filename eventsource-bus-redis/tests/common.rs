@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::time::Duration;
+
+use tokio::process::{Child, Command};
 
 use eventsource_bus_redis::{RedisBus, RedisBusConfig};
 
@@ -34,4 +37,23 @@ pub async fn connect(config: RedisBusConfig) -> RedisBus {
             config.redacted_url()
         ),
     }
+}
+
+/// A private `redis-server` on `port` storing in `dir` (append-only file,
+/// fsync always, no RDB snapshots), with `extra` arguments after those
+/// (the last of a setting wins); killed when dropped.
+pub async fn start_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .args(["--enable-debug-command", "local"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run redis-server ({e}); install it with `apt-get install redis-server` or run ./scripts/test.sh"));
+    eventsource_testkit::wait_until_listening(port, Duration::from_secs(10), "redis-server").await;
+    child
 }

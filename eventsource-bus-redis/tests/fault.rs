@@ -5,46 +5,13 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::start_redis;
 use eventsource_core::EventBus;
+use eventsource_testkit::free_port;
 use eventsource_testkit::survives_outage;
-use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
-}
-
-async fn start_redis(port: u16, dir: &Path) -> Child {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .args(["--enable-debug-command", "local"])
-        .arg("--dir")
-        .arg(dir)
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run redis-server ({e}); install it with `apt-get install redis-server` or run ./scripts/test.sh"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "redis-server did not listen on port {port} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
@@ -52,7 +19,7 @@ async fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
         std::env::temp_dir().join(format!("es-redis-fault-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
-    let mut server = start_redis(port, &dir).await;
+    let mut server = start_redis(port, &dir, &[]).await;
     let mut restarted = None;
 
     let url = format!("redis://127.0.0.1:{port}");
@@ -65,7 +32,7 @@ async fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
         || async {
             server.kill().await.expect("kill redis-server");
             tokio::time::sleep(Duration::from_millis(500)).await; // the outage itself
-            restarted = Some(start_redis(port, &dir).await);
+            restarted = Some(start_redis(port, &dir, &[]).await);
         },
     )
     .await;
@@ -88,7 +55,7 @@ async fn connect_waits_while_redis_loads_its_data() {
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
-    let mut server = start_redis(port, &dir).await;
+    let mut server = start_redis(port, &dir, &[]).await;
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
     tokio::task::spawn_blocking(move || {
         let mut conn = client
@@ -119,7 +86,7 @@ async fn connect_waits_while_redis_loads_its_data() {
     .await
     .expect("populate task");
     server.kill().await.expect("kill redis");
-    let _restarted = start_redis(port, &dir).await;
+    let _restarted = start_redis(port, &dir, &[]).await;
     let url = format!("redis://127.0.0.1:{port}");
     let started = tokio::time::Instant::now();
     let bus = eventsource_bus_redis::RedisBus::connect(common::config(&url))

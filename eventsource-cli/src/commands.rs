@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventsource::store::{SqlEventStore, StoreConfig};
 use eventsource::{
     connect_bus, BusConfig, Config, DeadLetterQuery, EventBus, EventFilter, GroupStats,
 };
@@ -17,7 +18,7 @@ type Outcome = std::result::Result<(), Failure>;
 
 /// The bus the options name: `--bus` (or `EVENTSOURCE_BUS`), else the
 /// `[bus]` table of `--config`; then `--namespace`.
-fn bus_config(cli: &Cli) -> std::result::Result<BusConfig, Failure> {
+pub(crate) fn bus_config(cli: &Cli) -> std::result::Result<BusConfig, Failure> {
     let mut config = match (&cli.bus, &cli.config) {
         (Some(url), _) => BusConfig::from_url(url)?,
         (None, Some(file)) => Config::load(file)?.bus,
@@ -30,7 +31,32 @@ fn bus_config(cli: &Cli) -> std::result::Result<BusConfig, Failure> {
     if let Some(ns) = &cli.namespace {
         config = config.with_namespace(ns);
     }
-    Ok(config)
+    // The operator's tool reads and replays; whether the broker keeps what
+    // it acknowledges is for the application's own connect to say (and to
+    // refuse), not a warning before every command's output.
+    Ok(config.with_durability(eventsource::Durability::Off))
+}
+
+/// The store the options name: `--store` (or `EVENTSOURCE_STORE`), else
+/// the `store` of `--config`.
+pub(crate) async fn store(cli: &Cli) -> std::result::Result<SqlEventStore, Failure> {
+    let url = match (&cli.store, &cli.config) {
+        (Some(url), _) => url.clone(),
+        (None, Some(file)) => Config::load(file)?.store.ok_or_else(|| {
+            Failure::new(Exit::Usage, "the configuration file sets no `store`")
+                .hint("pass --store URL (or set EVENTSOURCE_STORE)")
+        })?,
+        (None, None) => {
+            return Err(Failure::new(Exit::Usage, "no event store given").hint(
+                "pass --store URL (sqlite://events.db, postgres://user@host/db), or set \
+                 EVENTSOURCE_STORE, or --config FILE with `store`",
+            ))
+        }
+    };
+    let config = StoreConfig::new(url).validated()?;
+    SqlEventStore::connect(config)
+        .await
+        .map_err(Failure::connecting)
 }
 
 /// Where the bus looks, for messages: the backend and the namespace.
@@ -68,6 +94,20 @@ async fn require_group(
 }
 
 pub(crate) async fn run(cli: Cli) -> Outcome {
+    // These read the event store; the bus is optional.
+    match &cli.command {
+        Command::Forget { subject, yes } => {
+            return crate::personal::forget(&cli, subject, *yes).await
+        }
+        Command::Subjects {
+            action: crate::Subjects::Show { subject },
+        } => return crate::personal::show(&cli, subject).await,
+        Command::Schema {
+            action: crate::Schema::Check { manifest, groups },
+        } => return crate::schema::check(&cli, manifest, groups).await,
+        Command::Replay(args) => return crate::replay::replay(&cli, args).await,
+        _ => {}
+    }
     let config = bus_config(&cli)?;
     let bus = connect_bus(&config).await.map_err(Failure::connecting)?;
     if let Command::Console {
@@ -238,7 +278,13 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
     let dlq = bus.dead_letters();
     let out = cli.output;
     match &cli.command {
-        Command::Console { .. } => unreachable!("run serves the console"),
+        Command::Console { .. }
+        | Command::Forget { .. }
+        | Command::Subjects { .. }
+        | Command::Replay(_)
+        | Command::Schema { .. } => {
+            unreachable!("run serves these without a bus")
+        }
         Command::Tail { filters, count } => tail(bus, filters, *count, out).await?,
         Command::Stats { group: Some(group) } => {
             let stats = require_group(cli, bus, group).await?;

@@ -6,6 +6,9 @@ mod commands;
 mod console;
 mod exit;
 mod output;
+mod personal;
+mod replay;
+mod schema;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,17 +26,23 @@ Examples:
   eventsource --bus kafka://127.0.0.1:9092 console --group billing --listen 127.0.0.1:9400 --allow-writes
   EVENTSOURCE_BUS=kafka://127.0.0.1:9092 eventsource stats --group billing --output json
   eventsource --bus redis://127.0.0.1:6379 tail --filter 'order.*' --output json
+  eventsource --store sqlite://events.db subjects show user-42
+  eventsource --store sqlite://events.db --bus redis://127.0.0.1:6379 schema check --manifest schema.json
+  eventsource --store postgres://app@db/app --bus redis://127.0.0.1:6379 forget user-42 --yes
+  eventsource --store sqlite://events.db --bus redis://127.0.0.1:6379 replay --group billing --since 2026-12-01 --rate 500 --dry-run
 
-The bus comes from --bus, EVENTSOURCE_BUS, or the [bus] table of --config FILE.
+The bus comes from --bus, EVENTSOURCE_BUS, or the [bus] table of --config FILE;
+the event store (forget, subjects, schema, replay) from --store, EVENTSOURCE_STORE, or `store` there.
 Passwords in URLs are never printed.
 
 Exit codes:
   0  success
   1  failure (the broker refused or failed the operation)
-  2  usage (bad arguments or configuration, purge without --yes)
+  2  usage (bad arguments or configuration, purge or forget without --yes,
+     a replay of more than 1000 events without --yes)
   3  not found (no such dead letter, or no such consumer group on the broker)
   4  connection (the broker could not be reached, or did not answer in time)
-  5  partial (replay-all or purge stopped part way; what was done stays done)";
+  5  partial (replay-all, purge or replay stopped part way; what was done stays done)";
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +63,9 @@ struct Cli {
         global = true
     )]
     namespace: Option<String>,
+    /// The event store, for `forget` and `subjects`: sqlite://FILE or postgres://….
+    #[arg(long, env = "EVENTSOURCE_STORE", hide_env_values = true, global = true)]
+    store: Option<String>,
     /// A configuration file (TOML, or JSON by extension) whose `bus` table says which bus.
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
@@ -93,6 +105,33 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Forgets a data subject: deletes its key from the store, so every
+    /// copy of its personal data (store, snapshots, bus, dead letters)
+    /// reads with replacement values, and publishes SubjectForgotten when
+    /// a bus is given. Without --yes it only says what it would do.
+    Forget {
+        /// The data subject (as `#[data_subject]` names it, e.g. a user id).
+        subject: String,
+        /// Confirms: the key is deleted for good.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Checks stored events, dead and parked letters against the
+    /// application's schema manifest: each kind without a path to the
+    /// current type is reported with its count (exit 1).
+    Schema {
+        #[command(subcommand)]
+        action: Schema,
+    },
+    /// Delivers stored events again to one consumer group only (the other
+    /// groups get nothing), selected by position, time, aggregate and
+    /// event type, at a bounded rate, with progress; resumable.
+    Replay(ReplayArgs),
+    /// Data subjects in the store.
+    Subjects {
+        #[command(subcommand)]
+        action: Subjects,
+    },
     /// Serves a web console: groups with their backlog, members, in-flight
     /// handlers and dead letters (refreshing), each dead letter with its
     /// failure; replay one or all and purge with --allow-writes.
@@ -124,6 +163,80 @@ enum Command {
         /// on RabbitMQ and Kafka, which do not list groups).
         #[arg(long = "group", value_parser = group_name)]
         groups: Vec<String>,
+    },
+}
+
+/// `replay`'s arguments: a selection and how to run, or `--resume`, or
+/// `--list`.
+#[derive(clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// The one consumer group to deliver to.
+    #[arg(long, value_parser = group_name, required_unless_present_any = ["resume", "list"])]
+    group: Option<String>,
+    /// From this global position (inclusive).
+    #[arg(long, value_name = "POSITION")]
+    from: Option<u64>,
+    /// Up to this global position (inclusive).
+    #[arg(long, value_name = "POSITION")]
+    to: Option<u64>,
+    /// Events that occurred at or after this time (RFC 3339, or a date).
+    #[arg(long, value_name = "TIME", value_parser = replay::instant)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Events that occurred before this time (RFC 3339, or a date).
+    #[arg(long, value_name = "TIME", value_parser = replay::instant)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this aggregate type.
+    #[arg(long, value_name = "TYPE")]
+    aggregate_type: Option<String>,
+    /// Only this aggregate (repeat it).
+    #[arg(long = "aggregate", value_name = "ID")]
+    aggregates: Vec<String>,
+    /// Only this event type (repeat it).
+    #[arg(long = "event-type", value_name = "TYPE")]
+    event_types: Vec<String>,
+    /// At most this many events per second.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    rate: Option<u32>,
+    /// Have the group's inbox handle each event again (by default it
+    /// skips the events it has handled).
+    #[arg(long)]
+    reprocess: bool,
+    /// Only count what would be delivered.
+    #[arg(long)]
+    dry_run: bool,
+    /// Confirms a replay of more than 1000 events.
+    #[arg(long)]
+    yes: bool,
+    /// Resumes a replay that stopped, after its last delivered event.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["group", "list"])]
+    resume: Option<String>,
+    /// Lists the replays recorded in the store.
+    #[arg(long, conflicts_with = "group")]
+    list: bool,
+}
+
+#[derive(Subcommand)]
+enum Schema {
+    /// Every (aggregate type, event type, version) in the store, and in
+    /// the bus's dead letters when a bus is given, against the manifest.
+    Check {
+        /// The manifest the application wrote (`SchemaManifest::to_json`).
+        #[arg(long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// Only these groups' letters (repeat it; needed on RabbitMQ and
+        /// Kafka, which do not list groups).
+        #[arg(long = "group", value_parser = group_name)]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Subjects {
+    /// Whether the subject's key is kept or forgotten, and which streams
+    /// hold its data (a scan of the store, with progress).
+    Show {
+        /// The data subject.
+        subject: String,
     },
 }
 

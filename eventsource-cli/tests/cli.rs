@@ -7,27 +7,12 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{announced, dead_lettered_order, nats_bus, nats_url, redis_bus, redis_url};
+use common::{announced, dead_lettered_order, nats_bus, nats_url, redis_bus, redis_url, run};
 use eventsource::DeadLetter;
 use eventsource_testkit::probe;
 
 fn cli(namespace: &str, args: &[&str]) -> (i32, String, String) {
     run(&[&["--bus", &redis_url(), "--namespace", namespace], args].concat())
-}
-
-/// Runs the binary; its exit code, stdout and stderr.
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_eventsource"))
-        .args(args)
-        .env_remove("EVENTSOURCE_BUS")
-        .env_remove("EVENTSOURCE_NAMESPACE")
-        .output()
-        .expect("run the eventsource binary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

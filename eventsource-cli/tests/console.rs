@@ -14,17 +14,12 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{address, announced, dead_lettered_order, redis_bus, redis_url, Killed};
+use common::{
+    address, announced, dead_lettered_order, nats_bus, nats_url, redis_bus, redis_url, Killed,
+};
 use eventsource::{handler_fn, HandlerError, RetryPolicy, Subscription};
-use eventsource_testkit::{dead_letters_of, probe};
+use eventsource_testkit::{dead_letters_of, free_port, probe};
 use fantoccini::{ClientBuilder, Locator};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Starts chromedriver and waits until it listens.
 fn chromedriver() -> (Killed, u16) {
@@ -54,8 +49,8 @@ fn chromedriver() -> (Killed, u16) {
 
 /// Starts a read-only `eventsource console` on `namespace` (no login
 /// needed on a loopback address); its address.
-fn read_only_console(namespace: &str) -> (Killed, String) {
-    let (child, line) = console_line(namespace, &[]);
+fn read_only_console(bus_url: &str, namespace: &str) -> (Killed, String) {
+    let (child, line) = console_line(bus_url, namespace, &[]);
     assert!(
         line.contains("read-only") && !line.contains("login"),
         "{line}"
@@ -88,7 +83,7 @@ async fn an_operator_replays_a_dead_letter_from_the_browser() {
     let mut billing = dead_lettered_order(&bus).await;
     let sent = billing.sent.clone();
 
-    let (_console, line) = console_line(&namespace, &["--allow-writes"]);
+    let (_console, line) = console_line(&redis_url(), &namespace, &["--allow-writes"]);
     let url = address(&line);
     let (browser, _driver) = browser().await;
 
@@ -234,7 +229,7 @@ async fn a_hostile_page_cannot_replay_or_purge() {
     };
     let before = ids(&letters);
 
-    let (_console, line) = console_line(&namespace, &["--allow-writes"]);
+    let (_console, line) = console_line(&redis_url(), &namespace, &["--allow-writes"]);
     let url = address(&line);
     let (hostile, _served) = hostile_site(&url, &letters[0].id).await;
     let (browser, _driver) = browser().await;
@@ -463,10 +458,28 @@ async fn failing_billing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
     let (namespace, bus) = redis_bus("es-console").await;
+    writes_need_allow_writes_and_a_purge_needs_the_group_typed_on(&redis_url(), &namespace, bus)
+        .await;
+}
+
+/// The same on NATS JetStream: the console reads, refuses and purges a
+/// group's dead-letter stream as it does Redis's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
+    let (namespace, bus) = nats_bus("es-console").await;
+    writes_need_allow_writes_and_a_purge_needs_the_group_typed_on(&nats_url(), &namespace, bus)
+        .await;
+}
+
+async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed_on(
+    url: &str,
+    namespace: &str,
+    bus: std::sync::Arc<dyn eventsource::EventBus>,
+) {
     let letters = failing_billing(&bus, 2).await;
 
     // Read-only: no buttons, and the write endpoints refuse.
-    let (_read_only, base) = read_only_console(&namespace);
+    let (_read_only, base) = read_only_console(url, namespace);
     let (status, page) = http(&base, "GET", "/group?name=billing", "");
     assert!(status.contains("200"), "{status}");
     assert!(
@@ -496,7 +509,7 @@ async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
     assert!(status.contains("403"), "{status}");
 
     // Writable: a purge without the group's name typed is refused.
-    let (_console, line) = console_line(&namespace, &["--allow-writes"]);
+    let (_console, line) = console_line(url, namespace, &["--allow-writes"]);
     let operator = Operator::log_in(&line);
     let (status, page) = operator.get("/purge?name=billing");
     assert!(
@@ -522,9 +535,8 @@ async fn writes_need_allow_writes_and_a_purge_needs_the_group_typed() {
 
 /// Starts the console on `namespace` with `extra` arguments; the process
 /// and its announcement.
-fn console_line(namespace: &str, extra: &[&str]) -> (Killed, String) {
-    let url = redis_url();
-    let mut args = vec!["--bus", &url, "--namespace", namespace];
+fn console_line(bus_url: &str, namespace: &str, extra: &[&str]) -> (Killed, String) {
+    let mut args = vec!["--bus", bus_url, "--namespace", namespace];
     args.extend(["console", "--listen", "127.0.0.1:0"]);
     args.extend(extra);
     announced(&args)
@@ -540,7 +552,7 @@ async fn the_console_answers_only_its_own_host_origin_and_session() {
     let (namespace, bus) = redis_bus("es-console").await;
     let letters = failing_billing(&bus, 3).await;
 
-    let (_read_only, base) = read_only_console(&namespace);
+    let (_read_only, base) = read_only_console(&redis_url(), &namespace);
     for path in [
         "/",
         "/group?name=billing",
@@ -573,7 +585,7 @@ async fn the_console_answers_only_its_own_host_origin_and_session() {
         );
     }
 
-    let (_console, line) = console_line(&namespace, &["--allow-writes"]);
+    let (_console, line) = console_line(&redis_url(), &namespace, &["--allow-writes"]);
     let base = address(&line);
     // Without a session nothing is shown, let alone done.
     let (status, response) = http(&base, "GET", "/group?name=billing", "");

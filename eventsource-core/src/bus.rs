@@ -66,6 +66,23 @@ pub trait EventBus: Send + Sync {
         )))
     }
 
+    /// Delivers `events` again to consumer group `group` alone, through
+    /// the backend's replay path (the one a dead letter goes back by):
+    /// the other groups and watches get nothing, and where the group
+    /// keeps order per aggregate (partitions, Kafka) each copy goes
+    /// through its aggregate's partition. Each copy is marked with
+    /// [`copy_for`](crate::copy_for); the caller adds what else it
+    /// carries ([`REPLAY_ID`](crate::REPLAY_ID)). Returns when the broker
+    /// has taken them. Used by the store's targeted replay. The default
+    /// says the backend cannot.
+    async fn redeliver(&self, group: &str, events: &[EventEnvelope]) -> Result<()> {
+        let _ = (group, events);
+        Err(crate::Error::config(format!(
+            "{}: this backend cannot deliver events to one group",
+            self.backend()
+        )))
+    }
+
     /// The dead-letter queue.
     fn dead_letters(&self) -> Arc<dyn DeadLetterQueue>;
 
@@ -102,7 +119,10 @@ pub struct BusStats {
     /// [`parked`](Self::parked) instead.
     pub dead_lettered: u64,
     /// Events parked in the dead-letter queue behind an earlier letter of
-    /// their aggregate (`park_aggregate_on_failure`; this process).
+    /// their aggregate (`park_aggregate_on_failure`), or because they were
+    /// written at a schema version newer than the consumer knows
+    /// ([`FailureKind::NewerVersion`](crate::FailureKind::NewerVersion));
+    /// this process.
     #[serde(default)]
     pub parked: u64,
     /// Dead letters replayed (this process).

@@ -148,7 +148,7 @@ impl ParkedAggregate {
 
 /// The letters of each aggregate, in the order a release handles them
 /// (aggregate version, then queue order), keyed by group and aggregate.
-fn by_aggregate(letters: Vec<DeadLetter>) -> Vec<((String, String), Vec<DeadLetter>)> {
+pub(crate) fn by_aggregate(letters: Vec<DeadLetter>) -> Vec<((String, String), Vec<DeadLetter>)> {
     let mut out: Vec<((String, String), Vec<DeadLetter>)> = Vec::new();
     for letter in letters {
         let Some(aggregate) = letter.aggregate_id() else {
@@ -185,6 +185,36 @@ pub(crate) fn letters_of(
         .collect();
     release_order(&mut mine);
     mine
+}
+
+/// Which letters of a bulk replay go back themselves, taken in queue
+/// order: a parked letter behind a head letter that is replayed too is
+/// released by its group once the head is handled, in order; replaying it
+/// as well would hand it to the group twice (or race its release).
+///
+/// Backends that override
+/// [`replay_all_with_progress`](DeadLetterQueue::replay_all_with_progress)
+/// filter their letters through it, as the default does.
+#[derive(Debug, Default)]
+pub struct BulkReplay {
+    heads: std::collections::HashSet<(String, String)>,
+}
+
+impl BulkReplay {
+    /// Whether `letter` (the next in queue order) is replayed itself;
+    /// `false` for one its group releases after an earlier head.
+    pub fn goes_back_itself(&mut self, letter: &DeadLetter) -> bool {
+        let Some(aggregate) = letter.aggregate_id() else {
+            return true;
+        };
+        let key = (letter.group().to_owned(), aggregate.to_owned());
+        if letter.failure.kind == FailureKind::Parked {
+            !self.heads.contains(&key)
+        } else {
+            self.heads.insert(key);
+            true
+        }
+    }
 }
 
 /// Which dead letters to list.
@@ -242,15 +272,20 @@ pub trait DeadLetterQueue: Send + Sync {
     /// [`replay_all`](Self::replay_all), calling `progress(done, total)`
     /// as letters go back (after each one, or after each batch where a
     /// backend replays in batches). Stops at the first failure; what was
-    /// replayed before it stays replayed.
+    /// replayed before it stays replayed. A parked letter whose head
+    /// letter is replayed too goes back through its group's release, in
+    /// order after the head, and counts as replayed.
     async fn replay_all_with_progress(
         &self,
         query: &DeadLetterQuery,
         progress: &(dyn Fn(usize, usize) + Send + Sync),
     ) -> Result<usize> {
         let letters = self.list(query).await?;
+        let mut bulk = BulkReplay::default();
         for (i, letter) in letters.iter().enumerate() {
-            self.replay(&letter.id).await?;
+            if bulk.goes_back_itself(letter) {
+                self.replay(&letter.id).await?;
+            }
             progress(i + 1, letters.len());
         }
         Ok(letters.len())

@@ -190,11 +190,31 @@ impl EventEnvelope {
             target: std::any::type_name::<E>(),
             reason,
         };
+        let newer = |known: u32| Error::NewerVersion {
+            event_id: self.event_id.to_string(),
+            aggregate_type: self.aggregate_type.clone(),
+            event_type: self.event_type.clone(),
+            version: self.schema_version,
+            known,
+            target: std::any::type_name::<E>(),
+        };
+        // Written by a newer producer: whatever it decodes as, this type
+        // does not know what the payload means now. A hand-written impl
+        // that overrides only `schema_version()` is asked by its decoded
+        // value.
+        let maybe_newer = self.schema_version > E::SCHEMA_VERSION;
         let payload = match upcast.map_err(fail)? {
             Some((current, _)) => current,
             None => self.payload.clone(),
         };
-        let event: E = serde_json::from_value(payload).map_err(|e| fail(e.to_string()))?;
+        let event: E = match serde_json::from_value(payload) {
+            Ok(event) => event,
+            Err(_) if maybe_newer => return Err(newer(E::SCHEMA_VERSION)),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        if maybe_newer && event.schema_version() < self.schema_version {
+            return Err(newer(event.schema_version()));
+        }
         if event.event_type() != self.event_type {
             return Err(fail(format!(
                 "payload decodes as event type `{}`",
@@ -230,9 +250,7 @@ mod tests {
             }
         }
         const AGGREGATE_TYPE: &'static str = "Account";
-        fn schema_version(&self) -> u32 {
-            2
-        }
+        const SCHEMA_VERSION: u32 = 2;
     }
 
     #[test]
@@ -263,6 +281,49 @@ mod tests {
                 owner: "ada".into()
             }
         );
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Renamed {
+        name: String,
+    }
+
+    impl DomainEvent for Renamed {
+        fn event_type(&self) -> &str {
+            "Renamed"
+        }
+        const AGGREGATE_TYPE: &'static str = "Account";
+        const SCHEMA_VERSION: u32 = 2;
+    }
+
+    /// A payload written at a version newer than the type knows is
+    /// `NewerVersion`, whether or not it happens to deserialize; at the
+    /// type's own version it decodes.
+    #[test]
+    fn decode_tells_a_newer_version_from_a_broken_payload() {
+        let mut env = EventEnvelope::new("a-1", 1, &Renamed { name: "x".into() }).expect("encode");
+        assert_eq!(env.schema_version, 2);
+        assert_eq!(env.decode::<Renamed>().expect("v2 knows v2").name, "x");
+        env.schema_version = 3;
+        let err = env.decode::<Renamed>().expect_err("v3 is newer");
+        assert!(
+            matches!(
+                err,
+                Error::NewerVersion {
+                    version: 3,
+                    known: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`Account.Renamed`"), "{err}");
+        env.payload = serde_json::json!({"full_name": "x"});
+        let err = env.decode::<Renamed>().expect_err("v3 in a new shape");
+        assert!(matches!(err, Error::NewerVersion { .. }), "{err}");
+        env.schema_version = 2;
+        let err = env.decode::<Renamed>().expect_err("v2 in a wrong shape");
+        assert!(matches!(err, Error::Decode { .. }), "{err}");
     }
 
     #[test]

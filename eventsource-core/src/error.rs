@@ -30,6 +30,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// An event was written at a schema version newer than the Rust type
+    /// decoding it knows: its producer was upgraded before this consumer
+    /// (a rolling deploy). Not a broken event: a consumer group parks it
+    /// (dead-letter kind [`NewerVersion`](crate::FailureKind::NewerVersion))
+    /// until a member that knows the version takes it.
+    #[error(
+        "event `{aggregate_type}.{event_type}` ({event_id}) is at schema version {version}, \
+         newer than the {known} that {target} knows: upgrade this consumer"
+    )]
+    NewerVersion {
+        /// The event's id, as text.
+        event_id: String,
+        /// The envelope's aggregate type.
+        aggregate_type: String,
+        /// The envelope's event type.
+        event_type: String,
+        /// The schema version the event was written at.
+        version: u32,
+        /// The newest schema version the decoding type knows.
+        known: u32,
+        /// The Rust type decoding was attempted into.
+        target: &'static str,
+    },
+
     /// An event did not pass its schema ([`Schemas`](crate::schema::Schemas)):
     /// nothing of the batch was published.
     #[error("event `{routing_key}` of {aggregate_id} ({event_id}) is invalid: {reason}; nothing was published")]
@@ -102,6 +126,31 @@ pub enum Error {
         existing: String,
         /// The filter of the refused subscription.
         requested: String,
+    },
+
+    /// The broker (or database) connected to does not keep what it
+    /// acknowledges, and the config says `durability = require`.
+    #[error(
+        "{backend}: the broker's settings break the durability contract (durability = require): {}",
+        risks.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Durability {
+        /// The backend.
+        backend: &'static str,
+        /// Each setting found, with what it costs.
+        risks: Vec<crate::DurabilityRisk>,
+    },
+
+    /// An event's personal data could not be sealed or opened: its
+    /// header is not readable, a field was changed or moved, or an event
+    /// that declares personal data met a repository without a
+    /// [`Shredder`](crate::personal::Shredder). Retrying cannot help.
+    #[error("personal data of event {event_id}: {reason}")]
+    PersonalData {
+        /// The event's id.
+        event_id: String,
+        /// What is wrong.
+        reason: String,
     },
 
     /// An operation did not finish in time.

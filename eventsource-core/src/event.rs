@@ -68,9 +68,36 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// `{aggregate_type}.{event_type}`, so it should not contain `.`.
     fn event_type(&self) -> &str;
 
-    /// The schema version of this event's payload (default 1). Bump it when
-    /// the payload changes shape so consumers and snapshots can tell.
+    /// The schema version this type writes (default 1); the derive sets
+    /// it from `#[event(version = N)]`.
+    const SCHEMA_VERSION: u32 = 1;
+
+    /// The schema version of this event's payload (default
+    /// [`SCHEMA_VERSION`](Self::SCHEMA_VERSION)). Bump it when the payload
+    /// changes shape so consumers and snapshots can tell. A hand-written
+    /// impl sets [`SCHEMA_VERSION`](Self::SCHEMA_VERSION) rather than
+    /// overriding this: consumers judge by it whether an event is newer
+    /// than they know ([`Error::NewerVersion`](crate::Error::NewerVersion)).
     fn schema_version(&self) -> u32 {
-        1
+        Self::SCHEMA_VERSION
+    }
+
+    /// Every event type this Rust type can be (default: none listed; the
+    /// derive lists a struct's one and an enum's variants), for a
+    /// [`SchemaManifest`](crate::manifest::SchemaManifest).
+    fn event_types() -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
+
+    /// The personal data this event holds, and whose (default: none).
+    /// Events that return some are sealed by a
+    /// [`Shredder`](crate::personal::Shredder) before they leave the
+    /// process; the derive implements it from `#[personal_data]` and
+    /// `#[data_subject]` fields. See [`personal`](crate::personal).
+    fn personal_data(&self) -> Option<crate::personal::PersonalData> {
+        None
     }
 }

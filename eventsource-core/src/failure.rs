@@ -25,11 +25,18 @@ pub enum FailureKind {
     /// older version, or by hand. Listed with its raw fields and the
     /// reason, purgeable and discardable; it parks no aggregate.
     Unreadable,
+    /// Not handled: the event was written at a schema version newer than
+    /// the consumer knows ([`Error::NewerVersion`](crate::Error::NewerVersion)),
+    /// a producer upgraded before its consumers. Nothing is wrong with it:
+    /// it waits (and, where the group parks aggregates, its aggregate's
+    /// later events wait behind it) until a member that knows the version
+    /// starts and replays it, or an operator replays it.
+    NewerVersion,
 }
 
 impl FailureKind {
     /// The kind as written on the wire (`exhausted`, `permanent`,
-    /// `undecodable`, `parked`).
+    /// `undecodable`, `parked`, `unreadable`, `newer_version`).
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Exhausted => "exhausted",
@@ -37,6 +44,7 @@ impl FailureKind {
             FailureKind::Undecodable => "undecodable",
             FailureKind::Parked => "parked",
             FailureKind::Unreadable => "unreadable",
+            FailureKind::NewerVersion => "newer_version",
         }
     }
 
@@ -48,6 +56,7 @@ impl FailureKind {
             Self::Undecodable,
             Self::Parked,
             Self::Unreadable,
+            Self::NewerVersion,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -41,6 +41,16 @@ impl HandlerError {
         self.permanent
     }
 
+    /// Whether the handler met an event of a schema version newer than it
+    /// knows ([`Error::NewerVersion`], from [`EventEnvelope::decode`]): the
+    /// group parks it instead of dead-lettering it as a failure.
+    pub fn is_newer_version(&self) -> bool {
+        matches!(
+            self.source.downcast_ref::<Error>(),
+            Some(Error::NewerVersion { .. })
+        )
+    }
+
     /// The underlying error.
     pub fn source(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.source
@@ -50,7 +60,10 @@ impl HandlerError {
 impl<E: Into<BoxError>> From<E> for HandlerError {
     fn from(e: E) -> Self {
         let source: BoxError = e.into();
-        let permanent = matches!(source.downcast_ref::<Error>(), Some(Error::Decode { .. }));
+        let permanent = matches!(
+            source.downcast_ref::<Error>(),
+            Some(Error::Decode { .. } | Error::PersonalData { .. } | Error::NewerVersion { .. })
+        );
         HandlerError { source, permanent }
     }
 }
@@ -109,6 +122,18 @@ pub trait EventHandler: Send + Sync + 'static {
     fn name(&self) -> &str {
         std::any::type_name::<Self>()
     }
+
+    /// The newest schema version of `aggregate_type.event_type` this
+    /// handler can decode, if it knows (default `None`: it does not say).
+    /// A member whose handler knows a version replays, when it starts,
+    /// the group's dead letters of kind
+    /// [`NewerVersion`](crate::FailureKind::NewerVersion) up to it: after
+    /// a rolling deploy, what the old consumers parked is handled without
+    /// an operator. [`handler_for`]'s handler answers from its event type.
+    fn known_version(&self, aggregate_type: &str, event_type: &str) -> Option<u32> {
+        let _ = (aggregate_type, event_type);
+        None
+    }
 }
 
 /// A handler made from an async closure; see [`handler_fn`].
@@ -161,6 +186,12 @@ where
         let decoded: E = event.decode()?;
         (self.f)(decoded, event.clone()).await
     }
+
+    fn known_version(&self, aggregate_type: &str, event_type: &str) -> Option<u32> {
+        let types = E::event_types();
+        (aggregate_type == E::AGGREGATE_TYPE && (types.is_empty() || types.contains(&event_type)))
+            .then_some(E::SCHEMA_VERSION)
+    }
 }
 
 /// Turns an async closure taking the decoded event (and its envelope, for
@@ -200,6 +231,14 @@ where
 impl<H: EventHandler + ?Sized> EventHandler for Arc<H> {
     async fn handle(&self, event: &EventEnvelope) -> HandlerResult {
         (**self).handle(event).await
+    }
+
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn known_version(&self, aggregate_type: &str, event_type: &str) -> Option<u32> {
+        (**self).known_version(aggregate_type, event_type)
     }
 }
 

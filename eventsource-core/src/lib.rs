@@ -34,14 +34,18 @@ pub mod bounds;
 mod bus;
 mod dlq;
 pub mod driver;
+mod durability;
 mod envelope;
 mod error;
 mod event;
 mod failure;
 mod filter;
 mod handler;
+pub mod manifest;
 pub mod metrics;
 mod partition;
+pub mod personal;
+mod redeliver;
 mod repository;
 mod retry;
 pub mod schema;
@@ -59,9 +63,10 @@ pub use aggregate::Aggregate;
 pub use async_trait::async_trait;
 pub use bus::{BusStats, EventBus, GroupStats, ShutdownReport};
 pub use dlq::{
-    DeadLetter, DeadLetterQuery, DeadLetterQueue, LetterBody, ParkedAggregate, REPLAYED_FOR,
-    REPLAYED_FROM,
+    BulkReplay, DeadLetter, DeadLetterQuery, DeadLetterQueue, LetterBody, ParkedAggregate,
+    REPLAYED_FOR, REPLAYED_FROM,
 };
+pub use durability::{Durability, DurabilityRisk};
 pub use envelope::{stream_name, EventEnvelope};
 pub use error::{
     is_secret_parameter, redact_text, redact_url, BoxError, CommandError, Error, Result,
@@ -70,12 +75,23 @@ pub use event::DomainEvent;
 /// `#[derive(DomainEvent)]`: see [`DomainEvent`](trait@DomainEvent).
 #[cfg(feature = "derive")]
 pub use eventsource_macros::DomainEvent;
+pub use redeliver::{copy_for, reprocessing, REPLAY_ID, REPROCESS};
 
 /// The `DomainEvent` trait alone (without the derive of the same name),
 /// for the facade, which re-exports a derive of its own.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::event::DomainEvent;
+
+    /// The JSON of `T::default()`: a personal field's replacement.
+    pub fn default_json<T: Default + serde::Serialize>() -> serde_json::Value {
+        serde_json::to_value(T::default()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A JSON string: a personal field's `replacement = "…"`.
+    pub fn string_json(text: &str) -> serde_json::Value {
+        serde_json::Value::String(text.to_owned())
+    }
 }
 pub use failure::{Failure, FailureKind};
 pub use filter::EventFilter;

@@ -19,6 +19,7 @@
 //! | `eventsource.consumer.lag` | gauge | `{event}` | the group's backlog on the broker |
 //! | `eventsource.dlq.depth` | gauge | `{event}` | the group's dead letters on the broker |
 //! | `eventsource.consumer.members` | gauge | `{member}` | the group's members the broker knows |
+//! | `eventsource.durability_risks` | counter | `{setting}` | broker settings found at connect that break the durability contract (attribute `setting`; see [`Durability`](crate::Durability)) |
 //!
 //! The last three are read from the broker by [`watch_groups`], which an
 //! application (or a sidecar) runs for the groups it wants to see. A
@@ -246,3 +247,24 @@ mod instruments {
 pub use instruments::watch_groups;
 #[cfg(feature = "metrics")]
 pub(crate) use instruments::Instruments;
+
+/// Counts one setting found at connect that breaks the durability
+/// contract (`eventsource.durability_risks`, attributes
+/// `messaging.system` and `setting`); nothing without the `metrics`
+/// feature.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn durability_risk(system: &'static str, setting: &str) {
+    #[cfg(feature = "metrics")]
+    opentelemetry::global::meter("eventsource")
+        .u64_counter("eventsource.durability_risks")
+        .with_unit("{setting}")
+        .with_description("Broker settings found at connect that break the durability contract")
+        .build()
+        .add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("messaging.system", system),
+                opentelemetry::KeyValue::new("setting", setting.to_owned()),
+            ],
+        );
+}

@@ -1,11 +1,12 @@
 //! Loading and saving aggregates, with auto-publish of saved events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use tracing::Instrument;
 
+use crate::personal::{Shredder, PERSONAL_HEADER};
 use crate::{
     stream_name, Aggregate, CommandError, DomainEvent, Error, EventBus, EventEnvelope, EventStore,
     ExpectedVersion, Result,
@@ -19,6 +20,7 @@ pub struct AggregateRoot<A: Aggregate> {
     version: u64,
     state: A,
     uncommitted: Vec<A::Event>,
+    subjects: BTreeSet<String>,
 }
 
 impl<A: Aggregate> AggregateRoot<A> {
@@ -29,6 +31,7 @@ impl<A: Aggregate> AggregateRoot<A> {
             version: 0,
             state: A::default(),
             uncommitted: Vec::new(),
+            subjects: BTreeSet::new(),
         }
     }
 
@@ -41,7 +44,21 @@ impl<A: Aggregate> AggregateRoot<A> {
             version,
             state,
             uncommitted: Vec::new(),
+            subjects: BTreeSet::new(),
         }
+    }
+
+    /// Notes that the aggregate's state holds personal data of `subject`
+    /// (a snapshot loader restoring the subjects it kept).
+    pub fn add_subject(&mut self, subject: impl Into<String>) {
+        self.subjects.insert(subject.into());
+    }
+
+    /// The data subjects whose personal data the aggregate's stored events
+    /// hold (read from their headers at load and save): a snapshot of the
+    /// state is sealed with each of their keys.
+    pub fn subjects(&self) -> &BTreeSet<String> {
+        &self.subjects
     }
 
     /// Applies one stored event: decodes it, evolves the state and moves
@@ -157,6 +174,7 @@ pub struct SaveContext {
 pub struct Repository<A: Aggregate> {
     store: Arc<dyn EventStore>,
     bus: Option<Arc<dyn EventBus>>,
+    shredder: Option<Arc<Shredder>>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -165,6 +183,7 @@ impl<A: Aggregate> Clone for Repository<A> {
         Repository {
             store: Arc::clone(&self.store),
             bus: self.bus.clone(),
+            shredder: self.shredder.clone(),
             _aggregate: PhantomData,
         }
     }
@@ -176,6 +195,7 @@ impl<A: Aggregate> Repository<A> {
         Repository {
             store,
             bus: None,
+            shredder: None,
             _aggregate: PhantomData,
         }
     }
@@ -185,6 +205,46 @@ impl<A: Aggregate> Repository<A> {
     pub fn with_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
         self.bus = Some(bus);
         self
+    }
+
+    /// Seals the personal data events declare before they are stored or
+    /// published, and opens it again at load (see
+    /// [`personal`](crate::personal)). Without it, saving an event that
+    /// declares personal data fails with [`Error::PersonalData`]: nothing
+    /// personal is stored in the clear by mistake.
+    #[must_use]
+    pub fn with_shredder(mut self, shredder: Arc<Shredder>) -> Self {
+        self.shredder = Some(shredder);
+        self
+    }
+
+    /// The shredder, if one is set.
+    pub fn shredder(&self) -> Option<&Arc<Shredder>> {
+        self.shredder.as_ref()
+    }
+
+    /// Opens a stored event's personal data in place (a no-op for events
+    /// without any), noting its subject on `root`, before it is applied.
+    /// Loaders that read events themselves (snapshots) call it.
+    pub async fn open_stored(
+        &self,
+        root: &mut AggregateRoot<A>,
+        envelope: &mut EventEnvelope,
+    ) -> Result<()> {
+        if !envelope.metadata.contains_key(PERSONAL_HEADER) {
+            return Ok(());
+        }
+        let Some(shredder) = &self.shredder else {
+            return Err(Error::PersonalData {
+                event_id: envelope.event_id.to_string(),
+                reason: "it holds encrypted personal data and the repository has no Shredder \
+                         (Repository::with_shredder)"
+                    .into(),
+            });
+        };
+        root.subjects
+            .extend(shredder.open_in_place(envelope).await?);
+        Ok(())
     }
 
     /// The stream an aggregate id is stored in.
@@ -201,13 +261,14 @@ impl<A: Aggregate> Repository<A> {
     /// empty aggregate at version 0.
     pub async fn load(&self, id: &str) -> Result<AggregateRoot<A>> {
         let stream = Self::stream_of(id);
-        let events = self
+        let mut events = self
             .store
             .read_stream(&stream, 1)
             .instrument(tracing::debug_span!("eventsource.load", %stream))
             .await?;
         let mut root = AggregateRoot::<A>::new(id);
-        for envelope in &events {
+        for envelope in &mut events {
+            self.open_stored(&mut root, envelope).await?;
             root.apply_stored(envelope)?;
         }
         Ok(root)
@@ -265,19 +326,32 @@ impl<A: Aggregate> Repository<A> {
         let stream = Self::stream_of(&root.id);
         let span =
             tracing::info_span!("eventsource.save", %stream, events = root.uncommitted.len());
-        let envelopes = root
-            .uncommitted
-            .iter()
-            .zip(root.version + 1..)
-            .map(|(event, version)| {
-                let mut env = EventEnvelope::new(root.id.clone(), version, event)?;
-                env.correlation_id.clone_from(&ctx.correlation_id);
-                env.causation_id.clone_from(&ctx.causation_id);
-                env.metadata.extend(ctx.metadata.clone());
-                crate::trace::stamp(&mut env);
-                Ok(env)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut envelopes = Vec::with_capacity(root.uncommitted.len());
+        let mut subjects = Vec::new();
+        for (event, version) in root.uncommitted.iter().zip(root.version + 1..) {
+            let mut env = EventEnvelope::new(root.id.clone(), version, event)?;
+            env.correlation_id.clone_from(&ctx.correlation_id);
+            env.causation_id.clone_from(&ctx.causation_id);
+            env.metadata.extend(ctx.metadata.clone());
+            crate::trace::stamp(&mut env);
+            if let Some(declared) = event.personal_data() {
+                let Some(shredder) = &self.shredder else {
+                    return Err(Error::PersonalData {
+                        event_id: env.event_id.to_string(),
+                        reason: format!(
+                            "event `{}` declares personal data and the repository has no \
+                             Shredder (Repository::with_shredder); nothing was stored",
+                            env.routing_key()
+                        ),
+                    });
+                };
+                shredder.seal(&mut env, &declared).await?;
+                if env.metadata.contains_key(PERSONAL_HEADER) {
+                    subjects.push(declared.subject);
+                }
+            }
+            envelopes.push(env);
+        }
         let expected = if root.version == 0 {
             ExpectedVersion::NoStream
         } else {
@@ -290,6 +364,7 @@ impl<A: Aggregate> Repository<A> {
             .await?;
         root.version = appended.version;
         root.uncommitted.clear();
+        root.subjects.extend(subjects);
         if let Some(bus) = &self.bus {
             bus.publish(&envelopes)
                 .instrument(span)

@@ -115,6 +115,13 @@ impl Upcasters {
         self
     }
 
+    /// Every step, as `(aggregate type, event type, from version)`, sorted.
+    pub fn steps(&self) -> Vec<(String, String, u32)> {
+        let mut steps: Vec<_> = self.steps.keys().cloned().collect();
+        steps.sort();
+        steps
+    }
+
     /// How many steps there are.
     pub fn len(&self) -> usize {
         self.steps.len()
@@ -173,6 +180,11 @@ where
     global()
         .write()
         .register(aggregate_type, event_type, from_version, step);
+}
+
+/// A copy of the process-wide steps (for a schema manifest).
+pub fn registered() -> Upcasters {
+    global().read().clone()
 }
 
 /// Applies the process-wide steps (see [`Upcasters::upcast`]).

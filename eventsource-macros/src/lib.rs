@@ -18,6 +18,15 @@
 //! `::eventsource_core`, or `::eventsource` when derived through the
 //! facade, which re-exports `DomainEventThroughFacade` as its
 //! `DomainEvent`). Variant attribute: `rename = "..."`.
+//!
+//! Field attributes (personal data, see `eventsource_core::personal`):
+//! `#[personal_data]` (optionally `#[personal_data(replacement = "…")]`,
+//! a string the field reads as once forgotten; default: the type's
+//! `Default`) and `#[data_subject]` (the field naming whose data it is;
+//! its `to_string()`), one per struct or variant that has personal
+//! fields.
+
+mod personal;
 
 use proc_macro::TokenStream;
 use proc_macro2::Span;
@@ -26,7 +35,7 @@ use syn::{parse_macro_input, Data, DeriveInput, Fields, LitInt, LitStr};
 
 /// Implements `DomainEvent` for an enum (one event type per variant) or a
 /// struct (one event type).
-#[proc_macro_derive(DomainEvent, attributes(event))]
+#[proc_macro_derive(DomainEvent, attributes(event, personal_data, data_subject))]
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     match expand(&input, syn::parse_quote!(::eventsource_core)) {
@@ -40,7 +49,10 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 /// trait through the facade (`::eventsource`), so an application that
 /// depends on the facade alone needs no `crate = "…"`.
 #[doc(hidden)]
-#[proc_macro_derive(DomainEventThroughFacade, attributes(event))]
+#[proc_macro_derive(
+    DomainEventThroughFacade,
+    attributes(event, personal_data, data_subject)
+)]
 pub fn derive_domain_event_through_facade(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     match expand(&input, syn::parse_quote!(::eventsource)) {
@@ -116,6 +128,8 @@ fn expand(input: &DeriveInput, default_crate: syn::Path) -> syn::Result<proc_mac
         None => quote!(1u32),
     };
     let krate = c.krate.unwrap_or(default_crate);
+    let personal_data = personal::expand(input, &krate)?;
+    let mut types: Vec<String> = Vec::new();
     let event_type = match &input.data {
         Data::Enum(data) => {
             if data.variants.is_empty() {
@@ -140,6 +154,7 @@ fn expand(input: &DeriveInput, default_crate: syn::Path) -> syn::Result<proc_mac
                         None => ident.to_string(),
                     };
                     check_type(&ty, v.ident.span())?;
+                    types.push(ty.clone());
                     let pattern = match &v.fields {
                         Fields::Named(_) => quote!(Self::#ident { .. }),
                         Fields::Unnamed(_) => quote!(Self::#ident(..)),
@@ -156,6 +171,7 @@ fn expand(input: &DeriveInput, default_crate: syn::Path) -> syn::Result<proc_mac
                 None => name.to_string(),
             };
             check_type(&ty, name.span())?;
+            types.push(ty.clone());
             quote!(#ty)
         }
         Data::Union(_) => {
@@ -169,12 +185,17 @@ fn expand(input: &DeriveInput, default_crate: syn::Path) -> syn::Result<proc_mac
     Ok(quote! {
         impl #impl_generics #krate::DomainEvent for #name #ty_generics #where_clause {
             const AGGREGATE_TYPE: &'static str = #aggregate;
+            const SCHEMA_VERSION: u32 = #version;
             fn event_type(&self) -> &str {
                 #event_type
             }
             fn schema_version(&self) -> u32 {
                 #version
             }
+            fn event_types() -> &'static [&'static str] {
+                &[#(#types),*]
+            }
+            #personal_data
         }
     })
 }

@@ -24,6 +24,47 @@ pub trait ProjectionHandler: Send + Sync {
     async fn handle(&self, event: &RecordedEvent) -> std::result::Result<(), BoxError>;
 }
 
+/// A shared projection is a projection (to keep a handle on the read
+/// model while a runner feeds it).
+#[async_trait]
+impl<P: ProjectionHandler + ?Sized> ProjectionHandler for Arc<P> {
+    async fn handle(&self, event: &RecordedEvent) -> std::result::Result<(), BoxError> {
+        (**self).handle(event).await
+    }
+}
+
+/// Wraps a projection so it reads events with their personal data opened
+/// by a [`Shredder`](eventsource_core::personal::Shredder) (decrypted, or
+/// the replacement values once the subject is forgotten): a projection
+/// rebuilt after forgetting holds none of the subject's data.
+pub struct OpenedProjection<P> {
+    shredder: Arc<eventsource_core::personal::Shredder>,
+    inner: P,
+}
+
+impl<P: ProjectionHandler> OpenedProjection<P> {
+    /// `inner`, fed events opened by `shredder`.
+    pub fn new(shredder: Arc<eventsource_core::personal::Shredder>, inner: P) -> Self {
+        OpenedProjection { shredder, inner }
+    }
+}
+
+#[async_trait]
+impl<P: ProjectionHandler> ProjectionHandler for OpenedProjection<P> {
+    async fn handle(&self, event: &RecordedEvent) -> std::result::Result<(), BoxError> {
+        if !event
+            .envelope
+            .metadata
+            .contains_key(eventsource_core::personal::PERSONAL_HEADER)
+        {
+            return self.inner.handle(event).await;
+        }
+        let mut opened = event.clone();
+        self.shredder.open_in_place(&mut opened.envelope).await?;
+        self.inner.handle(&opened).await
+    }
+}
+
 /// Named checkpoints (the last position a projection completed), in the SQL store.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {

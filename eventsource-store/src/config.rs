@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use eventsource_core::bounds::{self, HOUR, MILLISECOND};
-use eventsource_core::{is_secret_parameter, redact_url, Error, Result};
+use eventsource_core::{is_secret_parameter, redact_url, Durability, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Which database a URL points at.
@@ -80,6 +80,11 @@ pub struct StoreConfig {
     /// How long to wait for a connection (and, on SQLite, for the write lock).
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// What `connect` does when PostgreSQL does not keep what it commits
+    /// (`fsync`, `full_page_writes` or `synchronous_commit` off): `warn`
+    /// (the default) logs each setting, `require` refuses to connect, `off`
+    /// does not look. SQLite has nothing to check (the store sets it up).
+    pub durability: Durability,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -89,6 +94,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("outbox", &self.outbox)
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -100,6 +106,7 @@ impl Default for StoreConfig {
             outbox: false,
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
+            durability: Durability::Warn,
         }
     }
 }
@@ -151,6 +158,7 @@ eventsource_core::config_setters!(StoreConfig {
     outbox: bool,
     max_connections: u32,
     acquire_timeout: Duration,
+    durability: Durability,
 });
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //! receives a transaction on the store's database in which the inbox has
 //! already recorded `(group, event id)`; the handler's writes and that
 //! record commit together, or neither does. A redelivered event finds its
-//! record and is skipped (acked, not handled again). Two members handling
+//! record and is skipped (acked, not handled again) — a targeted replay's
+//! copy too, unless the replay reprocesses ([`crate::ReplayOptions::reprocess`]):
+//! then the copy is recorded under the event id and the replay id, and
+//! handled once more per replay. Two members handling
 //! the same event at once (a takeover while the first still runs) queue on
 //! the record's key, and the second skips.
 
@@ -119,6 +122,16 @@ impl Inbox {
     }
 }
 
+/// The key an event is recorded under: its id; for a targeted replay's
+/// copy meant to be handled again ([`eventsource_core::REPROCESS`]), its
+/// id and the replay's, so that it is handled once more per replay.
+fn inbox_key(event: &EventEnvelope) -> String {
+    match eventsource_core::reprocessing(event) {
+        Some(replay) => format!("{}/{replay}", event.event_id),
+        None => event.event_id.to_string(),
+    }
+}
+
 /// An [`EventHandler`] that runs an [`InboxHandler`] at most once per
 /// event for its group; made by [`Inbox::handler`].
 pub struct InboxedHandler {
@@ -151,7 +164,7 @@ impl EventHandler for InboxedHandler {
              ON CONFLICT (group_name, event_id) DO NOTHING",
         )
         .bind(&self.group)
-        .bind(event.event_id.to_string())
+        .bind(inbox_key(event))
         .bind(ts(Utc::now()))
         .execute(&mut *tx)
         .await

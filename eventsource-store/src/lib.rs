@@ -14,26 +14,38 @@
 //! - catch-up reading for projections ([`CatchUpRunner`]): `read_all` from
 //!   a stored checkpoint, then follow live (polling, or woken by a bus:
 //!   [`CatchUpRunner::follow`]), checkpointing after each batch;
+//! - data subjects' keys for forgetting a person ([`SqlKeyStore`], see
+//!   `eventsource_core::personal`);
 //! - an idempotent inbox ([`Inbox`]): each event handled at most once per
-//!   consumer group, recorded in the transaction of the handler's writes.
+//!   consumer group, recorded in the transaction of the handler's writes;
+//! - targeted replay ([`TargetedReplay`]): stored events delivered again
+//!   to one consumer group, selected by position, time, aggregate and
+//!   event type, at a bounded rate, resumable after a crash.
 //!
-//! Layout: `store.rs`, `outbox.rs`, `inbox.rs`, `snapshot.rs`, `catchup.rs`,
-//! `schema.rs` (migrations), `config.rs`.
+//! Layout: `store.rs`, `outbox.rs`, `inbox.rs`, `keys.rs`, `snapshot.rs`, `catchup.rs`,
+//! `replay.rs`,
+//! `schema.rs` (migrations), `config.rs`, `durability.rs` (the database
+//! settings checked at connect).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod catchup;
 mod config;
+mod durability;
 mod inbox;
+mod keys;
 mod outbox;
+mod replay;
 mod schema;
 mod snapshot;
 mod store;
 
-pub use catchup::{CatchUpRunner, Checkpoints, ProjectionHandler};
+pub use catchup::{CatchUpRunner, Checkpoints, OpenedProjection, ProjectionHandler};
 pub use config::{Dialect, StoreConfig};
 pub use inbox::{Inbox, InboxHandler, InboxedHandler};
+pub use keys::SqlKeyStore;
 pub use outbox::{OutboxRelay, OutboxRelayConfig, RelayStats};
+pub use replay::{ReplayOptions, ReplaySelection, ReplayStatus, TargetedReplay};
 pub use snapshot::{SnapshotPolicy, SnapshotRepository};
 /// The sqlx the store runs on, for [`InboxHandler`]s' queries.
 pub use sqlx;

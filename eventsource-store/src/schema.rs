@@ -67,6 +67,27 @@ const V2: [&str; 2] = [
     "CREATE INDEX IF NOT EXISTS es_inbox_handled_at ON es_inbox (handled_at)",
 ];
 
+/// Migration 3: data subjects' keys (`SqlKeyStore`); the key is NULL once
+/// the subject is forgotten.
+const V3: [&str; 1] = ["CREATE TABLE IF NOT EXISTS es_subject_keys (
+        subject TEXT PRIMARY KEY,
+        key_material TEXT,
+        created_at TEXT NOT NULL,
+        forgotten_at TEXT)"];
+
+/// Migration 4: targeted replays and their checkpoints (`TargetedReplay`).
+const V4: [&str; 1] = ["CREATE TABLE IF NOT EXISTS es_replays (
+        id TEXT PRIMARY KEY,
+        group_name TEXT NOT NULL,
+        selection TEXT NOT NULL,
+        options TEXT NOT NULL,
+        total {INT64} NOT NULL,
+        delivered {INT64} NOT NULL,
+        last_position {INT64} NOT NULL,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT)"];
+
 /// `(version, statements)`; append new versions, never edit old ones.
 fn migrations(dialect: Dialect) -> Vec<(i64, Vec<String>)> {
     let (serial, int64) = match dialect {
@@ -77,6 +98,8 @@ fn migrations(dialect: Dialect) -> Vec<(i64, Vec<String>)> {
     vec![
         (1, V1.iter().map(|s| fill(s)).collect()),
         (2, V2.iter().map(|s| fill(s)).collect()),
+        (3, V3.iter().map(|s| fill(s)).collect()),
+        (4, V4.iter().map(|s| fill(s)).collect()),
     ]
 }
 

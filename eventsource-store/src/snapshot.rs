@@ -2,6 +2,7 @@
 //! after it, and take a new snapshot every N events.
 
 use chrono::Utc;
+use eventsource_core::personal::SealedValue;
 use eventsource_core::{
     Aggregate, AggregateRoot, DomainEvent, Error, EventEnvelope, EventStore, Repository, Result,
 };
@@ -10,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::schema::{db_err, ts};
+
+/// The key of a snapshot sealed for data subjects: `{"es_sealed": …}`.
+const SEALED: &str = "es_sealed";
 use crate::SqlEventStore;
 
 /// When to snapshot, and which snapshots are still valid.
@@ -63,10 +67,10 @@ where
 
     /// The latest valid snapshot's version of `id`, if any.
     pub async fn snapshot_version(&self, id: &str) -> Result<Option<u64>> {
-        Ok(self.read_snapshot(id).await?.map(|(v, _)| v))
+        Ok(self.read_snapshot(id).await?.map(|(v, _, _)| v))
     }
 
-    async fn read_snapshot(&self, id: &str) -> Result<Option<(u64, A)>> {
+    async fn read_snapshot(&self, id: &str) -> Result<Option<(u64, A, Vec<String>)>> {
         let stream = Repository::<A>::stream_of(id);
         let backend = self.store.backend();
         let row = sqlx::query(
@@ -90,8 +94,12 @@ where
         let state: String = row
             .try_get("state")
             .map_err(|e| db_err(backend, "reading a snapshot", e))?;
-        match serde_json::from_str::<A>(&state) {
-            Ok(state) => Ok(Some((u64::try_from(version).unwrap_or(0), state))),
+        let (state, subjects) = match self.open_state(&stream, &state).await? {
+            Some(opened) => opened,
+            None => return Ok(None),
+        };
+        match serde_json::from_value::<A>(state) {
+            Ok(state) => Ok(Some((u64::try_from(version).unwrap_or(0), state, subjects))),
             Err(e) => {
                 tracing::warn!(%stream, error = %e, "snapshot does not decode; rebuilding from events");
                 Ok(None)
@@ -99,17 +107,59 @@ where
         }
     }
 
+    /// A stored state as JSON, opened when it was sealed for data
+    /// subjects; `None` (rebuild from events) when one of them is
+    /// forgotten or the repository has no shredder to open it.
+    async fn open_state(
+        &self,
+        stream: &str,
+        text: &str,
+    ) -> Result<Option<(serde_json::Value, Vec<String>)>> {
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(%stream, error = %e, "snapshot is not JSON; rebuilding from events");
+                return Ok(None);
+            }
+        };
+        let Some(sealed) = value.get(SEALED) else {
+            return Ok(Some((value, Vec::new())));
+        };
+        let sealed: SealedValue = serde_json::from_value(sealed.clone()).map_err(|e| {
+            Error::backend(
+                self.store.backend(),
+                format!("the sealed snapshot of `{stream}`"),
+                e,
+            )
+        })?;
+        let Some(shredder) = self.repo.shredder() else {
+            tracing::warn!(%stream, "snapshot holds personal data and the repository has no shredder; rebuilding from events");
+            return Ok(None);
+        };
+        Ok(shredder
+            .open_value(&sealed, stream)
+            .await?
+            .map(|state| (state, sealed.subjects)))
+    }
+
     /// Loads from the latest snapshot plus the events after it.
     pub async fn load(&self, id: &str) -> Result<AggregateRoot<A>> {
         let mut root = match self.read_snapshot(id).await? {
-            Some((version, state)) => AggregateRoot::restore(id, version, state),
+            Some((version, state, subjects)) => {
+                let mut root = AggregateRoot::restore(id, version, state);
+                for subject in subjects {
+                    root.add_subject(subject);
+                }
+                root
+            }
             None => AggregateRoot::new(id),
         };
-        let tail: Vec<EventEnvelope> = self
+        let mut tail: Vec<EventEnvelope> = self
             .store
             .read_stream(&Repository::<A>::stream_of(id), root.version() + 1)
             .await?;
-        for envelope in &tail {
+        for envelope in &mut tail {
+            self.repo.open_stored(&mut root, envelope).await?;
             root.apply_stored(envelope)?;
         }
         Ok(root)
@@ -135,10 +185,29 @@ where
             ));
         }
         let stream = Repository::<A>::stream_of(root.id());
-        let state = serde_json::to_string(root.state()).map_err(|e| Error::Encode {
+        let encode = |e: serde_json::Error| Error::Encode {
             event_type: format!("{} snapshot", A::Event::AGGREGATE_TYPE),
             reason: e.to_string(),
-        })?;
+        };
+        let mut state = serde_json::to_value(root.state()).map_err(encode)?;
+        if !root.subjects().is_empty() {
+            // The state holds personal data: seal it for each subject,
+            // so forgetting any of them makes this copy unreadable.
+            let Some(shredder) = self.repo.shredder() else {
+                return Err(Error::config(
+                    "snapshot: the state holds personal data and the repository has no shredder",
+                ));
+            };
+            let Some(sealed) = shredder
+                .seal_value(root.subjects(), &stream, &state)
+                .await?
+            else {
+                tracing::debug!(%stream, "no snapshot: a data subject of the stream is forgotten");
+                return Ok(());
+            };
+            state = serde_json::json!({ SEALED: sealed });
+        }
+        let state = serde_json::to_string(&state).map_err(encode)?;
         sqlx::query(
             "INSERT INTO es_snapshots (stream, version, schema_version, state, taken_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (stream) DO UPDATE SET version = excluded.version, schema_version = excluded.schema_version, \

@@ -51,7 +51,7 @@ impl std::fmt::Debug for SqlEventStore {
     }
 }
 
-const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "position, stream, version, event_id, event_type, schema_version, aggregate_type, \
      aggregate_id, occurred_at, correlation_id, causation_id, metadata, payload";
 
@@ -130,6 +130,7 @@ impl SqlEventStore {
                 e,
             )
         })?;
+        crate::durability::check(&pool, dialect, &config).await?;
         schema::migrate(&pool, dialect).await?;
         Ok(SqlEventStore {
             pool,
@@ -146,6 +147,38 @@ impl SqlEventStore {
     /// The connection pool (for projections that share the database).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// How many stored events there are of each aggregate type, event
+    /// type and schema version: what `eventsource schema check` compares
+    /// with the application's
+    /// [`SchemaManifest`](eventsource_core::manifest::SchemaManifest).
+    pub async fn event_census(&self) -> Result<Vec<eventsource_core::manifest::Census>> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, event_type, CAST(schema_version AS BIGINT) AS version, \
+             CAST(COUNT(*) AS BIGINT) AS n FROM es_events \
+             GROUP BY aggregate_type, event_type, schema_version \
+             ORDER BY aggregate_type, event_type, schema_version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err(self.backend(), "counting events by type and version", e))?;
+        rows.iter()
+            .map(|r| {
+                let get = |e| db_err(self.backend(), "reading the event census", e);
+                let aggregate_type: String = r.try_get("aggregate_type").map_err(get)?;
+                let event_type: String = r.try_get("event_type").map_err(get)?;
+                let version: i64 = r.try_get("version").map_err(get)?;
+                let n: i64 = r.try_get("n").map_err(get)?;
+                Ok(eventsource_core::manifest::Census::new(
+                    &aggregate_type,
+                    &event_type,
+                    u32::try_from(version).unwrap_or(u32::MAX),
+                    u64::try_from(n).unwrap_or(0),
+                    eventsource_core::manifest::Found::Stored,
+                ))
+            })
+            .collect()
     }
 
     pub(crate) fn backend(&self) -> &'static str {

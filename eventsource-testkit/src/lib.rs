@@ -28,9 +28,13 @@ mod fixtures;
 mod garbage;
 mod handling;
 mod membership;
+mod newer_version;
 mod parking;
 mod partition_count;
+mod personal;
+mod ports;
 mod proxy;
+mod redeliver;
 mod secrets;
 mod single_active;
 mod spans;
@@ -47,9 +51,13 @@ pub use fixtures::{dead_letters_of, eventually, probe, OtherCreated, Probe, Reco
 pub use garbage::garbage_is_dead_lettered_raw;
 pub use handling::{handle_with_retries, HandlingReport};
 pub use membership::*;
+pub use newer_version::a_newer_version_waits_for_a_member_that_knows_it;
 pub use parking::*;
 pub use partition_count::{a_namespace_keeps_its_partition_count, PartitionCountRefusals};
+pub use personal::{personal_data_is_sealed_on_the_bus, RawDump};
+pub use ports::{free_port, wait_until_listening};
 pub use proxy::{publish_gives_up_within_its_timeout, FreezableProxy};
+pub use redeliver::redeliver_reaches_one_group_only;
 pub use secrets::{assert_never_shown, urls_with_password};
 pub use single_active::one_member_reads_and_a_standby_takes_over;
 pub use spans::{CapturedSpan, SpanCapture};
@@ -85,6 +93,8 @@ macro_rules! conformance_suite {
             a_watch_follows_new_events_without_taking_any,
             parks_an_aggregate_behind_its_dead_letter,
             discard_releases_what_is_parked_behind_it,
+            a_newer_version_waits_for_a_member_that_knows_it,
+            redeliver_reaches_one_group_only,
         );
         $crate::membership_suite!($factory);
     };

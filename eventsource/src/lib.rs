@@ -70,6 +70,8 @@ pub use eventsource_core::{
 };
 // Errors.
 pub use eventsource_core::{BoxError, Error, Result};
+// What connecting does when the broker does not keep what it acknowledges.
+pub use eventsource_core::{Durability, DurabilityRisk};
 
 /// Helpers for tools built on the bus (the `eventsource` CLI, a backend):
 /// a name checked as the bus checks group and namespace names, URLs and
@@ -79,7 +81,10 @@ pub mod helpers {
     pub use eventsource_core::{redact_text, redact_url, stream_name, validate_name};
 }
 // Schema evolution and tracing.
-pub use eventsource_core::{metrics, schema, trace, upcast};
+/// What the derive's code names (not part of the API).
+#[doc(hidden)]
+pub use eventsource_core::__private;
+pub use eventsource_core::{manifest, metrics, personal, schema, trace, upcast};
 
 /// The SQL event store (features `sqlite`, `postgres`): SQLite (the
 /// embedded default) and PostgreSQL on sqlx, with the outbox, the inbox,

@@ -144,22 +144,8 @@ impl KafkaDeadLetterQueue {
             .map(|(i, found)| originals.get(&i).unwrap_or(found))
             .map(|(letter, record)| {
                 if let Some(envelope) = letter.replayed_envelope() {
-                    // Back through its aggregate's partition of the events
-                    // topic, so that the partition's owner handles it in
-                    // order with the aggregate's other events; the other
-                    // groups skip it (it is marked as replayed for this one).
-                    let config = &self.client.config;
-                    let (headers, payload) = wire::encode(&envelope, &config.source);
-                    return Outgoing {
-                        topic: config.events_topic(),
-                        key: envelope.aggregate_id.clone(),
-                        partition: Some(eventsource_core::partition_of(
-                            &envelope.aggregate_id,
-                            self.client.event_partitions,
-                        ) as i32),
-                        headers,
-                        payload,
-                    };
+                    // Back through its aggregate's partition (see `redeliver`).
+                    return crate::redeliver::through_its_partition(&self.client, &envelope);
                 }
                 // A record that did not decode: to the group's replay topic.
                 let headers: Vec<(&str, &str)> = record
@@ -230,7 +216,11 @@ impl DeadLetterQueue for KafkaDeadLetterQueue {
             all.truncate(limit);
         }
         let total = all.len();
-        let mut done = 0;
+        // Parked letters behind a head that goes back are released by
+        // the group, not replayed (they would be handled twice).
+        let mut bulk = eventsource_core::BulkReplay::default();
+        all.retain(|(letter, _)| bulk.goes_back_itself(letter));
+        let mut done = total - all.len();
         for batch in all.chunks(REPLAY_BATCH) {
             self.replay_batch(batch).await?;
             done += batch.len();

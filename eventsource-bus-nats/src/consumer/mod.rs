@@ -20,11 +20,12 @@ mod reader;
 mod settle;
 mod single_active;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
+use async_nats::Subject;
 use async_trait::async_trait;
 use eventsource_core::driver::{refuse_parking, BrokerMember, Member, MemberCore};
 use eventsource_core::{Result, Subscription};
@@ -49,8 +50,9 @@ pub(crate) enum Origin {
 /// What a worker needs to ack a message; holding it holds a prefetch slot.
 pub(crate) struct Token {
     origin: Origin,
-    /// The message's reply subject: where its ack goes.
-    reply: String,
+    /// The message's reply subject: where its ack goes (a shared buffer,
+    /// not a copy).
+    reply: Subject,
     /// Its sequence in its stream (for the letter's source).
     seq: u64,
     _slot: OwnedSemaphorePermit,
@@ -71,9 +73,9 @@ pub(crate) struct GroupConsumer {
     /// The lanes this member reads: in shared mode always lane 0; else
     /// those it holds the lease of.
     owned: Mutex<BTreeMap<u32, Owned>>,
-    /// The messages this member holds unacked: reply subject to where
-    /// each came from.
-    held: Mutex<HashMap<String, (Origin, u64)>>,
+    /// The messages this member holds unacked, in stream order: where
+    /// each came from and its sequence there, to its reply subject.
+    held: Mutex<BTreeMap<(Origin, u64), Subject>>,
     /// Cancelled when the reader has returned, its pulls ended.
     reader_ended: CancellationToken,
 }
@@ -175,7 +177,7 @@ impl GroupConsumer {
             replay,
             register,
             owned: Mutex::new(owned),
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(BTreeMap::new()),
             reader_ended: CancellationToken::new(),
             client,
         });

@@ -24,7 +24,7 @@ impl GroupConsumer {
     pub(super) fn holds_from(&self, lane: u32) -> bool {
         self.held
             .lock()
-            .values()
+            .keys()
             .any(|(origin, _)| *origin == Origin::Events(lane))
     }
 
@@ -50,7 +50,7 @@ impl GroupConsumer {
                     self.owned.lock().remove(&lane);
                     self.held
                         .lock()
-                        .retain(|_, (origin, _)| *origin != Origin::Events(lane));
+                        .retain(|(origin, _), _| *origin != Origin::Events(lane));
                 }
                 Err(e) => {
                     tracing::warn!(group = self.group(), lane, error = %e, "could not renew a lease")

@@ -243,7 +243,7 @@ impl GroupConsumer {
                 return;
             }
         };
-        let Some(reply) = message.reply.as_ref().map(|r| r.to_string()) else {
+        let Some(reply) = message.reply.clone() else {
             return;
         };
         let seq = message.info().map_or(0, |i| i.stream_sequence);
@@ -260,7 +260,7 @@ impl GroupConsumer {
         &self,
         origin: Origin,
         message: jetstream::Message,
-        reply: String,
+        reply: async_nats::Subject,
         seq: u64,
         slot: OwnedSemaphorePermit,
     ) {

@@ -20,7 +20,7 @@ impl Settle<Token> for GroupConsumer {
 
     async fn ack(&self, token: Token) {
         self.answer(&token.reply, ACK).await;
-        self.release(&token.reply);
+        self.release(token.origin, token.seq);
     }
 
     /// Writes the letter (waiting for its PubAck), then acks the message.
@@ -38,12 +38,12 @@ impl Settle<Token> for GroupConsumer {
         match write_dead_letter(&self.client, &source, &letter, failure).await {
             Ok(()) => {
                 self.answer(&token.reply, ACK).await;
-                self.release(&token.reply);
+                self.release(token.origin, token.seq);
                 true
             }
             Err(e) => {
                 tracing::error!(group = self.group(), error = %e, "could not dead-letter; the message is delivered again after ack_wait");
-                self.release(&token.reply);
+                self.release(token.origin, token.seq);
                 false
             }
         }

@@ -17,6 +17,23 @@ use eventsource::{
 use eventsource_testkit::{dead_letters_of, probe};
 use tokio::sync::mpsc;
 
+/// Runs the binary with `args` (and none of its environment variables);
+/// its exit code, stdout and stderr.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventsource"))
+        .args(args)
+        .env_remove("EVENTSOURCE_BUS")
+        .env_remove("EVENTSOURCE_STORE")
+        .env_remove("EVENTSOURCE_NAMESPACE")
+        .output()
+        .expect("run the eventsource binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `REDIS_URL`, or the local Redis the test script starts.
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())

@@ -34,6 +34,8 @@ pub struct MemberCore<T> {
     /// How many slots there are.
     prefetch: usize,
     parking: Option<Arc<Parking>>,
+    /// The group's dead-letter queue.
+    dlq: Arc<dyn DeadLetterQueue>,
     tasks: MemberTasks,
 }
 
@@ -52,8 +54,9 @@ impl<T> std::fmt::Debug for MemberCore<T> {
 impl<T: Send + 'static> MemberCore<T> {
     /// A core for `subscription` holding up to `prefetch` unsettled
     /// messages, counting its outcomes in the bus's `counters`; `stop` (from [`Members::stop_token`](super::Members::stop_token))
-    /// stops its tasks; `dlq` is the group's dead-letter queue, asked for
-    /// only when the subscription parks aggregates.
+    /// stops its tasks; `dlq` is the group's dead-letter queue (for
+    /// parking, and for the newer-version letters the
+    /// member sends back when it starts).
     pub fn new(
         counters: Arc<Counters>,
         subscription: Subscription,
@@ -61,24 +64,39 @@ impl<T: Send + 'static> MemberCore<T> {
         stop: CancellationToken,
         dlq: impl FnOnce() -> Arc<dyn DeadLetterQueue>,
     ) -> Self {
+        let dlq = dlq();
         let parking = subscription
             .parks_aggregates()
-            .then(|| Parking::new(subscription.group(), dlq()));
+            .then(|| Parking::new(subscription.group(), Arc::clone(&dlq)));
         MemberCore {
             counters,
             queue: KeyedQueue::new(prefetch),
             slots: Arc::new(Semaphore::new(prefetch)),
             prefetch,
             parking,
+            dlq,
             tasks: MemberTasks::new(stop),
             subscription,
         }
     }
 
     /// Starts the member's `concurrency` [`Worker`]s, consuming
-    /// `destination` (stream, queue, topic: for spans).
+    /// `destination` (stream, queue, topic: for spans), and a helper that
+    /// sends back the group's newer-version letters the member knows
+    /// ([`release_known_at_start`](super::release_known_at_start)).
     pub fn spawn_workers<M: BrokerMember<T>>(member: &Arc<M>, destination: &str) {
         let core = member.core();
+        let helper = Arc::clone(member);
+        core.tasks.helper(async move {
+            let core = helper.core();
+            super::release_known_at_start(
+                &core.subscription,
+                &core.dlq,
+                core.parking.as_deref(),
+                core.tasks.token(),
+            )
+            .await;
+        });
         for _ in 0..core.subscription.concurrency() {
             let member = Arc::clone(member);
             let destination = destination.to_owned();

@@ -106,10 +106,15 @@ impl Counters {
     }
 
     /// A letter of `group` reached the broker: a dead letter, or (`kind`
-    /// [`Parked`](crate::FailureKind::Parked)) an event parked behind one.
+    /// [`Parked`](crate::FailureKind::Parked) or
+    /// [`NewerVersion`](crate::FailureKind::NewerVersion)) an event that
+    /// waits, with nothing wrong with it.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn letter_written(&self, group: &str, kind: crate::FailureKind) {
-        if kind == crate::FailureKind::Parked {
+        if matches!(
+            kind,
+            crate::FailureKind::Parked | crate::FailureKind::NewerVersion
+        ) {
             self.parked.fetch_add(1, Ordering::Relaxed);
             #[cfg(feature = "metrics")]
             self.metrics.parked(group);
@@ -137,7 +142,14 @@ impl Counters {
                 delivery.attempts.saturating_sub(1)
             }
             // Its letter is counted once written: see `letter_written`.
-            Outcome::DeadLetter(f) if f.kind == crate::FailureKind::Parked => 0,
+            Outcome::DeadLetter(f)
+                if matches!(
+                    f.kind,
+                    crate::FailureKind::Parked | crate::FailureKind::NewerVersion
+                ) =>
+            {
+                0
+            }
             Outcome::DeadLetter(_) => delivery.attempts,
             Outcome::Interrupted => delivery.attempts,
         };

@@ -48,6 +48,10 @@
 //! - **Publishing** goes through [`publish()`]: the closed check, the
 //!   trace stamp, the span, one deadline with retries of transient
 //!   failures ([`PublishTarget`]), the count.
+//! - **The durability check** at connect: the backend reads the broker
+//!   settings that would lose acknowledged publishes and hands what it
+//!   found to [`enforce_durability`], which refuses, warns or lets go as
+//!   the config's [`Durability`](crate::Durability) says.
 //!
 //! What stays in the backend is what differs for real reasons: how
 //! messages are fetched, leased and taken over (Redis), reconnected
@@ -55,8 +59,10 @@
 
 mod core;
 mod counters;
+mod durability;
 mod intake;
 mod member;
+mod newer;
 mod parking;
 pub mod publish;
 mod queue;
@@ -67,9 +73,10 @@ mod worker;
 pub use crate::partition::assigned_partitions;
 pub use core::{BrokerMember, MemberCore};
 pub use counters::Counters;
+pub use durability::enforce as enforce_durability;
 pub use intake::{triage, Intake};
 pub use member::{join_tasks, Member, MemberTasks, Members};
-pub use parking::{refuse_parking, Parking};
+pub use parking::{refuse_parking, release_known_at_start, Parking};
 pub use publish::{publish, stamp, stamp_shared, PublishTarget, SendError, Stamped};
 pub use queue::{Delivery, KeyedQueue};
 pub use settle::{dead_letter, settle, Letter, Settle};

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq::letters_of;
-use crate::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Result};
+use crate::{DeadLetter, DeadLetterQuery, DeadLetterQueue, Result, Subscription};
 
 #[derive(Default)]
 struct State {
@@ -28,6 +28,11 @@ struct State {
     loaded: Option<u64>,
     /// While a load runs: the changes made meanwhile, applied over it.
     changes: Option<Vec<(String, bool)>>,
+    /// Heads of kind `NewerVersion` found by the last load, not yet
+    /// looked at by [`Parking::release_newer`].
+    newer_heads: Vec<DeadLetter>,
+    /// Newer-version letters this member sent back already.
+    released_newer: HashSet<String>,
 }
 
 impl State {
@@ -127,25 +132,36 @@ impl Parking {
         &self,
         stop: &CancellationToken,
         why: &str,
-        mut read: F,
+        read: F,
     ) -> Option<R>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<R>>,
     {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match read().await {
-                Ok(r) => return Some(r),
-                Err(e) => {
-                    tracing::warn!(group = %self.group, error = %e, ?delay, "cannot read the dead-letter queue to {why}; retrying");
-                }
+        retrying(&self.group, stop, why, read).await
+    }
+
+    /// Sends back to the group the newer-version heads the last load
+    /// found whose version `subscription`'s handler knows (see
+    /// [`newer`](super::newer)), each once per member.
+    pub(crate) async fn release_newer(&self, subscription: &crate::Subscription) {
+        let due: Vec<DeadLetter> = {
+            let mut state = self.state.lock();
+            if state.newer_heads.is_empty() {
+                return;
             }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = stop.cancelled() => return None,
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
+            let heads = std::mem::take(&mut state.newer_heads);
+            let known = super::newer::to_release(subscription, heads);
+            known
+                .into_iter()
+                .filter(|l| state.released_newer.insert(l.id.clone()))
+                .collect()
+        };
+        let failed = super::newer::replay(subscription, &*self.dlq, &due).await;
+        // Tried again at the next load.
+        let mut state = self.state.lock();
+        for id in failed {
+            state.released_newer.remove(&id);
         }
     }
 
@@ -181,6 +197,11 @@ impl Parking {
             .filter(|l| l.group() == self.group)
             .filter_map(|l| l.aggregate_id().map(str::to_owned))
             .collect();
+        state.newer_heads = crate::dlq::by_aggregate(letters)
+            .into_iter()
+            .filter_map(|(_, list)| list.into_iter().next())
+            .filter(|head| head.failure.kind == crate::FailureKind::NewerVersion)
+            .collect();
         for (aggregate, parked) in changes {
             if parked {
                 state.parked.insert(aggregate);
@@ -191,6 +212,73 @@ impl Parking {
         state.loaded = Some(generation);
         tracing::debug!(group = %self.group, parked = state.parked.len(), "parked aggregates loaded from the dead-letter queue");
         Ok(())
+    }
+}
+
+/// What a member does when it starts: sends back the group's
+/// newer-version letters its handler knows the version of (through
+/// `parking`, which remembers what it sent, where the group parks
+/// aggregates). Waits for the dead-letter queue while it cannot be read,
+/// until `stop`.
+pub async fn release_known_at_start(
+    subscription: &Subscription,
+    dlq: &Arc<dyn DeadLetterQueue>,
+    parking: Option<&Parking>,
+    stop: &CancellationToken,
+) {
+    if let Some(parking) = parking {
+        // Loaded afresh: a parking shared by a group's members in one
+        // process (the memory bus) may have been loaded by a member that
+        // did not know the version.
+        parking.invalidate();
+        if parking.ready(stop).await {
+            parking.release_newer(subscription).await;
+        }
+        return;
+    }
+    let group = subscription.group();
+    let query = DeadLetterQuery::group(group);
+    let Some(letters) = retrying(group, stop, "find newer-version letters", || {
+        dlq.list(&query)
+    })
+    .await
+    else {
+        return;
+    };
+    let _failed = super::newer::replay(
+        subscription,
+        &**dlq,
+        &super::newer::to_release(subscription, letters),
+    )
+    .await;
+}
+
+/// Runs `read` (a read of `group`'s DLQ) until it succeeds, waiting
+/// 100 ms doubling to 5 s between tries and logging why it reads; `None`
+/// if `stop` fired first.
+pub(crate) async fn retrying<R, F, Fut>(
+    group: &str,
+    stop: &CancellationToken,
+    why: &str,
+    mut read: F,
+) -> Option<R>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<R>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match read().await {
+            Ok(r) => return Some(r),
+            Err(e) => {
+                tracing::warn!(%group, error = %e, ?delay, "cannot read the dead-letter queue to {why}; retrying");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

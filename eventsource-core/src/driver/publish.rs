@@ -199,6 +199,8 @@ fn needs_stamp(e: &EventEnvelope, tp: Option<&str>) -> bool {
     (tp.is_some() && !e.metadata.contains_key(crate::trace::TRACEPARENT))
         || e.metadata.contains_key(crate::REPLAYED_FOR)
         || e.metadata.contains_key(crate::REPLAYED_FROM)
+        || e.metadata.contains_key(crate::REPLAY_ID)
+        || e.metadata.contains_key(crate::REPROCESS)
 }
 
 fn stamp_envelope(e: &mut EventEnvelope, tp: Option<&str>) {
@@ -208,7 +210,9 @@ fn stamp_envelope(e: &mut EventEnvelope, tp: Option<&str>) {
             .or_insert_with(|| tp.to_owned());
     }
     let forged = e.metadata.remove(crate::REPLAYED_FOR).is_some()
-        | e.metadata.remove(crate::REPLAYED_FROM).is_some();
+        | e.metadata.remove(crate::REPLAYED_FROM).is_some()
+        | e.metadata.remove(crate::REPLAY_ID).is_some()
+        | e.metadata.remove(crate::REPROCESS).is_some();
     if forged {
         tracing::debug!(event_id = %e.event_id, "replay marker removed from a published event's metadata (only a replay sets it)");
     }

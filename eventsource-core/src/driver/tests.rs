@@ -650,7 +650,7 @@ fn core(prefetch: usize) -> MemberCore<()> {
         sub,
         prefetch,
         CancellationToken::new(),
-        || unreachable!("no parking"),
+        || Arc::new(Letters::default()),
     )
 }
 
@@ -700,4 +700,38 @@ async fn a_reader_fetches_at_once_when_the_workers_run_dry() {
         .expect("not stopped");
     assert_eq!(slots.len(), 1);
     drop(held);
+}
+
+/// An event of a schema version newer than the typed handler knows is
+/// parked at once as `NewerVersion` (no retries, though the policy allows
+/// five), counted as parked, not as a failure.
+#[tokio::test]
+async fn a_newer_version_is_parked_at_once_not_retried() {
+    let sub = Subscription::builder("g")
+        .retry(crate::RetryPolicy::fixed(5, Duration::from_millis(1)).expect("valid"))
+        .handler(crate::handler_for(|_: Ping, _| async { Ok(()) }))
+        .build()
+        .expect("valid");
+    let mut envelope = EventEnvelope::new("a", 1, &Ping).expect("encode");
+    envelope.schema_version = 2;
+    let mut d = Delivery::new(Arc::new(envelope), ());
+    let counters = Counters::default();
+    let step = attempt_once(&sub, &mut d, &counters).await;
+    let Step::Done(Outcome::DeadLetter(failure)) = &step else {
+        panic!("parked at once: {step:?}");
+    };
+    assert_eq!(failure.kind, crate::FailureKind::NewerVersion);
+    assert_eq!(d.attempts, 1);
+    assert!(
+        failure.error.contains("schema version 2"),
+        "{}",
+        failure.error
+    );
+    counters.record("g", &d, &Outcome::DeadLetter(failure.clone()));
+    counters.letter_written("g", failure.kind);
+    let stats = counters.snapshot();
+    assert_eq!(
+        (stats.failed_attempts, stats.dead_lettered, stats.parked),
+        (0, 0, 1)
+    );
 }

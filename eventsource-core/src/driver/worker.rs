@@ -61,31 +61,40 @@ pub async fn attempt_once<T>(
         .catch_unwind()
         .await;
     counters.handler_call(subscription.group(), timer, matches!(result, Ok(Ok(()))));
-    let (error, permanent) = match result {
+    let (error, kind) = match result {
         Ok(Ok(())) => return Step::Done(Outcome::Handled),
-        Ok(Err(e)) => (e.to_string(), e.is_permanent()),
+        Ok(Err(e)) if e.is_newer_version() => (e.to_string(), Some(FailureKind::NewerVersion)),
+        Ok(Err(e)) => (
+            e.to_string(),
+            e.is_permanent().then_some(FailureKind::Permanent),
+        ),
         Err(panic) => (
             format!("handler panicked: {}", panic_message(&*panic)),
-            false,
+            None,
         ),
     };
     let now = Utc::now();
     delivery.first_failed_at.get_or_insert(now);
-    if permanent || !retry.should_retry(delivery.attempts) {
-        tracing::warn!(
-            group = subscription.group(),
-            event_id = %delivery.envelope.event_id,
-            attempts = delivery.attempts,
-            %error,
-            "dead-lettering event"
-        );
+    if kind.is_some() || !retry.should_retry(delivery.attempts) {
+        if kind == Some(FailureKind::NewerVersion) {
+            tracing::info!(
+                group = subscription.group(),
+                event_id = %delivery.envelope.event_id,
+                %error,
+                "parking an event of a newer schema version until a member that knows it takes it"
+            );
+        } else {
+            tracing::warn!(
+                group = subscription.group(),
+                event_id = %delivery.envelope.event_id,
+                attempts = delivery.attempts,
+                %error,
+                "dead-lettering event"
+            );
+        }
         return Step::Done(Outcome::DeadLetter(Failure {
             error,
-            kind: if permanent {
-                FailureKind::Permanent
-            } else {
-                FailureKind::Exhausted
-            },
+            kind: kind.unwrap_or(FailureKind::Exhausted),
             attempts: delivery.attempts,
             first_failed_at: delivery.first_failed_at.unwrap_or(now),
             last_failed_at: now,
@@ -292,6 +301,8 @@ impl<T: Send, S: Settle<T> + ?Sized> Worker<'_, T, S> {
         if !parking.ready(stop).await {
             return Step::Done(Outcome::Interrupted);
         }
+        // Taken partitions over: heads this member knows go back now.
+        parking.release_newer(subscription).await;
         let envelope = Arc::clone(&delivery.envelope);
         let key = envelope.aggregate_id.as_str();
         if !parking.is_parked(key) {

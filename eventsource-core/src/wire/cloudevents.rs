@@ -55,41 +55,63 @@ pub fn from_attributes(
     data_name: &str,
     data: Option<&[u8]>,
 ) -> Result<EventEnvelope, String> {
-    let opt = |name: &str| attributes.get(&format!("{prefix}{name}"));
-    let get = |name: &str| opt(name).ok_or_else(|| format!("no `{prefix}{name}` attribute"));
+    from_lookup(
+        prefix,
+        |name| {
+            attributes
+                .get(&format!("{prefix}{name}"))
+                .map(String::as_str)
+        },
+        || {
+            let data = data.ok_or_else(|| format!("no {data_name}"))?;
+            serde_json::from_slice(data).map_err(|e| format!("{data_name} is not JSON: {e}"))
+        },
+    )
+}
+
+/// Rebuilds an envelope from attributes found by `lookup` (given the
+/// name without a prefix) and the payload `payload` gives (asked for once
+/// the attributes passed), for a backend that reads the attributes some
+/// other way than from a map of strings (NATS parses a structured-mode
+/// body straight into its fields). Errors name the attribute as
+/// `{prefix}{name}`; a payload error is passed on as it is.
+pub fn from_lookup<'a>(
+    prefix: &str,
+    lookup: impl Fn(&str) -> Option<&'a str>,
+    payload: impl FnOnce() -> Result<serde_json::Value, String>,
+) -> Result<EventEnvelope, String> {
+    let get = |name: &str| lookup(name).ok_or_else(|| format!("no `{prefix}{name}` attribute"));
     let bad = |name: &str, e: &dyn std::fmt::Display| format!("`{prefix}{name}` is malformed: {e}");
     let event_id = get("id")?.parse().map_err(|e| bad("id", &e))?;
     let occurred_at: DateTime<Utc> = DateTime::parse_from_rfc3339(get("time")?)
         .map_err(|e| bad("time", &e))?
         .with_timezone(&Utc);
-    let schema_version = match opt("schemaversion") {
+    let schema_version = match lookup("schemaversion") {
         Some(v) => v.parse().map_err(|e| bad("schemaversion", &e))?,
         None => 1,
     };
-    let mut metadata: BTreeMap<String, String> = match opt("metadata") {
+    let mut metadata: BTreeMap<String, String> = match lookup("metadata") {
         Some(m) => serde_json::from_str(m).map_err(|e| bad("metadata", &e))?,
         None => BTreeMap::new(),
     };
-    if let Some(tp) = opt("traceparent") {
+    if let Some(tp) = lookup("traceparent") {
         metadata
             .entry(crate::trace::TRACEPARENT.to_owned())
-            .or_insert_with(|| tp.clone());
+            .or_insert_with(|| tp.to_owned());
     }
-    let data = data.ok_or_else(|| format!("no {data_name}"))?;
-    let payload =
-        serde_json::from_slice(data).map_err(|e| format!("{data_name} is not JSON: {e}"))?;
+    let payload = payload()?;
     Ok(EventEnvelope {
         event_id,
-        event_type: get("type")?.clone(),
+        event_type: get("type")?.to_owned(),
         schema_version,
-        aggregate_type: get("aggregatetype")?.clone(),
-        aggregate_id: get("subject")?.clone(),
+        aggregate_type: get("aggregatetype")?.to_owned(),
+        aggregate_id: get("subject")?.to_owned(),
         aggregate_version: get("aggregateversion")?
             .parse()
             .map_err(|e| bad("aggregateversion", &e))?,
         occurred_at,
-        correlation_id: opt("correlationid").cloned(),
-        causation_id: opt("causationid").cloned(),
+        correlation_id: lookup("correlationid").map(str::to_owned),
+        causation_id: lookup("causationid").map(str::to_owned),
         metadata,
         payload,
     })

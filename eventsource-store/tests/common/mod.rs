@@ -55,6 +55,11 @@ impl TestDb {
         }
     }
 
+    /// The PostgreSQL database's name (`None` on SQLite).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     pub async fn store(&self, outbox: bool) -> SqlEventStore {
         SqlEventStore::connect(
             StoreConfig::new(&self.url)

@@ -166,6 +166,28 @@ impl BusConfig {
         }
     }
 
+    /// Sets what connecting does when the broker does not keep what it
+    /// acknowledges, on the backends that check (Redis, Kafka and NATS; see
+    /// [`Durability`](crate::Durability)); the others ignore it.
+    #[must_use]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "kafka", feature = "nats")),
+        allow(unused_variables, unused_mut)
+    )]
+    pub fn with_durability(mut self, mode: crate::Durability) -> Self {
+        match &mut self {
+            #[cfg(feature = "redis")]
+            BusConfig::Redis(c) => c.durability = mode,
+            #[cfg(feature = "kafka")]
+            BusConfig::Kafka(c) => c.durability = mode,
+            #[cfg(feature = "nats")]
+            BusConfig::Nats(c) => c.durability = mode,
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        self
+    }
+
     /// Sets the key, queue or topic prefix of the backends that have one
     /// (Redis, RabbitMQ and NATS namespace, Kafka topic prefix).
     #[must_use]

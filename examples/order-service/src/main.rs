@@ -1,4 +1,5 @@
-//! An order service in three processes over Redis Streams.
+//! An order service in three processes over one event bus (Redis Streams
+//! by default; any bus URL the facade knows).
 //!
 //! - `order-service http --listen ADDR`: `POST /orders` with
 //!   `{"order_id", "customer", "sku", "quantity"}` stores `order.created`
@@ -11,13 +12,15 @@
 //!   (an idempotent inbox in the same transaction), so a crash and a
 //!   redelivery never take stock twice.
 //!
-//! Every process takes `--redis URL` (default `redis://127.0.0.1:6379`),
-//! `--namespace NS` (default `order-service`) and, for `http` and
-//! `inventory`, `--store URL` (a SQLite URL); `inventory --slow-ms N`
-//! waits N ms between committing an order and acking it. Kill the inventory process
-//! mid-stream and start it again: the orders it had not acked are taken
-//! over from the dead consumer (after `claim_min_idle`, 2 s here) and none
-//! is missed.
+//! Every process takes `--bus URL` (default `redis://127.0.0.1:6379`;
+//! `amqp://…` and `nats://…` work the same; `--redis URL` is kept as its
+//! old name), `--namespace NS` (default `order-service`) and, for `http`
+//! and `inventory`, `--store URL` (a SQLite URL); `inventory --slow-ms N`
+//! waits N ms between committing an order and acking it. Kill the
+//! inventory process mid-stream and start it again: the orders it had not
+//! acked go to the next member and none is missed (on Redis after
+//! `claim_min_idle`, on NATS after `ack_wait`, both 2 s here; RabbitMQ
+//! requeues them as soon as the dead process's connection drops).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +29,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use eventsource::redis::{RedisBus, RedisBusConfig};
 use eventsource::{
-    EventBus, EventEnvelope, EventFilter, EventHandler, EventStore, ExpectedVersion, HandlerError,
-    HandlerResult, Subscription,
+    BusConfig, EventBus, EventEnvelope, EventFilter, EventHandler, EventStore, ExpectedVersion,
+    HandlerError, HandlerResult, Subscription,
 };
 use eventsource_store::{sqlx, Inbox, InboxHandler, InboxedHandler, SqlEventStore, StoreConfig};
 use serde::Deserialize;
@@ -41,7 +43,7 @@ const INITIAL_STOCK: i64 = 1_000;
 struct Args {
     command: String,
     listen: String,
-    redis: String,
+    bus: String,
     namespace: String,
     store: String,
     /// Inventory only: how long to wait after each committed order before
@@ -51,11 +53,11 @@ struct Args {
 
 fn args() -> Result<Args, String> {
     let mut all = std::env::args().skip(1);
-    let command = all.next().ok_or("usage: order-service http|notify|inventory [--listen ADDR] [--redis URL] [--namespace NS] [--store URL]")?;
+    let command = all.next().ok_or("usage: order-service http|notify|inventory [--listen ADDR] [--bus URL] [--namespace NS] [--store URL]")?;
     let mut args = Args {
         command,
         listen: "127.0.0.1:8080".to_owned(),
-        redis: "redis://127.0.0.1:6379".to_owned(),
+        bus: "redis://127.0.0.1:6379".to_owned(),
         namespace: "order-service".to_owned(),
         store: String::new(),
         slow: Duration::ZERO,
@@ -64,7 +66,7 @@ fn args() -> Result<Args, String> {
         let value = all.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => args.listen = value,
-            "--redis" => args.redis = value,
+            "--bus" | "--redis" => args.bus = value,
             "--namespace" => args.namespace = value,
             "--store" => args.store = value,
             "--slow-ms" => {
@@ -80,13 +82,29 @@ fn args() -> Result<Args, String> {
 }
 
 async fn connect(args: &Args) -> eventsource::Result<Arc<dyn EventBus>> {
-    let config = RedisBusConfig::new(&args.redis)
-        .namespace(args.namespace.as_str())
-        .source(format!("order-service/{}", args.command))
-        // A killed member's entries move to the next one after 2 s.
-        .claim_min_idle(Duration::from_secs(2))
-        .claim_interval(Duration::from_millis(500));
-    Ok(Arc::new(RedisBus::connect(config).await?))
+    let source = format!("order-service/{}", args.command);
+    // A killed member's messages move to the next one after 2 s.
+    let takeover = Duration::from_secs(2);
+    let config = match BusConfig::from_url(&args.bus)?.with_namespace(&args.namespace) {
+        BusConfig::Redis(mut c) => {
+            c.source = source;
+            c.claim_min_idle = takeover;
+            c.claim_interval = Duration::from_millis(500);
+            BusConfig::Redis(c)
+        }
+        BusConfig::Nats(mut c) => {
+            c.source = source;
+            c.ack_wait = takeover;
+            c.progress_interval = Duration::from_millis(500);
+            BusConfig::Nats(c)
+        }
+        BusConfig::Rabbitmq(mut c) => {
+            c.source = source;
+            BusConfig::Rabbitmq(c)
+        }
+        other => other,
+    };
+    eventsource::connect_bus(&config).await
 }
 
 async fn store(url: &str) -> eventsource::Result<SqlEventStore> {

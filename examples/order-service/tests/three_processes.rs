@@ -1,6 +1,7 @@
-//! The three processes on the local Redis: orders posted over HTTP reach
-//! both consumers; the inventory process is killed mid-stream and started
-//! again, and no order is missed nor taken from stock twice.
+//! The three processes on each local broker (Redis, RabbitMQ, NATS):
+//! orders posted over HTTP reach both consumers; the inventory process is
+//! killed mid-stream (SIGKILL) and started again, and no order is missed
+//! nor taken from stock twice.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -24,6 +25,7 @@ impl Drop for Process {
 /// Starts `order-service <command>`, forwarding its stdout lines to `lines`
 /// tagged with `tag`, and waits for the line that says it is up.
 fn start(
+    broker: &str,
     tag: &'static str,
     args: &[&str],
     lines: &mpsc::Sender<(&'static str, String)>,
@@ -54,7 +56,7 @@ fn start(
             // Another process's line: kept for the checks.
             Ok(other) => seen.push(other),
             Err(_) => panic!(
-                "`order-service {}` did not say `{up}` within 30 s (is Redis running? ./scripts/test.sh starts it)",
+                "`order-service {}` did not say `{up}` within 30 s (is {broker} running? ./scripts/test.sh starts it)",
                 args.join(" ")
             ),
         }
@@ -85,17 +87,47 @@ fn post_order(addr: &str, id: usize) {
     );
 }
 
+fn url(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
 #[test]
-fn orders_reach_both_services_and_survive_an_inventory_crash() {
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let run = format!("order-service-test-{}", std::process::id());
+fn on_redis_orders_reach_both_services_and_survive_an_inventory_crash() {
+    orders_reach_both_services_and_survive_an_inventory_crash(
+        "Redis",
+        &url("REDIS_URL", "redis://127.0.0.1:6379"),
+    );
+}
+
+#[test]
+fn on_rabbitmq_orders_reach_both_services_and_survive_an_inventory_crash() {
+    orders_reach_both_services_and_survive_an_inventory_crash(
+        "RabbitMQ",
+        &url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    );
+}
+
+#[test]
+fn on_nats_orders_reach_both_services_and_survive_an_inventory_crash() {
+    orders_reach_both_services_and_survive_an_inventory_crash(
+        "NATS",
+        &url("NATS_URL", "nats://127.0.0.1:4222"),
+    );
+}
+
+fn orders_reach_both_services_and_survive_an_inventory_crash(broker: &str, bus: &str) {
+    let run = format!(
+        "order-service-test-{}-{}",
+        broker.to_lowercase(),
+        std::process::id()
+    );
     let dir = std::env::temp_dir();
     let orders_db = format!(
         "sqlite://{}",
         dir.join(format!("{run}-orders.db")).display()
     );
     let stock_db = format!("sqlite://{}", dir.join(format!("{run}-stock.db")).display());
-    let common = ["--redis", redis.as_str(), "--namespace", run.as_str()];
+    let common = ["--bus", bus, "--namespace", run.as_str()];
     let with = |extra: &[&'static str], store: Option<&str>| -> Vec<String> {
         let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         v.extend(common.iter().map(|s| s.to_string()));
@@ -112,6 +144,7 @@ fn orders_reach_both_services_and_survive_an_inventory_crash() {
     let slow_args = with(&["inventory", "--slow-ms", "300"], Some(&stock_db));
     let inventory_args = with(&["inventory"], Some(&stock_db));
     let (inventory, _) = start(
+        broker,
         "inventory",
         &as_refs(&slow_args),
         &tx,
@@ -121,6 +154,7 @@ fn orders_reach_both_services_and_survive_an_inventory_crash() {
     );
     let notify_args = with(&["notify"], None);
     let (_notify, _) = start(
+        broker,
         "notification",
         &as_refs(&notify_args),
         &tx,
@@ -130,6 +164,7 @@ fn orders_reach_both_services_and_survive_an_inventory_crash() {
     );
     let http_args = with(&["http", "--listen", "127.0.0.1:0"], Some(&orders_db));
     let (_http, line) = start(
+        broker,
         "http",
         &as_refs(&http_args),
         &tx,
@@ -160,6 +195,7 @@ fn orders_reach_both_services_and_survive_an_inventory_crash() {
         post_order(&addr, id);
     }
     let (_inventory, _) = start(
+        broker,
         "inventory",
         &as_refs(&inventory_args),
         &tx,
