@@ -45,6 +45,7 @@ pub mod manifest;
 pub mod metrics;
 mod partition;
 pub mod personal;
+pub mod process;
 mod redeliver;
 mod repository;
 mod retry;

@@ -304,6 +304,51 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
+    /// Runs `command` once per `ctx.causation_id` (a command id, required):
+    /// when the stream already holds an event caused by it, the command was
+    /// applied before and nothing is done (`Ok` with no events); otherwise
+    /// as [`execute`](Self::execute), the events stamped with `ctx`. A
+    /// command sent again after a crash (a process manager's, whose id is
+    /// derived from its input) is applied once. A command that decides no
+    /// events leaves no mark, and is decided again when sent again.
+    pub async fn execute_once(
+        &self,
+        id: &str,
+        command: A::Command,
+        ctx: &SaveContext,
+    ) -> std::result::Result<Vec<EventEnvelope>, CommandError<A::Error>> {
+        let Some(command_id) = ctx.causation_id.as_deref() else {
+            return Err(Error::config(
+                "SaveContext.causation_id: execute_once needs the command's id as the causation id",
+            )
+            .into());
+        };
+        let stream = Self::stream_of(id);
+        let mut attempt = 1;
+        loop {
+            let mut events = self.store.read_stream(&stream, 1).await?;
+            if events
+                .iter()
+                .any(|e| e.causation_id.as_deref() == Some(command_id))
+            {
+                tracing::debug!(id, command_id, "command already applied; not applied again");
+                return Ok(Vec::new());
+            }
+            let mut root = AggregateRoot::<A>::new(id);
+            for envelope in &mut events {
+                self.open_stored(&mut root, envelope).await?;
+                root.apply_stored(envelope)?;
+            }
+            root.execute(command.clone())?;
+            match self.save_with(&mut root, ctx).await {
+                Err(Error::Concurrency { .. }) if attempt < Self::EXECUTE_ATTEMPTS => {
+                    attempt += 1;
+                }
+                saved => return Ok(saved?),
+            }
+        }
+    }
+
     /// Saves the aggregate's new events; see [`save_with`](Self::save_with).
     pub async fn save(&self, root: &mut AggregateRoot<A>) -> Result<Vec<EventEnvelope>> {
         self.save_with(root, &SaveContext::default()).await

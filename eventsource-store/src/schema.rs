@@ -18,6 +18,13 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
+/// A timestamp written by [`ts`], read back; `None` if it is not one.
+pub(crate) fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// Migration 1, with `{SERIAL}` (an auto-increment primary key) and
 /// `{INT64}` filled in per dialect.
 const V1: [&str; 5] = [
@@ -88,6 +95,25 @@ const V4: [&str; 1] = ["CREATE TABLE IF NOT EXISTS es_replays (
         updated_at TEXT NOT NULL,
         finished_at TEXT)"];
 
+/// Migration 5: process managers' timeouts (`ProcessRunner`,
+/// `TimeoutScheduler`). A timeout is pending while neither fired nor
+/// cancelled; the partial index keeps the scheduler's poll to the pending.
+const V5: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS es_timeouts (
+        id TEXT PRIMARY KEY,
+        process TEXT NOT NULL,
+        instance TEXT NOT NULL,
+        name TEXT NOT NULL,
+        group_name TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        scheduled_at TEXT NOT NULL,
+        fired_at TEXT,
+        cancelled_at TEXT)",
+    "CREATE INDEX IF NOT EXISTS es_timeouts_due ON es_timeouts (due_at) \
+        WHERE fired_at IS NULL AND cancelled_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS es_timeouts_instance ON es_timeouts (process, instance, name)",
+];
+
 /// `(version, statements)`; append new versions, never edit old ones.
 fn migrations(dialect: Dialect) -> Vec<(i64, Vec<String>)> {
     let (serial, int64) = match dialect {
@@ -100,6 +126,7 @@ fn migrations(dialect: Dialect) -> Vec<(i64, Vec<String>)> {
         (2, V2.iter().map(|s| fill(s)).collect()),
         (3, V3.iter().map(|s| fill(s)).collect()),
         (4, V4.iter().map(|s| fill(s)).collect()),
+        (5, V5.iter().map(|s| fill(s)).collect()),
     ]
 }
 

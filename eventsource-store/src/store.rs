@@ -231,7 +231,7 @@ impl SqlEventStore {
 
     /// Starts an append's transaction: [`begin_write`](Self::begin_write),
     /// and on PostgreSQL the append lock taken in the same round trip.
-    async fn begin_append(&self) -> Result<Transaction<'static, Any>> {
+    pub(crate) async fn begin_append(&self) -> Result<Transaction<'static, Any>> {
         let tx = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Dialect::Postgres => {
@@ -273,7 +273,8 @@ impl SqlEventStore {
         Ok(u64::try_from(current).unwrap_or(0))
     }
 
-    /// Appends inside `tx`, which holds the append lock ([`begin_append`](Self::begin_append)).
+    /// Appends inside `tx`, which holds the append lock ([`begin_append`](Self::begin_append)),
+    /// with outbox rows for the events when `outbox`.
     ///
     /// A single event says which version it follows (its version minus
     /// one). When that agrees with `expected`, the version is not read
@@ -284,12 +285,13 @@ impl SqlEventStore {
     /// one-event append costs most; a batch reads the version first (the
     /// guarded form of a multi-row insert is slower on SQLite than the
     /// read it saves).
-    async fn append_in(
+    pub(crate) async fn append_in(
         &self,
         tx: &mut Transaction<'static, Any>,
         stream: &str,
         expected: ExpectedVersion,
         events: &[EventEnvelope],
+        outbox: bool,
     ) -> Result<AppendResult> {
         let follows = follows(events);
         if !guarded(stream, expected, events) {
@@ -303,7 +305,10 @@ impl SqlEventStore {
                 });
             }
         }
-        match self.insert_after(tx, stream, follows, events).await? {
+        match self
+            .insert_after(tx, stream, follows, events, outbox)
+            .await?
+        {
             Some(last_position) => Ok(AppendResult {
                 version: follows + events.len() as u64,
                 last_position,
@@ -387,7 +392,7 @@ impl SqlEventStore {
     }
 
     /// Inserts `events` (consistent: versions `follows + 1, …`, ids
-    /// distinct) and their outbox rows. The last position, or `None` when
+    /// distinct) and, when `outbox`, their outbox rows. The last position, or `None` when
     /// the stream is not at `follows` (a concurrency conflict). A batch of
     /// one checks that in its insert; a longer one was checked before.
     async fn insert_after(
@@ -396,9 +401,9 @@ impl SqlEventStore {
         stream: &str,
         follows: u64,
         events: &[EventEnvelope],
+        outbox: bool,
     ) -> Result<Option<u64>> {
         let backend = self.backend();
-        let now = ts(Utc::now());
         let mut last_position: i64 = 0;
         // Multi-row inserts: one statement per ROWS_PER_INSERT events (12
         // parameters each, well under either database's limit).
@@ -423,21 +428,35 @@ impl SqlEventStore {
                 Err(err) => return Err(db_err(backend, format!("appending to `{stream}`"), err)),
             };
             last_position = last_position.max(positions.into_iter().max().unwrap_or(0));
-            if self.config.outbox {
-                let mut query = sqlx::query(insert_outbox_sql(chunk.len()));
-                for e in chunk {
-                    query = query
-                        .bind(e.event_id.to_string())
-                        .bind(serde_json::to_string(e).expect("an envelope serializes"))
-                        .bind(now.clone());
-                }
-                query
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(|err| db_err(backend, "writing the outbox", err))?;
+            if outbox {
+                self.write_outbox(tx, chunk).await?;
             }
         }
         Ok(Some(u64::try_from(last_position).unwrap_or(0)))
+    }
+
+    /// Writes outbox rows for `events` (at most [`ROWS_PER_INSERT`] of
+    /// them) in `tx`: the relay publishes them once `tx` commits.
+    pub(crate) async fn write_outbox(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        events: &[EventEnvelope],
+    ) -> Result<()> {
+        let now = ts(Utc::now());
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut query = sqlx::query(insert_outbox_sql(chunk.len()));
+            for e in chunk {
+                query = query
+                    .bind(e.event_id.to_string())
+                    .bind(serde_json::to_string(e).expect("an envelope serializes"))
+                    .bind(now.clone());
+            }
+            query
+                .execute(&mut **tx)
+                .await
+                .map_err(|err| db_err(self.backend(), "writing the outbox", err))?;
+        }
+        Ok(())
     }
 }
 
@@ -668,7 +687,9 @@ impl EventStore for SqlEventStore {
             }
         }
         let mut tx = self.begin_append().await?;
-        let result = self.append_in(&mut tx, stream, expected, events).await?;
+        let result = self
+            .append_in(&mut tx, stream, expected, events, self.config.outbox)
+            .await?;
         tx.commit().await.map_err(|e| {
             db_err(
                 self.backend(),

@@ -21,6 +21,7 @@
 
 mod aggregate;
 pub mod bench;
+pub mod checkout;
 mod conformance;
 mod factory;
 mod fault;
