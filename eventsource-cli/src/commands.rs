@@ -14,7 +14,7 @@ use crate::exit::{Exit, Failure};
 use crate::output::{self, Output, Progress};
 use crate::{Cli, Command, Dlq};
 
-type Outcome = std::result::Result<(), Failure>;
+pub(crate) type Outcome = std::result::Result<(), Failure>;
 
 /// The bus the options name: `--bus` (or `EVENTSOURCE_BUS`), else the
 /// `[bus]` table of `--config`; then `--namespace`.
@@ -106,6 +106,9 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             action: crate::Schema::Check { manifest, groups },
         } => return crate::schema::check(&cli, manifest, groups).await,
         Command::Replay(args) => return crate::replay::replay(&cli, args).await,
+        Command::Timeouts {
+            action: crate::Timeouts::List { process, all },
+        } => return crate::timeouts::list(&cli, process.as_deref(), *all).await,
         _ => {}
     }
     let config = bus_config(&cli)?;
@@ -282,6 +285,7 @@ async fn command(cli: &Cli, bus: &dyn EventBus) -> Outcome {
         | Command::Forget { .. }
         | Command::Subjects { .. }
         | Command::Replay(_)
+        | Command::Timeouts { .. }
         | Command::Schema { .. } => {
             unreachable!("run serves these without a bus")
         }

@@ -9,6 +9,7 @@ mod output;
 mod personal;
 mod replay;
 mod schema;
+mod timeouts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,6 +128,11 @@ enum Command {
     /// groups get nothing), selected by position, time, aggregate and
     /// event type, at a bounded rate, with progress; resumable.
     Replay(ReplayArgs),
+    /// Process managers' durable timeouts in the store.
+    Timeouts {
+        #[command(subcommand)]
+        action: Timeouts,
+    },
     /// Data subjects in the store.
     Subjects {
         #[command(subcommand)]
@@ -227,6 +233,20 @@ enum Schema {
         /// Kafka, which do not list groups).
         #[arg(long = "group", value_parser = group_name)]
         groups: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Timeouts {
+    /// Lists pending timeouts, soonest due first: process, instance,
+    /// name, group and when each falls due.
+    List {
+        /// Only this process manager's (its `NAME`).
+        #[arg(long)]
+        process: Option<String>,
+        /// Fired and cancelled ones too.
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -84,7 +84,7 @@ pub mod helpers {
 /// What the derive's code names (not part of the API).
 #[doc(hidden)]
 pub use eventsource_core::__private;
-pub use eventsource_core::{manifest, metrics, personal, schema, trace, upcast};
+pub use eventsource_core::{manifest, metrics, personal, process, schema, trace, upcast};
 
 /// The SQL event store (features `sqlite`, `postgres`): SQLite (the
 /// embedded default) and PostgreSQL on sqlx, with the outbox, the inbox,
