@@ -242,7 +242,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let namespace = format!("orders-example-{}", std::process::id());
     let bus: Arc<dyn EventBus> =
         eventsource::connect_bus(&BusConfig::from_url(&url)?.with_namespace(&namespace)).await?;
-    println!("Bus: {} ({url})", bus.backend());
+    // The URL with its password masked: output is a log too.
+    println!(
+        "Bus: {} ({})",
+        bus.backend(),
+        eventsource::helpers::redact_url(&url)
+    );
     let store_url = store_url();
     if let Some(path) = store_url.strip_prefix("sqlite://") {
         let _ = std::fs::remove_file(path); // a fresh store per run
