@@ -59,6 +59,20 @@ pub(crate) async fn store(cli: &Cli) -> std::result::Result<SqlEventStore, Failu
         .map_err(Failure::connecting)
 }
 
+/// The console's event store: the one given, if any.
+async fn console_store(cli: &Cli) -> std::result::Result<Option<SqlEventStore>, Failure> {
+    let given = cli.store.is_some()
+        || match &cli.config {
+            Some(file) => Config::load(file)?.store.is_some(),
+            None => false,
+        };
+    if given {
+        store(cli).await.map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Where the bus looks, for messages: the backend and the namespace.
 fn place(cli: &Cli, bus: &dyn EventBus) -> String {
     match &cli.namespace {
@@ -268,6 +282,8 @@ async fn console(cli: &Cli, bus: Arc<dyn EventBus>, options: ConsoleOptions<'_>)
         allow_writes: options.allow_writes,
         place: place(cli, bus.as_ref()),
         access: crate::console::Access::new(options.allowed_hosts, token.map(|(_, t)| t)),
+        store: console_store(cli).await?,
+        replays: Default::default(),
     });
     let served = tokio::select! {
         served = crate::console::serve(listener, console) => served,

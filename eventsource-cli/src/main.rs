@@ -64,7 +64,9 @@ struct Cli {
         global = true
     )]
     namespace: Option<String>,
-    /// The event store, for `forget` and `subjects`: sqlite://FILE or postgres://….
+    /// The event store, for `forget`, `subjects`, `schema`, `replay`,
+    /// `timeouts` and the console's replay and timeout pages:
+    /// sqlite://FILE or postgres://….
     #[arg(long, env = "EVENTSOURCE_STORE", hide_env_values = true, global = true)]
     store: Option<String>,
     /// A configuration file (TOML, or JSON by extension) whose `bus` table says which bus.
@@ -140,7 +142,9 @@ enum Command {
     },
     /// Serves a web console: groups with their backlog, members, in-flight
     /// handlers and dead letters (refreshing), each dead letter with its
-    /// failure; replay one or all and purge with --allow-writes.
+    /// failure; replay one or all and purge with --allow-writes. With
+    /// --store, the store's targeted replays (start, watch, resume) and
+    /// process managers' timeouts.
     Console {
         /// Where to listen (port 0 picks a free one; the address is printed).
         #[arg(long, default_value = "127.0.0.1:9400")]

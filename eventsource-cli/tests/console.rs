@@ -731,3 +731,158 @@ fn a_console_on_a_non_loopback_address_needs_a_token() {
         assert!(stderr.contains("at least 16"), "{stderr}");
     }
 }
+
+/// With `--store`, the console shows the store's timeouts and replays
+/// (#28, #31): an operator previews a replay of 30 stored events to one
+/// group, starts it, watches it finish, and the group (only it) gets the
+/// 30; a read-only console shows the pages and refuses to start one; a
+/// console without a store says how to give it one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_starts_a_replay_and_sees_timeouts() {
+    use eventsource::process::Commands;
+    use eventsource::store::{ProcessRunner, SqlEventStore, StoreConfig};
+    use eventsource::{EventEnvelope, EventHandler, EventStore, ExpectedVersion};
+    use eventsource_testkit::checkout::{CheckoutSaga, OrderEvent};
+    use eventsource_testkit::Recorder;
+
+    let (namespace, bus) = redis_bus("es-console").await;
+    let (mut g, handler) = Recorder::new("replayed group");
+    let _g = bus
+        .subscribe(
+            Subscription::builder("g")
+                .handler(handler)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    let (mut other, handler) = Recorder::new("other group");
+    let _o = bus
+        .subscribe(
+            Subscription::builder("other")
+                .handler(handler)
+                .build()
+                .expect("valid"),
+        )
+        .await
+        .expect("subscribe");
+    let path =
+        std::env::temp_dir().join(format!("es-console-{}.db", uuid::Uuid::now_v7().simple()));
+    let store_url = format!("sqlite://{}", path.display());
+    let store = SqlEventStore::connect(StoreConfig::new(&store_url).validated().expect("config"))
+        .await
+        .expect("store");
+    for i in 1..=30 {
+        let e: EventEnvelope = probe(&format!("order-{i}"), 1, i);
+        store
+            .append(&e.stream_name(), ExpectedVersion::Any, &[e])
+            .await
+            .expect("append");
+    }
+    // A checkout saga's payment timeout, pending.
+    let placed = EventEnvelope::new("o-1", 1, &OrderEvent::Placed { amount: 0 })
+        .expect("envelope")
+        .with_correlation_id("o-1");
+    let runner = ProcessRunner::new(store.clone(), CheckoutSaga, Commands::new(), "checkout");
+    assert!(
+        runner.handle(&placed).await.is_err(),
+        "no Payment repository: the step stays"
+    );
+
+    let redis = redis_url();
+    let with_store = |extra: &[&str]| {
+        let mut args = vec![
+            "--bus",
+            redis.as_str(),
+            "--namespace",
+            &namespace,
+            "--store",
+            &store_url,
+        ];
+        args.extend(["console", "--listen", "127.0.0.1:0"]);
+        args.extend(extra);
+        announced(&args)
+    };
+    let (_console, line) = with_store(&["--allow-writes"]);
+    let operator = Operator::log_in(&line);
+
+    let (status, page) = operator.get("/timeouts");
+    assert!(status.contains("200"), "{page}");
+    assert!(
+        page.contains("<td>o-1</td><td>payment</td><td>checkout</td>") && page.contains("due in"),
+        "{page}"
+    );
+
+    let (status, page) = operator.get("/replays");
+    assert!(
+        status.contains("200") && page.contains("No replays"),
+        "{page}"
+    );
+    let preview = "/replays/new?group=g&since=&rate=1000";
+    let (status, page) = operator.get(preview);
+    assert!(status.contains("200"), "{page}");
+    assert!(
+        page.contains("30 stored event(s) would be delivered again to group <b>g</b>"),
+        "{page}"
+    );
+    let csrf = operator.csrf(preview);
+    let (status, response) =
+        operator.post("/replays/start", &format!("group=g&rate=1000&csrf={csrf}"));
+    assert!(status.contains("303"), "{response}");
+    let location = response
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .expect("a redirect to the replay")
+        .trim()
+        .to_owned();
+    assert!(location.starts_with("/replays/status?id="), "{location}");
+    let got = g.expect(30, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = operator.get(&location);
+        if page.contains("finished") {
+            assert!(page.contains("<td id=\"delivered\">30/30</td>"), "{page}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay did not finish: {page}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    other.expect_nothing(Duration::from_millis(300)).await;
+    // A bad field is a 400 naming it.
+    let (status, page) = operator.get("/replays/new?group=g&since=yesterday");
+    assert!(status.contains("400") && page.contains("since"), "{page}");
+
+    // Read-only: the pages, no form, no start.
+    let (_read_only, line) = with_store(&[]);
+    let base = address(&line);
+    let (status, page) = http(&base, "GET", "/replays", "");
+    assert!(
+        status.contains("200") && page.contains("finished"),
+        "{page}"
+    );
+    assert!(!page.contains("new-replay"), "{page}");
+    let (status, _) = http(&base, "GET", "/replays/new?group=g", "");
+    assert!(status.contains("403"), "{status}");
+    let origin = [("Origin", base.trim_end_matches('/'))];
+    let (status, _) = request(&base, "POST", "/replays/start", &origin, "group=g");
+    assert!(status.contains("403"), "{status}");
+
+    // No store: the pages say how to give one.
+    let (_no_store, base) = read_only_console(&redis_url(), &namespace);
+    let (status, page) = http(&base, "GET", "/timeouts", "");
+    assert!(
+        status.contains("404") && page.contains("--store"),
+        "{status} {page}"
+    );
+    let _ = std::fs::remove_file(path);
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

@@ -47,7 +47,8 @@ use crate::store::{envelope_from_row, EVENT_COLUMNS};
 use crate::SqlEventStore;
 
 /// Which stored events a targeted replay sends: every condition given
-/// must hold (an empty selection is every stored event). Built with
+/// must hold (an empty selection is every stored event but process
+/// managers' steps, which are never replayed). Built with
 /// setters; serializable (it is stored with the replay).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -152,6 +153,13 @@ impl ReplaySelection {
             values.push(value);
             sql.push_str(&cond.replace('?', &format!("${}", values.len() + 1)));
         };
+        // A process manager's steps are its own record, not domain
+        // events: never delivered again.
+        push(
+            &mut sql,
+            " AND event_type <> ?",
+            Bound::Text(crate::process::STEP_EVENT_TYPE.to_owned()),
+        );
         if let Some(p) = self.from_position {
             push(&mut sql, " AND position >= ?", Bound::Int(to_i64(p)));
         }

@@ -22,7 +22,7 @@ pub(crate) fn esc(text: &str) -> String {
 }
 
 /// A time as people read it (UTC, to the millisecond).
-fn when(t: &chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn when(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
 }
 
@@ -48,7 +48,10 @@ th{background:#f4f4f4}td.n{text-align:right}.bad{color:#b00020;font-weight:600}.
 .note{background:#e8f5e9;padding:.5rem 1rem}pre{background:#f7f7f7;padding:1rem;overflow:auto}\
 form{display:inline}button{padding:.3rem .8rem}header{color:#555;margin-bottom:1rem}";
 
-fn page(console: &Console, title: &str, refresh: bool, body: &str) -> String {
+/// A whole page: the header (with links to the store's pages when the
+/// console has a store), the title and `body`; `refresh` reloads it
+/// every 2 s.
+pub(crate) fn page(console: &Console, title: &str, refresh: bool, body: &str) -> String {
     let refresh = if refresh {
         "<meta http-equiv=\"refresh\" content=\"2\">"
     } else {
@@ -56,9 +59,14 @@ fn page(console: &Console, title: &str, refresh: bool, body: &str) -> String {
     };
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">{refresh}<title>{} — eventsource</title>\
-         <link rel=\"stylesheet\" href=\"/style.css\"></head><body><header><a href=\"/\">eventsource console</a> · {} · {}</header>\
+         <link rel=\"stylesheet\" href=\"/style.css\"></head><body><header><a href=\"/\">eventsource console</a>{} · {} · {}</header>\
          <h1>{}</h1>{body}</body></html>",
         esc(title),
+        if console.store.is_some() {
+            " · <a href=\"/replays\">replays</a> · <a href=\"/timeouts\">timeouts</a>"
+        } else {
+            ""
+        },
         esc(&console.place),
         if console.allow_writes { "replay and purge allowed" } else { "read-only" },
         esc(title),
@@ -108,7 +116,7 @@ pub(crate) fn overview(console: &Console, groups: &[(String, Option<GroupStats>)
 }
 
 /// The hidden field that carries the session's CSRF token in a form.
-fn csrf_field(csrf: &str) -> String {
+pub(crate) fn csrf_field(csrf: &str) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(csrf)
@@ -285,6 +293,8 @@ mod tests {
             allow_writes: false,
             place: "memory://".into(),
             access: super::super::Access::new(&[], None),
+            store: None,
+            replays: Default::default(),
         };
         let letter = |id: &str, version: u64, kind: eventsource::FailureKind| {
             let envelope = eventsource::EventEnvelope::from_json(

@@ -8,13 +8,19 @@
 //! `Host` it names, a login session when the console has a token (always
 //! with `--allow-writes`), and for a POST its origin and the form's CSRF
 //! token. Every response forbids framing and loads nothing from elsewhere.
+//!
+//! Given an event store (`--store`), it also shows the store's targeted
+//! replays ([`replays`]: start one, watch it, resume it) and process
+//! managers' timeouts ([`timeouts`]).
 
 mod access;
 mod html;
+mod replays;
+mod timeouts;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Extension, Form, Query, Request, State};
@@ -23,6 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use eventsource::store::SqlEventStore;
 use eventsource::{DeadLetterQuery, EventBus, GroupStats};
 use serde::Deserialize;
 
@@ -40,6 +47,22 @@ pub(crate) struct Console {
     pub(crate) place: String,
     /// Hosts, login and sessions.
     pub(crate) access: Access,
+    /// The event store, for the replay and timeout pages.
+    pub(crate) store: Option<SqlEventStore>,
+    /// Replays this console runs (or ran and saw stop), by id.
+    pub(crate) replays: Mutex<BTreeMap<String, replays::Run>>,
+}
+
+/// The console's store, or a page saying how to give it one.
+fn the_store(console: &Console) -> Result<&SqlEventStore, PageError> {
+    console.store.as_ref().ok_or_else(|| {
+        PageError(
+            StatusCode::NOT_FOUND,
+            "this console has no event store: start it with --store URL (or \
+             EVENTSOURCE_STORE) to see replays and timeouts"
+                .into(),
+        )
+    })
 }
 
 type Shared = State<Arc<Console>>;
@@ -53,6 +76,12 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
         .route("/replay", post(replay))
         .route("/replay-all", post(replay_all))
         .route("/purge", get(purge_confirm).post(purge))
+        .route("/replays", get(replays::list))
+        .route("/replays/new", get(replays::preview))
+        .route("/replays/start", post(replays::start))
+        .route("/replays/resume", post(replays::resume))
+        .route("/replays/status", get(replays::status))
+        .route("/timeouts", get(timeouts::timeouts))
         .route("/login", get(login))
         .route("/style.css", get(style))
         .layer(middleware::from_fn_with_state(Arc::clone(&console), guard))
