@@ -7,7 +7,9 @@
 //!   and restarted 10 times: every flow ends, each effect once (each
 //!   order's stream is `Placed` and one outcome; each payment has at most
 //!   one event), and a timeout that fell due while the saga was down
-//!   fires within 2 s of its restart.
+//!   fires within 2 s of its restart. Not on Kafka: tansu 0.6, the broker
+//!   these tests run, keeps a SIGKILLed member's partitions, so the
+//!   restarted saga would never get them back; the nine orders run there.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -277,6 +279,7 @@ async fn flows(bus: &str, orders: usize, kills: usize) {
 const REDIS: &str = "redis://127.0.0.1:6379";
 const RABBITMQ: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const NATS: &str = "nats://127.0.0.1:4222";
+const KAFKA: &str = "kafka://127.0.0.1:9092";
 
 #[tokio::test]
 async fn nine_orders_on_redis() {
@@ -307,4 +310,9 @@ async fn chaos_on_redis() {
 async fn chaos_on_rabbitmq() {
     let _one = CHAOS.lock().await;
     flows(RABBITMQ, 1_000, 10).await;
+}
+
+#[tokio::test]
+async fn nine_orders_on_kafka() {
+    flows(KAFKA, 9, 0).await;
 }
