@@ -33,3 +33,4 @@ run eventsource-bus-kafka bench_kafka 200 1
 run eventsource-bus-nats bench_nats 200 1
 run eventsource-store bench_store both 200 1
 run eventsource-store bench_personal both 200 1
+run eventsource-store bench_process both 50 1

@@ -27,7 +27,7 @@
 //! Within a process, the runner handles one input of an instance at a
 //! time; across members, the version check serializes them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -194,7 +194,14 @@ impl<P: ProcessManager> ProcessRunner<P> {
         self.manager.handle(&mut state, input, &mut effects)?;
         let effects = effects.into_effects()?;
         let version = steps.len() as u64;
-        match self.record(instance, version, input, &effects).await {
+        let mut pending = pending_timeouts::<P>(instance, &steps);
+        if let Some(name) = timeout_name(input) {
+            pending.remove(name); // this one is being handled
+        }
+        match self
+            .record(instance, version, input, &effects, pending)
+            .await
+        {
             Ok(()) => {}
             Err(Error::DuplicateEvent { .. }) => {
                 // Another member recorded this input meanwhile: its step
@@ -213,6 +220,7 @@ impl<P: ProcessManager> ProcessRunner<P> {
         version: u64,
         input: &EventEnvelope,
         effects: &[Effect],
+        mut pending: BTreeSet<String>,
     ) -> eventsource_core::Result<()> {
         let step_id = step_id::<P>(instance, input.event_id);
         let step = Step {
@@ -265,7 +273,10 @@ impl<P: ProcessManager> ProcessRunner<P> {
         for effect in effects {
             match effect {
                 Effect::Schedule { name, after_ms } => {
-                    self.cancel(&mut tx, instance, Some(name)).await?;
+                    // A statement only when one of that name is pending.
+                    if !pending.insert(name.clone()) {
+                        self.cancel(&mut tx, instance, Some(name)).await?;
+                    }
                     let id = timeout_id(step_id, name);
                     let now = Utc::now();
                     let due = now
@@ -287,8 +298,17 @@ impl<P: ProcessManager> ProcessRunner<P> {
                     .await
                     .map_err(|e| db_err(self.store.backend(), "scheduling a timeout", e))?;
                 }
-                Effect::Cancel { name } => self.cancel(&mut tx, instance, Some(name)).await?,
-                Effect::Complete => self.cancel(&mut tx, instance, None).await?,
+                Effect::Cancel { name } => {
+                    if pending.remove(name) {
+                        self.cancel(&mut tx, instance, Some(name)).await?;
+                    }
+                }
+                Effect::Complete => {
+                    if !pending.is_empty() {
+                        self.cancel(&mut tx, instance, None).await?;
+                        pending.clear();
+                    }
+                }
                 Effect::Command { .. } | Effect::Publish { .. } => {}
             }
         }
@@ -408,6 +428,24 @@ fn live_timeout<P: ProcessManager>(instance: &str, steps: &[Step], name: &str) -
         }
     }
     live
+}
+
+/// The names of the instance's timeouts still to be handled (scheduled,
+/// not cancelled, not handled), as its steps tell.
+fn pending_timeouts<P: ProcessManager>(instance: &str, steps: &[Step]) -> BTreeSet<String> {
+    let names: BTreeSet<&String> = steps
+        .iter()
+        .flat_map(|s| &s.effects)
+        .filter_map(|e| match e {
+            Effect::Schedule { name, .. } => Some(name),
+            _ => None,
+        })
+        .collect();
+    names
+        .into_iter()
+        .filter(|name| live_timeout::<P>(instance, steps, name).is_some())
+        .cloned()
+        .collect()
 }
 
 /// A UUID v5 of `what`: the same effect of the same input gets the same id
