@@ -153,13 +153,16 @@ impl SqlEventStore {
     /// type and schema version: what `eventsource schema check` compares
     /// with the application's
     /// [`SchemaManifest`](eventsource_core::manifest::SchemaManifest).
+    /// Process managers' steps are left out: they are the store's own
+    /// record, not the application's event types.
     pub async fn event_census(&self) -> Result<Vec<eventsource_core::manifest::Census>> {
         let rows = sqlx::query(
             "SELECT aggregate_type, event_type, CAST(schema_version AS BIGINT) AS version, \
-             CAST(COUNT(*) AS BIGINT) AS n FROM es_events \
+             CAST(COUNT(*) AS BIGINT) AS n FROM es_events WHERE event_type <> $1 \
              GROUP BY aggregate_type, event_type, schema_version \
              ORDER BY aggregate_type, event_type, schema_version",
         )
+        .bind(crate::process::STEP_EVENT_TYPE)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_err(self.backend(), "counting events by type and version", e))?;

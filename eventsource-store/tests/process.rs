@@ -18,7 +18,7 @@ use eventsource_core::{
     EventBus, EventEnvelope, EventHandler, EventStore, HandlerError, HandlerResult, Repository,
     SaveContext, Subscription, SubscriptionHandle,
 };
-use eventsource_store::{ProcessRunner, SqlEventStore, TimeoutScheduler};
+use eventsource_store::{ProcessRunner, SqlEventStore, TimeoutScheduler, STEP_EVENT_TYPE};
 use eventsource_testkit::checkout::{
     Charge, CheckoutCompleted, CheckoutSaga, Order, OrderCommand, OrderEvent, Payment,
     PaymentEvent, PAYMENT_WAIT,
@@ -159,6 +159,38 @@ async fn redeliveries_apply_each_effect_once(db: TestDb) {
     runner.handle(&placed).await.expect("again");
     runner.handle(&placed).await.expect("and again");
     assert_eq!(env.payment_envelopes("o-2").await.len(), 1, "charged once");
+
+    // The steps are the store's own record: the schema check's census
+    // and targeted replays leave them out.
+    let census = env.store.event_census().await.expect("census");
+    assert!(
+        census.iter().any(|c| c.event_type == "Placed"),
+        "{census:?}"
+    );
+    assert!(
+        census.iter().all(|c| c.event_type != STEP_EVENT_TYPE),
+        "{census:?}"
+    );
+    let replays = eventsource_store::TargetedReplay::new(env.store.clone());
+    let everything = replays
+        .count(&eventsource_store::ReplaySelection::new())
+        .await
+        .expect("count");
+    let pool = env.store.pool();
+    let count = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(STEP_EVENT_TYPE)
+            .fetch_one(pool)
+            .await
+            .expect("count") as u64
+    };
+    let steps = count("SELECT COUNT(*) FROM es_events WHERE event_type = $1").await;
+    assert!(
+        steps >= 3,
+        "o-1's two steps and o-2's one are stored: {steps}"
+    );
+    let others = count("SELECT COUNT(*) FROM es_events WHERE event_type <> $1").await;
+    assert_eq!(everything, others, "a replay of everything selects no step");
 
     // Inputs of no instance, and of a completed one, are ignored.
     let stray = EventEnvelope::from_json(
