@@ -354,3 +354,57 @@ async fn a_handler_sees_opened_events_and_a_changed_ciphertext_fails_permanently
     assert!(err.to_string().contains("/email"), "{err}");
     assert!(rx.try_recv().is_err(), "the handler never saw it");
 }
+
+/// A whole payload declared personal (`#[personal_data]` on the struct).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, DomainEvent)]
+#[event(aggregate = "Chart")]
+#[personal_data]
+struct Diagnosed {
+    #[data_subject]
+    patient: String,
+    condition: String,
+    notes: Vec<String>,
+}
+
+#[tokio::test]
+async fn a_whole_payload_is_sealed_opened_and_forgotten() {
+    let event = Diagnosed {
+        patient: "p-1".into(),
+        condition: "canary-condition".into(),
+        notes: vec!["canary-note".into()],
+    };
+    let declared = event.personal_data().expect("declared");
+    assert_eq!(declared.subject, "p-1");
+    assert_eq!(
+        declared.fields,
+        vec![PersonalField::new(
+            "",
+            serde_json::to_value(Diagnosed::default()).expect("json")
+        )]
+    );
+    let keys = Arc::new(InMemoryKeyStore::new());
+    let shredder = Shredder::new(keys.clone());
+    let mut envelope = EventEnvelope::new("p-1", 1, &event).expect("envelope");
+    shredder.seal(&mut envelope, &declared).await.expect("seal");
+    let raw = serde_json::to_string(&envelope).expect("json");
+    // The header names the fields (in the replacement), never their data.
+    assert!(!raw.contains("canary"), "{raw}");
+    assert!(
+        envelope.payload.is_string(),
+        "the payload is one ciphertext"
+    );
+
+    let opened = shredder.open(&envelope).await.expect("open");
+    assert_eq!(opened.decode::<Diagnosed>().expect("decode"), event);
+
+    shredder.forget("p-1", None).await.expect("forget");
+    let forgotten = shredder
+        .open(&envelope)
+        .await
+        .expect("opens after forgetting");
+    assert_eq!(
+        forgotten.decode::<Diagnosed>().expect("decode"),
+        Diagnosed::default()
+    );
+    assert!(keys.get("p-1").await.expect("get").is_none());
+}

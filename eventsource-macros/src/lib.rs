@@ -24,7 +24,9 @@
 //! a string the field reads as once forgotten; default: the type's
 //! `Default`) and `#[data_subject]` (the field naming whose data it is;
 //! its `to_string()`), one per struct or variant that has personal
-//! fields.
+//! fields. `#[personal_data]` on a struct makes the whole payload
+//! personal (it reads as the struct's `Default` once forgotten); its
+//! fields then carry only the `#[data_subject]`.
 
 mod personal;
 

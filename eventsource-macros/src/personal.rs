@@ -250,8 +250,80 @@ fn body(
     )))
 }
 
+/// `#[personal_data]` on a struct: the whole payload is personal (JSON
+/// pointer `""`), read as the struct's `Default` once forgotten; a
+/// `#[data_subject]` field names whose it is.
+fn whole(input: &DeriveInput, attr: &Attribute, krate: &syn::Path) -> syn::Result<TokenStream> {
+    if !matches!(attr.meta, syn::Meta::Path(_)) {
+        return Err(syn::Error::new_spanned(
+            attr,
+            "#[personal_data] on a struct takes no replacement: a forgotten payload reads as \
+             the struct's Default",
+        ));
+    }
+    let Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new_spanned(
+            attr,
+            "#[personal_data] on the whole payload goes on a struct; on an enum, mark the \
+             fields of its variants",
+        ));
+    };
+    let mut subject = None;
+    for field in &data.fields {
+        match mark(field)? {
+            Mark::Subject => {
+                let Some(ident) = &field.ident else {
+                    return Err(syn::Error::new_spanned(
+                        field,
+                        "#[data_subject] goes on a named field",
+                    ));
+                };
+                if subject.is_some() {
+                    return Err(syn::Error::new_spanned(
+                        field,
+                        "one #[data_subject] per event",
+                    ));
+                }
+                subject = Some(quote!(::std::string::ToString::to_string(&self.#ident)));
+            }
+            Mark::Personal(_) => {
+                return Err(syn::Error::new_spanned(
+                    field,
+                    "the whole payload is personal already (#[personal_data] on the struct)",
+                ))
+            }
+            Mark::None => {}
+        }
+    }
+    let Some(subject) = subject else {
+        return Err(syn::Error::new_spanned(
+            &input.ident,
+            "#[personal_data] on a struct needs a #[data_subject] field naming whose data it is",
+        ));
+    };
+    Ok(method(
+        krate,
+        quote! {
+            ::std::option::Option::Some(#krate::personal::PersonalData {
+                subject: #subject,
+                fields: ::std::vec![#krate::personal::PersonalField::new(
+                    "",
+                    #krate::__private::default_json::<Self>(),
+                )],
+            })
+        },
+    ))
+}
+
 /// `fn personal_data` for the derive, or nothing when no field is marked.
 pub(crate) fn expand(input: &DeriveInput, krate: &syn::Path) -> syn::Result<TokenStream> {
+    if let Some(attr) = input
+        .attrs
+        .iter()
+        .find(|a| a.path().is_ident("personal_data"))
+    {
+        return whole(input, attr, krate);
+    }
     let container = serde_attrs(&input.attrs)?;
     match &input.data {
         Data::Struct(data) => {
