@@ -46,8 +46,7 @@ use uuid::Uuid;
 use crate::schema::{db_err, ts};
 use crate::SqlEventStore;
 
-/// The event type of a step in an instance's stream.
-pub const STEP_EVENT_TYPE: &str = "ProcessStep";
+pub use crate::schema::STEP_EVENT_TYPE;
 
 /// One handled input: what came in and what was decided.
 #[derive(Debug, Clone, Serialize, Deserialize)]

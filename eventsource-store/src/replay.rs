@@ -158,7 +158,7 @@ impl ReplaySelection {
         push(
             &mut sql,
             " AND event_type <> ?",
-            Bound::Text(crate::process::STEP_EVENT_TYPE.to_owned()),
+            Bound::Text(crate::schema::STEP_EVENT_TYPE.to_owned()),
         );
         if let Some(p) = self.from_position {
             push(&mut sql, " AND position >= ?", Bound::Int(to_i64(p)));

@@ -7,6 +7,11 @@ use sqlx::AnyPool;
 
 use crate::Dialect;
 
+/// The event type of a step in a process manager's stream
+/// (`ProcessRunner`): the store's own record, left out of targeted
+/// replays and of the schema census.
+pub const STEP_EVENT_TYPE: &str = "ProcessStep";
+
 /// Maps a sqlx error into the core error, naming the database and the operation.
 pub(crate) fn db_err(backend: &'static str, context: impl Into<String>, e: sqlx::Error) -> Error {
     Error::backend(backend, context, e)

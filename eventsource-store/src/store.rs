@@ -162,7 +162,7 @@ impl SqlEventStore {
              GROUP BY aggregate_type, event_type, schema_version \
              ORDER BY aggregate_type, event_type, schema_version",
         )
-        .bind(crate::process::STEP_EVENT_TYPE)
+        .bind(crate::schema::STEP_EVENT_TYPE)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_err(self.backend(), "counting events by type and version", e))?;
