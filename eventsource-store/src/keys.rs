@@ -6,7 +6,7 @@ use eventsource_core::personal::{KeyStore, SubjectKey, SubjectStatus};
 use eventsource_core::{Error, Result};
 use sqlx::Row;
 
-use crate::schema::{db_err, ts};
+use crate::schema::{db_err, parse_ts, ts};
 use crate::{Dialect, SqlEventStore};
 
 /// The [`KeyStore`] on the store's database: the table `es_subject_keys`
@@ -75,8 +75,7 @@ impl SqlKeyStore {
         let at = |column: &str| -> Result<Option<DateTime<Utc>>> {
             let text: Option<String> = row.try_get(column).map_err(|e| self.err("reading", e))?;
             text.map(|t| {
-                DateTime::parse_from_rfc3339(&t)
-                    .map(|t| t.with_timezone(&Utc))
+                parse_ts(&t)
                     .map_err(|e| Error::backend(self.store.backend(), "subject keys: a time", e))
             })
             .transpose()

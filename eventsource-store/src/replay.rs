@@ -42,7 +42,7 @@ use eventsource_core::{Error, EventBus, EventEnvelope, Result, REPLAY_ID, REPROC
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::schema::{db_err, ts};
+use crate::schema::{db_err, parse_ts, ts};
 use crate::store::{envelope_from_row, EVENT_COLUMNS};
 use crate::SqlEventStore;
 
@@ -567,11 +567,7 @@ fn status_from_row(row: &sqlx::any::AnyRow, backend: &'static str) -> Result<Rep
             .map(|v| u64::try_from(v).unwrap_or(0))
             .map_err(|e| bad(name, &e))
     };
-    let time = |name: &str, value: String| {
-        DateTime::parse_from_rfc3339(&value)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| bad(name, &e))
-    };
+    let time = |name: &str, value: String| parse_ts(&value).map_err(|e| bad(name, &e));
     let finished_at = row
         .try_get::<Option<String>, _>("finished_at")
         .map_err(|e| bad("finished_at", &e))?

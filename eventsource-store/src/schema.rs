@@ -23,11 +23,9 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
-/// A timestamp written by [`ts`], read back; `None` if it is not one.
-pub(crate) fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+/// A timestamp written by [`ts`], read back.
+pub(crate) fn parse_ts(text: &str) -> std::result::Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))
 }
 
 /// Migration 1, with `{SERIAL}` (an auto-increment primary key) and

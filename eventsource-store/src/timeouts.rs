@@ -124,7 +124,8 @@ impl TimeoutScheduler {
                 &text("instance"),
                 &text("name"),
                 uuid,
-                parse_ts(&text("due_at")).unwrap_or_else(Utc::now),
+                // A due time that does not read fires it now.
+                parse_ts(&text("due_at")).unwrap_or_else(|_| Utc::now()),
             );
             let group = text("group_name");
             match by_group.iter_mut().find(|(g, _)| *g == group) {
@@ -205,23 +206,31 @@ impl TimeoutScheduler {
             .map_err(|e| db_err(store.backend(), "listing timeouts", e))?;
         rows.iter()
             .map(|row| {
-                let text = |c: &str| {
-                    row.try_get::<Option<String>, _>(c)
-                        .map_err(|e| db_err(store.backend(), "reading a timeout", e))
+                let bad = |c: &str, e: &dyn std::fmt::Display| {
+                    Error::backend(
+                        store.backend(),
+                        "reading a timeout",
+                        format!("column `{c}`: {e}"),
+                    )
                 };
-                let time = |c: &str| -> Result<Option<DateTime<Utc>>> {
-                    Ok(text(c)?.as_deref().and_then(parse_ts))
+                let text = |c: &str| row.try_get::<String, _>(c).map_err(|e| bad(c, &e));
+                let time = |c: &str| parse_ts(&text(c)?).map_err(|e| bad(c, &e));
+                let maybe = |c: &str| -> Result<Option<DateTime<Utc>>> {
+                    row.try_get::<Option<String>, _>(c)
+                        .map_err(|e| bad(c, &e))?
+                        .map(|t| parse_ts(&t).map_err(|e| bad(c, &e)))
+                        .transpose()
                 };
                 Ok(ScheduledTimeout {
-                    id: text("id")?.unwrap_or_default(),
-                    process: text("process")?.unwrap_or_default(),
-                    instance: text("instance")?.unwrap_or_default(),
-                    name: text("name")?.unwrap_or_default(),
-                    group: text("group_name")?.unwrap_or_default(),
-                    due_at: time("due_at")?.unwrap_or_default(),
-                    scheduled_at: time("scheduled_at")?.unwrap_or_default(),
-                    fired_at: time("fired_at")?,
-                    cancelled_at: time("cancelled_at")?,
+                    id: text("id")?,
+                    process: text("process")?,
+                    instance: text("instance")?,
+                    name: text("name")?,
+                    group: text("group_name")?,
+                    due_at: time("due_at")?,
+                    scheduled_at: time("scheduled_at")?,
+                    fired_at: maybe("fired_at")?,
+                    cancelled_at: maybe("cancelled_at")?,
                 })
             })
             .collect()

@@ -543,3 +543,23 @@ fn the_fixture_runs_the_saga_on_a_virtual_clock() {
         .then_completes();
     assert_eq!(fixture.state().stage, "cancelled");
 }
+
+/// A timeout row whose time does not read is an error naming the column,
+/// not a timeout listed as due in 1970.
+#[tokio::test]
+async fn an_unreadable_timeout_time_is_named() {
+    let db = TestDb::sqlite();
+    let store = db.store(false).await;
+    sqlx::query(
+        "INSERT INTO es_timeouts (id, process, instance, name, group_name, due_at, scheduled_at) \
+         VALUES ('t', 'p', 'i', 'n', 'g', 'not a time', '2026-12-05T00:00:00Z')",
+    )
+    .execute(store.pool())
+    .await
+    .expect("insert");
+    let err = TimeoutScheduler::list(&store, None, false)
+        .await
+        .expect_err("an unreadable due time");
+    assert!(err.to_string().contains("column `due_at`"), "{err}");
+    db.drop_db().await;
+}
