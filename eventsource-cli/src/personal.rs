@@ -14,7 +14,7 @@ use crate::exit::{Exit, Failure};
 use crate::output::{self, Output, Progress};
 use crate::Cli;
 
-type Outcome = std::result::Result<(), Failure>;
+use crate::commands::Outcome;
 
 /// Events read per page while scanning the store.
 const PAGE: usize = 1_000;

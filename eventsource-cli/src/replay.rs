@@ -13,7 +13,7 @@ use crate::exit::{Exit, Failure};
 use crate::output::{self, Output, Progress};
 use crate::{Cli, ReplayArgs};
 
-type Outcome = std::result::Result<(), Failure>;
+use crate::commands::Outcome;
 
 /// A replay of more events than this needs `--yes`.
 pub(crate) const CONFIRM_ABOVE: u64 = 1_000;

@@ -39,12 +39,7 @@ pub(crate) async fn timeouts(State(console): Shared, Query(q): Query<TimeoutsQue
              <th>group</th><th>due</th><th>state</th></tr>",
         );
         for t in &listed {
-            let state = match (t.fired_at, t.cancelled_at) {
-                (_, Some(at)) => format!("cancelled {}", when(&at)),
-                (Some(at), None) => format!("fired {}", when(&at)),
-                (None, None) if t.due_at <= now => "due now".to_owned(),
-                (None, None) => format!("due in {} s", (t.due_at - now).num_seconds()),
-            };
+            let state = crate::timeouts::state(t, now, when);
             body.push_str(&format!(
                 "<tr class=\"timeout\"><td><a href=\"/timeouts?process={}\">{}</a></td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
