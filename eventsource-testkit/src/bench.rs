@@ -40,6 +40,13 @@ pub struct Comparison {
     pub bus: Vec<f64>,
     /// The raw client's rate in each round.
     pub raw: Vec<f64>,
+    /// The bus side's CPU time per event in each round, in microseconds:
+    /// the whole process, user and system, all threads (a broker running
+    /// as another process is not counted). Empty where not measured
+    /// ([`compare_paired`]) or not available (not Linux).
+    pub bus_cpu: Vec<f64>,
+    /// The raw side's CPU time per event in each round, as `bus_cpu`.
+    pub raw_cpu: Vec<f64>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -68,6 +75,35 @@ impl Comparison {
             median(&self.bus) / raw
         }
     }
+
+    /// Median CPU time per event of the bus over the raw client's, where
+    /// both were measured.
+    pub fn cpu_ratio(&self) -> Option<f64> {
+        let raw = median(&self.raw_cpu);
+        (!self.bus_cpu.is_empty() && raw > 0.0).then(|| median(&self.bus_cpu) / raw)
+    }
+}
+
+/// CPU time this process has used so far, user and system, every thread
+/// including those that ended (Linux: `/proc/self/stat`, in ticks of
+/// 10 ms), or `None` where that cannot be read.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: the state is field 3, utime and stime fields 14 and 15.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // USER_HZ is 100 on every Linux the kernel's ABI promises it to.
+    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// Runs `f` and returns its result with the process CPU time it took.
+async fn with_cpu<T>(f: impl Future<Output = T>) -> (T, Option<Duration>) {
+    let before = process_cpu();
+    let out = f.await;
+    let used = before.zip(process_cpu()).map(|(b, a)| a.saturating_sub(b));
+    (out, used)
 }
 
 /// The bench programs' arguments: `[events] [rounds] [url]`, with these
@@ -118,18 +154,34 @@ where
     R: AsyncFnMut(usize) -> Duration,
 {
     // The warm-up runs bus first; then the counted rounds alternate which
-    // goes first, raw in the first one.
+    // goes first, raw in the first one. Each side's CPU time is read
+    // around its own call, so the other side's never counts.
     let mut call = 0usize;
-    compare_paired(label, events, rounds, async |n| {
+    let (mut bus_cpu, mut raw_cpu) = (Vec::new(), Vec::new());
+    let per_event = |cpu: Option<Duration>| cpu.map(|d| d.as_secs_f64() * 1e6 / events as f64);
+    let mut c = compare_paired(label, events, rounds, async |n| {
         call += 1;
-        if call.is_multiple_of(2) {
-            let raw = raw(n).await;
-            (bus(n).await, raw)
+        let (b, r) = if call.is_multiple_of(2) {
+            let r = with_cpu(raw(n)).await;
+            (with_cpu(bus(n)).await, r)
         } else {
-            (bus(n).await, raw(n).await)
+            let b = with_cpu(bus(n)).await;
+            (b, with_cpu(raw(n)).await)
+        };
+        if call > 1 {
+            bus_cpu.extend(per_event(b.1));
+            raw_cpu.extend(per_event(r.1));
         }
+        (b.0, r.0)
     })
-    .await
+    .await;
+    if bus_cpu.len() == c.bus.len() && raw_cpu.len() == c.raw.len() {
+        (c.bus_cpu, c.raw_cpu) = (bus_cpu, raw_cpu);
+    }
+    if let Some(cpu) = c.cpu_ratio() {
+        eprintln!("  {label}: CPU per event, bus / raw {cpu:.2}");
+    }
+    c
 }
 
 /// [`compare`] for a case whose cost drifts faster than a round lasts (a
@@ -153,6 +205,8 @@ where
         events,
         bus: Vec::with_capacity(rounds),
         raw: Vec::with_capacity(rounds),
+        bus_cpu: Vec::new(),
+        raw_cpu: Vec::new(),
     };
     for _ in 0..rounds.max(1) {
         let (bus, raw) = round(events).await;
@@ -370,7 +424,8 @@ where
     rows
 }
 
-/// Prints the comparisons as a Markdown table (min / median / max ev/s).
+/// Prints the comparisons as a Markdown table (min / median / max ev/s),
+/// and a second one of CPU time per event where it was measured.
 pub fn table(rows: &[Comparison]) {
     table_of(rows, "raw", "bus");
 }
@@ -390,6 +445,30 @@ pub fn table_of(rows: &[Comparison], raw: &str, bus: &str) {
             c.ratio()
         );
     }
+    if rows.iter().all(|c| c.cpu_ratio().is_none()) {
+        return;
+    }
+    println!("\nCPU time of this process per event (µs; the broker's is not counted):\n");
+    println!(
+        "| case | {raw} µs (min / median / max) | {bus} µs (min / median / max) | {bus} / {raw} |"
+    );
+    println!("|---|---|---|---|");
+    for c in rows {
+        if let Some(cpu) = c.cpu_ratio() {
+            println!(
+                "| {} | {} | {} | {cpu:.2} |",
+                c.label,
+                spread_fine(&c.raw_cpu),
+                spread_fine(&c.bus_cpu),
+            );
+        }
+    }
+}
+
+fn spread_fine(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    format!("{:.2} / {:.2} / {:.2}", min, median(v), max)
 }
 
 #[cfg(test)]
@@ -422,5 +501,33 @@ mod tests {
         assert_eq!((c.bus.len(), c.raw.len()), (3, 3));
         assert!((c.ratio() - 0.5).abs() < 1e-9, "{}", c.ratio());
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+        // CPU per event, one value a side per counted round.
+        assert_eq!((c.bus_cpu.len(), c.raw_cpu.len()), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn counts_each_sides_cpu_time() {
+        fn spin(d: Duration) {
+            let t = std::time::Instant::now();
+            while t.elapsed() < d {
+                std::hint::black_box(0u64);
+            }
+        }
+        let c = compare(
+            "cpu",
+            1_000,
+            3,
+            async |_| {
+                spin(Duration::from_millis(200));
+                Duration::from_millis(1)
+            },
+            async |_| Duration::from_millis(1),
+        )
+        .await;
+        // 200 ms of spinning over 1 000 events: about 200 µs each, in
+        // ticks of 10 ms; the raw side spins not at all.
+        let bus = median(&c.bus_cpu);
+        assert!((150.0..=260.0).contains(&bus), "bus {bus} µs/event");
+        assert!(median(&c.raw_cpu) < 30.0, "raw {:?}", c.raw_cpu);
     }
 }
