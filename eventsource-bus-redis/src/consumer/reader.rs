@@ -260,7 +260,7 @@ impl GroupConsumer {
         match triage(
             BACKEND,
             self.core.subscription(),
-            wire::decode(&fields),
+            wire::decode_entry(&fields),
             source,
         ) {
             Intake::Handle(envelope) => self
@@ -269,7 +269,7 @@ impl GroupConsumer {
                 .push_now(Delivery::new(Arc::new(envelope), token)),
             Intake::Skip => self.ack_later(&token.stream, &token.id),
             Intake::DeadLetter(failure) => {
-                let raw = Letter::Raw(fields);
+                let raw = Letter::Raw(fields.into_iter().collect());
                 dead_letter(self, self.core.counters(), token, raw, failure).await;
             }
         }

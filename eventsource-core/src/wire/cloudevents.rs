@@ -58,9 +58,13 @@ pub fn from_attributes(
     from_lookup(
         prefix,
         |name| {
-            attributes
-                .get(&format!("{prefix}{name}"))
-                .map(String::as_str)
+            // No prefix (Redis): no name to build per attribute.
+            if prefix.is_empty() {
+                attributes.get(name)
+            } else {
+                attributes.get(&format!("{prefix}{name}"))
+            }
+            .map(String::as_str)
         },
         || {
             let data = data.ok_or_else(|| format!("no {data_name}"))?;
