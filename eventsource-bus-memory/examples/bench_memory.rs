@@ -169,6 +169,30 @@ async fn raw_round(events: &[Arc<EventEnvelope>], groups: usize, mode: Mode) -> 
     t.elapsed()
 }
 
+/// `profile bus|raw EVENTS GROUPS`: one round of one side only, shared
+/// (no copies), for an instruction profile of the delivery contract
+/// (`valgrind --tool=callgrind`; docs/benchmarks.md says how).
+async fn profile() {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let usage = || -> ! {
+        eprintln!("usage: profile bus|raw EVENTS GROUPS");
+        std::process::exit(2)
+    };
+    let number = |i: usize| -> usize {
+        args.get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
+    let (n, groups) = (number(1), number(2));
+    let evs: Vec<Arc<EventEnvelope>> = events(n).into_iter().map(Arc::new).collect();
+    let took = match args.first().map(String::as_str) {
+        Some("bus") => bus_round(&evs, groups, Mode::Shared).await,
+        Some("raw") => raw_round(&evs, groups, Mode::Shared).await,
+        _ => usage(),
+    };
+    println!("{n} events x {groups} group(s) in {took:?}");
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().nth(1).as_deref() == Some("growth") {
@@ -181,6 +205,10 @@ async fn main() {
             || async { Arc::new(MemoryBus::new()) as Arc<dyn EventBus> },
         )
         .await;
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("profile") {
+        profile().await;
         return;
     }
     // A size that does not parse is refused, not replaced by the default.

@@ -15,7 +15,10 @@
 //!   with a counting handler (at the defaults users get: prefetch 32,
 //!   concurrency 1; then prefetch 256; then prefetch 256 and
 //!   concurrency 16) vs a raw durable
-//!   pull consumer with explicit acks pulling up to 100 per request.
+//!   pull consumer with explicit acks pulling up to 100 per request; once
+//!   more at the defaults with raw publishing CloudEvents binary mode
+//!   (attributes as `ce-` headers), the other NATS binding, to show what
+//!   the bus's structured mode is worth (#32).
 
 use std::time::{Duration, Instant};
 
@@ -68,13 +71,59 @@ async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
     .expect("raw stream")
 }
 
+/// CloudEvents binary mode, the other NATS binding: the attributes as
+/// `ce-` headers, the payload alone as the body.
+fn binary(e: &EventEnvelope) -> (async_nats::HeaderMap, bytes::Bytes) {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in [
+        ("ce-specversion", "1.0".to_owned()),
+        ("ce-id", e.event_id.to_string()),
+        ("ce-type", e.event_type.clone()),
+        ("ce-source", "bench".to_owned()),
+        ("ce-subject", e.aggregate_id.clone()),
+        ("ce-time", e.occurred_at.to_rfc3339()),
+        ("ce-aggregatetype", e.aggregate_type.clone()),
+        ("ce-aggregateversion", e.aggregate_version.to_string()),
+        ("ce-schemaversion", e.schema_version.to_string()),
+        ("content-type", "application/json".to_owned()),
+    ] {
+        headers.insert(name, value.as_str());
+    }
+    let payload = serde_json::to_vec(&e.payload).expect("JSON").into();
+    (headers, payload)
+}
+
+/// How the raw side writes an event: structured (what the bus writes) or
+/// binary mode.
+#[derive(Clone, Copy)]
+enum Form {
+    Structured,
+    Binary,
+}
+
 async fn raw_publish(js: &jetstream::Context, subject: &str, events: &[EventEnvelope]) {
+    raw_publish_as(js, subject, events, Form::Structured).await;
+}
+
+async fn raw_publish_as(
+    js: &jetstream::Context,
+    subject: &str,
+    events: &[EventEnvelope],
+    form: Form,
+) {
     for chunk in events.chunks(BATCH) {
         let mut acks = Vec::with_capacity(chunk.len());
         for e in chunk {
-            let message = jetstream::message::PublishMessage::build()
-                .payload(body(e))
-                .message_id(e.event_id.to_string());
+            let message = match form {
+                Form::Structured => jetstream::message::PublishMessage::build().payload(body(e)),
+                Form::Binary => {
+                    let (headers, payload) = binary(e);
+                    jetstream::message::PublishMessage::build()
+                        .headers(headers)
+                        .payload(payload)
+                }
+            }
+            .message_id(e.event_id.to_string());
             acks.push(
                 js.send_publish(subject.to_owned(), message)
                     .await
@@ -156,8 +205,8 @@ async fn bus_e2e(
     took
 }
 
-/// Publishes `evs` while a raw pull consumer reads and acks them.
-async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope]) -> Duration {
+/// Publishes `evs` (in `form`) while a raw pull consumer reads and acks them.
+async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope], form: Form) -> Duration {
     let n = evs.len();
     let name = ns("raw-e2e");
     let stream = raw_stream(js, &name).await;
@@ -187,7 +236,7 @@ async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope]) -> Duration {
         }
     });
     let t = Instant::now();
-    raw_publish(js, &format!("{name}.events"), evs).await;
+    raw_publish_as(js, &format!("{name}.events"), evs, form).await;
     reader.await.expect("raw consumer");
     let took = t.elapsed();
     let _ = js.delete_stream(&name).await;
@@ -214,10 +263,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await,
     );
-    for (label, prefetch, concurrency) in [
-        ("end to end, defaults (prefetch 32, concurrency 1)", 32, 1),
-        ("end to end, prefetch 256, concurrency 1", 256, 1),
-        ("end to end, prefetch 256, concurrency 16", 256, 16),
+    for (label, prefetch, concurrency, form) in [
+        (
+            "end to end, defaults (prefetch 32, concurrency 1)",
+            32,
+            1,
+            Form::Structured,
+        ),
+        (
+            "end to end, defaults; raw in binary mode (ce- headers)",
+            32,
+            1,
+            Form::Binary,
+        ),
+        (
+            "end to end, prefetch 256, concurrency 1",
+            256,
+            1,
+            Form::Structured,
+        ),
+        (
+            "end to end, prefetch 256, concurrency 16",
+            256,
+            16,
+            Form::Structured,
+        ),
     ] {
         rows.push(
             bench::compare(
@@ -225,7 +295,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 n,
                 rounds,
                 async |_| bus_e2e(&js, &url, &evs, prefetch, concurrency).await,
-                async |_| raw_e2e(&js, &evs).await,
+                async |_| raw_e2e(&js, &evs, form).await,
             )
             .await,
         );
