@@ -414,7 +414,10 @@ impl SqlEventStore {
         for chunk in events.chunks(ROWS_PER_INSERT) {
             // A lone event of a stream that exists checks the version.
             let guard = (events.len() == 1 && follows > 0).then_some(follows);
-            let inserted = if guard.is_none() && self.dialect == Dialect::Sqlite && chunk.len() > RETURNED_ROWS_MAX {
+            let inserted = if guard.is_none()
+                && self.dialect == Dialect::Sqlite
+                && chunk.len() > RETURNED_ROWS_MAX
+            {
                 let insert =
                     bind_events(insert_events_plain_sql(chunk.len()), chunk, stream, None)?;
                 insert_plain(tx, insert).await
