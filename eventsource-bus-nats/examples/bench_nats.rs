@@ -243,8 +243,38 @@ async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope], form: Form) -> 
     took
 }
 
+/// `profile bus|raw EVENTS`: one end-to-end round of one side only, at
+/// the defaults, for an instruction profile (`valgrind --tool=callgrind`
+/// at two sizes; docs/benchmarks.md says how).
+async fn profile(js: &jetstream::Context, url: &str) {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let n: usize = match args.get(1).and_then(|s| s.parse().ok()) {
+        Some(n) => n,
+        None => {
+            eprintln!("usage: profile bus|raw EVENTS");
+            std::process::exit(2)
+        }
+    };
+    let evs = events(n);
+    let took = match args.first().map(String::as_str) {
+        Some("bus") => bus_e2e(js, url, &evs, 32, 1).await,
+        Some("raw") => raw_e2e(js, &evs, Form::Structured).await,
+        _ => {
+            eprintln!("usage: profile bus|raw EVENTS");
+            std::process::exit(2)
+        }
+    };
+    println!("{n} events end to end in {took:?}");
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("profile") {
+        let url = "nats://127.0.0.1:4222";
+        let js = jetstream::new(async_nats::connect(url).await?);
+        profile(&js, url).await;
+        return Ok(());
+    }
     let (n, rounds, url) = bench::args(20_000, "nats://127.0.0.1:4222");
     let js = jetstream::new(async_nats::connect(url.as_str()).await?);
     let evs = events(n);
