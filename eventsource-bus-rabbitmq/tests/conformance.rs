@@ -2,8 +2,9 @@
 //! (work spread over a group's members, order within a member), with
 //! `partitions` (work spread, order across the group), and the membership
 //! cases with `single_active_consumer` (order across the group, one
-//! member at a time); then the single-active membership cases again on
-//! quorum queues. (The partitioned suite on quorum queues is not here:
+//! member at a time); then the whole suite on quorum queues, and the
+//! single-active membership cases on them. (The partitioned suite on
+//! quorum queues is not here:
 //! each partition's queue is a Raft group of its own, and 16 per group
 //! per test overload the one local broker on this 2-core machine, whose
 //! connects then time out; with 4 partitions 32 of its 35 cases passed,
@@ -82,6 +83,18 @@ mod single_active_consumer {
         single_active: true,
         partitions: None,
         queue_type: QueueType::Classic,
+    });
+}
+
+/// The whole suite on quorum queues, groups shared by their members (the
+/// mode users get by default): what the guide recommends for production
+/// must hold the same contract (#30).
+mod quorum {
+    use super::{QueueType, Rabbit};
+    eventsource_testkit::conformance_suite!(Rabbit {
+        single_active: false,
+        partitions: None,
+        queue_type: QueueType::Quorum,
     });
 }
 
