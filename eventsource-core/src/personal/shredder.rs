@@ -222,7 +222,7 @@ impl Shredder {
         let mut sealed = PersonalData::new(declared.subject.clone());
         sealed.fields.reserve(declared.fields.len());
         for field in &declared.fields {
-            let Some(value) = envelope.payload.pointer_mut(&field.pointer) else {
+            let Some(value) = field_mut(&mut envelope.payload, &field.pointer) else {
                 continue;
             };
             if value.is_null() {
@@ -317,7 +317,7 @@ impl Shredder {
             replacement,
         } in &declared.fields
         {
-            let Some(value) = envelope.payload.pointer_mut(pointer) else {
+            let Some(value) = field_mut(&mut envelope.payload, pointer) else {
                 return Err(personal_err_id(
                     &event_id,
                     &format!("the encrypted field `{pointer}` is missing from the payload"),
@@ -453,6 +453,42 @@ fn header(envelope: &EventEnvelope) -> Result<Option<PersonalData>> {
         .transpose()
 }
 
+/// The value `pointer` (RFC 6901) names in `value`, as
+/// `Value::pointer_mut` finds it. A pointer without escapes (`~0`, `~1`)
+/// is walked without copying its tokens: `pointer_mut` allocates two
+/// strings per token, a fifth of opening a field.
+fn field_mut<'v>(
+    value: &'v mut serde_json::Value,
+    pointer: &str,
+) -> Option<&'v mut serde_json::Value> {
+    if pointer.contains('~') {
+        return value.pointer_mut(pointer);
+    }
+    if pointer.is_empty() {
+        return Some(value);
+    }
+    let mut at = value;
+    for token in pointer.strip_prefix('/')?.split('/') {
+        at = match at {
+            serde_json::Value::Object(map) => map.get_mut(token)?,
+            serde_json::Value::Array(items) => items.get_mut(array_index(token)?)?,
+            _ => return None,
+        };
+    }
+    Some(at)
+}
+
+/// An array index as RFC 6901 writes it: digits, no leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.is_empty()
+        || !token.bytes().all(|b| b.is_ascii_digit())
+        || (token.len() > 1 && token.starts_with('0'))
+    {
+        return None;
+    }
+    token.parse().ok()
+}
+
 fn parse_header(envelope: &EventEnvelope, text: &str) -> Result<PersonalData> {
     serde_json::from_str(text).map_err(|e| {
         personal_err(
@@ -470,5 +506,42 @@ fn personal_err_id(event_id: &uuid::Uuid, reason: &str) -> Error {
     Error::PersonalData {
         event_id: event_id.to_string(),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_field_is_found_as_pointer_mut_finds_it() {
+        let doc = serde_json::json!({
+            "a": {"b": [10, {"c": "x"}], "": 1, "d~e/f": 2},
+            "list": [0, 1, 2],
+        });
+        for pointer in [
+            "",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1/c",
+            "/a/",
+            "/a/d~0e~1f",
+            "/list/2",
+            "/list/02",
+            "/list/+1",
+            "/list/-1",
+            "/list/3",
+            "/list/",
+            "/a/b/x",
+            "a",
+            "/missing",
+            "/a/b/1/c/z",
+        ] {
+            let (mut mine, mut theirs) = (doc.clone(), doc.clone());
+            assert_eq!(
+                super::field_mut(&mut mine, pointer).cloned(),
+                theirs.pointer_mut(pointer).cloned(),
+                "{pointer:?}"
+            );
+        }
     }
 }
