@@ -122,7 +122,7 @@ fn parse_id(id: &str) -> Option<(&str, &str)> {
 /// [`FailureKind::Unreadable`](eventsource_core::FailureKind::Unreadable)
 /// with its raw fields, never an error that hides the group's others.
 fn parse_letter(group: &str, entry: StreamId) -> DeadLetter {
-    let f = wire::fields_as_text(entry.map);
+    let f: BTreeMap<String, String> = wire::fields_as_text(entry.map);
     let id = format!("{group}/{}", entry.id);
     let read = || -> std::result::Result<_, String> {
         let envelope = match f.get("envelope") {

@@ -27,7 +27,7 @@ pub(crate) struct Entry {
 impl From<redis::streams::StreamId> for Entry {
     fn from(entry: redis::streams::StreamId) -> Self {
         Entry {
-            fields: entry.map.into_iter().map(|(k, v)| (k, text(v))).collect(),
+            fields: fields_as_text(entry.map),
             id: entry.id,
         }
     }
@@ -97,8 +97,8 @@ fn text(value: Value) -> String {
 }
 
 /// The entry's fields as text (binary values are replaced lossily),
-/// taking the values over rather than copying them.
-pub(crate) fn fields_as_text(map: HashMap<String, Value>) -> BTreeMap<String, String> {
+/// taking the values over rather than copying them, into a map or a list.
+pub(crate) fn fields_as_text<C: FromIterator<(String, String)>>(map: HashMap<String, Value>) -> C {
     map.into_iter().map(|(k, v)| (k, text(v))).collect()
 }
 

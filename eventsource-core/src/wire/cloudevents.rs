@@ -58,13 +58,9 @@ pub fn from_attributes(
     from_lookup(
         prefix,
         |name| {
-            // No prefix (Redis): no name to build per attribute.
-            if prefix.is_empty() {
-                attributes.get(name)
-            } else {
-                attributes.get(&format!("{prefix}{name}"))
-            }
-            .map(String::as_str)
+            attributes
+                .get(&format!("{prefix}{name}"))
+                .map(String::as_str)
         },
         || {
             let data = data.ok_or_else(|| format!("no {data_name}"))?;
