@@ -554,12 +554,8 @@ const REPLAY_COLUMNS: &str = "id, group_name, selection, options, total, deliver
      last_position, started_at, updated_at, finished_at";
 
 fn status_from_row(row: &sqlx::any::AnyRow, backend: &'static str) -> Result<ReplayStatus> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        Error::backend(
-            backend,
-            "reading a replay row",
-            format!("column `{what}`: {e}"),
-        )
+    let bad = |column: &str, e: &dyn std::fmt::Display| {
+        crate::schema::column_err(backend, "reading a replay row", column, e)
     };
     let text = |name: &str| row.try_get::<String, _>(name).map_err(|e| bad(name, &e));
     let int = |name: &str| {

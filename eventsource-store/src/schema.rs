@@ -23,6 +23,17 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
+/// The error of a row's column that does not read as its type: what was
+/// being read, the column, and why.
+pub(crate) fn column_err(
+    backend: &'static str,
+    reading: &str,
+    column: &str,
+    e: &dyn std::fmt::Display,
+) -> Error {
+    Error::backend(backend, reading, format!("column `{column}`: {e}"))
+}
+
 /// A timestamp written by [`ts`], read back.
 pub(crate) fn parse_ts(text: &str) -> std::result::Result<DateTime<Utc>, chrono::ParseError> {
     DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc))

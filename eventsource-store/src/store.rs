@@ -685,12 +685,8 @@ fn bind_events<'q>(
 }
 
 pub(crate) fn envelope_from_row(row: &AnyRow, backend: &'static str) -> Result<RecordedEvent> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        Error::backend(
-            backend,
-            "reading an event row",
-            format!("column `{what}`: {e}"),
-        )
+    let bad = |column: &str, e: &dyn std::fmt::Display| {
+        crate::schema::column_err(backend, "reading an event row", column, e)
     };
     let get_s = |name: &str| row.try_get::<String, _>(name).map_err(|e| bad(name, &e));
     let get_i = |name: &str| row.try_get::<i64, _>(name).map_err(|e| bad(name, &e));

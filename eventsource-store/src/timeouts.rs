@@ -23,7 +23,7 @@ use serde::Serialize;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::schema::{db_err, parse_ts, ts};
+use crate::schema::{column_err, db_err, parse_ts, ts};
 use crate::{Dialect, SqlEventStore};
 
 /// Due timeouts claimed per round, at most.
@@ -207,11 +207,7 @@ impl TimeoutScheduler {
         rows.iter()
             .map(|row| {
                 let bad = |c: &str, e: &dyn std::fmt::Display| {
-                    Error::backend(
-                        store.backend(),
-                        "reading a timeout",
-                        format!("column `{c}`: {e}"),
-                    )
+                    column_err(store.backend(), "reading a timeout", c, e)
                 };
                 let text = |c: &str| row.try_get::<String, _>(c).map_err(|e| bad(c, &e));
                 let time = |c: &str| parse_ts(&text(c)?).map_err(|e| bad(c, &e));
