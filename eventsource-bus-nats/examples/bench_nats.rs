@@ -248,21 +248,19 @@ async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope], form: Form) -> 
 /// at two sizes; docs/benchmarks.md says how).
 async fn profile(js: &jetstream::Context, url: &str) {
     let args: Vec<String> = std::env::args().skip(2).collect();
-    let n: usize = match args.get(1).and_then(|s| s.parse().ok()) {
-        Some(n) => n,
-        None => {
-            eprintln!("usage: profile bus|raw EVENTS");
-            std::process::exit(2)
-        }
+    let usage = || -> ! {
+        eprintln!("usage: profile bus|raw EVENTS");
+        std::process::exit(2)
     };
+    let n: usize = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| usage());
     let evs = events(n);
     let took = match args.first().map(String::as_str) {
         Some("bus") => bus_e2e(js, url, &evs, 32, 1).await,
         Some("raw") => raw_e2e(js, &evs, Form::Structured).await,
-        _ => {
-            eprintln!("usage: profile bus|raw EVENTS");
-            std::process::exit(2)
-        }
+        _ => usage(),
     };
     println!("{n} events end to end in {took:?}");
 }
