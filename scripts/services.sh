@@ -15,7 +15,7 @@ wait_port() { # name port seconds
 }
 
 # Which services the workspace's tests need; later crates add theirs here.
-NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis rabbitmq nats tansu chromium}
+NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis redis_cluster rabbitmq nats tansu chromium}
 
 ensure_services() {
     local s
@@ -35,6 +35,53 @@ ensure_redis() {
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log
     wait_port Redis 6379 30
+}
+
+# A private Redis Cluster for the cluster tests: 3 masters (7101-7103) and
+# one replica each (7104-7106), on loopback, never the shared 6379.
+REDIS_CLUSTER_PORTS="7101 7102 7103 7104 7105 7106"
+REDIS_CLUSTER_DIR=${REDIS_CLUSTER_DIR:-/tmp/eventsource-redis-cluster}
+
+redis_cluster_healthy() {
+    redis-cli -p 7101 cluster info 2>/dev/null | grep -q 'cluster_state:ok' &&
+        [ "$(redis-cli -p 7101 cluster nodes | grep -c slave)" = 3 ]
+}
+
+ensure_redis_cluster() {
+    ensure_redis # installs redis-server and redis-cli when missing
+    local port all_open=1
+    for port in $REDIS_CLUSTER_PORTS; do
+        port_open "$port" || all_open=0
+    done
+    if [ "$all_open" = 1 ] && redis_cluster_healthy; then
+        return 0
+    fi
+    # Anything short of a whole, healthy cluster is started again from
+    # nothing: it holds test data only.
+    echo "==> starting a Redis Cluster on 127.0.0.1:7101-7106 (data: $REDIS_CLUSTER_DIR)"
+    for port in $REDIS_CLUSTER_PORTS; do
+        if port_open "$port"; then redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; fi
+    done
+    rm -rf "$REDIS_CLUSTER_DIR"
+    local nodes=""
+    for port in $REDIS_CLUSTER_PORTS; do
+        mkdir -p "$REDIS_CLUSTER_DIR/$port"
+        redis-server --daemonize yes --bind 127.0.0.1 --port "$port" \
+            --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 2000 --appendonly yes --appendfsync everysec \
+            --dir "$REDIS_CLUSTER_DIR/$port" --logfile "$REDIS_CLUSTER_DIR/$port/redis.log"
+        wait_port "Redis Cluster node" "$port" 30
+        nodes="$nodes 127.0.0.1:$port"
+    done
+    # shellcheck disable=SC2086
+    redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes >/dev/null
+    local i
+    for ((i = 0; i < 300; i++)); do
+        redis_cluster_healthy && return 0
+        sleep 0.1
+    done
+    echo "error: the Redis Cluster on 127.0.0.1:7101-7106 did not reach cluster_state:ok with 3 replicas within 30 s" >&2
+    return 1
 }
 
 ensure_nats() {

@@ -6,6 +6,8 @@ use eventsource_core::bounds::{self, DAY, HOUR, MILLISECOND, MINUTE};
 use eventsource_core::{redact_url as redact, validate_name, Durability, Error, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster;
+
 /// How to reach Redis and how to consume from it.
 ///
 /// Keys live under `namespace`: the event stream `{namespace}:events`, one
@@ -28,7 +30,10 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisBusConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or for a Redis Cluster
+    /// `redis+cluster://[user:password@]host:port[,host:port…]` (the seed
+    /// nodes; the client finds the rest). On a cluster every key starts
+    /// with the hash tag `{namespace}`, so a namespace lives in one slot.
     pub url: String,
     /// Prefix of every key the bus uses.
     pub namespace: String,
@@ -140,13 +145,19 @@ impl RedisBusConfig {
 
     /// Checks every value; the URL must parse as a Redis URL.
     pub fn validate(&self) -> Result<()> {
-        redis::Client::open(self.url.as_str()).map_err(|e| {
-            Error::config(format!(
-                "redis: invalid url `{}`: {}",
-                redact(&self.url),
-                url_problem(&self.url).unwrap_or_else(|| e.kind_str())
-            ))
-        })?;
+        if self.is_cluster() {
+            cluster::parse(&self.url).map_err(|why| {
+                Error::config(format!("redis: invalid url `{}`: {why}", redact(&self.url)))
+            })?;
+        } else {
+            redis::Client::open(self.url.as_str()).map_err(|e| {
+                Error::config(format!(
+                    "redis: invalid url `{}`: {}",
+                    redact(&self.url),
+                    url_problem(&self.url).unwrap_or_else(|| e.kind_str())
+                ))
+            })?;
+        }
         validate_name("redis namespace", &self.namespace)?;
         if self.source.trim().is_empty() {
             return Err(Error::config("redis: source must not be empty"));
@@ -207,14 +218,25 @@ impl RedisBusConfig {
         Ok(())
     }
 
+    /// Whether [`url`](Self::url) names a Redis Cluster (`redis+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        cluster::is_cluster_url(&self.url)
+    }
+
+    /// What every key starts with: the namespace, or on a cluster the
+    /// namespace as a hash tag (`{shop}`).
+    fn prefix(&self) -> String {
+        cluster::key_prefix(&self.namespace, self.is_cluster())
+    }
+
     /// The stream every event is published to.
     pub fn events_stream(&self) -> String {
-        format!("{}:events", self.namespace)
+        format!("{}:events", self.prefix())
     }
 
     /// The stream of partition `p` (in partitioned mode).
     pub fn partition_stream(&self, p: u32) -> String {
-        format!("{}:events:{p}", self.namespace)
+        format!("{}:events:{p}", self.prefix())
     }
 
     /// The streams events are published to: [`events_stream`](Self::events_stream),
@@ -236,27 +258,27 @@ impl RedisBusConfig {
 
     /// The lease of partition `p` in `group` (in partitioned mode).
     pub fn partition_lease_key(&self, group: &str, p: u32) -> String {
-        format!("{}:lease:{group}:{p}", self.namespace)
+        format!("{}:lease:{group}:{p}", self.prefix())
     }
 
     /// Where the namespace's partition count is kept.
     pub fn partitions_key(&self) -> String {
-        format!("{}:partitions", self.namespace)
+        format!("{}:partitions", self.prefix())
     }
 
     /// The stream replayed dead letters of `group` go to (read by that group only).
     pub fn replay_stream(&self, group: &str) -> String {
-        format!("{}:replay:{group}", self.namespace)
+        format!("{}:replay:{group}", self.prefix())
     }
 
     /// The dead-letter stream of `group`.
     pub fn dlq_stream(&self, group: &str) -> String {
-        format!("{}:dlq:{group}", self.namespace)
+        format!("{}:dlq:{group}", self.prefix())
     }
 
     /// The lease key of `group` (with [`single_active_consumer`](Self::single_active_consumer)).
     pub fn lease_key(&self, group: &str) -> String {
-        format!("{}:lease:{group}", self.namespace)
+        format!("{}:lease:{group}", self.prefix())
     }
 
     /// The sorted set of `group`'s live members, scored by when each
@@ -264,17 +286,17 @@ impl RedisBusConfig {
     /// [`group_filters_key`](Self::group_filters_key), how the members of a
     /// group agree on one filter.
     pub fn group_members_key(&self, group: &str) -> String {
-        format!("{}:members:{group}", self.namespace)
+        format!("{}:members:{group}", self.prefix())
     }
 
     /// The hash of `group`'s live members to their filters.
     pub fn group_filters_key(&self, group: &str) -> String {
-        format!("{}:filters:{group}", self.namespace)
+        format!("{}:filters:{group}", self.prefix())
     }
 
     /// The set of groups that have dead-letter streams.
     pub(crate) fn dlq_groups_key(&self) -> String {
-        format!("{}:dlq-groups", self.namespace)
+        format!("{}:dlq-groups", self.prefix())
     }
 
     /// The URL with any password replaced by `***`, for logs and errors.
@@ -343,6 +365,7 @@ mod tests {
             ("redis://127.0.0.1:99999", "invalid port number"),
             ("redis://u:s3c/ret@127.0.0.1:1", "percent-encode"),
             ("http://127.0.0.1:6379", "scheme `http`"),
+            ("redis+cluster://u:s3c@h:1,:2", "no host"),
         ] {
             let err = RedisBusConfig::new(url).validated().expect_err(url);
             let text = err.to_string();
@@ -363,6 +386,40 @@ mod tests {
             .validated()
             .expect("valid");
         assert!(!format!("{config:?}").contains("hunter2"));
+        let cluster = RedisBusConfig::new("redis+cluster://u:hunter2@h1:7000,h2:7001")
+            .validated()
+            .expect("valid");
+        assert_eq!(
+            cluster.redacted_url(),
+            "redis+cluster://u:***@h1:7000,h2:7001"
+        );
+        assert!(!format!("{cluster:?}").contains("hunter2"));
+    }
+
+    /// On a cluster, every key of a namespace carries one hash tag, so the
+    /// scripts and transactions that touch several stay in one slot.
+    #[test]
+    fn cluster_keys_share_the_namespace_hash_tag() {
+        let single = RedisBusConfig::new("redis://h").namespace("shop");
+        assert_eq!(single.events_stream(), "shop:events");
+        let c = RedisBusConfig::new("redis+cluster://h:7000")
+            .namespace("shop")
+            .partitions(4);
+        let keys = [
+            c.events_stream(),
+            c.partition_stream(3),
+            c.partition_lease_key("g", 3),
+            c.partitions_key(),
+            c.replay_stream("g"),
+            c.dlq_stream("g"),
+            c.lease_key("g"),
+            c.group_members_key("g"),
+            c.group_filters_key("g"),
+            c.dlq_groups_key(),
+        ];
+        for key in keys {
+            assert!(key.starts_with("{shop}:"), "{key}");
+        }
     }
 
     #[test]

@@ -7,26 +7,29 @@
 
 use eventsource_core::driver::enforce_durability;
 use eventsource_core::{DurabilityRisk, Result};
-use redis::aio::ConnectionManager;
 
-use crate::client::BACKEND;
+use crate::client::{Conn, BACKEND};
 use crate::RedisBusConfig;
 
 /// Reads the settings and applies the config's `durability` mode.
-pub(crate) async fn check(conn: &mut ConnectionManager, config: &RedisBusConfig) -> Result<()> {
+pub(crate) async fn check(conn: &mut Conn, config: &RedisBusConfig) -> Result<()> {
     if config.durability == eventsource_core::Durability::Off {
         return Ok(());
     }
-    enforce_durability(BACKEND, config.durability, risks(conn).await)
+    enforce_durability(
+        BACKEND,
+        config.durability,
+        risks(conn, &config.events_stream()).await,
+    )
 }
 
-/// The settings that break the contract, or why they could not be read.
-async fn risks(conn: &mut ConnectionManager) -> std::result::Result<Vec<DurabilityRisk>, String> {
+/// The settings that break the contract, or why they could not be read,
+/// on the server that holds `key` (on a cluster, the master of the
+/// namespace's slot).
+async fn risks(conn: &mut Conn, key: &str) -> std::result::Result<Vec<DurabilityRisk>, String> {
     let mut setting = async |name: &str| -> std::result::Result<String, String> {
-        let pair: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg(name)
-            .query_async(&mut *conn)
+        let pair: Vec<String> = conn
+            .query_at(redis::cmd("CONFIG").arg("GET").arg(name), key)
             .await
             .map_err(|e| format!("CONFIG GET {name}: {e}"))?;
         pair.into_iter()

@@ -20,6 +20,7 @@
 
 mod bus;
 mod client;
+mod cluster;
 mod config;
 mod consumer;
 mod dlq;

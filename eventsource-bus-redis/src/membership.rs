@@ -11,9 +11,8 @@
 //! are gone.
 
 use eventsource_core::{Error, Result};
-use redis::aio::ConnectionManager;
 
-use crate::client::redis_err;
+use crate::client::{redis_err, Conn};
 use crate::config::RedisBusConfig;
 
 /// Drops lapsed members, then registers (or renews) `ARGV[1]` with filter
@@ -43,7 +42,7 @@ return false
 /// renews it; refuses it with [`Error::GroupFilterConflict`] when a live
 /// member of the group uses another filter.
 pub(crate) async fn join(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     config: &RedisBusConfig,
     group: &str,
     consumer: &str,
@@ -67,12 +66,7 @@ pub(crate) async fn join(
 }
 
 /// Removes `consumer` from `group`'s register (a clean leave).
-pub(crate) async fn leave(
-    conn: &mut ConnectionManager,
-    config: &RedisBusConfig,
-    group: &str,
-    consumer: &str,
-) {
+pub(crate) async fn leave(conn: &mut Conn, config: &RedisBusConfig, group: &str, consumer: &str) {
     let removed: redis::RedisResult<()> = redis::pipe()
         .atomic()
         .zrem(config.group_members_key(group), consumer)

@@ -10,9 +10,8 @@
 //! successor has taken over.
 
 use eventsource_core::{Error, Result};
-use redis::aio::ConnectionManager;
 
-use crate::client::redis_err;
+use crate::client::{redis_err, Conn};
 use crate::config::RedisBusConfig;
 
 /// Records the namespace's partition count on first use and returns what
@@ -64,10 +63,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 /// Checks the namespace's partition count against `config`'s, recording
 /// it on first use; refuses a count other than the stored one, and a
 /// partitioned bus on a namespace that already has unpartitioned events.
-pub(crate) async fn check_count(
-    conn: &mut ConnectionManager,
-    config: &RedisBusConfig,
-) -> Result<()> {
+pub(crate) async fn check_count(conn: &mut Conn, config: &RedisBusConfig) -> Result<()> {
     let wanted = config.partitions.unwrap_or(0);
     let stored: Option<String> = redis::cmd("EVAL")
         .arg(CHECK)
@@ -101,7 +97,7 @@ pub(crate) async fn check_count(
 
 /// The live members of `group`, sorted by name.
 pub(crate) async fn live_members(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     config: &RedisBusConfig,
     group: &str,
 ) -> redis::RedisResult<Vec<String>> {
@@ -123,12 +119,7 @@ pub(crate) struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    async fn run(
-        &self,
-        script: &str,
-        conn: &mut ConnectionManager,
-        p: u32,
-    ) -> redis::RedisResult<i64> {
+    async fn run(&self, script: &str, conn: &mut Conn, p: u32) -> redis::RedisResult<i64> {
         redis::cmd("EVAL")
             .arg(script)
             .arg(1)
@@ -140,29 +131,17 @@ impl Lease<'_> {
     }
 
     /// Takes partition `p` if no one holds it (or extends it if we do).
-    pub(crate) async fn take(
-        &self,
-        conn: &mut ConnectionManager,
-        p: u32,
-    ) -> redis::RedisResult<bool> {
+    pub(crate) async fn take(&self, conn: &mut Conn, p: u32) -> redis::RedisResult<bool> {
         self.run(TAKE, conn, p).await.map(|n| n == 1)
     }
 
     /// Extends our hold on `p`; `false` when it was lost.
-    pub(crate) async fn renew(
-        &self,
-        conn: &mut ConnectionManager,
-        p: u32,
-    ) -> redis::RedisResult<bool> {
+    pub(crate) async fn renew(&self, conn: &mut Conn, p: u32) -> redis::RedisResult<bool> {
         self.run(RENEW, conn, p).await.map(|n| n == 1)
     }
 
     /// Gives `p` up if we hold it.
-    pub(crate) async fn release(
-        &self,
-        conn: &mut ConnectionManager,
-        p: u32,
-    ) -> redis::RedisResult<()> {
+    pub(crate) async fn release(&self, conn: &mut Conn, p: u32) -> redis::RedisResult<()> {
         self.run(RELEASE, conn, p).await.map(drop)
     }
 
@@ -170,7 +149,7 @@ impl Lease<'_> {
     /// `false` (nothing acked) if we do not.
     pub(crate) async fn ack(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         p: u32,
         stream: &str,
         ids: &[String],

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use eventsource_core::{Error, EventFilter, EventWatch, Result, WatchFeed};
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{redis_err, Client, BACKEND};
+use crate::client::{redis_err, Client, Conn, BACKEND};
 use crate::wire;
 
 /// Starts a watch of `client`'s event stream; `stop` ends it (with the bus).
@@ -45,7 +44,7 @@ pub(crate) async fn watch(
 
 /// Reads every stream of `cursors` (stream, last id seen) from its cursor on.
 async fn read(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     mut cursors: Vec<(String, String)>,
     block_ms: String,
     filter: EventFilter,

@@ -15,6 +15,15 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// `REDIS_CLUSTER_URL`, or the private cluster `scripts/services.sh`
+/// starts (`ensure_redis_cluster`: masters on 7101-7103, a replica each
+/// on 7104-7106).
+pub fn redis_cluster_url() -> String {
+    std::env::var("REDIS_CLUSTER_URL").unwrap_or_else(|_| {
+        "redis+cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103".to_owned()
+    })
+}
+
 /// A config with a fresh namespace and short claim timings.
 pub fn config(url: &str) -> RedisBusConfig {
     let namespace = format!("es-test-{}", uuid::Uuid::now_v7().simple());
@@ -31,6 +40,11 @@ pub fn config(url: &str) -> RedisBusConfig {
 pub async fn connect(config: RedisBusConfig) -> RedisBus {
     match RedisBus::connect(config.clone()).await {
         Ok(bus) => bus,
+        Err(e) if config.is_cluster() => panic!(
+            "the Redis Cluster is not reachable at {} ({e}). Start it with ./scripts/test.sh, \
+             or `source scripts/services.sh; ensure_redis_cluster`, or set REDIS_CLUSTER_URL.",
+            config.redacted_url()
+        ),
         Err(e) => panic!(
             "Redis is not reachable at {} ({e}). Start it with ./scripts/test.sh, or \
              `redis-server --daemonize yes --port 6379`, or set REDIS_URL.",

@@ -2,7 +2,9 @@
 //! spread over a group's members, order within a member), with
 //! `partitions` (work spread, order across the group), and the membership
 //! cases with `single_active_consumer` (order across the group, one
-//! member at a time).
+//! member at a time); and the conformance and membership suites once more
+//! on a Redis Cluster (3 masters, a replica each), unpartitioned and
+//! partitioned.
 
 mod common;
 
@@ -18,13 +20,19 @@ use eventsource_testkit::{peers_of, BusFactory, Features};
 struct Redis {
     single_active: bool,
     partitions: Option<u32>,
+    cluster: bool,
 }
 
 impl Redis {
     /// The test config, with the default `claim_min_idle` (30 s): a clean
     /// leave must hand over at once, not when a dead member's entries would.
     fn config(&self) -> RedisBusConfig {
-        let mut config = common::config(&common::redis_url());
+        let url = if self.cluster {
+            common::redis_cluster_url()
+        } else {
+            common::redis_url()
+        };
+        let mut config = common::config(&url);
         config.claim_min_idle = Duration::from_secs(30);
         config.single_active_consumer = self.single_active;
         config.partitions = self.partitions;
@@ -59,6 +67,7 @@ impl BusFactory for Redis {
 eventsource_testkit::conformance_suite!(Redis {
     single_active: false,
     partitions: None,
+    cluster: false,
 });
 
 /// The whole suite again with partitioned groups.
@@ -67,6 +76,7 @@ mod partitioned {
     eventsource_testkit::conformance_suite!(Redis {
         single_active: false,
         partitions: Some(16),
+        cluster: false,
     });
 }
 
@@ -76,5 +86,37 @@ mod single_active_consumer {
     eventsource_testkit::membership_suite!(Redis {
         single_active: true,
         partitions: None,
+        cluster: false,
     });
+}
+
+/// The whole suite on a Redis Cluster: every key of a namespace carries
+/// its hash tag, so each script and transaction stays in one slot.
+mod cluster {
+    use super::Redis;
+    eventsource_testkit::conformance_suite!(Redis {
+        single_active: false,
+        partitions: None,
+        cluster: true,
+    });
+
+    /// Partitioned groups on the cluster.
+    mod partitioned {
+        use super::super::Redis;
+        eventsource_testkit::conformance_suite!(Redis {
+            single_active: false,
+            partitions: Some(16),
+            cluster: true,
+        });
+    }
+
+    /// One active member per group on the cluster.
+    mod single_active_consumer {
+        use super::super::Redis;
+        eventsource_testkit::membership_suite!(Redis {
+            single_active: true,
+            partitions: None,
+            cluster: true,
+        });
+    }
 }

@@ -89,3 +89,76 @@ fn durability_is_read_from_configuration() {
         .expect_err("unknown mode");
     assert!(bad.to_string().contains("sometimes"), "{bad}");
 }
+
+/// The address of the master that holds `key` on the test cluster: the
+/// seed answers `MOVED slot host:port` unless it holds the key itself.
+async fn master_of(key: &str) -> String {
+    let seed = "redis://127.0.0.1:7101";
+    let mut conn = redis::Client::open(seed)
+        .expect("seed url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Redis Cluster is not reachable at {seed} ({e}); start it with \
+                 `source scripts/services.sh; ensure_redis_cluster`"
+            )
+        });
+    match redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(&mut conn)
+        .await
+    {
+        Ok(_) => seed.to_owned(),
+        Err(e) => {
+            let (addr, _slot) = e.redirect_node().expect("a MOVED redirection");
+            format!("redis://{addr}")
+        }
+    }
+}
+
+/// Puts a master's `maxmemory-policy` back when dropped, so a failed
+/// assertion does not leave the shared test cluster evicting.
+struct Restore(String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let client = redis::Client::open(self.0.as_str()).expect("url");
+        if let Ok(mut conn) = client.get_connection() {
+            let _: redis::RedisResult<()> = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg("noeviction")
+                .query(&mut conn);
+        }
+    }
+}
+
+/// On a cluster the settings are read on the master of the namespace's
+/// slot, where its keys live, not on whichever node a plain query reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_namespaces_master_is_checked() {
+    let config = common::config(&common::redis_cluster_url()).durability(Durability::Require);
+    RedisBus::connect(config.clone())
+        .await
+        .expect("the test cluster keeps what it acknowledges");
+    let master = master_of(&config.events_stream()).await;
+    let _restore = Restore(master.clone());
+    let mut conn = redis::Client::open(master.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("master");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG SET");
+    // Several connects: a check that asked a random node would pass some.
+    for _ in 0..6 {
+        let result = RedisBus::connect(config.clone()).await;
+        assert_eq!(refused_settings(result), ["maxmemory-policy"]);
+    }
+}

@@ -15,6 +15,7 @@ pub fn urls_with_password(secret: &str) -> Vec<String> {
     let mut urls = Vec::new();
     for (scheme, tail) in [
         ("redis", "127.0.0.1:1"),
+        ("redis+cluster", "127.0.0.1:1,127.0.0.1:2"),
         ("amqp", "127.0.0.1:1/%2f"),
         ("kafka", "127.0.0.1:1"),
         ("nats", "127.0.0.1:1"),

@@ -10,6 +10,10 @@ async fn each_url_scheme_connects_to_its_backend() {
     let urls = [
         ("memory://", "memory"),
         ("redis://127.0.0.1:6379", "redis"),
+        (
+            "redis+cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103",
+            "redis",
+        ),
         ("amqp://guest:guest@127.0.0.1:5672/%2f", "rabbitmq"),
         ("kafka://127.0.0.1:9092", "kafka"),
         ("nats://127.0.0.1:4222", "nats"),

@@ -3,12 +3,12 @@
 //! owner only once what was read from it is acked, and its new owner
 //! drains what is pending in it before reading new entries.
 
+use crate::client::Conn;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use eventsource_core::driver::assigned_partitions;
-use redis::aio::ConnectionManager;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::GroupConsumer;
@@ -48,7 +48,7 @@ impl GroupConsumer {
     /// Partitioned mode: renews the lease of every partition held; drops
     /// (stops reading) one whose lease was lost, which happens only when
     /// this member stalled past `claim_min_idle` and another took it over.
-    pub(super) async fn renew_partitions(&self, conn: &mut ConnectionManager) {
+    pub(super) async fn renew_partitions(&self, conn: &mut Conn) {
         let owned: Vec<u32> = self.owned.lock().keys().copied().collect();
         let lease = self.lease();
         for p in owned {
@@ -101,7 +101,7 @@ impl GroupConsumer {
     /// ones it should not hold (their lease goes once what was read from
     /// them is acked), and takes the free ones it should.
     /// Returns whether this member holds exactly its share afterwards.
-    pub(super) async fn rebalance(&self, conn: &mut ConnectionManager) -> bool {
+    pub(super) async fn rebalance(&self, conn: &mut Conn) -> bool {
         let config = &self.client.config;
         let Some(n) = self.ownership.partitions() else {
             return true;
@@ -181,7 +181,7 @@ impl GroupConsumer {
     /// `claim_min_idle`) does not hold `subscribe` up: it once waited up to
     /// `claim_min_idle`, 30 s by default, for any of them. The reader goes
     /// on rebalancing and takes the rest as they come free.
-    pub(super) async fn take_share(&self, conn: &mut ConnectionManager) {
+    pub(super) async fn take_share(&self, conn: &mut Conn) {
         let config = &self.client.config;
         let round = config.block.min(config.claim_interval);
         let deadline = tokio::time::Instant::now() + config.claim_min_idle;
@@ -205,11 +205,7 @@ impl GroupConsumer {
     /// partitions just taken (whatever its idle time: the lease says the
     /// previous owner is gone), in stream order, as many as `slots`
     /// allows; a partition is read once nothing older is left in it.
-    pub(super) async fn drain_taken(
-        &self,
-        conn: &mut ConnectionManager,
-        slots: &mut Vec<OwnedSemaphorePermit>,
-    ) {
+    pub(super) async fn drain_taken(&self, conn: &mut Conn, slots: &mut Vec<OwnedSemaphorePermit>) {
         let taken: Vec<(u32, String)> = self
             .owned
             .lock()

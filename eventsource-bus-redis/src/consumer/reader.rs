@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_core::driver::{dead_letter, triage, Delivery, Intake, Letter, Settle};
-use redis::aio::ConnectionManager;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::partitioned::Part;
 use super::{GroupConsumer, Token};
-use crate::client::{is_transient, BACKEND};
+use crate::client::{is_transient, Conn, BACKEND};
 use crate::wire;
 
 /// Sets its flag when dropped: on every way out of the reader.
@@ -26,7 +25,7 @@ impl Drop for SetOnDrop<'_> {
 
 impl GroupConsumer {
     /// Reads new entries while there are free prefetch slots.
-    pub(super) async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager) {
+    pub(super) async fn read_loop(self: Arc<Self>, mut conn: Conn) {
         let _ended = SetOnDrop(&self.reader_ended);
         let config = &self.client.config;
         let block_ms = config.block.as_millis().to_string();

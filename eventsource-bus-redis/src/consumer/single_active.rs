@@ -1,14 +1,13 @@
 //! Single active consumer: one member of the group reads, holding the
 //! group's lease; the others stand by and take over when it lapses.
 
-use redis::aio::ConnectionManager;
-
 use super::GroupConsumer;
+use crate::client::Conn;
 
 impl GroupConsumer {
     /// With `single_active_consumer`: takes or keeps the group's lease.
     /// Returns whether this member may read. Always `true` without it.
-    pub(super) async fn hold_lease(&self, conn: &mut ConnectionManager) -> bool {
+    pub(super) async fn hold_lease(&self, conn: &mut Conn) -> bool {
         let config = &self.client.config;
         if !self.ownership.single_active() {
             return true;

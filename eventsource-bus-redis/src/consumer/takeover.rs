@@ -2,9 +2,9 @@
 //! `claim_min_idle`), and the draining of everything pending in a stream
 //! by the one member no other competes with there.
 
+use crate::client::Conn;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::streams::StreamAutoClaimReply;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -18,7 +18,7 @@ impl GroupConsumer {
     /// the replay stream.
     pub(super) async fn take_over(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         streams: &[Arc<str>],
         slots: &mut Vec<OwnedSemaphorePermit>,
     ) {
@@ -48,7 +48,7 @@ impl GroupConsumer {
     /// `min_idle` ms, scanning the group's pending list from `cursor`.
     pub(super) async fn autoclaim(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         stream: &str,
         min_idle: &str,
         cursor: &str,
@@ -72,7 +72,7 @@ impl GroupConsumer {
     /// single active member: no other member reads meanwhile.
     pub(super) async fn take_over_all(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         cursors: &mut [String; 2],
         slots: &mut Vec<OwnedSemaphorePermit>,
     ) -> bool {
@@ -92,7 +92,7 @@ impl GroupConsumer {
     /// one, or a partition's owner).
     pub(super) async fn drain(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         stream: &Arc<str>,
         cursor: &mut String,
         slots: &mut Vec<OwnedSemaphorePermit>,

@@ -78,7 +78,7 @@ impl BusConfig {
                 #[cfg(not(feature = "memory"))]
                 return Err(_missing("memory"));
             }
-            "redis" | "rediss" => {
+            "redis" | "rediss" | "redis+cluster" => {
                 #[cfg(feature = "redis")]
                 return Ok(BusConfig::Redis(
                     eventsource_bus_redis::RedisBusConfig::new(url).validated()?,
@@ -111,7 +111,7 @@ impl BusConfig {
                 return Err(_missing("nats"));
             }
             _ => Err(Error::config(format!(
-                "unknown bus url `{}`: use memory://, redis://, amqp://, kafka:// or nats://",
+                "unknown bus url `{}`: use memory://, redis://, redis+cluster://, amqp://, kafka:// or nats://",
                 redact_url(url)
             ))),
         }
