@@ -102,6 +102,14 @@ impl EventBus for RedisBus {
                 cmd.arg(k).arg(v);
             }
         }
+        // In the same pipeline, so it reaches the master that took the
+        // entries (on a cluster too: WAIT names no key) and counts them.
+        let replicas = config.replica_acks;
+        if replicas > 0 {
+            pipe.cmd("WAIT")
+                .arg(replicas)
+                .arg(config.publish_timeout.as_millis() as u64);
+        }
         let (pipe, stream) = (&pipe, &stream);
         publish(
             &self.members,
@@ -111,9 +119,9 @@ impl EventBus for RedisBus {
             |events| {
                 let mut conn = self.client.conn.clone();
                 async move {
-                    pipe.query_async::<Vec<String>>(&mut conn)
+                    let replies = pipe
+                        .query_async::<Vec<redis::Value>>(&mut conn)
                         .await
-                        .map(drop)
                         .map_err(|e| {
                             let transient = is_transient(&e);
                             let e =
@@ -123,7 +131,25 @@ impl EventBus for RedisBus {
                             } else {
                                 SendError::Fatal(e)
                             }
-                        })
+                        })?;
+                    match replies.last() {
+                        Some(redis::Value::Int(acked))
+                            if replicas > 0 && *acked < replicas as i64 =>
+                        {
+                            Err(SendError::Fatal(eventsource_core::Error::backend(
+                                BACKEND,
+                                format!(
+                                    "WAIT {replicas}: {acked} of {replicas} replicas acknowledged \
+                                     {} events within publish_timeout; the master has them, a \
+                                     failover now may lose them (publishing again may duplicate \
+                                     them)",
+                                    events.len()
+                                ),
+                                std::io::Error::other("too few replica acknowledgements"),
+                            )))
+                        }
+                        _ => Ok(()),
+                    }
                 }
             },
         )

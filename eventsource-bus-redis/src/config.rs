@@ -92,6 +92,15 @@ pub struct RedisBusConfig {
     /// to connect (also when `CONFIG GET` is not allowed), `off` does not
     /// look.
     pub durability: Durability,
+    /// How many replicas must hold each publish before it returns: the
+    /// publish ends with `WAIT replica_acks publish_timeout` on the
+    /// master that took the events, and fails when fewer acknowledge in
+    /// time. `0` (the default) returns once the master has the events;
+    /// Redis replicates asynchronously, so a master that dies in the next
+    /// moments can take them with it when its replica is promoted. Not a
+    /// guarantee against every loss (WAIT does not make Redis strongly
+    /// consistent), but a failover then promotes a replica that has them.
+    pub replica_acks: u32,
 }
 
 impl std::fmt::Debug for RedisBusConfig {
@@ -110,6 +119,7 @@ impl std::fmt::Debug for RedisBusConfig {
             .field("single_active_consumer", &self.single_active_consumer)
             .field("durability", &self.durability)
             .field("partitions", &self.partitions)
+            .field("replica_acks", &self.replica_acks)
             .finish()
     }
 }
@@ -130,6 +140,7 @@ impl Default for RedisBusConfig {
             single_active_consumer: false,
             partitions: None,
             durability: Durability::Warn,
+            replica_acks: 0,
         }
     }
 }
@@ -163,6 +174,7 @@ impl RedisBusConfig {
             return Err(Error::config("redis: source must not be empty"));
         }
         bounds::count("redis: prefetch", self.prefetch, 1, 10_000)?;
+        bounds::count("redis: replica_acks", self.replica_acks, 0, 64)?;
         // XREADGROUP's BLOCK also bounds how late a member notices a
         // leave or a rebalance; the claim settings are XAUTOCLAIM's
         // min-idle (doubled at shutdown) and its period.
@@ -350,6 +362,7 @@ eventsource_core::config_setters!(RedisBusConfig {
     connect_timeout: Duration,
     single_active_consumer: bool,
     durability: Durability,
+    replica_acks: u32,
 } optional {
     max_len: usize,
     partitions: u32,

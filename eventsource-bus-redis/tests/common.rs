@@ -71,3 +71,29 @@ pub async fn start_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
     eventsource_testkit::wait_until_listening(port, Duration::from_secs(10), "redis-server").await;
     child
 }
+
+/// The address (`redis://host:port`) of the cluster master that holds
+/// `key`: the seed answers `MOVED slot host:port` unless it holds the key.
+pub async fn master_of(seed: &str, key: &str) -> String {
+    let mut conn = redis::Client::open(seed)
+        .expect("seed url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Redis Cluster is not reachable at {seed} ({e}); start it with \
+                 `source scripts/services.sh; ensure_redis_cluster`"
+            )
+        });
+    match redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(&mut conn)
+        .await
+    {
+        Ok(_) => seed.to_owned(),
+        Err(e) => {
+            let (addr, _slot) = e.redirect_node().expect("a MOVED redirection");
+            format!("redis://{addr}")
+        }
+    }
+}

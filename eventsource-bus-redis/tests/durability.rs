@@ -90,33 +90,6 @@ fn durability_is_read_from_configuration() {
     assert!(bad.to_string().contains("sometimes"), "{bad}");
 }
 
-/// The address of the master that holds `key` on the test cluster: the
-/// seed answers `MOVED slot host:port` unless it holds the key itself.
-async fn master_of(key: &str) -> String {
-    let seed = "redis://127.0.0.1:7101";
-    let mut conn = redis::Client::open(seed)
-        .expect("seed url")
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "the Redis Cluster is not reachable at {seed} ({e}); start it with \
-                 `source scripts/services.sh; ensure_redis_cluster`"
-            )
-        });
-    match redis::cmd("EXISTS")
-        .arg(key)
-        .query_async::<i64>(&mut conn)
-        .await
-    {
-        Ok(_) => seed.to_owned(),
-        Err(e) => {
-            let (addr, _slot) = e.redirect_node().expect("a MOVED redirection");
-            format!("redis://{addr}")
-        }
-    }
-}
-
 /// Puts a master's `maxmemory-policy` back when dropped, so a failed
 /// assertion does not leave the shared test cluster evicting.
 struct Restore(String);
@@ -142,7 +115,7 @@ async fn on_a_cluster_the_namespaces_master_is_checked() {
     RedisBus::connect(config.clone())
         .await
         .expect("the test cluster keeps what it acknowledges");
-    let master = master_of(&config.events_stream()).await;
+    let master = common::master_of("redis://127.0.0.1:7101", &config.events_stream()).await;
     let _restore = Restore(master.clone());
     let mut conn = redis::Client::open(master.as_str())
         .expect("url")
