@@ -8,7 +8,7 @@
 //! only, and automatic takeover (`XAUTOCLAIM`) of what a dead member left.
 //!
 //! Layout: [`RedisBus`] and publishing in `bus.rs`; the connection and
-//! its helpers in `client.rs`; the `redis+cluster://` URL and the
+//! its helpers in `client.rs`; the cluster seed URL and the
 //! namespace hash tag in `cluster.rs`; [`RedisBusConfig`] in `config.rs`; one
 //! member of a group in `consumer/` (a file per concept: `reader.rs`,
 //! `held.rs`, `takeover.rs`, `acker.rs`, `settle.rs`, and the ownership
