@@ -79,6 +79,10 @@ impl RedisBus {
     }
 }
 
+/// The longest a publish waits for replicas (`WAIT`): under the shared
+/// connection's response timeout (5 s, `client.rs`).
+const MAX_REPLICA_WAIT: Duration = Duration::from_secs(4);
+
 #[async_trait]
 impl EventBus for RedisBus {
     fn backend(&self) -> &'static str {
@@ -104,11 +108,13 @@ impl EventBus for RedisBus {
         }
         // In the same pipeline, so it reaches the master that took the
         // entries (on a cluster too: WAIT names no key) and counts them.
+        // Its wait stays inside the connection's response timeout: a reply
+        // later than that reads as a dropped connection, and the retry
+        // would add the events again.
         let replicas = config.replica_acks;
         if replicas > 0 {
-            pipe.cmd("WAIT")
-                .arg(replicas)
-                .arg(config.publish_timeout.as_millis() as u64);
+            let wait = config.publish_timeout.min(MAX_REPLICA_WAIT);
+            pipe.cmd("WAIT").arg(replicas).arg(wait.as_millis() as u64);
         }
         let (pipe, stream) = (&pipe, &stream);
         publish(
@@ -140,10 +146,10 @@ impl EventBus for RedisBus {
                                 BACKEND,
                                 format!(
                                     "WAIT {replicas}: {acked} of {replicas} replicas acknowledged \
-                                     {} events within publish_timeout; the master has them, a \
-                                     failover now may lose them (publishing again may duplicate \
-                                     them)",
-                                    events.len()
+                                     {} events within {:?}; the master has them, a failover now \
+                                     may lose them (publishing again may duplicate them)",
+                                    events.len(),
+                                    config.publish_timeout.min(MAX_REPLICA_WAIT)
                                 ),
                                 std::io::Error::other("too few replica acknowledgements"),
                             )))

@@ -93,9 +93,10 @@ pub struct RedisBusConfig {
     /// look.
     pub durability: Durability,
     /// How many replicas must hold each publish before it returns: the
-    /// publish ends with `WAIT replica_acks publish_timeout` on the
-    /// master that took the events, and fails when fewer acknowledge in
-    /// time. `0` (the default) returns once the master has the events;
+    /// publish ends with `WAIT` on the master that took the events, for
+    /// up to `publish_timeout` (at most 4 s, under the connection's
+    /// response timeout), and fails when fewer acknowledge in time. The
+    /// wait holds the connection the bus shares with acks. `0` (the default) returns once the master has the events;
     /// Redis replicates asynchronously, so a master that dies in the next
     /// moments can take them with it when its replica is promoted. Not a
     /// guarantee against every loss (WAIT does not make Redis strongly

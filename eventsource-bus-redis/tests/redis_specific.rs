@@ -106,6 +106,34 @@ async fn a_dead_members_entries_are_taken_over_automatically() {
         .expect("shutdown B");
 }
 
+/// The shared server has no replica, so `WAIT 1` is never met: the
+/// publish fails once, naming the count, and the events are added once —
+/// a WAIT longer than the connection's response timeout would time out
+/// as a dropped connection and be sent again, adding them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_acks_not_met_fails_the_publish_once_without_duplicates() {
+    let config = common::config(&common::redis_url())
+        .replica_acks(1)
+        .publish_timeout(Duration::from_secs(10));
+    let bus = RedisBus::connect(config.clone()).await.expect("connect");
+    let err = bus
+        .publish(&[probe("agg-1", 1, 1), probe("agg-1", 2, 2)])
+        .await
+        .expect_err("no replica can acknowledge");
+    assert!(
+        err.to_string()
+            .contains("0 of 1 replicas acknowledged 2 events"),
+        "{err}"
+    );
+    let mut conn = raw_conn().await;
+    let len: usize = redis::cmd("XLEN")
+        .arg(config.events_stream())
+        .query_async(&mut conn)
+        .await
+        .expect("xlen");
+    assert_eq!(len, 2, "each event added once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_len_trims_the_event_stream() {
     let mut config = common::config(&common::redis_url());
