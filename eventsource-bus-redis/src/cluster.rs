@@ -3,6 +3,7 @@
 //!
 //! The bottom of the crate beside `config.rs`: it imports nothing of ours.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The scheme that selects the cluster client.
@@ -91,11 +92,12 @@ pub(crate) fn parse(url: &str) -> Result<Seeds, String> {
 /// `namespace` as the prefix of every key: on a cluster it is a hash tag
 /// (`{shop}`), so each key of the namespace lands in one slot and every
 /// multi-key command, script and transaction the bus sends stays legal.
-pub(crate) fn key_prefix(namespace: &str, cluster: bool) -> String {
+/// Borrowed on a single server: key names are built on every publish.
+pub(crate) fn key_prefix(namespace: &str, cluster: bool) -> Cow<'_, str> {
     if cluster {
-        format!("{{{namespace}}}")
+        Cow::Owned(format!("{{{namespace}}}"))
     } else {
-        namespace.to_owned()
+        Cow::Borrowed(namespace)
     }
 }
 

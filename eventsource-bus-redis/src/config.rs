@@ -238,7 +238,7 @@ impl RedisBusConfig {
 
     /// What every key starts with: the namespace, or on a cluster the
     /// namespace as a hash tag (`{shop}`).
-    fn prefix(&self) -> String {
+    fn prefix(&self) -> std::borrow::Cow<'_, str> {
         cluster::key_prefix(&self.namespace, self.is_cluster())
     }
 

@@ -106,6 +106,15 @@ async fn a_dead_members_entries_are_taken_over_automatically() {
         .expect("shutdown B");
 }
 
+/// How many entries the config's event stream holds, read raw.
+async fn events_stream_len(config: &eventsource_bus_redis::RedisBusConfig) -> usize {
+    redis::cmd("XLEN")
+        .arg(config.events_stream())
+        .query_async(&mut raw_conn().await)
+        .await
+        .expect("xlen")
+}
+
 /// The shared server has no replica, so `WAIT 1` is never met: the
 /// publish fails once, naming the count, and the events are added once —
 /// a WAIT longer than the connection's response timeout would time out
@@ -125,12 +134,7 @@ async fn replica_acks_not_met_fails_the_publish_once_without_duplicates() {
             .contains("0 of 1 replicas acknowledged 2 events"),
         "{err}"
     );
-    let mut conn = raw_conn().await;
-    let len: usize = redis::cmd("XLEN")
-        .arg(config.events_stream())
-        .query_async(&mut conn)
-        .await
-        .expect("xlen");
+    let len = events_stream_len(&config).await;
     assert_eq!(len, 2, "each event added once");
 }
 
@@ -143,12 +147,7 @@ async fn max_len_trims_the_event_stream() {
     for chunk in events.chunks(100) {
         bus.publish(chunk).await.expect("publish");
     }
-    let mut conn = raw_conn().await;
-    let len: usize = redis::cmd("XLEN")
-        .arg(config.events_stream())
-        .query_async(&mut conn)
-        .await
-        .expect("xlen");
+    let len = events_stream_len(&config).await;
     assert!(
         (100..1000).contains(&len),
         "approximate trimming keeps ~100, got {len}"
