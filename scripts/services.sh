@@ -15,7 +15,7 @@ wait_port() { # name port seconds
 }
 
 # Which services the workspace's tests need; later crates add theirs here.
-NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis redis_cluster rabbitmq nats tansu chromium}
+NEEDED_SERVICES=${NEEDED_SERVICES:-postgres redis redis_cluster rabbitmq rabbitmq_cluster nats tansu chromium}
 
 ensure_services() {
     local s
@@ -106,6 +106,96 @@ ensure_rabbitmq() {
     echo "==> starting RabbitMQ on 127.0.0.1:5672"
     rabbitmq-server -detached
     wait_port RabbitMQ 5672 90
+}
+
+# A private 3-node RabbitMQ cluster for the cluster tests, on loopback and
+# never the shared 5672: nodes es-rabbit-N@localhost with AMQP on 570N,
+# Erlang distribution on 2570N and their own config, plugins file, data
+# and logs under $RABBITMQ_CLUSTER_DIR/N. Nodes 2 and 3 join node 1 with
+# `rabbitmqctl join_cluster`. The nodes run as the `rabbitmq` user, whose
+# Erlang cookie `rabbitmqctl` uses. The fault test starts a cluster of its
+# own with the same functions and other values of the three settings.
+RABBITMQ_CLUSTER_NODES="1 2 3"
+RABBITMQ_CLUSTER_DIR=${RABBITMQ_CLUSTER_DIR:-/tmp/eventsource-rabbitmq-cluster}
+RABBITMQ_CLUSTER_NAME=${RABBITMQ_CLUSTER_NAME:-es-rabbit}
+RABBITMQ_CLUSTER_PORT_BASE=${RABBITMQ_CLUSTER_PORT_BASE:-5700}
+
+rabbitmq_cluster_node() { echo "$RABBITMQ_CLUSTER_NAME-$1@localhost"; }
+rabbitmq_cluster_port() { echo $((RABBITMQ_CLUSTER_PORT_BASE + $1)); }
+
+# Starts node N of the cluster (detached) with its data where it was; the
+# same command restarts a node a test stopped or killed.
+start_rabbitmq_cluster_node() {
+    local n=$1 dir="$RABBITMQ_CLUSTER_DIR/$1" port node i
+    port=$(rabbitmq_cluster_port "$n")
+    node=$(rabbitmq_cluster_node "$n")
+    mkdir -p "$dir"
+    printf 'listeners.tcp.local = 127.0.0.1:%s\n' "$port" >"$dir/rabbitmq.conf"
+    echo '[].' >"$dir/enabled_plugins"
+    chown -R rabbitmq:rabbitmq "$dir"
+    runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq \
+        RABBITMQ_NODENAME="$node" \
+        RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + 20000)) \
+        RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
+        RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+        RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+        RABBITMQ_PID_FILE="$dir/pid" \
+        /usr/lib/rabbitmq/bin/rabbitmq-server -detached
+    # `-detached` returns before the node registers with epmd, and
+    # `await_startup` fails at once on a node it cannot reach yet.
+    for ((i = 0; i < 600; i++)); do
+        rabbitmqctl -q -n "$node" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    rabbitmqctl -q -n "$node" await_startup --timeout 120 >/dev/null
+}
+
+# Whether every node listens and node 1 sees all three running.
+rabbitmq_cluster_healthy() {
+    local n
+    for n in $RABBITMQ_CLUSTER_NODES; do port_open "$(rabbitmq_cluster_port "$n")" || return 1; done
+    [ "$(rabbitmqctl -q -n "$(rabbitmq_cluster_node 1)" cluster_status --formatter json 2>/dev/null |
+        grep -o '"running_nodes":\[[^]]*\]' | grep -o "\"$RABBITMQ_CLUSTER_NAME-" | wc -l)" = 3 ]
+}
+
+# Stops every node of the cluster (SIGKILL for one that does not stop).
+stop_rabbitmq_cluster() {
+    local n
+    for n in $RABBITMQ_CLUSTER_NODES; do
+        rabbitmqctl -q -n "$(rabbitmq_cluster_node "$n")" stop >/dev/null 2>&1 || true
+        if [ -f "$RABBITMQ_CLUSTER_DIR/$n/pid" ]; then
+            kill -9 "$(cat "$RABBITMQ_CLUSTER_DIR/$n/pid")" 2>/dev/null || true
+        fi
+    done
+}
+
+ensure_rabbitmq_cluster() {
+    ensure_rabbitmq # installs rabbitmq-server when missing
+    if rabbitmq_cluster_healthy; then return 0; fi
+    # Anything short of a whole, running cluster is started again from
+    # nothing: it holds test data only.
+    local first last n node
+    first=$(rabbitmq_cluster_port 1)
+    last=$(rabbitmq_cluster_port 3)
+    echo "==> starting a 3-node RabbitMQ cluster on 127.0.0.1:$first-$last (data: $RABBITMQ_CLUSTER_DIR)"
+    stop_rabbitmq_cluster
+    rm -rf "$RABBITMQ_CLUSTER_DIR"
+    for n in $RABBITMQ_CLUSTER_NODES; do
+        start_rabbitmq_cluster_node "$n"
+        if [ "$n" != 1 ]; then
+            node=$(rabbitmq_cluster_node "$n")
+            # (join_cluster logs harmless errors about the stopped app.)
+            {
+                rabbitmqctl -q -n "$node" stop_app &&
+                    rabbitmqctl -q -n "$node" join_cluster "$(rabbitmq_cluster_node 1)" &&
+                    rabbitmqctl -q -n "$node" start_app
+            } >>"$RABBITMQ_CLUSTER_DIR/join.log" 2>&1
+        fi
+    done
+    if ! rabbitmq_cluster_healthy; then
+        echo "error: the RabbitMQ cluster on 127.0.0.1:$first-$last is not whole after starting it; see $RABBITMQ_CLUSTER_DIR/join.log and */log" >&2
+        return 1
+    fi
 }
 
 ensure_postgres() {

@@ -111,11 +111,58 @@ pub(crate) fn connecting(config: &RabbitBusConfig) -> String {
 }
 
 /// Opens a connection (unbounded: callers wrap it in
-/// [`within_connect_timeout`]).
+/// [`within_connect_timeout`]) to the first node of the URL's list that
+/// answers. With several nodes, each is given at most one
+/// [`attempt`](attempt_bound)'s time, so that a node that accepts and
+/// then stalls does not keep a connection from the others.
 pub(crate) async fn connect(config: &RabbitBusConfig) -> Result<Connection> {
-    Connection::connect(&config.url, ConnectionProperties::default())
-        .await
-        .map_err(|e| amqp_err(connecting(config), e))
+    let nodes = config.node_urls();
+    let mut failed = None;
+    for (i, node) in nodes.iter().enumerate() {
+        let connecting_to = Connection::connect(node, ConnectionProperties::default());
+        let outcome = if nodes.len() == 1 {
+            connecting_to
+                .await
+                .map_err(|e| amqp_err(connecting(config), e))
+        } else {
+            match tokio::time::timeout(attempt_bound(config), connecting_to).await {
+                Ok(connected) => connected.map_err(|e| {
+                    amqp_err(
+                        format!("{} (node {} of {})", connecting(config), i + 1, nodes.len()),
+                        e,
+                    )
+                }),
+                Err(_) => Err(Error::Timeout {
+                    operation: format!(
+                        "{} (node {} of {})",
+                        connecting(config),
+                        i + 1,
+                        nodes.len()
+                    ),
+                    after: attempt_bound(config),
+                }),
+            }
+        };
+        match outcome {
+            Ok(connection) => return Ok(connection),
+            Err(e) => {
+                if nodes.len() > 1 {
+                    tracing::debug!(node = i + 1, error = %e, "a rabbitmq node did not answer; trying the next");
+                }
+                failed = Some(e);
+            }
+        }
+    }
+    Err(failed.unwrap_or_else(|| Error::config("rabbitmq: the url names no node")))
+}
+
+/// How long one connection attempt may stall before it is abandoned: a
+/// third of `connect_timeout`, at least a second (see
+/// [`within_connect_timeout`]).
+fn attempt_bound(config: &RabbitBusConfig) -> Duration {
+    (config.connect_timeout / 3)
+        .max(Duration::from_secs(1))
+        .min(config.connect_timeout)
 }
 
 /// Bounds `work` (which connects) by `connect_timeout`: a broker that
@@ -136,9 +183,8 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
-    let attempt = (config.connect_timeout / 3)
-        .max(std::time::Duration::from_secs(1))
-        .min(config.connect_timeout);
+    // Connecting to a list of nodes may spend an attempt on each.
+    let attempt = attempt_bound(config) * config.node_urls().len().max(1) as u32;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {

@@ -60,7 +60,11 @@ pub enum QueueType {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RabbitBusConfig {
-    /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
+    /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`); for a
+    /// cluster, the nodes' addresses separated by commas,
+    /// `amqp://user:password@host1:port,host2:port,host3:port/vhost`:
+    /// every connection (a publisher's, a member's, and each reconnect)
+    /// tries them in the order given and keeps the first that answers.
     pub url: String,
     /// Prefix of the exchange and queue names.
     pub namespace: String,
@@ -164,14 +168,23 @@ impl RabbitBusConfig {
         }
     }
 
-    /// Checks every value; the URL must parse as an AMQP URI.
+    /// Checks every value; the URL (each node's, for a list of nodes)
+    /// must parse as an AMQP URI.
     pub fn validate(&self) -> Result<()> {
-        self.url.parse::<lapin::uri::AMQPUri>().map_err(|_| {
+        let invalid = |why: &str| {
             Error::config(format!(
-                "rabbitmq: invalid url `{}`: expected amqp://user:password@host:port/vhost",
+                "rabbitmq: invalid url `{}`: {why}expected amqp://user:password@host:port/vhost \
+                 or, for a cluster, amqp://user:password@host1:port,host2:port/vhost",
                 redact_url(&self.url)
             ))
-        })?;
+        };
+        for node in self.node_urls() {
+            if node.is_empty() {
+                return Err(invalid("a host in its list of nodes is empty; "));
+            }
+            node.parse::<lapin::uri::AMQPUri>()
+                .map_err(|_| invalid(""))?;
+        }
         validate_name("rabbitmq namespace", &self.namespace)?;
         if self.namespace.len() > 100 {
             return Err(Error::config(
@@ -262,6 +275,31 @@ impl RabbitBusConfig {
         format!("{}.{group}.dlq", self.namespace)
     }
 
+    /// The URL of each node [`url`](Self::url) names, in its order: the
+    /// URL itself for one host; for a comma-separated list of hosts, the
+    /// URL with each host in turn (an empty string for an empty host).
+    pub fn node_urls(&self) -> Vec<String> {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return vec![self.url.clone()];
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+            None => (String::new(), authority),
+        };
+        if !hosts.contains(',') {
+            return vec![self.url.clone()];
+        }
+        hosts
+            .split(',')
+            .map(|host| match host.trim() {
+                "" => String::new(),
+                host => format!("{scheme}://{userinfo}{host}{path}"),
+            })
+            .collect()
+    }
+
     /// The URL with any password replaced by `***`.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
@@ -306,6 +344,34 @@ mod tests {
             .expect("valid");
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(c.dlq("g"), "eventsource.g.dlq");
+    }
+
+    #[test]
+    fn a_list_of_nodes_is_one_url_per_node_in_order() {
+        let c = RabbitBusConfig::new("amqp://u:hunter2@a:5701,b:5702,c/%2f?heartbeat=5")
+            .validated()
+            .expect("valid");
+        assert_eq!(
+            c.node_urls(),
+            [
+                "amqp://u:hunter2@a:5701/%2f?heartbeat=5",
+                "amqp://u:hunter2@b:5702/%2f?heartbeat=5",
+                "amqp://u:hunter2@c/%2f?heartbeat=5",
+            ]
+        );
+        assert_eq!(
+            RabbitBusConfig::new("amqp://h:5672").node_urls(),
+            ["amqp://h:5672"]
+        );
+        let err = RabbitBusConfig::new("amqp://u:hunter2@a:5701,,c/%2f")
+            .validated()
+            .expect_err("an empty host");
+        assert!(err.to_string().contains("is empty"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(RabbitBusConfig::new("amqp://a,b:notaport")
+            .validated()
+            .is_err());
     }
 
     #[test]

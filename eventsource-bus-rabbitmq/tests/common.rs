@@ -12,6 +12,44 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// `RABBITMQ_CLUSTER_URL`, or the 3-node cluster `scripts/services.sh`
+/// starts (`ensure_rabbitmq_cluster`): its nodes' addresses, first to last.
+pub fn rabbitmq_cluster_url() -> String {
+    std::env::var("RABBITMQ_CLUSTER_URL").unwrap_or_else(|_| {
+        "amqp://guest:guest@127.0.0.1:5701,127.0.0.1:5702,127.0.0.1:5703/%2f".to_owned()
+    })
+}
+
+/// [`config`] on the 3-node cluster, with quorum queues (see
+/// [`on_next_node`]).
+pub fn cluster_config() -> RabbitBusConfig {
+    let mut config = config();
+    config.url = rabbitmq_cluster_url();
+    config.queue_type = eventsource_bus_rabbitmq::QueueType::Quorum;
+    on_next_node(config)
+}
+
+/// `config` with its list of nodes starting from the next one at each
+/// call (1-2-3, 2-3-1, 3-1-2, …), so that a test's buses connect to
+/// different nodes: a publisher on one, a queue's leader on another and
+/// its members on a third.
+pub fn on_next_node(mut config: RabbitBusConfig) -> RabbitBusConfig {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nodes = config.node_urls();
+    let turn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % nodes.len();
+    // Each node's URL is the whole URL with one host: keep the first's
+    // scheme, credentials and path, and list the hosts rotated.
+    let host = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+        rest[..rest.find('/').unwrap_or(rest.len())].to_owned()
+    };
+    let mut hosts: Vec<String> = nodes.iter().map(|n| host(n)).collect();
+    hosts.rotate_left(turn);
+    config.url = nodes[0].replacen(&host(&nodes[0]), &hosts.join(","), 1);
+    config
+}
+
 /// A config with a fresh namespace whose queues expire when unused.
 ///
 /// `connect_timeout` is 30 s, not the default 10 s: the membership cases
@@ -33,7 +71,8 @@ pub async fn connect(config: RabbitBusConfig) -> RabbitBus {
         Ok(bus) => bus,
         Err(e) => panic!(
             "RabbitMQ is not reachable at {} ({e}). Start it with ./scripts/test.sh, or \
-             `rabbitmq-server -detached`, or set AMQP_URL.",
+             `rabbitmq-server -detached` (for the cluster: `source scripts/services.sh; \
+             ensure_rabbitmq_cluster`), or set AMQP_URL (RABBITMQ_CLUSTER_URL).",
             config.redacted_url()
         ),
     }

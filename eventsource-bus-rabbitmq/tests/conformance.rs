@@ -26,11 +26,17 @@ struct Rabbit {
     single_active: bool,
     partitions: Option<u32>,
     queue_type: QueueType,
+    /// On the 3-node cluster instead of the single broker.
+    cluster: bool,
 }
 
 impl Rabbit {
     fn config(&self) -> RabbitBusConfig {
-        let mut config = common::config();
+        let mut config = if self.cluster {
+            common::cluster_config()
+        } else {
+            common::config()
+        };
         config.single_active_consumer = self.single_active;
         config.partitions = self.partitions;
         config.queue_type = self.queue_type;
@@ -47,7 +53,12 @@ impl BusFactory for Rabbit {
     async fn peers(&self, n: usize) -> Vec<Arc<dyn EventBus>> {
         let config = self.config();
         peers_of(n, || async {
-            Arc::new(common::connect(config.clone()).await) as Arc<dyn EventBus>
+            let config = if self.cluster {
+                common::on_next_node(config.clone())
+            } else {
+                config.clone()
+            };
+            Arc::new(common::connect(config).await) as Arc<dyn EventBus>
         })
         .await
     }
@@ -65,6 +76,7 @@ eventsource_testkit::conformance_suite!(Rabbit {
     single_active: false,
     partitions: None,
     queue_type: QueueType::Classic,
+    cluster: false,
 });
 
 /// The whole suite again with partitioned groups.
@@ -74,6 +86,7 @@ mod partitioned {
         single_active: false,
         partitions: Some(16),
         queue_type: QueueType::Classic,
+        cluster: false,
     });
 }
 
@@ -84,6 +97,7 @@ mod single_active_consumer {
         single_active: true,
         partitions: None,
         queue_type: QueueType::Classic,
+        cluster: false,
     });
 }
 
@@ -96,6 +110,7 @@ mod quorum {
         single_active: false,
         partitions: None,
         queue_type: QueueType::Quorum,
+        cluster: false,
     });
 }
 
@@ -108,5 +123,32 @@ mod quorum_single_active_consumer {
         single_active: true,
         partitions: None,
         queue_type: QueueType::Quorum,
+        cluster: false,
     });
+}
+
+/// On the 3-node cluster `scripts/services.sh` starts (AMQP on
+/// 5701-5703), with quorum queues, each replicated on all three nodes,
+/// and the bus given the nodes' list: the whole suite with groups shared
+/// by their members, and the membership cases with one active consumer
+/// (#30).
+mod cluster {
+    use super::{QueueType, Rabbit};
+    eventsource_testkit::conformance_suite!(Rabbit {
+        single_active: false,
+        partitions: None,
+        queue_type: QueueType::Quorum,
+        cluster: true,
+    });
+
+    /// One active member per group on the cluster.
+    mod single_active_consumer {
+        use super::super::{QueueType, Rabbit};
+        eventsource_testkit::membership_suite!(Rabbit {
+            single_active: true,
+            partitions: None,
+            queue_type: QueueType::Quorum,
+            cluster: true,
+        });
+    }
 }
