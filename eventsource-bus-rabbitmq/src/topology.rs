@@ -229,6 +229,17 @@ pub(crate) async fn exists(connection: &Connection, what: Declared, name: &str) 
             let _ = channel.close(200, "bye".into()).await;
             Ok(true)
         }
+        // A durable classic queue whose node is down is there, but out of
+        // reach: "NOT_FOUND - home node '…' of durable queue '…' … is down
+        // or inaccessible". Not "absent": that would read a partitioned
+        // namespace as an unpartitioned one.
+        Err(e) if e.to_string().contains("down or inaccessible") => Err(amqp_err(
+            format!(
+                "looking up `{name}`: the cluster node that holds it is down; connect again \
+                 once it is back"
+            ),
+            e,
+        )),
         Err(e) if e.to_string().contains("NOT_FOUND") => Ok(false),
         Err(e) => Err(amqp_err(format!("looking up `{name}`"), e)),
     }

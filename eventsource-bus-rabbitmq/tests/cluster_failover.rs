@@ -83,6 +83,12 @@ async fn a_node_killed_mid_stream_loses_nothing_confirmed_on_quorum_queues() {
     let mut config = common::config().queue_type(QueueType::Quorum);
     config.url = "amqp://guest:guest@127.0.0.1:5711,127.0.0.1:5712,127.0.0.1:5713/%2f".to_owned();
     let queue = config.queue("fault");
+    // A partitioned namespace, its marker queue (classic) made on node 1.
+    let mut partitioned = common::config()
+        .partitions(2)
+        .queue_type(QueueType::Quorum);
+    partitioned.url = config.url.clone();
+    drop(common::connect(partitioned.clone()).await);
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);
 
     let node1 = format!("{NAME}-1@localhost");
@@ -119,6 +125,18 @@ async fn a_node_killed_mid_stream_loses_nothing_confirmed_on_quorum_queues() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             failover = killed.elapsed();
+            // With node 1 down the partition count cannot be read: the
+            // bus says so, rather than taking the namespace for an
+            // unpartitioned one.
+            let refused = eventsource_bus_rabbitmq::RabbitBus::connect(partitioned.clone())
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                refused.contains("node that holds it is down"),
+                "a partitioned bus with its marker's node down: {refused:?}"
+            );
             // Node 1 stays down: the rest of the stream, and every event
             // still to be handled, go through nodes 2 and 3.
         },
