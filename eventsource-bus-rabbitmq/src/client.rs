@@ -117,38 +117,26 @@ pub(crate) fn connecting(config: &RabbitBusConfig) -> String {
 /// then stalls does not keep a connection from the others.
 pub(crate) async fn connect(config: &RabbitBusConfig) -> Result<Connection> {
     let nodes = config.node_urls();
+    if let [node] = nodes.as_slice() {
+        return Connection::connect(node, ConnectionProperties::default())
+            .await
+            .map_err(|e| amqp_err(connecting(config), e));
+    }
     let mut failed = None;
     for (i, node) in nodes.iter().enumerate() {
+        let what = || format!("{} (node {} of {})", connecting(config), i + 1, nodes.len());
         let connecting_to = Connection::connect(node, ConnectionProperties::default());
-        let outcome = if nodes.len() == 1 {
-            connecting_to
-                .await
-                .map_err(|e| amqp_err(connecting(config), e))
-        } else {
-            match tokio::time::timeout(attempt_bound(config), connecting_to).await {
-                Ok(connected) => connected.map_err(|e| {
-                    amqp_err(
-                        format!("{} (node {} of {})", connecting(config), i + 1, nodes.len()),
-                        e,
-                    )
-                }),
-                Err(_) => Err(Error::Timeout {
-                    operation: format!(
-                        "{} (node {} of {})",
-                        connecting(config),
-                        i + 1,
-                        nodes.len()
-                    ),
-                    after: attempt_bound(config),
-                }),
-            }
+        let outcome = match tokio::time::timeout(attempt_bound(config), connecting_to).await {
+            Ok(connected) => connected.map_err(|e| amqp_err(what(), e)),
+            Err(_) => Err(Error::Timeout {
+                operation: what(),
+                after: attempt_bound(config),
+            }),
         };
         match outcome {
             Ok(connection) => return Ok(connection),
             Err(e) => {
-                if nodes.len() > 1 {
-                    tracing::debug!(node = i + 1, error = %e, "a rabbitmq node did not answer; trying the next");
-                }
+                tracing::debug!(node = i + 1, error = %e, "a rabbitmq node did not answer; trying the next");
                 failed = Some(e);
             }
         }

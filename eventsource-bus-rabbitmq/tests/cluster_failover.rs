@@ -84,9 +84,7 @@ async fn a_node_killed_mid_stream_loses_nothing_confirmed_on_quorum_queues() {
     config.url = "amqp://guest:guest@127.0.0.1:5711,127.0.0.1:5712,127.0.0.1:5713/%2f".to_owned();
     let queue = config.queue("fault");
     // A partitioned namespace, its marker queue (classic) made on node 1.
-    let mut partitioned = common::config()
-        .partitions(2)
-        .queue_type(QueueType::Quorum);
+    let mut partitioned = common::config().partitions(2).queue_type(QueueType::Quorum);
     partitioned.url = config.url.clone();
     drop(common::connect(partitioned.clone()).await);
     let bus: Arc<dyn EventBus> = Arc::new(common::connect(config).await);

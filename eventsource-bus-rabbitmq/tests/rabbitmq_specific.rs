@@ -666,3 +666,47 @@ async fn a_quorum_queue_keeps_a_message_returned_many_times() {
         .await
         .expect("shutdown");
 }
+
+/// A URL naming nodes that cannot serve before the shared broker: one
+/// that refuses (a closed port) and one that accepts and never answers.
+/// The bus connects past both, each given one attempt (a third of
+/// `connect_timeout`, 5 s here), and publishes. Were the stalled node
+/// given the whole timeout, connect would fail with `Error::Timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_nodes_connects_past_a_refusing_and_a_stalled_one() {
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stalled_port = stalled.local_addr().expect("addr").port();
+    // Accepts and holds every connection without a byte of AMQP.
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = stalled.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port() // closed when `l` drops
+    };
+    let shared = common::amqp_url();
+    let authority = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+        rest[..rest.find('/').unwrap_or(rest.len())].to_owned()
+    };
+    let broker = authority(&shared);
+    let mut config = common::config().connect_timeout(Duration::from_secs(15));
+    config.url = shared.replacen(
+        &broker,
+        &format!("127.0.0.1:{refused},127.0.0.1:{stalled_port},{broker}"),
+        1,
+    );
+    let started = std::time::Instant::now();
+    let bus = eventsource_bus_rabbitmq::RabbitBus::connect(config)
+        .await
+        .expect("connects to the third node");
+    bus.publish(&[probe("a", 1, 1)]).await.expect("publish");
+    println!("connected past two nodes in {:?}", started.elapsed());
+    held.abort();
+}
