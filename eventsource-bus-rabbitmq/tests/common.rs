@@ -39,15 +39,22 @@ pub fn on_next_node(mut config: RabbitBusConfig) -> RabbitBusConfig {
     let turn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % nodes.len();
     // Each node's URL is the whole URL with one host: keep the first's
     // scheme, credentials and path, and list the hosts rotated.
-    let host = |url: &str| {
-        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
-        rest[..rest.find('/').unwrap_or(rest.len())].to_owned()
-    };
-    let mut hosts: Vec<String> = nodes.iter().map(|n| host(n)).collect();
+    let mut hosts: Vec<String> = nodes.iter().map(|n| hosts_of(n)).collect();
     hosts.rotate_left(turn);
-    config.url = nodes[0].replacen(&host(&nodes[0]), &hosts.join(","), 1);
+    config.url = with_hosts(&nodes[0], &hosts.join(","));
     config
+}
+
+/// The `host:port` part of `url` (after any credentials, before the path).
+pub fn hosts_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    rest[..rest.find('/').unwrap_or(rest.len())].to_owned()
+}
+
+/// `url` with its `host:port` part replaced by `hosts`.
+pub fn with_hosts(url: &str, hosts: &str) -> String {
+    url.replacen(&hosts_of(url), hosts, 1)
 }
 
 /// A config with a fresh namespace whose queues expire when unused.

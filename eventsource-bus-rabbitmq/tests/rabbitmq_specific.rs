@@ -690,17 +690,11 @@ async fn a_list_of_nodes_connects_past_a_refusing_and_a_stalled_one() {
         l.local_addr().expect("addr").port() // closed when `l` drops
     };
     let shared = common::amqp_url();
-    let authority = |url: &str| {
-        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
-        rest[..rest.find('/').unwrap_or(rest.len())].to_owned()
-    };
-    let broker = authority(&shared);
+    let broker = common::hosts_of(&shared);
     let mut config = common::config().connect_timeout(Duration::from_secs(15));
-    config.url = shared.replacen(
-        &broker,
+    config.url = common::with_hosts(
+        &shared,
         &format!("127.0.0.1:{refused},127.0.0.1:{stalled_port},{broker}"),
-        1,
     );
     let started = std::time::Instant::now();
     let bus = eventsource_bus_rabbitmq::RabbitBus::connect(config)
