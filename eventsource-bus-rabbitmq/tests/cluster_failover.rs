@@ -20,16 +20,24 @@ use eventsource_testkit::survives_outage;
 const CLUSTER_DIR: &str = "/tmp/eventsource-rabbitmq-failover";
 const NAME: &str = "es-fault";
 
-/// Runs `script` after sourcing `scripts/services.sh`, set to this test's
-/// cluster.
-fn services(script: &str) -> Output {
+/// A command that runs `script` after sourcing `scripts/services.sh`, set
+/// to this test's cluster.
+fn services_command(script: &str) -> Command {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg("-c")
         .arg(format!("source {root}/scripts/services.sh && {script}"))
         .env("RABBITMQ_CLUSTER_DIR", CLUSTER_DIR)
         .env("RABBITMQ_CLUSTER_NAME", NAME)
-        .env("RABBITMQ_CLUSTER_PORT_BASE", "5710")
+        .env("RABBITMQ_CLUSTER_PORT_BASE", "5710");
+    command
+}
+
+/// Runs `script` (blocking: for setup and teardown, before and after the
+/// stream).
+fn services(script: &str) -> Output {
+    services_command(script)
         .output()
         .expect("bash runs scripts/services.sh")
 }
@@ -48,10 +56,16 @@ fn services_ok(script: &str) -> Output {
 }
 
 /// The node that leads the quorum queue `queue`, asked of node `n`.
-fn leader_of(queue: &str, n: u32) -> Option<String> {
-    let out = services(&format!(
+/// Asynchronous: it runs while the stream does, and a blocking call
+/// would hold one of the runtime's two workers for the whole
+/// `rabbitmqctl` run (a few hundred ms each).
+async fn leader_of(queue: &str, n: u32) -> Option<String> {
+    let out = tokio::process::Command::from(services_command(&format!(
         "rabbitmqctl -q -n \"$(rabbitmq_cluster_node {n})\" list_queues name leader"
-    ));
+    )))
+    .output()
+    .await
+    .expect("bash runs scripts/services.sh");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| line.split_once('\t'))
@@ -100,19 +114,20 @@ async fn a_node_killed_mid_stream_loses_nothing_confirmed_on_quorum_queues() {
             // Everything is on node 1, the first of the list: the
             // publisher, the member, and so the queue's leader.
             assert_eq!(
-                leader_of(&queue, 2).as_deref(),
+                leader_of(&queue, 2).await.as_deref(),
                 Some(node1.as_str()),
                 "the group queue's leader is on node 1, where the member declared it"
             );
             let killed = Instant::now();
-            let status = Command::new("kill")
+            let status = tokio::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
                 .status()
+                .await
                 .expect("kill");
             assert!(status.success(), "SIGKILL node 1 (pid {pid})");
             let deadline = killed + Duration::from_secs(60);
             loop {
-                match leader_of(&queue, 2) {
+                match leader_of(&queue, 2).await {
                     Some(leader) if !leader.is_empty() && leader != node1 => break,
                     _ => {}
                 }
