@@ -203,11 +203,13 @@ impl EventEnvelope {
         // that overrides only `schema_version()` is asked by its decoded
         // value.
         let maybe_newer = self.schema_version > E::SCHEMA_VERSION;
-        let payload = match upcast.map_err(fail)? {
-            Some((current, _)) => current,
-            None => self.payload.clone(),
+        // Read from the payload where it lies: a copy of the whole tree
+        // (and freeing it) cost more than the reading.
+        let decoded = match upcast.map_err(fail)? {
+            Some((current, _)) => E::deserialize(current),
+            None => E::deserialize(&self.payload),
         };
-        let event: E = match serde_json::from_value(payload) {
+        let event: E = match decoded {
             Ok(event) => event,
             Err(_) if maybe_newer => return Err(newer(E::SCHEMA_VERSION)),
             Err(e) => return Err(fail(e.to_string())),

@@ -8,7 +8,8 @@
 //!
 //! Append: `Repository::save` of batches of 1, 10 and 100 events (the
 //! sealed side also looks up the subject's key, cached after the first).
-//! Load: `Repository::load` of one stream of `events` events.
+//! Load: `Repository::load` of one stream of `events` events, and of
+//! `events / 100` aggregates of 100 events each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,7 +117,7 @@ async fn run(
     save_batches(&plain, &id, n, 100).await;
     rows.push(
         bench::compare(
-            &format!("{label}: load"),
+            &format!("{label}: load, one stream of {n} events"),
             n,
             rounds,
             async |_| {
@@ -127,6 +128,36 @@ async fn run(
             async |_| {
                 let t = Instant::now();
                 plain.load(&id).await.expect("load");
+                t.elapsed()
+            },
+        )
+        .await,
+    );
+    // The budget's batch: aggregates of 100 events each, loaded in turn.
+    let ids: Vec<String> = (0..n.div_ceil(100))
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    for id in &ids {
+        save_batches(&sealed, id, 100, 100).await;
+        save_batches(&plain, id, 100, 100).await;
+    }
+    rows.push(
+        bench::compare(
+            &format!("{label}: load, 100 events per aggregate"),
+            ids.len() * 100,
+            rounds,
+            async |_| {
+                let t = Instant::now();
+                for id in &ids {
+                    sealed.load(id).await.expect("load");
+                }
+                t.elapsed()
+            },
+            async |_| {
+                let t = Instant::now();
+                for id in &ids {
+                    plain.load(id).await.expect("load");
+                }
                 t.elapsed()
             },
         )

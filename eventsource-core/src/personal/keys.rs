@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use aes_gcm::aead::{KeyInit, OsRng};
-use aes_gcm::Aes256Gcm;
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
+use ring::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
+use ring::rand::SecureRandom as _;
 
 use crate::{Error, Result};
 
@@ -18,20 +18,30 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct SubjectKey {
     bytes: [u8; 32],
-    cipher: Arc<Aes256Gcm>,
+    cipher: Arc<LessSafeKey>,
 }
 
 impl SubjectKey {
     /// A new random key (from the operating system's generator).
+    ///
+    /// # Panics
+    ///
+    /// When the operating system gives no random bytes (ring's
+    /// `SystemRandom` fails only where there is no entropy source at all).
     pub fn generate() -> Self {
-        let key = Aes256Gcm::generate_key(OsRng);
-        Self::from_bytes(key.into())
+        let mut bytes = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("the operating system's random generator failed");
+        Self::from_bytes(bytes)
     }
 
     /// A key from its 32 bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        // 32 bytes is AES-256's key length: `new` cannot fail.
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).expect("a 32-byte AES-256 key");
         SubjectKey {
-            cipher: Arc::new(Aes256Gcm::new(&bytes.into())),
+            cipher: Arc::new(LessSafeKey::new(key)),
             bytes,
         }
     }
@@ -53,7 +63,7 @@ impl SubjectKey {
         Ok(Self::from_bytes(bytes))
     }
 
-    pub(crate) fn cipher(&self) -> &Aes256Gcm {
+    pub(crate) fn cipher(&self) -> &LessSafeKey {
         &self.cipher
     }
 }

@@ -18,7 +18,8 @@
 //! What travels: each encrypted field's value becomes the string
 //! `"es:enc:1:<base64 of nonce and ciphertext>"`, and the header
 //! [`PERSONAL_HEADER`] lists the subject, the encrypted fields (JSON
-//! pointers into the payload) and each field's replacement value. The
+//! pointers into the payload) and each field's replacement value, as a
+//! URL query (`s=user-7&p=/email&r=%22%22`). The
 //! subject id itself stays readable: choose an opaque id (a user id), not
 //! an e-mail address.
 //!

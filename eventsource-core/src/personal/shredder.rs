@@ -111,6 +111,9 @@ pub struct Shredder {
     /// carry the same one, so it is not serialized or parsed again.
     last_written: Mutex<Option<(PersonalData, Arc<str>)>>,
     last_read: Mutex<Option<(Arc<str>, Arc<PersonalData>)>>,
+    /// The key last used, and since when it is cached: an aggregate's
+    /// events mostly have one subject, so the map is not hashed for each.
+    last_key: Mutex<Option<(String, Option<SubjectKey>, Instant)>>,
 }
 
 impl std::fmt::Debug for Shredder {
@@ -138,6 +141,7 @@ impl Shredder {
             cache: Mutex::new(HashMap::new()),
             last_written: Mutex::new(None),
             last_read: Mutex::new(None),
+            last_key: Mutex::new(None),
         }
     }
 
@@ -149,6 +153,7 @@ impl Shredder {
             cache: Mutex::new(HashMap::new()),
             last_written: Mutex::new(None),
             last_read: Mutex::new(None),
+            last_key: Mutex::new(None),
         })
     }
 
@@ -158,13 +163,25 @@ impl Shredder {
     }
 
     async fn key(&self, subject: &str, use_: Use) -> Result<Option<SubjectKey>> {
-        if let Some((key, at)) = self.cache.lock().get(subject) {
-            // A key found for reading is good for writing too; a miss on
-            // reading is not (the subject may just be new).
-            let usable = key.is_some() || matches!(use_, Use::Open);
-            if usable && at.elapsed() < self.config.cache_ttl {
+        // A key found for reading is good for writing too; a miss on
+        // reading is not (the subject may just be new).
+        let fresh = |key: &Option<SubjectKey>, at: &Instant| {
+            (key.is_some() || matches!(use_, Use::Open)) && at.elapsed() < self.config.cache_ttl
+        };
+        if let Some((last, key, at)) = self.last_key.lock().as_ref() {
+            if last == subject && fresh(key, at) {
                 return Ok(key.clone());
             }
+        }
+        let cached = self
+            .cache
+            .lock()
+            .get(subject)
+            .filter(|(key, at)| fresh(key, at))
+            .cloned();
+        if let Some((key, at)) = cached {
+            *self.last_key.lock() = Some((subject.to_owned(), key.clone(), at));
+            return Ok(key);
         }
         let key = match use_ {
             Use::Seal => self.keys.get_or_create(subject).await?,
@@ -186,7 +203,10 @@ impl Shredder {
                     }
                 }
             }
-            cache.insert(subject.to_owned(), (key.clone(), Instant::now()));
+            let at = Instant::now();
+            cache.insert(subject.to_owned(), (key.clone(), at));
+            drop(cache);
+            *self.last_key.lock() = Some((subject.to_owned(), key.clone(), at));
         }
         Ok(key)
     }
@@ -261,9 +281,7 @@ impl Shredder {
                 return Ok(Arc::clone(text));
             }
         }
-        let text: Arc<str> = serde_json::to_string(sealed)
-            .map_err(|e| e.to_string())?
-            .into();
+        let text: Arc<str> = sealed.to_header()?.into();
         *last = Some((sealed.clone(), Arc::clone(&text)));
         Ok(text)
     }
@@ -411,6 +429,7 @@ impl Shredder {
         }
         let at = self.keys.forget(subject).await?;
         self.cache.lock().remove(subject);
+        *self.last_key.lock() = None;
         if let Some(bus) = bus {
             bus.publish(&[forgotten_event(subject, at)]).await?;
         }
@@ -490,7 +509,7 @@ fn array_index(token: &str) -> Option<usize> {
 }
 
 fn parse_header(envelope: &EventEnvelope, text: &str) -> Result<PersonalData> {
-    serde_json::from_str(text).map_err(|e| {
+    PersonalData::from_header(text).map_err(|e| {
         personal_err(
             envelope,
             &format!("its `{PERSONAL_HEADER}` header is not readable: {e}"),
