@@ -100,7 +100,8 @@ pub(crate) fn open(key: &SubjectKey, aad: &[u8], text: &str) -> Result<serde_jso
         .ok_or_else(|| format!("the field is not in the `{PREFIX}…` form"))?;
     let damaged = |e: &dyn std::fmt::Display| format!("the field's base64 is damaged: {e}");
     // Decoded on the stack when it fits: most fields are short.
-    let (mut short, mut long) = ([0u8; SHORT_FIELD], Vec::new());
+    let mut short = [0u8; SHORT_FIELD];
+    let mut long: Vec<u8>;
     let bytes: &mut [u8] = if encoded.len() / 4 * 3 + 3 <= SHORT_FIELD {
         let n = B64
             .decode_slice(encoded, &mut short)
