@@ -242,8 +242,12 @@ impl<A: Aggregate> Repository<A> {
                     .into(),
             });
         };
-        root.subjects
-            .extend(shredder.open_in_place(envelope).await?);
+        if let Some(declared) = shredder.open_fields(envelope).await? {
+            // Mostly the subject of the events before it: no copy then.
+            if !root.subjects.contains(&declared.subject) {
+                root.subjects.insert(declared.subject.clone());
+            }
+        }
         Ok(())
     }
 

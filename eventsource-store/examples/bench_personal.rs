@@ -192,9 +192,62 @@ async fn run(
     Ok(())
 }
 
+/// `profile sqlite|postgres sealed|plain EVENTS`: saves one stream of
+/// `EVENTS` events of one side, then loads it three times, for an
+/// instruction profile of loading alone:
+///
+/// ```sh
+/// valgrind --tool=callgrind \
+///   '--toggle-collect=eventsource_core::repository::Repository<*>::load::*' \
+///   target/release/examples/bench_personal profile postgres sealed 1000
+/// ```
+///
+/// Two sizes give the cost per event without the setup.
+async fn profile(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let (Some(db), Some(side), Some(n)) = (args.get(2), args.get(3), args.get(4)) else {
+        return Err("usage: profile sqlite|postgres sealed|plain EVENTS".into());
+    };
+    let n: usize = n.parse()?;
+    let path = std::env::temp_dir().join(format!("es-prof-{}.db", uuid::Uuid::now_v7().simple()));
+    let url = match db.as_str() {
+        "sqlite" => format!("sqlite://{}", path.display()),
+        "postgres" => std::env::var("POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        other => return Err(format!("profile: unknown database `{other}`").into()),
+    };
+    let store = SqlEventStore::connect(StoreConfig::new(&url).validated()?).await?;
+    let id = uuid::Uuid::now_v7().to_string();
+    match side.as_str() {
+        "sealed" => {
+            let shredder = Arc::new(Shredder::new(Arc::new(SqlKeyStore::new(&store))));
+            let repo =
+                Repository::<Notes<SealedNote>>::new(Arc::new(store)).with_shredder(shredder);
+            save_batches(&repo, &id, n, 100).await;
+            for _ in 0..3 {
+                assert_eq!(repo.load(&id).await?.version(), n as u64);
+            }
+        }
+        "plain" => {
+            let repo = Repository::<Notes<PlainNote>>::new(Arc::new(store));
+            save_batches(&repo, &id, n, 100).await;
+            for _ in 0..3 {
+                assert_eq!(repo.load(&id).await?.version(), n as u64);
+            }
+        }
+        other => return Err(format!("profile: unknown side `{other}`").into()),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("profile") {
+        return profile(&args).await;
+    }
     let which = args.get(1).map(String::as_str).unwrap_or("both");
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1_000);
     let rounds: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(5);

@@ -135,26 +135,24 @@ enum Use {
 impl Shredder {
     /// A shredder over `keys` with the default cache.
     pub fn new(keys: Arc<dyn KeyStore>) -> Self {
+        Self::build(keys, ShredderConfig::default())
+    }
+
+    /// A shredder over `keys` with `config` (validated).
+    pub fn with_config(keys: Arc<dyn KeyStore>, config: ShredderConfig) -> Result<Self> {
+        Ok(Self::build(keys, config.validated()?))
+    }
+
+    /// The one place the struct is built; `config` is valid.
+    fn build(keys: Arc<dyn KeyStore>, config: ShredderConfig) -> Self {
         Shredder {
             keys,
-            config: ShredderConfig::default(),
+            config,
             cache: Mutex::new(HashMap::new()),
             last_written: Mutex::new(None),
             last_read: Mutex::new(None),
             last_key: Mutex::new(None),
         }
-    }
-
-    /// A shredder over `keys` with `config` (validated).
-    pub fn with_config(keys: Arc<dyn KeyStore>, config: ShredderConfig) -> Result<Self> {
-        Ok(Shredder {
-            keys,
-            config: config.validated()?,
-            cache: Mutex::new(HashMap::new()),
-            last_written: Mutex::new(None),
-            last_read: Mutex::new(None),
-            last_key: Mutex::new(None),
-        })
     }
 
     /// The key store.
@@ -325,6 +323,18 @@ impl Shredder {
     /// [`open`](Self::open) without the copy; returns the subject whose
     /// data it opened, if any.
     pub async fn open_in_place(&self, envelope: &mut EventEnvelope) -> Result<Option<String>> {
+        Ok(self
+            .open_fields(envelope)
+            .await?
+            .map(|declared| declared.subject.clone()))
+    }
+
+    /// [`open_in_place`](Self::open_in_place), giving what the header
+    /// declared: the subject is not copied for each event a load opens.
+    pub(crate) async fn open_fields(
+        &self,
+        envelope: &mut EventEnvelope,
+    ) -> Result<Option<Arc<PersonalData>>> {
         let Some(declared) = self.read_header(envelope)? else {
             return Ok(None);
         };
@@ -359,7 +369,7 @@ impl Shredder {
             };
         }
         envelope.metadata.remove(PERSONAL_HEADER);
-        Ok(Some(declared.subject.clone()))
+        Ok(Some(declared))
     }
 
     /// Seals a whole value (an aggregate's snapshot) for every subject in
