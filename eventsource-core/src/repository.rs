@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use crate::personal::{Shredder, PERSONAL_HEADER};
+use crate::personal::{OpenRun, Shredder, PERSONAL_HEADER};
 use crate::{
     stream_name, Aggregate, CommandError, DomainEvent, Error, EventBus, EventEnvelope, EventStore,
     ExpectedVersion, Result,
@@ -52,6 +52,14 @@ impl<A: Aggregate> AggregateRoot<A> {
     /// (a snapshot loader restoring the subjects it kept).
     pub fn add_subject(&mut self, subject: impl Into<String>) {
         self.subjects.insert(subject.into());
+    }
+
+    /// [`add_subject`](Self::add_subject) without a copy when it is known
+    /// (an aggregate's events mostly have one subject).
+    fn note_subject(&mut self, subject: &str) {
+        if !self.subjects.contains(subject) {
+            self.subjects.insert(subject.to_owned());
+        }
     }
 
     /// The data subjects whose personal data the aggregate's stored events
@@ -231,24 +239,47 @@ impl<A: Aggregate> Repository<A> {
         root: &mut AggregateRoot<A>,
         envelope: &mut EventEnvelope,
     ) -> Result<()> {
-        if !envelope.metadata.contains_key(PERSONAL_HEADER) {
+        let Some(shredder) = self.shredder_to_open(envelope)? else {
             return Ok(());
+        };
+        if let Some(declared) = shredder.open_fields(envelope).await? {
+            root.note_subject(&declared.subject);
         }
-        let Some(shredder) = &self.shredder else {
-            return Err(Error::PersonalData {
+        Ok(())
+    }
+
+    /// [`open_stored`](Self::open_stored) for one of a run of events
+    /// (see [`Shredder::open_in_run`]).
+    async fn open_in_run(
+        &self,
+        root: &mut AggregateRoot<A>,
+        envelope: &mut EventEnvelope,
+        run: &mut OpenRun,
+    ) -> Result<()> {
+        let Some(shredder) = self.shredder_to_open(envelope)? else {
+            return Ok(());
+        };
+        if let Some(subject) = shredder.open_in_run(envelope, run).await? {
+            root.note_subject(subject);
+        }
+        Ok(())
+    }
+
+    /// The shredder to open `envelope` with: `None` when it holds no
+    /// personal data, an error when it does and there is no shredder.
+    fn shredder_to_open(&self, envelope: &EventEnvelope) -> Result<Option<&Arc<Shredder>>> {
+        if !envelope.metadata.contains_key(PERSONAL_HEADER) {
+            return Ok(None);
+        }
+        match &self.shredder {
+            Some(shredder) => Ok(Some(shredder)),
+            None => Err(Error::PersonalData {
                 event_id: envelope.event_id.to_string(),
                 reason: "it holds encrypted personal data and the repository has no Shredder \
                          (Repository::with_shredder)"
                     .into(),
-            });
-        };
-        if let Some(declared) = shredder.open_fields(envelope).await? {
-            // Mostly the subject of the events before it: no copy then.
-            if !root.subjects.contains(&declared.subject) {
-                root.subjects.insert(declared.subject.clone());
-            }
+            }),
         }
-        Ok(())
     }
 
     /// The stream an aggregate id is stored in.
@@ -271,8 +302,9 @@ impl<A: Aggregate> Repository<A> {
             .instrument(tracing::debug_span!("eventsource.load", %stream))
             .await?;
         let mut root = AggregateRoot::<A>::new(id);
+        let mut run = OpenRun::default();
         for envelope in &mut events {
-            self.open_stored(&mut root, envelope).await?;
+            self.open_in_run(&mut root, envelope, &mut run).await?;
             root.apply_stored(envelope)?;
         }
         Ok(root)

@@ -246,6 +246,53 @@ async fn saved_events_hold_ciphertext_and_load_in_the_clear() {
 }
 
 #[tokio::test]
+async fn one_aggregate_with_events_of_two_subjects_opens_each_with_its_own_key() {
+    // A load keeps the last header and key between events: each change
+    // of header or subject must be seen, forgotten or not.
+    let (_store, _keys, shredder, repo) = setup();
+    let moved = |subject: &str, city: &str| {
+        (
+            subject.to_owned(),
+            Command::Move(Address {
+                street: format!("1 {city} Row"),
+                city: city.into(),
+            }),
+        )
+    };
+    repo.execute("shared", register("a", "canary-a@example.com"))
+        .await
+        .expect("a registers");
+    // Another header, the same subject.
+    repo.execute("shared", moved("a", "A-town"))
+        .await
+        .expect("a moves");
+    // Another subject.
+    repo.execute("shared", register("b", "canary-b@example.com"))
+        .await
+        .expect("b registers");
+    // Back to the first subject.
+    repo.execute("shared", moved("a", "A2-town"))
+        .await
+        .expect("a moves again");
+
+    let loaded = repo.load("shared").await.expect("load");
+    assert_eq!(loaded.state().email, "canary-b@example.com");
+    assert_eq!(loaded.state().name, "Name of b");
+    assert_eq!(loaded.state().city, "A2-town");
+    assert_eq!(
+        loaded.subjects().iter().collect::<Vec<_>>(),
+        ["a", "b"],
+        "both subjects, each once"
+    );
+
+    shredder.forget("b", None).await.expect("forget b");
+    let loaded = repo.load("shared").await.expect("load after forgetting b");
+    assert_eq!(loaded.state().email, "", "b's data is replaced");
+    assert_eq!(loaded.state().name, "(forgotten)");
+    assert_eq!(loaded.state().city, "A2-town", "a's data after b's still opens");
+}
+
+#[tokio::test]
 async fn forgetting_one_subject_replaces_its_data_everywhere_and_spares_others() {
     let (store, keys, shredder, repo) = setup();
     repo.execute("s", register("s", "canary-s@example.com"))

@@ -37,4 +37,5 @@ mod shredder;
 pub use declaration::{PersonalData, PersonalField, PERSONAL_HEADER};
 pub use handler::OpenedHandler;
 pub use keys::{InMemoryKeyStore, KeyStore, SubjectKey, SubjectStatus};
+pub(crate) use shredder::OpenRun;
 pub use shredder::{SealedValue, Shredder, ShredderConfig, SUBJECT_FORGOTTEN};
