@@ -289,7 +289,11 @@ async fn one_aggregate_with_events_of_two_subjects_opens_each_with_its_own_key()
     let loaded = repo.load("shared").await.expect("load after forgetting b");
     assert_eq!(loaded.state().email, "", "b's data is replaced");
     assert_eq!(loaded.state().name, "(forgotten)");
-    assert_eq!(loaded.state().city, "A2-town", "a's data after b's still opens");
+    assert_eq!(
+        loaded.state().city,
+        "A2-town",
+        "a's data after b's still opens"
+    );
 }
 
 #[tokio::test]
