@@ -85,6 +85,7 @@ impl GroupConsumer {
             core: Arc::clone(&core),
             assigned: Arc::clone(&assigned),
             revoke_wait: config.session_timeout / 2,
+            left: std::sync::atomic::AtomicBool::new(false),
         };
         check_group_filter(&client, &config.group_id(&group), &group, &filter).await?;
         let consumer: StreamConsumer<MemberContext> = client_config(config)
@@ -169,6 +170,12 @@ impl Member for GroupConsumer {
                     tracing::warn!(error = %e, "final kafka commit failed; finished records may be redelivered");
                 }
             }
+            // From here the rebalance callbacks (run by the unsubscribe
+            // and the close) commit nothing more.
+            consumer
+                .context()
+                .left
+                .store(true, std::sync::atomic::Ordering::Release);
             consumer.unsubscribe();
         })
         .await;

@@ -3,6 +3,7 @@
 //! offset committed), and `subscribe` learns when the member has joined.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ pub(crate) struct MemberContext {
     pub(super) assigned: Arc<Notify>,
     /// How long a revoke waits for handlers of revoked partitions.
     pub(super) revoke_wait: Duration,
+    /// Set by `stop` once it has committed the member's final offsets:
+    /// the callbacks the close runs after it commit nothing and fetch
+    /// nothing (see [`Self::revoke`]).
+    pub(super) left: AtomicBool,
 }
 
 impl ClientContext for MemberContext {}
@@ -92,6 +97,15 @@ impl MemberContext {
                 .filter_map(|p| trackers.remove(p).map(|t| (p.clone(), t)))
                 .collect()
         };
+        // After `stop`, the final offsets are committed already, and the
+        // revoke runs inside the close: a commit sent then may reach
+        // librdkafka after its group reached its terminal state, which
+        // it asserts cannot happen and aborts the process
+        // (`rd_kafka_cgrp_terminated: assert:
+        // !rd_kafka_assignment_in_progress`, seen once in CI).
+        if self.left.load(Ordering::Acquire) {
+            return;
+        }
         let tpl = commit_list(&mine);
         if tpl.count() > 0 {
             if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
@@ -135,6 +149,10 @@ impl ConsumerContext for MemberContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            if self.left.load(Ordering::Acquire) {
+                // An assignment served by the close: nothing will read it.
+                return;
+            }
             self.assign(consumer, tpl);
             if let Some(parking) = self.core.parking() {
                 // Its partitions may come from a member that parked some.
