@@ -222,24 +222,40 @@ async fn profile(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let shredder = Arc::new(Shredder::new(Arc::new(SqlKeyStore::new(&store))));
             let repo =
                 Repository::<Notes<SealedNote>>::new(Arc::new(store)).with_shredder(shredder);
-            save_batches(&repo, &id, n, 100).await;
-            for _ in 0..3 {
-                assert_eq!(repo.load(&id).await?.version(), n as u64);
-            }
+            save_then_load_thrice(&repo, &id, n).await?;
         }
         "plain" => {
             let repo = Repository::<Notes<PlainNote>>::new(Arc::new(store));
-            save_batches(&repo, &id, n, 100).await;
-            for _ in 0..3 {
-                assert_eq!(repo.load(&id).await?.version(), n as u64);
-            }
+            save_then_load_thrice(&repo, &id, n).await?;
         }
         other => return Err(format!("profile: unknown side `{other}`").into()),
     }
+    remove_sqlite_files(&path);
+    Ok(())
+}
+
+/// The profile's work for one side: `n` events saved, then loaded three
+/// times.
+async fn save_then_load_thrice<A>(
+    repo: &Repository<A>,
+    id: &str,
+    n: usize,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    A: Aggregate<Command = (String, usize)>,
+{
+    save_batches(repo, id, n, 100).await;
+    for _ in 0..3 {
+        assert_eq!(repo.load(id).await?.version(), n as u64);
+    }
+    Ok(())
+}
+
+/// Removes an SQLite database file and its WAL files.
+fn remove_sqlite_files(path: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    Ok(())
 }
 
 #[tokio::main]
@@ -259,9 +275,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let path =
             std::env::temp_dir().join(format!("es-bench-{}.db", uuid::Uuid::now_v7().simple()));
         run(&format!("sqlite://{}", path.display()), "SQLite", n, rounds).await?;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        remove_sqlite_files(&path);
     }
     if which == "postgres" || which == "both" {
         let url = std::env::var("POSTGRES_URL")
