@@ -243,22 +243,26 @@ async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope], form: Form) -> 
     took
 }
 
-/// `profile bus|raw EVENTS`: one end-to-end round of one side only, at
-/// the defaults, for an instruction profile (`valgrind --tool=callgrind`
+/// `profile bus|raw EVENTS [PREFETCH]`: one end-to-end round of one side
+/// only, at the defaults (or the bus at `PREFETCH`), for an instruction profile (`valgrind --tool=callgrind`
 /// at two sizes; docs/benchmarks.md says how).
 async fn profile(js: &jetstream::Context, url: &str) {
     let args: Vec<String> = std::env::args().skip(2).collect();
     let usage = || -> ! {
-        eprintln!("usage: profile bus|raw EVENTS");
+        eprintln!("usage: profile bus|raw EVENTS [PREFETCH]");
         std::process::exit(2)
     };
     let n: usize = args
         .get(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| usage());
+    let prefetch = match args.get(2) {
+        Some(p) => p.parse().unwrap_or_else(|_| usage()),
+        None => 32,
+    };
     let evs = events(n);
     let took = match args.first().map(String::as_str) {
-        Some("bus") => bus_e2e(js, url, &evs, 32, 1).await,
+        Some("bus") => bus_e2e(js, url, &evs, prefetch, 1).await,
         Some("raw") => raw_e2e(js, &evs, Form::Structured).await,
         _ => usage(),
     };

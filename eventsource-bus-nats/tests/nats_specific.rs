@@ -420,3 +420,66 @@ async fn an_events_stream_in_memory_is_refused_under_require() {
         .await
         .expect("shutdown");
 }
+
+/// A member keeps several pull requests out per lane, each answered as
+/// the server shares a burst among the requests waiting (in turn). They
+/// share one inbox, so what they deliver is read in stream order: a
+/// busy aggregate's events reach the handler in order, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_pulls_keep_each_aggregates_order() {
+    const AGGREGATES: u64 = 4;
+    const EACH: u64 = 400;
+    let config = common::config(&common::nats_url()).prefetch(256);
+    let bus = common::connect(config).await;
+    let seen: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u64>>>> = Arc::default();
+    let (tx, mut done) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let recorded = Arc::clone(&seen);
+    let subscription = Subscription::builder("pipelined")
+        .concurrency(4)
+        .handler(eventsource_core::handler_fn(
+            move |e: eventsource_core::EventEnvelope| {
+                let (recorded, tx) = (Arc::clone(&recorded), tx.clone());
+                async move {
+                    recorded
+                        .lock()
+                        .expect("lock")
+                        .entry(e.aggregate_id.clone())
+                        .or_default()
+                        .push(e.aggregate_version);
+                    let _ = tx.send(());
+                    Ok(())
+                }
+            },
+        ))
+        .build()
+        .expect("valid");
+    let handle = bus.subscribe(subscription).await.expect("subscribe");
+    let events: Vec<_> = (0..AGGREGATES * EACH)
+        .map(|i| probe(&format!("agg-{}", i % AGGREGATES), i / AGGREGATES + 1, i))
+        .collect();
+    for chunk in events.chunks(100) {
+        bus.publish(chunk).await.expect("publish");
+    }
+    for i in 0..AGGREGATES * EACH {
+        tokio::time::timeout(Duration::from_secs(30), done.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {i} of {} handled", AGGREGATES * EACH))
+            .expect("open");
+    }
+    let seen = seen.lock().expect("lock").clone();
+    for (aggregate, versions) in &seen {
+        let expected: Vec<u64> = (1..=EACH).collect();
+        let first_wrong = versions.iter().zip(&expected).position(|(v, e)| v != e);
+        assert!(
+            versions == &expected,
+            "{aggregate}'s events out of order or not once each: {} handled, first wrong at {first_wrong:?}: {:?}",
+            versions.len(),
+            first_wrong.map(|i| &versions[i..(i + 8).min(versions.len())]),
+        );
+    }
+    assert_eq!(seen.len() as u64, AGGREGATES);
+    drop(handle);
+    bus.shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

@@ -1,8 +1,9 @@
 //! One member of a consumer group, a file per concept: the member, its
 //! start and its leave here; how the group's members share its events
 //! (`ownership.rs`), with the single active reader (`single_active.rs`)
-//! and partitions (`partitioned.rs`) in files of their own; the pull
-//! reader (`reader.rs`); the messages it holds, kept from redelivery while
+//! and partitions (`partitioned.rs`) in files of their own; the reader
+//! (`reader.rs`), with each lane's pull requests on one standing inbox
+//! (`pull.rs`); the messages it holds, kept from redelivery while
 //! it lives and handed back when it leaves (`held.rs`); and what becomes
 //! of a handled message (`settle.rs`).
 //!
@@ -16,6 +17,7 @@
 mod held;
 mod ownership;
 mod partitioned;
+mod pull;
 mod reader;
 mod settle;
 mod single_active;
@@ -23,7 +25,8 @@ mod single_active;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::pull::Config as PullConfig;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use async_nats::Subject;
 use async_trait::async_trait;
@@ -257,7 +260,7 @@ pub(crate) async fn durable(
     stream
         .get_or_create_consumer(
             &name,
-            pull::Config {
+            PullConfig {
                 durable_name: Some(name.clone()),
                 deliver_policy,
                 ack_policy: AckPolicy::Explicit,
@@ -298,7 +301,7 @@ impl Member for GroupConsumer {
         // server still delivers to, and what it delivered would come back
         // only after `ack_wait` — behind newer events of its aggregates.
         self.core.token().cancel();
-        let ran_out = self.client.config.block + std::time::Duration::from_secs(1);
+        let ran_out = self.client.config.block + pull::GRACE;
         let _ = tokio::time::timeout(ran_out, self.reader_ended.cancelled()).await;
         let abandoned = self.core.tasks().stop(deadline).await;
         // Handed back before the leases go, so the next owner finds all of it.

@@ -1,51 +1,45 @@
 //! The reader: pull requests on the lanes this member reads, as many
-//! messages as there are free prefetch slots, with the group's replay
-//! consumer read aside, and the ownership rounds (rebalance, the group's
-//! lease) between them.
+//! messages as there are free prefetch slots, each lane's on its standing
+//! inbox (`pull.rs`), with the group's replay consumer read aside, and the
+//! ownership rounds (rebalance, the group's lease) between them.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::Message;
 use eventsource_core::driver::{dead_letter, triage, Delivery, Intake, Letter, Settle};
 use futures::stream::{self, BoxStream, SelectAll};
 use futures::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ownership::{Ownership, Part};
+use super::pull::{stream_sequence, Inbound, LanePull, AT_MOST};
 use super::{GroupConsumer, Origin, Token};
 use crate::client::BACKEND;
 use crate::wire;
 
-/// What an outstanding pull yields: a message of a lane, then its end.
-enum Pulled {
-    Message(u32, Box<Result<jetstream::Message, async_nats::Error>>),
-    End(u32),
-}
-
-/// An outstanding pull: the slots it reserved and has not filled, and
-/// whether it delivered anything yet.
-struct Reserved {
-    slots: Vec<OwnedSemaphorePermit>,
-    delivered: bool,
-}
+/// What the lanes' inboxes yield: a lane's message, or `None` when its
+/// inbox closed (the lane subscribes again at its next pull).
+type Inboxes = SelectAll<BoxStream<'static, (u32, Option<Message>)>>;
 
 impl GroupConsumer {
-    /// Pulls while there are free prefetch slots. One pull request per lane
-    /// read is out at a time; it waits up to `block` and delivers messages
-    /// as they come, each into a slot it reserved. The replay consumer is
-    /// asked (without waiting) every `block`, and at once again while it
-    /// yields messages, so it takes no slots from the events under load
-    /// while an operator is not replaying.
+    /// Pulls while there are free prefetch slots. A lane asks again once
+    /// half its last request came (`LanePull`); a request waits up to
+    /// `block` and delivers messages as they come, each into a slot it
+    /// reserved. The replay consumer is asked (without waiting) every
+    /// `block`, and at once again while it yields messages, so it takes no
+    /// slots from the events under load while an operator is not
+    /// replaying.
     pub(super) async fn read_loop(self: Arc<Self>) {
         let _ended = self.reader_ended.clone().drop_guard();
         let config = &self.client.config;
         let round_every = config.block.min(config.progress_interval);
-        let mut pulls: SelectAll<BoxStream<'static, Pulled>> = SelectAll::new();
-        // The slots each outstanding pull reserved, by lane.
-        let mut reserved: HashMap<u32, Reserved> = HashMap::new();
-        // Lanes whose last pull delivered nothing: they get one slot next.
+        let mut inboxes: Inboxes = SelectAll::new();
+        // Each lane's requests, from its first pull on.
+        let mut lanes: HashMap<u32, LanePull> = HashMap::new();
+        // Lanes whose last request delivered nothing: they get one slot next.
         let mut quiet: HashSet<u32> = HashSet::new();
         let mut last_round: Option<tokio::time::Instant> = None;
         let (mut replay_busy, mut replay_read) = (true, None::<tokio::time::Instant>);
@@ -56,37 +50,40 @@ impl GroupConsumer {
         while !self.core.token().is_cancelled() {
             if last_round.is_none_or(|t| t.elapsed() >= round_every) {
                 last_round = Some(tokio::time::Instant::now());
-                self.ownership_round(&reserved.keys().copied().collect())
-                    .await;
+                self.ownership_round(&pulling(&lanes)).await;
             }
-            let mut idle: Vec<u32> = self
+            let now = tokio::time::Instant::now();
+            for pull in lanes.values_mut() {
+                pull.expire(now);
+            }
+            let mut hungry: Vec<u32> = self
                 .readable()
                 .into_iter()
-                .filter(|l| !reserved.contains_key(l))
+                .filter(|l| lanes.get(l).is_none_or(LanePull::wants_more))
                 .collect();
-            let first = idle.iter().position(|l| *l >= turn).unwrap_or(0);
-            idle.rotate_left(first);
+            let first = hungry.iter().position(|l| *l >= turn).unwrap_or(0);
+            hungry.rotate_left(first);
             let replay_due = self.reads_replay()
                 && (replay_busy || replay_read.is_none_or(|t| t.elapsed() >= config.block));
-            if idle.is_empty() && !replay_due {
+            if hungry.is_empty() && !replay_due {
                 tokio::select! {
                     () = self.core.token().cancelled() => break,
-                    item = pulls.next(), if !pulls.is_empty() => {
-                        self.on_pulled(item, &mut reserved, &mut quiet).await;
+                    item = inboxes.next(), if !inboxes.is_empty() => {
+                        self.on_inbound(item, &mut lanes, &mut quiet).await;
                     }
                     () = tokio::time::sleep(round_every) => {}
                 }
                 continue;
             }
-            // Slots for the idle lanes: at least one, about half the
+            // Slots for the hungry lanes: at least one, about half the
             // prefetch while the workers have a backlog.
             let mut slots = tokio::select! {
                 slots = self.core.fetch_slots() => match slots {
                     Some(slots) => slots,
                     None => break,
                 },
-                item = pulls.next(), if !pulls.is_empty() => {
-                    self.on_pulled(item, &mut reserved, &mut quiet).await;
+                item = inboxes.next(), if !inboxes.is_empty() => {
+                    self.on_inbound(item, &mut lanes, &mut quiet).await;
                     continue;
                 }
                 () = tokio::time::sleep(round_every) => continue,
@@ -98,7 +95,12 @@ impl GroupConsumer {
                     Ok(batch) => {
                         let mut batch = batch;
                         while let Some(m) = batch.next().await {
-                            self.take(Origin::Replay, m, slots.pop()).await;
+                            match m {
+                                Ok(m) => self.take(Origin::Replay, m.message, slots.pop()).await,
+                                Err(e) => {
+                                    tracing::warn!(group = self.group(), error = %e, "a pull from the group's replay stream ended with an error");
+                                }
+                            }
                         }
                         replay_busy = slots.len() < before;
                     }
@@ -109,40 +111,19 @@ impl GroupConsumer {
                 }
             }
             let mut failed = false;
-            let given = shares(&idle, &quiet, slots.len());
+            let given = shares(&hungry, &quiet, slots.len());
             if let Some((last, _)) = given.last() {
                 turn = last + 1;
             }
             for (lane, share) in given {
-                let batch = self.lanes[lane as usize]
-                    .batch()
-                    .max_messages(share)
-                    .expires(config.block)
-                    .messages()
-                    .await;
-                match batch {
-                    Ok(batch) => {
-                        reserved.insert(
-                            lane,
-                            Reserved {
-                                slots: slots.split_off(slots.len() - share),
-                                delivered: false,
-                            },
-                        );
-                        pulls.push(
-                            batch
-                                .map(move |m| Pulled::Message(lane, Box::new(m)))
-                                .chain(stream::once(async move { Pulled::End(lane) }))
-                                .boxed(),
-                        );
-                    }
-                    Err(e) => {
-                        failed = true;
-                        tracing::warn!(group = self.group(), lane, error = %e, ?backoff, "nats pull failed, reader backing off");
-                    }
+                let share = share.min(AT_MOST);
+                let asked = slots.split_off(slots.len() - share);
+                if let Err(e) = self.request(lane, asked, &mut lanes, &mut inboxes).await {
+                    failed = true;
+                    tracing::warn!(group = self.group(), lane, error = %e, ?backoff, "nats pull failed, reader backing off");
                 }
             }
-            // Slots no lane took go back.
+            // Slots no lane took (or beyond a request's most) go back.
             drop(slots);
             if failed {
                 tokio::select! {
@@ -154,11 +135,51 @@ impl GroupConsumer {
                 backoff = Duration::from_millis(100);
             }
         }
-        // Stopping: what the pulls still out deliver is held, to be handed
-        // back with the rest in stream order; they end within `block`.
-        while let Some(item) = pulls.next().await {
-            self.on_pulled(Some(item), &mut reserved, &mut quiet).await;
+        // Stopping: what the requests still out deliver is held, to be
+        // handed back with the rest in stream order; they end within
+        // `block` (or, unheard, its grace).
+        while let Some(ends) = lanes.values().filter_map(LanePull::ends).max() {
+            tokio::select! {
+                item = inboxes.next() => match item {
+                    Some(_) => self.on_inbound(item, &mut lanes, &mut quiet).await,
+                    None => break,
+                },
+                () = tokio::time::sleep_until(ends) => {
+                    for pull in lanes.values_mut() {
+                        pull.expire(ends);
+                    }
+                }
+            }
         }
+    }
+
+    /// Sends `lane` a pull request for one message per slot, subscribing
+    /// its inbox first if it has none.
+    async fn request(
+        &self,
+        lane: u32,
+        slots: Vec<OwnedSemaphorePermit>,
+        lanes: &mut HashMap<u32, LanePull>,
+        inboxes: &mut Inboxes,
+    ) -> Result<(), async_nats::Error> {
+        let nats = &self.client.nats;
+        let pull = match lanes.entry(lane) {
+            Entry::Occupied(pull) => pull.into_mut(),
+            Entry::Vacant(vacant) => {
+                let inbox: async_nats::Subject = nats.new_inbox().into();
+                let subscriber = nats.subscribe(inbox.clone()).await?;
+                inboxes.push(
+                    subscriber
+                        .map(move |m| (lane, Some(m)))
+                        .chain(stream::once(async move { (lane, None) }))
+                        .boxed(),
+                );
+                let info = self.lanes[lane as usize].cached_info();
+                vacant.insert(LanePull::new(&info.stream_name, &info.name, inbox))
+            }
+        };
+        pull.request(nats, slots, self.client.config.block).await?;
+        Ok(())
     }
 
     /// The lanes to pull from now.
@@ -196,31 +217,41 @@ impl GroupConsumer {
         }
     }
 
-    /// One item of the outstanding pulls.
-    async fn on_pulled(
+    /// One item of the lanes' inboxes.
+    async fn on_inbound(
         &self,
-        item: Option<Pulled>,
-        reserved: &mut HashMap<u32, Reserved>,
+        item: Option<(u32, Option<Message>)>,
+        lanes: &mut HashMap<u32, LanePull>,
         quiet: &mut HashSet<u32>,
     ) {
-        match item {
-            Some(Pulled::Message(lane, message)) => {
+        let Some((lane, message)) = item else {
+            return;
+        };
+        let Some(message) = message else {
+            // Its inbox closed: the slots it held go back; the next pull
+            // subscribes again.
+            lanes.remove(&lane);
+            return;
+        };
+        let Some(pull) = lanes.get_mut(&lane) else {
+            return;
+        };
+        match pull.on(message) {
+            Inbound::Message(message, slot) => {
                 quiet.remove(&lane);
-                let slot = reserved.get_mut(&lane).and_then(|r| {
-                    r.delivered = true;
-                    r.slots.pop()
-                });
                 // A lane this member lost meanwhile: its new owner gets it.
-                let slot = slot.filter(|_| self.owned.lock().contains_key(&lane));
-                self.take(Origin::Events(lane), *message, slot).await;
+                let slot = if self.owned.lock().contains_key(&lane) {
+                    slot.or_else(|| self.core.try_slot())
+                } else {
+                    None
+                };
+                self.take(Origin::Events(lane), message, slot).await;
             }
-            // Nothing came: next time it gets one slot. (The slots it did
-            // not fill go back as `reserved` drops them.)
-            Some(Pulled::End(lane)) if reserved.remove(&lane).is_some_and(|r| !r.delivered) => {
+            // Nothing came: next time it gets one slot.
+            Inbound::Ended { quiet: true } => {
                 quiet.insert(lane);
             }
-            Some(Pulled::End(_)) => {}
-            None => {}
+            Inbound::Ended { quiet: false } | Inbound::Nothing => {}
         }
     }
 
@@ -230,23 +261,11 @@ impl GroupConsumer {
     /// put it ahead of older ones still held); from a lane this member
     /// lost, it is left alone, and comes again to the lane's new owner
     /// after `ack_wait`, in order with what this member held.
-    async fn take(
-        &self,
-        origin: Origin,
-        message: Result<jetstream::Message, async_nats::Error>,
-        slot: Option<OwnedSemaphorePermit>,
-    ) {
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(group = self.group(), error = %e, "a nats pull request ended with an error");
-                return;
-            }
-        };
+    async fn take(&self, origin: Origin, message: Message, slot: Option<OwnedSemaphorePermit>) {
         let Some(reply) = message.reply.clone() else {
             return;
         };
-        let seq = message.info().map_or(0, |i| i.stream_sequence);
+        let seq = stream_sequence(&reply).unwrap_or(0);
         match slot {
             _ if self.core.token().is_cancelled() => self.hold(&reply, origin, seq),
             Some(slot) => self.accept(origin, message, reply, seq, slot).await,
@@ -259,7 +278,7 @@ impl GroupConsumer {
     async fn accept(
         &self,
         origin: Origin,
-        message: jetstream::Message,
+        message: Message,
         reply: async_nats::Subject,
         seq: u64,
         slot: OwnedSemaphorePermit,
@@ -292,6 +311,15 @@ impl GroupConsumer {
             }
         }
     }
+}
+
+/// The lanes with a request out.
+fn pulling(lanes: &HashMap<u32, LanePull>) -> HashSet<u32> {
+    lanes
+        .iter()
+        .filter(|(_, pull)| pull.pulling())
+        .map(|(lane, _)| *lane)
+        .collect()
 }
 
 /// How `slots` free slots go to the `idle` lanes: a quiet lane (its last

@@ -188,10 +188,18 @@ impl<T> MemberCore<T> {
             if self.queue.backlog() == 0 {
                 return Some(slots);
             }
+            // The rest in one wait, not a wake-up per settled message.
+            let rest = u32::try_from(enough - slots.len()).unwrap_or(u32::MAX);
             tokio::select! {
                 () = token.cancelled() => return None,
                 () = dry => return Some(slots),
-                slot = Arc::clone(&self.slots).acquire_owned() => slots.push(slot.ok()?),
+                rest = Arc::clone(&self.slots).acquire_many_owned(rest) => {
+                    let mut rest = rest.ok()?;
+                    while rest.num_permits() > 1 {
+                        slots.extend(rest.split(1));
+                    }
+                    slots.push(rest);
+                }
             }
         }
     }

@@ -678,6 +678,45 @@ async fn a_reader_fetches_half_its_prefetch_while_workers_have_a_backlog() {
     assert_eq!(held.len(), 4, "still being handled");
 }
 
+/// Counts the wake-ups of the task it wakes.
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for Wakes {
+    fn wake_by_ref(this: &Arc<Self>) {
+        this.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A reader short of half its prefetch is woken once the slots it lacks
+/// are free, not once per settled message (each wake-up is a thread
+/// woken and a poll for nothing).
+#[tokio::test]
+async fn a_reader_waiting_for_slots_is_woken_once_they_are_all_free() {
+    let core = core(8);
+    // Two free slots, six queued: the fetch waits for two more.
+    let mut held: Vec<_> = (0..6).map(|_| core.try_slot().expect("slot")).collect();
+    for v in 1..=6 {
+        core.queue().push_now(delivery(&format!("a{v}"), 1));
+    }
+    let wakes = Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = futures::task::waker(Arc::clone(&wakes));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let fetch = core.fetch_slots();
+    tokio::pin!(fetch);
+    assert!(std::future::Future::poll(fetch.as_mut(), &mut cx).is_pending());
+    drop(held.pop());
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "one of two slots freed");
+    drop(held.pop());
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "both freed");
+    match std::future::Future::poll(fetch.as_mut(), &mut cx) {
+        std::task::Poll::Ready(Some(slots)) => assert_eq!(slots.len(), 4),
+        other => panic!(
+            "expected four slots, got {:?}",
+            other.map(|s| s.map(|s| s.len()))
+        ),
+    }
+}
+
 #[tokio::test]
 async fn a_reader_fetches_at_once_when_the_workers_run_dry() {
     let core = core(8);
