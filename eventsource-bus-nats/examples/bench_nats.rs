@@ -12,8 +12,8 @@
 //!   publishes of the same body with the same message id, each batch sent
 //!   back to back and then every PubAck awaited (at most 100 in flight);
 //! - end to end: publish N while one consumer handles them, `NatsBus`
-//!   with a counting handler (at the defaults users get: prefetch 32,
-//!   concurrency 1; then prefetch 256; then prefetch 256 and
+//!   with a counting handler (at the defaults users get: prefetch 128,
+//!   concurrency 1; then prefetch 32; then 256; then 256 and
 //!   concurrency 16) vs a raw durable
 //!   pull consumer with explicit acks pulling up to 100 per request; once
 //!   more at the defaults with raw publishing CloudEvents binary mode
@@ -258,7 +258,7 @@ async fn profile(js: &jetstream::Context, url: &str) {
         .unwrap_or_else(|| usage());
     let prefetch = match args.get(2) {
         Some(p) => p.parse().unwrap_or_else(|_| usage()),
-        None => 32,
+        None => NatsBusConfig::new(url).prefetch,
     };
     let evs = events(n);
     let took = match args.first().map(String::as_str) {
@@ -295,27 +295,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await,
     );
+    let default = NatsBusConfig::new(url.as_str()).prefetch;
     for (label, prefetch, concurrency, form) in [
         (
-            "end to end, defaults (prefetch 32, concurrency 1)",
+            format!("end to end, defaults (prefetch {default}, concurrency 1)"),
+            default,
+            1,
+            Form::Structured,
+        ),
+        (
+            "end to end, defaults; raw in binary mode (ce- headers)".to_owned(),
+            default,
+            1,
+            Form::Binary,
+        ),
+        (
+            "end to end, prefetch 32, concurrency 1".to_owned(),
             32,
             1,
             Form::Structured,
         ),
         (
-            "end to end, defaults; raw in binary mode (ce- headers)",
-            32,
-            1,
-            Form::Binary,
-        ),
-        (
-            "end to end, prefetch 256, concurrency 1",
+            "end to end, prefetch 256, concurrency 1".to_owned(),
             256,
             1,
             Form::Structured,
         ),
         (
-            "end to end, prefetch 256, concurrency 16",
+            "end to end, prefetch 256, concurrency 16".to_owned(),
             256,
             16,
             Form::Structured,
@@ -323,7 +330,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         rows.push(
             bench::compare(
-                label,
+                &label,
                 n,
                 rounds,
                 async |_| bus_e2e(&js, &url, &evs, prefetch, concurrency).await,

@@ -39,12 +39,13 @@ pub struct NatsBusConfig {
     pub namespace: String,
     /// The CloudEvents `source` of published events (the producing service).
     pub source: String,
-    /// Messages pulled at most per member and request; also how many a
-    /// member holds unacked at once. 32 by default, as on Redis and
-    /// RabbitMQ: the server gives a burst to the pull that asked first,
-    /// so a larger prefetch lets one member take a whole burst while the
-    /// others idle. A pull costs a round trip: 256 is faster for one
-    /// member (ADR 0013).
+    /// How many messages a member holds unacked at once, asked for and
+    /// not yet received included. 128 by default (32 on Redis and
+    /// RabbitMQ): a pull costs a round trip, and at 32 fast handlers
+    /// wait on it. A member reads only as far ahead as its handlers' pace
+    /// calls for (at least 32, at most this), in requests of at most 32,
+    /// so slow handlers do not sit on a burst that idle members could
+    /// take (ADR 0013).
     pub prefetch: usize,
     /// How long one pull request waits for messages (its `expires`); also
     /// bounds how long a leaving member waits for its last request.
@@ -138,7 +139,7 @@ impl Default for NatsBusConfig {
             url: "nats://127.0.0.1:4222".to_owned(),
             namespace: "eventsource".to_owned(),
             source: "eventsource".to_owned(),
-            prefetch: 32,
+            prefetch: 128,
             block: Duration::from_millis(500),
             ack_wait: Duration::from_secs(30),
             progress_interval: Duration::from_secs(5),

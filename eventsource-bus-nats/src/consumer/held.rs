@@ -28,6 +28,8 @@ impl GroupConsumer {
     /// Forgets a settled message.
     pub(super) fn release(&self, origin: Origin, seq: u64) {
         self.held.lock().remove(&(origin, seq));
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sends `body` on `reply` (an ack, a progress or a NAK).

@@ -3,7 +3,8 @@
 //! (`ownership.rs`), with the single active reader (`single_active.rs`)
 //! and partitions (`partitioned.rs`) in files of their own; the reader
 //! (`reader.rs`), with each lane's pull requests on one standing inbox
-//! (`pull.rs`); the messages it holds, kept from redelivery while
+//! (`pull.rs`) and how far ahead of the workers it reads
+//! (`read_ahead.rs`); the messages it holds, kept from redelivery while
 //! it lives and handed back when it leaves (`held.rs`); and what becomes
 //! of a handled message (`settle.rs`).
 //!
@@ -18,11 +19,13 @@ mod held;
 mod ownership;
 mod partitioned;
 mod pull;
+mod read_ahead;
 mod reader;
 mod settle;
 mod single_active;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
@@ -79,6 +82,9 @@ pub(crate) struct GroupConsumer {
     /// The messages this member holds unacked, in stream order: where
     /// each came from and its sequence there, to its reply subject.
     held: Mutex<BTreeMap<(Origin, u64), Subject>>,
+    /// How many messages it has finished with (settled, or let go), for
+    /// the reader's read-ahead.
+    finished: AtomicU64,
     /// Cancelled when the reader has returned, its pulls ended.
     reader_ended: CancellationToken,
 }
@@ -181,6 +187,7 @@ impl GroupConsumer {
             register,
             owned: Mutex::new(owned),
             held: Mutex::new(BTreeMap::new()),
+            finished: AtomicU64::new(0),
             reader_ended: CancellationToken::new(),
             client,
         });

@@ -79,6 +79,11 @@ impl LanePull {
         !self.unsure && self.owed.len() * 2 < self.last.max(1)
     }
 
+    /// How many messages the requests out may still deliver.
+    pub(super) fn owed(&self) -> usize {
+        self.owed.len()
+    }
+
     /// Whether a request is still out.
     pub(super) fn pulling(&self) -> bool {
         !self.owed.is_empty() || self.unsure

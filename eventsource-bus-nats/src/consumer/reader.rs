@@ -5,6 +5,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::ownership::{Ownership, Part};
 use super::pull::{stream_sequence, Inbound, LanePull, AT_MOST};
+use super::read_ahead::ReadAhead;
 use super::{GroupConsumer, Origin, Token};
 use crate::client::BACKEND;
 use crate::wire;
@@ -47,6 +49,7 @@ impl GroupConsumer {
         // Where the next share of slots starts: lanes take turns, so that
         // with fewer slots than lanes none waits for good.
         let mut turn = 0u32;
+        let mut ahead = ReadAhead::new(AT_MOST, config.prefetch, tokio::time::Instant::now());
         while !self.core.token().is_cancelled() {
             if last_round.is_none_or(|t| t.elapsed() >= round_every) {
                 last_round = Some(tokio::time::Instant::now());
@@ -56,11 +59,22 @@ impl GroupConsumer {
             for pull in lanes.values_mut() {
                 pull.expire(now);
             }
+            // Enabled before the backlog is looked at, so that the
+            // workers running dry in between is not missed.
+            let dry = self.core.queue().ran_dry();
+            tokio::pin!(dry);
+            dry.as_mut().enable();
             let mut hungry: Vec<u32> = self
                 .readable()
                 .into_iter()
                 .filter(|l| lanes.get(l).is_none_or(LanePull::wants_more))
                 .collect();
+            // Read far enough ahead already: what arrives, or the workers
+            // running dry, makes room.
+            let held_back = !hungry.is_empty() && self.room(&mut ahead, &lanes) == 0;
+            if held_back {
+                hungry.clear();
+            }
             let first = hungry.iter().position(|l| *l >= turn).unwrap_or(0);
             hungry.rotate_left(first);
             let replay_due = self.reads_replay()
@@ -71,6 +85,7 @@ impl GroupConsumer {
                     item = inboxes.next(), if !inboxes.is_empty() => {
                         self.on_inbound(item, &mut lanes, &mut quiet).await;
                     }
+                    () = &mut dry, if held_back => {}
                     () = tokio::time::sleep(round_every) => {}
                 }
                 continue;
@@ -110,6 +125,8 @@ impl GroupConsumer {
                     }
                 }
             }
+            // No further ahead than the workers' pace calls for.
+            slots.truncate(self.room(&mut ahead, &lanes));
             let mut failed = false;
             let given = shares(&hungry, &quiet, slots.len());
             if let Some((last, _)) = given.last() {
@@ -151,6 +168,16 @@ impl GroupConsumer {
                 }
             }
         }
+    }
+
+    /// How many more messages this member may ask for now: its
+    /// read-ahead depth less what it has asked for and not received, and
+    /// what waits for its workers.
+    fn room(&self, ahead: &mut ReadAhead, lanes: &HashMap<u32, LanePull>) -> usize {
+        let owed: usize = lanes.values().map(LanePull::owed).sum();
+        let finished = self.finished.load(Ordering::Relaxed);
+        let depth = ahead.depth(finished, tokio::time::Instant::now());
+        depth.saturating_sub(owed + self.core.queue().backlog())
     }
 
     /// Sends `lane` a pull request for one message per slot, subscribing
