@@ -175,14 +175,15 @@ async fn raw_publish_round(js: &jetstream::Context, evs: &[EventEnvelope]) -> Du
     took
 }
 
-/// Publishes `evs` while a bus subscription counts them; until all are handled.
+/// Publishes `evs` while a bus subscription counts them; until all are
+/// handled (and until the last publish returned).
 async fn bus_e2e(
     js: &jetstream::Context,
     url: &str,
     evs: &[EventEnvelope],
     prefetch: usize,
     concurrency: usize,
-) -> Duration {
+) -> (Duration, Duration) {
     let config = NatsBusConfig::new(url)
         .namespace(ns("bus-e2e"))
         .prefetch(prefetch);
@@ -193,6 +194,7 @@ async fn bus_e2e(
     for chunk in evs.chunks(BATCH) {
         bus.publish(chunk).await.expect("publish");
     }
+    let published = t.elapsed();
     tokio::time::timeout(Duration::from_secs(300), done)
         .await
         .expect("all handled")
@@ -202,11 +204,16 @@ async fn bus_e2e(
         .await
         .expect("shutdown");
     drop_bus_streams(js, &config).await;
-    took
+    (took, published)
 }
 
-/// Publishes `evs` (in `form`) while a raw pull consumer reads and acks them.
-async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope], form: Form) -> Duration {
+/// Publishes `evs` (in `form`) while a raw pull consumer reads and acks
+/// them; until all are acked (and until the last publish returned).
+async fn raw_e2e(
+    js: &jetstream::Context,
+    evs: &[EventEnvelope],
+    form: Form,
+) -> (Duration, Duration) {
     let n = evs.len();
     let name = ns("raw-e2e");
     let stream = raw_stream(js, &name).await;
@@ -237,10 +244,11 @@ async fn raw_e2e(js: &jetstream::Context, evs: &[EventEnvelope], form: Form) -> 
     });
     let t = Instant::now();
     raw_publish_as(js, &format!("{name}.events"), evs, form).await;
+    let published = t.elapsed();
     reader.await.expect("raw consumer");
     let took = t.elapsed();
     let _ = js.delete_stream(&name).await;
-    took
+    (took, published)
 }
 
 /// `profile bus|raw EVENTS [PREFETCH]`: one end-to-end round of one side
@@ -261,12 +269,12 @@ async fn profile(js: &jetstream::Context, url: &str) {
         None => NatsBusConfig::new(url).prefetch,
     };
     let evs = events(n);
-    let took = match args.first().map(String::as_str) {
+    let (took, published) = match args.first().map(String::as_str) {
         Some("bus") => bus_e2e(js, url, &evs, prefetch, 1).await,
         Some("raw") => raw_e2e(js, &evs, Form::Structured).await,
         _ => usage(),
     };
-    println!("{n} events end to end in {took:?}");
+    println!("{n} events end to end in {took:?} (the last publish returned at {published:?})");
 }
 
 #[tokio::main]
@@ -333,8 +341,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &label,
                 n,
                 rounds,
-                async |_| bus_e2e(&js, &url, &evs, prefetch, concurrency).await,
-                async |_| raw_e2e(&js, &evs, form).await,
+                async |_| bus_e2e(&js, &url, &evs, prefetch, concurrency).await.0,
+                async |_| raw_e2e(&js, &evs, form).await.0,
             )
             .await,
         );

@@ -1,10 +1,11 @@
 //! A lane's pull requests. All of them answer on one standing inbox, so
 //! however many are out, what they deliver arrives in the order the
 //! server sent it (the server shares a burst among the requests waiting,
-//! in turn: two inboxes would each hold every other message). The next
-//! request goes out once half the last one has arrived, so the server
-//! never waits a round trip for the member to ask again; and no pull
-//! subscribes and unsubscribes an inbox of its own.
+//! in turn: two inboxes would each hold every other message). So a lane
+//! may have several requests out (as many as the reader's read-ahead
+//! calls for), and the server never waits a round trip for the member to
+//! ask again; and no pull subscribes and unsubscribes an inbox of its
+//! own.
 //!
 //! Each message owed holds a prefetch slot. The server says what an
 //! ended request still owed (`Nats-Pending-Messages` on its 408 or 409);
@@ -39,8 +40,6 @@ pub(super) struct LanePull {
     inbox: Subject,
     /// A slot for each message the requests out may still deliver.
     owed: Vec<OwnedSemaphorePermit>,
-    /// How many the last request asked for.
-    last: usize,
     /// When the last request out has ended for sure.
     ends: Option<Instant>,
     /// Whether a message came since a request last ended.
@@ -66,17 +65,18 @@ impl LanePull {
             next: format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}").into(),
             inbox,
             owed: Vec::new(),
-            last: 0,
             ends: None,
             delivered: false,
             unsure: false,
         }
     }
 
-    /// Whether the lane should ask for more now: less than half the last
-    /// request is still owed (nothing, for a request of one).
-    pub(super) fn wants_more(&self) -> bool {
-        !self.unsure && self.owed.len() * 2 < self.last.max(1)
+    /// Whether the lane may ask for more now: not while its count is
+    /// unsure, nor while, `quiet` (its last request brought nothing), its
+    /// one-message request is still out. (How much a member asks for is
+    /// the reader's read-ahead.)
+    pub(super) fn may_ask(&self, quiet: bool) -> bool {
+        !(self.unsure || (quiet && self.pulling()))
     }
 
     /// How many messages the requests out may still deliver.
@@ -108,7 +108,6 @@ impl LanePull {
         );
         nats.publish_with_reply(self.next.clone(), self.inbox.clone(), body.into())
             .await?;
-        self.last = slots.len();
         self.owed.extend(slots);
         self.ends = Some(Instant::now() + expires + GRACE);
         Ok(())
@@ -222,29 +221,24 @@ mod tests {
 
     /// As a request would, without a server.
     fn asked(lane: &mut LanePull, n: usize) {
-        lane.last = n;
         lane.owed.extend(slots(n));
         lane.ends = Some(Instant::now() + Duration::from_secs(5));
     }
 
     #[test]
-    fn the_next_request_is_due_when_half_the_last_has_come() {
+    fn a_quiet_lane_asks_again_only_when_its_request_ended() {
         let mut lane = lane();
-        assert!(lane.wants_more(), "a new lane asks");
+        assert!(lane.may_ask(false), "a new lane asks");
         asked(&mut lane, 4);
-        assert!(!lane.wants_more());
-        assert!(matches!(lane.on(message()), Inbound::Message(_, Some(_))));
-        assert!(!lane.wants_more(), "3 of 4 owed");
-        lane.on(message());
-        assert!(!lane.wants_more(), "2 of 4 owed");
-        lane.on(message());
-        assert!(lane.wants_more(), "1 of 4 owed");
-        // A request of one is due again only when it ended.
+        assert!(
+            lane.may_ask(false),
+            "a busy lane asks while requests are out"
+        );
         let mut one = self::lane();
         asked(&mut one, 1);
-        assert!(!one.wants_more());
+        assert!(!one.may_ask(true), "a quiet lane's one request is out");
         one.on(status(408, Some("1")));
-        assert!(one.wants_more());
+        assert!(one.may_ask(true));
     }
 
     #[test]
@@ -279,7 +273,7 @@ mod tests {
         let mut lane = lane();
         asked(&mut lane, 2);
         lane.on(status(409, None));
-        assert!(!lane.wants_more());
+        assert!(!lane.may_ask(false));
         assert!(lane.pulling());
         let ends = lane.ends().expect("a request is out");
         lane.expire(ends - Duration::from_millis(1));
@@ -287,7 +281,7 @@ mod tests {
         lane.expire(ends);
         assert!(!lane.pulling());
         assert!(lane.owed.is_empty(), "its slots went back");
-        assert!(lane.wants_more());
+        assert!(lane.may_ask(false));
     }
 
     #[test]

@@ -27,8 +27,9 @@ use crate::wire;
 type Inboxes = SelectAll<BoxStream<'static, (u32, Option<Message>)>>;
 
 impl GroupConsumer {
-    /// Pulls while there are free prefetch slots. A lane asks again once
-    /// half its last request came (`LanePull`); a request waits up to
+    /// Pulls while there are free prefetch slots, as far ahead of the
+    /// workers as their pace calls for (`ReadAhead`), in requests of at
+    /// most `AT_MOST` (`LanePull`); a request waits up to
     /// `block` and delivers messages as they come, each into a slot it
     /// reserved. The replay consumer is asked (without waiting) every
     /// `block`, and at once again while it yields messages, so it takes no
@@ -67,11 +68,13 @@ impl GroupConsumer {
             let mut hungry: Vec<u32> = self
                 .readable()
                 .into_iter()
-                .filter(|l| lanes.get(l).is_none_or(LanePull::wants_more))
+                .filter(|l| lanes.get(l).is_none_or(|p| p.may_ask(quiet.contains(l))))
                 .collect();
-            // Read far enough ahead already: what arrives, or the workers
-            // running dry, makes room.
-            let held_back = !hungry.is_empty() && self.room(&mut ahead, &lanes) == 0;
+            // Read far enough ahead already (asking in requests of at
+            // least half a request, or half the depth): what arrives, or
+            // the workers running dry, makes room.
+            let (room, depth) = self.room(&mut ahead, &lanes);
+            let held_back = !hungry.is_empty() && room < (depth / 2).clamp(1, AT_MOST / 2);
             if held_back {
                 hungry.clear();
             }
@@ -126,7 +129,7 @@ impl GroupConsumer {
                 }
             }
             // No further ahead than the workers' pace calls for.
-            slots.truncate(self.room(&mut ahead, &lanes));
+            slots.truncate(self.room(&mut ahead, &lanes).0);
             let mut failed = false;
             let given = shares(&hungry, &quiet, slots.len());
             if let Some((last, _)) = given.last() {
@@ -170,14 +173,15 @@ impl GroupConsumer {
         }
     }
 
-    /// How many more messages this member may ask for now: its
-    /// read-ahead depth less what it has asked for and not received, and
-    /// what waits for its workers.
-    fn room(&self, ahead: &mut ReadAhead, lanes: &HashMap<u32, LanePull>) -> usize {
+    /// How many more messages this member may ask for now, and its
+    /// read-ahead depth: the depth less what it has asked for and not
+    /// received, and what waits for its workers.
+    fn room(&self, ahead: &mut ReadAhead, lanes: &HashMap<u32, LanePull>) -> (usize, usize) {
         let owed: usize = lanes.values().map(LanePull::owed).sum();
         let finished = self.finished.load(Ordering::Relaxed);
         let depth = ahead.depth(finished, tokio::time::Instant::now());
-        depth.saturating_sub(owed + self.core.queue().backlog())
+        let room = depth.saturating_sub(owed + self.core.queue().backlog());
+        (room, depth)
     }
 
     /// Sends `lane` a pull request for one message per slot, subscribing
