@@ -11,7 +11,9 @@
 //! Layout: [`NatsBus`] and publishing in `bus.rs`; the connection and the
 //! streams it makes in `client.rs`; [`NatsBusConfig`] in `config.rs`; one
 //! member of a group in `consumer/` (a file per concept: `reader.rs`,
-//! `held.rs`, `settle.rs`, and the ownership modes in `ownership.rs`,
+//! each lane's pull requests in `pull.rs`, how far it reads ahead in
+//! `read_ahead.rs`, `held.rs`, `settle.rs`, and the ownership modes in
+//! `ownership.rs`,
 //! `single_active.rs`, `partitioned.rs`); the group register in
 //! `membership.rs`; the partition count and the leases in
 //! `partitions.rs`; the stream settings checked at connect in
