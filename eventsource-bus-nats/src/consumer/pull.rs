@@ -23,10 +23,12 @@ use tokio::time::Instant;
 /// owed.
 pub(super) const GRACE: Duration = Duration::from_secs(1);
 
-/// The most one request asks for. A member may hold more (its prefetch)
-/// in several requests; but a request takes what the server has for it
-/// before the next member's request gets anything, so one request of a
-/// whole prefetch would take a burst from members that just asked.
+/// The most one request asks for while the handlers are slow (the
+/// read-ahead's floor; a deep read-ahead asks in larger requests). A
+/// member may hold more (its prefetch) in several requests; but a request
+/// takes what the server has for it before the next member's request
+/// gets anything, so one request of a whole prefetch would take a burst
+/// from members that just asked.
 pub(super) const AT_MOST: usize = 32;
 
 /// The header on a request's end: how many of its messages it did not deliver.

@@ -54,6 +54,14 @@ impl ReadAhead {
         }
         self.depth
     }
+
+    /// The most one request asks for: the floor (a burst is shared while
+    /// the handlers are slow), or a quarter of a deeper depth, so that a
+    /// large prefetch takes a few requests, not hundreds (the server
+    /// refuses a consumer's requests past its `max_waiting`, 512).
+    pub(super) fn request_at_most(&self) -> usize {
+        (self.depth / 4).max(self.floor)
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +98,11 @@ mod tests {
         );
         // Idle a long while, then a burst: the average over the stretch.
         assert_eq!(ahead.depth(661, start + Duration::from_secs(5)), 32);
+        // Requests: one floor's worth, a quarter of a deep depth.
+        let mut deep = ReadAhead::new(32, 10_000, start);
+        assert_eq!(deep.request_at_most(), 32);
+        deep.depth(100_000, start + WINDOW);
+        assert_eq!(deep.request_at_most(), 2_500);
         // A prefetch below the floor bounds both.
         let mut small = ReadAhead::new(32, 8, start);
         assert_eq!(small.depth(0, start), 8);

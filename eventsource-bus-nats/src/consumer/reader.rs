@@ -29,7 +29,8 @@ type Inboxes = SelectAll<BoxStream<'static, (u32, Option<Message>)>>;
 impl GroupConsumer {
     /// Pulls while there are free prefetch slots, as far ahead of the
     /// workers as their pace calls for (`ReadAhead`), in requests of at
-    /// most `AT_MOST` (`LanePull`); a request waits up to
+    /// most `AT_MOST` while the handlers are slow (`LanePull`,
+    /// `ReadAhead::request_at_most`); a request waits up to
     /// `block` and delivers messages as they come, each into a slot it
     /// reserved. The replay consumer is asked (without waiting) every
     /// `block`, and at once again while it yields messages, so it takes no
@@ -136,7 +137,7 @@ impl GroupConsumer {
                 turn = last + 1;
             }
             for (lane, share) in given {
-                let share = share.min(AT_MOST);
+                let share = share.min(ahead.request_at_most());
                 let asked = slots.split_off(slots.len() - share);
                 if let Err(e) = self.request(lane, asked, &mut lanes, &mut inboxes).await {
                     failed = true;
