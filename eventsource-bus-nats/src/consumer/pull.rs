@@ -46,6 +46,8 @@ pub(super) struct LanePull {
     ends: Option<Instant>,
     /// Whether a message came since a request last ended.
     delivered: bool,
+    /// The last request that ended brought nothing, and nothing came since.
+    quiet: bool,
     /// A request ended without saying what it owed: no request until `ends`.
     unsure: bool,
 }
@@ -54,8 +56,9 @@ pub(super) struct LanePull {
 pub(super) enum Inbound {
     /// A message, with its slot (none if the lane's count was reset).
     Message(Message, Option<OwnedSemaphorePermit>),
-    /// A request ended; `quiet` when nothing came since the one before.
-    Ended { quiet: bool },
+    /// A request ended (the lane is [`quiet`](LanePull::quiet) if
+    /// nothing came since the one before).
+    Ended,
     /// Nothing to act on (an idle heartbeat).
     Nothing,
 }
@@ -69,16 +72,22 @@ impl LanePull {
             owed: Vec::new(),
             ends: None,
             delivered: false,
+            quiet: false,
             unsure: false,
         }
     }
 
     /// Whether the lane may ask for more now: not while its count is
-    /// unsure, nor while, `quiet` (its last request brought nothing), its
-    /// one-message request is still out. (How much a member asks for is
-    /// the reader's read-ahead.)
-    pub(super) fn may_ask(&self, quiet: bool) -> bool {
-        !(self.unsure || (quiet && self.pulling()))
+    /// unsure, nor while, quiet, its one-message request is still out.
+    /// (How much a member asks for is the reader's read-ahead.)
+    pub(super) fn may_ask(&self) -> bool {
+        !(self.unsure || (self.quiet && self.pulling()))
+    }
+
+    /// Whether the last request that ended brought nothing, and nothing
+    /// came since: the lane gets one slot next.
+    pub(super) fn quiet(&self) -> bool {
+        self.quiet
     }
 
     /// How many messages the requests out may still deliver.
@@ -120,6 +129,7 @@ impl LanePull {
         match message.status {
             None | Some(StatusCode::OK) => {
                 self.delivered = true;
+                self.quiet = false;
                 let slot = self.owed.pop();
                 Inbound::Message(message, slot)
             }
@@ -134,9 +144,8 @@ impl LanePull {
                         self.unsure = true;
                     }
                 }
-                Inbound::Ended {
-                    quiet: !std::mem::take(&mut self.delivered),
-                }
+                self.quiet = !std::mem::take(&mut self.delivered);
+                Inbound::Ended
             }
         }
     }
@@ -230,17 +239,22 @@ mod tests {
     #[test]
     fn a_quiet_lane_asks_again_only_when_its_request_ended() {
         let mut lane = lane();
-        assert!(lane.may_ask(false), "a new lane asks");
+        assert!(lane.may_ask(), "a new lane asks");
         asked(&mut lane, 4);
-        assert!(
-            lane.may_ask(false),
-            "a busy lane asks while requests are out"
-        );
+        assert!(lane.may_ask(), "a busy lane asks while requests are out");
         let mut one = self::lane();
         asked(&mut one, 1);
-        assert!(!one.may_ask(true), "a quiet lane's one request is out");
         one.on(status(408, Some("1")));
-        assert!(one.may_ask(true));
+        assert!(one.quiet());
+        assert!(one.may_ask(), "quiet, with no request out");
+        asked(&mut one, 1);
+        assert!(!one.may_ask(), "a quiet lane's one request is out");
+        one.on(status(408, Some("1")));
+        assert!(one.may_ask());
+        asked(&mut one, 1);
+        one.on(message());
+        assert!(!one.quiet(), "a message ends the quiet");
+        assert!(one.may_ask());
     }
 
     #[test]
@@ -252,16 +266,12 @@ mod tests {
         lane.on(message());
         // The server shared two messages between them; the first ends
         // owing 4, the second owing 2.
-        assert!(matches!(
-            lane.on(status(408, Some("4"))),
-            Inbound::Ended { quiet: false }
-        ));
+        assert!(matches!(lane.on(status(408, Some("4"))), Inbound::Ended));
+        assert!(!lane.quiet(), "two messages came before it ended");
         assert_eq!(lane.owed.len(), 2);
         assert!(lane.pulling());
-        assert!(matches!(
-            lane.on(status(408, Some("2"))),
-            Inbound::Ended { quiet: true }
-        ));
+        assert!(matches!(lane.on(status(408, Some("2"))), Inbound::Ended));
+        assert!(lane.quiet(), "nothing came since the first ended");
         assert!(!lane.pulling());
         assert!(lane.ends().is_none());
         // Heartbeats change nothing.
@@ -275,7 +285,7 @@ mod tests {
         let mut lane = lane();
         asked(&mut lane, 2);
         lane.on(status(409, None));
-        assert!(!lane.may_ask(false));
+        assert!(!lane.may_ask());
         assert!(lane.pulling());
         let ends = lane.ends().expect("a request is out");
         lane.expire(ends - Duration::from_millis(1));
@@ -283,7 +293,7 @@ mod tests {
         lane.expire(ends);
         assert!(!lane.pulling());
         assert!(lane.owed.is_empty(), "its slots went back");
-        assert!(lane.may_ask(false));
+        assert!(lane.may_ask());
     }
 
     #[test]

@@ -43,8 +43,6 @@ impl GroupConsumer {
         let mut inboxes: Inboxes = SelectAll::new();
         // Each lane's requests, from its first pull on.
         let mut lanes: HashMap<u32, LanePull> = HashMap::new();
-        // Lanes whose last request delivered nothing: they get one slot next.
-        let mut quiet: HashSet<u32> = HashSet::new();
         let mut last_round: Option<tokio::time::Instant> = None;
         let (mut replay_busy, mut replay_read) = (true, None::<tokio::time::Instant>);
         let mut backoff = Duration::from_millis(100);
@@ -69,7 +67,7 @@ impl GroupConsumer {
             let mut hungry: Vec<u32> = self
                 .readable()
                 .into_iter()
-                .filter(|l| lanes.get(l).is_none_or(|p| p.may_ask(quiet.contains(l))))
+                .filter(|l| lanes.get(l).is_none_or(LanePull::may_ask))
                 .collect();
             // Read far enough ahead already (asking in requests of at
             // least half a request, or half the depth): what arrives, or
@@ -87,7 +85,7 @@ impl GroupConsumer {
                 tokio::select! {
                     () = self.core.token().cancelled() => break,
                     item = inboxes.next(), if !inboxes.is_empty() => {
-                        self.on_inbound(item, &mut lanes, &mut quiet).await;
+                        self.on_inbound(item, &mut lanes).await;
                     }
                     () = &mut dry, if held_back => {}
                     () = tokio::time::sleep(round_every) => {}
@@ -102,7 +100,7 @@ impl GroupConsumer {
                     None => break,
                 },
                 item = inboxes.next(), if !inboxes.is_empty() => {
-                    self.on_inbound(item, &mut lanes, &mut quiet).await;
+                    self.on_inbound(item, &mut lanes).await;
                     continue;
                 }
                 () = tokio::time::sleep(round_every) => continue,
@@ -132,7 +130,8 @@ impl GroupConsumer {
             // No further ahead than the workers' pace calls for.
             slots.truncate(self.room(&mut ahead, &lanes).0);
             let mut failed = false;
-            let given = shares(&hungry, &quiet, slots.len());
+            let quiet = |l: u32| lanes.get(&l).is_some_and(LanePull::quiet);
+            let given = shares(&hungry, quiet, slots.len());
             if let Some((last, _)) = given.last() {
                 turn = last + 1;
             }
@@ -162,7 +161,7 @@ impl GroupConsumer {
         while let Some(ends) = lanes.values().filter_map(LanePull::ends).max() {
             tokio::select! {
                 item = inboxes.next() => match item {
-                    Some(_) => self.on_inbound(item, &mut lanes, &mut quiet).await,
+                    Some(_) => self.on_inbound(item, &mut lanes).await,
                     None => break,
                 },
                 () = tokio::time::sleep_until(ends) => {
@@ -254,7 +253,6 @@ impl GroupConsumer {
         &self,
         item: Option<(u32, Option<Message>)>,
         lanes: &mut HashMap<u32, LanePull>,
-        quiet: &mut HashSet<u32>,
     ) {
         let Some((lane, message)) = item else {
             return;
@@ -270,7 +268,6 @@ impl GroupConsumer {
         };
         match pull.on(message) {
             Inbound::Message(message, slot) => {
-                quiet.remove(&lane);
                 // A lane this member lost meanwhile: its new owner gets it.
                 let slot = if self.owned.lock().contains_key(&lane) {
                     slot.or_else(|| self.core.try_slot())
@@ -279,11 +276,7 @@ impl GroupConsumer {
                 };
                 self.take(Origin::Events(lane), message, slot).await;
             }
-            // Nothing came: next time it gets one slot.
-            Inbound::Ended { quiet: true } => {
-                quiet.insert(lane);
-            }
-            Inbound::Ended { quiet: false } | Inbound::Nothing => {}
+            Inbound::Ended | Inbound::Nothing => {}
         }
     }
 
@@ -354,14 +347,14 @@ fn pulling(lanes: &HashMap<u32, LanePull>) -> HashSet<u32> {
         .collect()
 }
 
-/// How `slots` free slots go to the `idle` lanes: a quiet lane (its last
-/// pull brought nothing) one, the others an even share of the rest; a
+/// How `slots` free slots go to the `hungry` lanes: a `quiet` lane (its
+/// last request brought nothing) one, the others an even share of the rest; a
 /// lane gets none when there are fewer slots than lanes (it waits for the
 /// next round). Every share is at least 1.
-fn shares(idle: &[u32], quiet: &HashSet<u32>, slots: usize) -> Vec<(u32, usize)> {
+fn shares(hungry: &[u32], quiet: impl Fn(u32) -> bool, slots: usize) -> Vec<(u32, usize)> {
     let mut out = Vec::new();
     let mut left = slots;
-    let (quiet_lanes, busy): (Vec<u32>, Vec<u32>) = idle.iter().partition(|l| quiet.contains(l));
+    let (quiet_lanes, busy): (Vec<u32>, Vec<u32>) = hungry.iter().partition(|l| quiet(**l));
     for lane in quiet_lanes.iter().copied() {
         if left == 0 || (!busy.is_empty() && left <= busy.len()) {
             break;
@@ -387,23 +380,19 @@ fn shares(idle: &[u32], quiet: &HashSet<u32>, slots: usize) -> Vec<(u32, usize)>
 #[cfg(test)]
 mod tests {
     use super::shares;
-    use std::collections::HashSet;
 
     #[test]
     fn busy_lanes_share_the_slots_and_quiet_ones_get_one() {
-        let none = HashSet::new();
-        assert_eq!(shares(&[0], &none, 16), [(0, 16)]);
-        assert_eq!(shares(&[0, 1, 2], &none, 8), [(0, 3), (1, 3), (2, 2)]);
-        assert_eq!(shares(&[0, 1, 2], &none, 2), [(0, 1), (1, 1)]);
-        let quiet: HashSet<u32> = [1, 2].into();
-        assert_eq!(shares(&[0, 1, 2], &quiet, 10), [(1, 1), (2, 1), (0, 8)]);
-        assert_eq!(shares(&[1, 2], &quiet, 1), [(1, 1)]);
+        let none = |_| false;
+        assert_eq!(shares(&[0], none, 16), [(0, 16)]);
+        assert_eq!(shares(&[0, 1, 2], none, 8), [(0, 3), (1, 3), (2, 2)]);
+        assert_eq!(shares(&[0, 1, 2], none, 2), [(0, 1), (1, 1)]);
+        let quiet = |l| [1, 2].contains(&l);
+        assert_eq!(shares(&[0, 1, 2], quiet, 10), [(1, 1), (2, 1), (0, 8)]);
+        assert_eq!(shares(&[1, 2], quiet, 1), [(1, 1)]);
         // Fewer slots than busy lanes: quiet lanes wait.
-        assert_eq!(shares(&[0, 1, 3], &[3].into(), 2), [(0, 1), (1, 1)]);
-        let total: usize = shares(&[0, 1, 2, 3], &quiet, 7)
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
+        assert_eq!(shares(&[0, 1, 3], |l| l == 3, 2), [(0, 1), (1, 1)]);
+        let total: usize = shares(&[0, 1, 2, 3], quiet, 7).iter().map(|(_, n)| n).sum();
         assert_eq!(total, 7);
     }
 }
