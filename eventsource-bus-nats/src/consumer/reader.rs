@@ -7,6 +7,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::Message;
@@ -85,7 +86,7 @@ impl GroupConsumer {
                 tokio::select! {
                     () = self.core.token().cancelled() => break,
                     item = inboxes.next(), if !inboxes.is_empty() => {
-                        self.on_inbound(item, &mut lanes).await;
+                        self.on_burst(item, &mut lanes, &mut inboxes).await;
                     }
                     () = &mut dry, if held_back => {}
                     () = tokio::time::sleep(round_every) => {}
@@ -100,7 +101,7 @@ impl GroupConsumer {
                     None => break,
                 },
                 item = inboxes.next(), if !inboxes.is_empty() => {
-                    self.on_inbound(item, &mut lanes).await;
+                    self.on_burst(item, &mut lanes, &mut inboxes).await;
                     continue;
                 }
                 () = tokio::time::sleep(round_every) => continue,
@@ -245,6 +246,32 @@ impl GroupConsumer {
                 self.hold_group_lease().await;
             }
             Ownership::Shared => {}
+        }
+    }
+
+    /// One item of the lanes' inboxes, then those already there behind
+    /// it (up to a request's most), without going round the loop for
+    /// each: a burst's messages are taken at the cost of one look at the
+    /// lanes, one timer and one count of the room, not one per message.
+    async fn on_burst(
+        &self,
+        first: Option<(u32, Option<Message>)>,
+        lanes: &mut HashMap<u32, LanePull>,
+        inboxes: &mut Inboxes,
+    ) {
+        self.on_inbound(first, lanes).await;
+        for _ in 1..AT_MOST {
+            let ready = std::future::poll_fn(|cx| {
+                Poll::Ready(match inboxes.poll_next_unpin(cx) {
+                    Poll::Ready(Some(item)) => Some(item),
+                    Poll::Ready(None) | Poll::Pending => None,
+                })
+            })
+            .await;
+            match ready {
+                Some(item) => self.on_inbound(Some(item), lanes).await,
+                None => break,
+            }
         }
     }
 
