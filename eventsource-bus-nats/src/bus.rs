@@ -139,12 +139,8 @@ impl EventBus for NatsBus {
         let encoded: Vec<_> = events
             .iter()
             .map(|e| {
-                let (headers, body) = wire::encode(e, &config.source);
-                (
-                    config.subject_of(&e.aggregate_id),
-                    headers,
-                    bytes::Bytes::from(body),
-                )
+                let body = wire::body(e, &config.source);
+                (config.subject_of(&e.aggregate_id), bytes::Bytes::from(body))
             })
             .collect();
         let (encoded, js) = (&encoded, &self.client.publisher);
@@ -155,12 +151,15 @@ impl EventBus for NatsBus {
             &events,
             |events| async move {
                 let what = || format!("publishing {} events to `{subject}`", events.len());
-                // Sent back to back; then every PubAck awaited.
+                // Sent back to back; then every PubAck awaited. The
+                // headers are built for each attempt, not built once and
+                // copied (a copy of a `HeaderMap` and its drop cost more
+                // than building it).
                 let mut acks = Vec::with_capacity(encoded.len());
-                for (to, headers, body) in encoded {
+                for ((to, body), event) in encoded.iter().zip(events) {
                     let message = PublishMessage::build()
                         .payload(body.clone())
-                        .headers(headers.clone());
+                        .headers(wire::headers(event));
                     let ack = js
                         .send_publish(to.clone(), message)
                         .await

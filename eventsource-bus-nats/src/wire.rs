@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use eventsource_core::wire::cloudevents;
 use eventsource_core::EventEnvelope;
 use serde::ser::SerializeMap;
@@ -20,18 +20,31 @@ pub(crate) const CONTENT_TYPE: &str = "application/cloudevents+json";
 
 /// The headers (`Nats-Msg-Id`, `content-type`) and body of an envelope.
 pub(crate) fn encode(envelope: &EventEnvelope, source: &str) -> (HeaderMap, Vec<u8>) {
-    let body = serde_json::to_vec(&Outgoing {
+    (headers(envelope), body(envelope, source))
+}
+
+/// The body of an envelope: CloudEvents JSON, structured mode.
+pub(crate) fn body(envelope: &EventEnvelope, source: &str) -> Vec<u8> {
+    serde_json::to_vec(&Outgoing {
         attributes: cloudevents::to_attributes(envelope, source),
         data: &envelope.payload,
     })
-    .expect("strings and a JSON value serialize");
+    .expect("strings and a JSON value serialize")
+}
+
+/// The headers of an envelope's message: its id as `Nats-Msg-Id` (the
+/// stream's duplicate window) and the structured mode's `content-type`.
+pub(crate) fn headers(envelope: &EventEnvelope) -> HeaderMap {
+    // A name made once, not checked and copied for each message; the id
+    // moved in, not copied again.
+    const CONTENT_TYPE_HEADER: HeaderName = HeaderName::from_static("content-type");
     let mut headers = HeaderMap::new();
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
-        envelope.event_id.to_string().as_str(),
+        envelope.event_id.to_string(),
     );
-    headers.insert("content-type", CONTENT_TYPE);
-    (headers, body)
+    headers.insert(CONTENT_TYPE_HEADER, CONTENT_TYPE);
+    headers
 }
 
 /// A structured-mode body as written: the attributes, then `data`
@@ -59,31 +72,38 @@ impl Serialize for Outgoing<'_> {
 #[derive(Deserialize)]
 struct Incoming<'a> {
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(borrow, default)]
-    time: Option<Cow<'a, str>>,
+    time: Option<Text<'a>>,
     #[serde(borrow, default, rename = "type")]
-    event_type: Option<Cow<'a, str>>,
+    event_type: Option<Text<'a>>,
     #[serde(borrow, default)]
-    subject: Option<Cow<'a, str>>,
+    subject: Option<Text<'a>>,
     #[serde(borrow, default)]
-    aggregatetype: Option<Cow<'a, str>>,
+    aggregatetype: Option<Text<'a>>,
     #[serde(borrow, default)]
-    aggregateversion: Option<Cow<'a, str>>,
+    aggregateversion: Option<Text<'a>>,
     #[serde(borrow, default)]
-    schemaversion: Option<Cow<'a, str>>,
+    schemaversion: Option<Text<'a>>,
     #[serde(borrow, default)]
-    correlationid: Option<Cow<'a, str>>,
+    correlationid: Option<Text<'a>>,
     #[serde(borrow, default)]
-    causationid: Option<Cow<'a, str>>,
+    causationid: Option<Text<'a>>,
     #[serde(borrow, default)]
-    traceparent: Option<Cow<'a, str>>,
+    traceparent: Option<Text<'a>>,
     #[serde(borrow, default)]
-    metadata: Option<Cow<'a, str>>,
+    metadata: Option<Text<'a>>,
     /// `Some(Value::Null)` for `"data": null`, `None` when absent.
     #[serde(default, deserialize_with = "present")]
     data: Option<Value>,
 }
+
+/// An attribute's value, borrowed from the body unless it holds an
+/// escape. (Serde borrows a `Cow<str>` field only where the field's type
+/// is the `Cow` itself; inside an `Option` every value would be copied
+/// into a `String` of its own.)
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
@@ -105,7 +125,7 @@ impl Incoming<'_> {
             "metadata" => &self.metadata,
             _ => return None,
         };
-        value.as_deref()
+        value.as_ref().map(|text| text.0.as_ref())
     }
 }
 
@@ -160,6 +180,10 @@ mod tests {
             headers_as_text(Some(&headers))["Nats-Msg-Id"],
             env.event_id.to_string()
         );
+        assert_eq!(
+            headers_as_text(Some(&headers))["content-type"],
+            CONTENT_TYPE
+        );
         assert_eq!(decode(&body).expect("decode"), env);
         assert!(decode(b"{x").expect_err("bad").contains("not JSON"));
         // Invalid UTF-8 inside a string is refused as not JSON, as
@@ -179,5 +203,16 @@ mod tests {
         assert!(decode(br#"{"type":"t"}"#)
             .expect_err("no id")
             .contains("`id`"));
+    }
+
+    #[test]
+    fn attributes_are_borrowed_from_the_body_unless_escaped() {
+        let incoming: Incoming<'_> =
+            serde_json::from_str(r#"{"id":"e-1","subject":"two\nlines"}"#).expect("parse");
+        assert!(matches!(incoming.id.expect("id").0, Cow::Borrowed("e-1")));
+        assert!(matches!(
+            incoming.subject.expect("subject").0,
+            Cow::Owned(ref s) if s == "two\nlines"
+        ));
     }
 }

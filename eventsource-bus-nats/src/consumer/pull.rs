@@ -177,15 +177,25 @@ fn not_delivered(message: &Message) -> Option<usize> {
 /// domain and an account hash after `$JS.ACK.` (11 or more).
 pub(super) fn stream_sequence(reply: &str) -> Option<u64> {
     let rest = reply.strip_prefix("$JS.ACK.")?;
-    // Counted by bytes first (a vectorized count; every message's reply
-    // goes through here).
-    let dots = rest.bytes().filter(|b| *b == b'.').count();
-    let at = match dots + 1 {
-        7 => 3,
-        9.. => 5,
+    // One pass over the bytes, noting where the first dots are (every
+    // message's reply goes through here).
+    let mut dots = [0usize; 6];
+    let mut count = 0;
+    for (i, b) in rest.bytes().enumerate() {
+        if b == b'.' {
+            if let Some(at) = dots.get_mut(count) {
+                *at = i;
+            }
+            count += 1;
+        }
+    }
+    // The sequence is the 4th token of 7, or the 6th of 9 or more.
+    let (start, end) = match count + 1 {
+        7 => (dots[2] + 1, dots[3]),
+        9.. => (dots[4] + 1, dots[5]),
         _ => return None,
     };
-    rest.split('.').nth(at)?.parse().ok()
+    rest.get(start..end)?.parse().ok()
 }
 
 #[cfg(test)]
