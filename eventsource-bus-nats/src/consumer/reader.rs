@@ -7,13 +7,12 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::Message;
 use eventsource_core::driver::{dead_letter, triage, Delivery, Intake, Letter, Settle};
 use futures::stream::{self, BoxStream, SelectAll};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ownership::{Ownership, Part};
@@ -261,16 +260,11 @@ impl GroupConsumer {
     ) {
         self.on_inbound(first, lanes).await;
         for _ in 1..AT_MOST {
-            let ready = std::future::poll_fn(|cx| {
-                Poll::Ready(match inboxes.poll_next_unpin(cx) {
-                    Poll::Ready(Some(item)) => Some(item),
-                    Poll::Ready(None) | Poll::Pending => None,
-                })
-            })
-            .await;
-            match ready {
-                Some(item) => self.on_inbound(Some(item), lanes).await,
-                None => break,
+            // What is there already, without waiting (the loop's
+            // `select!` polls the inboxes again before it sleeps).
+            match inboxes.next().now_or_never() {
+                Some(Some(item)) => self.on_inbound(Some(item), lanes).await,
+                Some(None) | None => break,
             }
         }
     }
