@@ -136,11 +136,20 @@ impl EventBus for NatsBus {
         let redacted = config.redacted_url();
         let target = PublishTarget::new(BACKEND, &stream, &redacted, config.publish_timeout);
         let events = stamp(events);
+        // Without partitions every event goes to one subject: made once,
+        // and shared by each message (a `Subject` clone is a count).
+        let shared = config
+            .partitions
+            .is_none()
+            .then(|| async_nats::Subject::from(subject.as_str()));
         let encoded: Vec<_> = events
             .iter()
             .map(|e| {
-                let body = wire::body(e, &config.source);
-                (config.subject_of(&e.aggregate_id), bytes::Bytes::from(body))
+                let to = match &shared {
+                    Some(subject) => subject.clone(),
+                    None => config.subject_of(&e.aggregate_id).into(),
+                };
+                (to, bytes::Bytes::from(wire::body(e, &config.source)))
             })
             .collect();
         let (encoded, js) = (&encoded, &self.client.publisher);

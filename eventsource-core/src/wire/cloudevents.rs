@@ -3,6 +3,7 @@
 //! own prefix (`ce_` on Kafka, `cloudEvents:` on AMQP, none on Redis).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use chrono::{DateTime, Utc};
 
@@ -16,34 +17,57 @@ use crate::EventEnvelope;
 /// `metadata` (all metadata headers as a JSON object). The payload travels
 /// as the message body, `datacontenttype` as the backend's content type.
 pub fn to_attributes(envelope: &EventEnvelope, source: &str) -> Vec<(&'static str, String)> {
-    let mut attributes = vec![
-        ("specversion", "1.0".to_owned()),
-        ("id", envelope.event_id.to_string()),
-        ("type", envelope.event_type.clone()),
-        ("source", source.to_owned()),
-        ("subject", envelope.aggregate_id.clone()),
-        ("time", envelope.occurred_at.to_rfc3339()),
-        ("aggregatetype", envelope.aggregate_type.clone()),
-        ("aggregateversion", envelope.aggregate_version.to_string()),
-        ("schemaversion", envelope.schema_version.to_string()),
-    ];
+    let mut attributes = Vec::with_capacity(12);
+    let Ok(()) = each_attribute::<Infallible>(envelope, source, |name, value| {
+        attributes.push((name, value.to_owned()));
+        Ok(())
+    });
+    attributes
+}
+
+/// Hands `each` the attributes of [`to_attributes`], in the same order,
+/// each value borrowed from the envelope or formatted on the stack: for a
+/// backend that writes them straight into its message, without a `String`
+/// for each (the id, the versions and the text attributes are not copied).
+/// Stops at the first error `each` returns.
+pub fn each_attribute<E>(
+    envelope: &EventEnvelope,
+    source: &str,
+    mut each: impl FnMut(&'static str, &str) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut id = uuid::Uuid::encode_buffer();
+    let (mut version, mut schema) = (itoa::Buffer::new(), itoa::Buffer::new());
+    each("specversion", "1.0")?;
+    each("id", envelope.event_id.hyphenated().encode_lower(&mut id))?;
+    each("type", &envelope.event_type)?;
+    each("source", source)?;
+    each("subject", &envelope.aggregate_id)?;
+    let mut time = [0; super::time::LEN];
+    match super::time::rfc3339(&envelope.occurred_at, &mut time) {
+        Some(time) => each("time", time)?,
+        None => each("time", &envelope.occurred_at.to_rfc3339())?,
+    }
+    each("aggregatetype", &envelope.aggregate_type)?;
+    each(
+        "aggregateversion",
+        version.format(envelope.aggregate_version),
+    )?;
+    each("schemaversion", schema.format(envelope.schema_version))?;
     if let Some(c) = &envelope.correlation_id {
-        attributes.push(("correlationid", c.clone()));
+        each("correlationid", c)?;
     }
     if let Some(c) = &envelope.causation_id {
-        attributes.push(("causationid", c.clone()));
+        each("causationid", c)?;
     }
     // Stamped by the publish pipeline (driver::publish::stamped).
     if let Some(t) = envelope.metadata.get(crate::trace::TRACEPARENT) {
-        attributes.push(("traceparent", t.clone()));
+        each("traceparent", t)?;
     }
     if !envelope.metadata.is_empty() {
-        attributes.push((
-            "metadata",
-            serde_json::to_string(&envelope.metadata).expect("a string map serializes"),
-        ));
+        let metadata = serde_json::to_string(&envelope.metadata).expect("a string map serializes");
+        each("metadata", &metadata)?;
     }
-    attributes
+    Ok(())
 }
 
 /// Rebuilds an envelope from attributes looked up as `{prefix}{name}` in

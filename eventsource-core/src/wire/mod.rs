@@ -4,3 +4,4 @@
 
 pub mod cloudevents;
 pub mod dead_letter;
+mod time;
