@@ -69,11 +69,10 @@ impl GroupConsumer {
                 .into_iter()
                 .filter(|l| lanes.get(l).is_none_or(LanePull::may_ask))
                 .collect();
-            // Read far enough ahead already (asking in requests of at
-            // least half a request, or half the depth): what arrives, or
-            // the workers running dry, makes room.
-            let (room, depth) = self.room(&mut ahead, &lanes);
-            let held_back = !hungry.is_empty() && room < (depth / 2).clamp(1, AT_MOST / 2);
+            // Read far enough ahead already (`ReadAhead::worth_asking`):
+            // what arrives, or the workers running dry, makes room.
+            let room = self.room(&mut ahead, &lanes);
+            let held_back = !hungry.is_empty() && !ahead.worth_asking(room);
             if held_back {
                 hungry.clear();
             }
@@ -128,7 +127,7 @@ impl GroupConsumer {
                 }
             }
             // No further ahead than the workers' pace calls for.
-            slots.truncate(self.room(&mut ahead, &lanes).0);
+            slots.truncate(self.room(&mut ahead, &lanes));
             let mut failed = false;
             let quiet = |l: u32| lanes.get(&l).is_some_and(LanePull::quiet);
             let given = shares(&hungry, quiet, slots.len());
@@ -173,15 +172,14 @@ impl GroupConsumer {
         }
     }
 
-    /// How many more messages this member may ask for now, and its
-    /// read-ahead depth: the depth less what it has asked for and not
-    /// received, and what waits for its workers.
-    fn room(&self, ahead: &mut ReadAhead, lanes: &HashMap<u32, LanePull>) -> (usize, usize) {
+    /// How many more messages this member may ask for now: its read-ahead
+    /// depth less what it has asked for and not received, and what waits
+    /// for its workers.
+    fn room(&self, ahead: &mut ReadAhead, lanes: &HashMap<u32, LanePull>) -> usize {
         let owed: usize = lanes.values().map(LanePull::owed).sum();
         let finished = self.finished.load(Ordering::Relaxed);
         let depth = ahead.depth(finished, tokio::time::Instant::now());
-        let room = depth.saturating_sub(owed + self.core.queue().backlog());
-        (room, depth)
+        depth.saturating_sub(owed + self.core.queue().backlog())
     }
 
     /// Sends `lane` a pull request for one message per slot, subscribing
