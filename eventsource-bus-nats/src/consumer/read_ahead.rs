@@ -59,7 +59,7 @@ impl ReadAhead {
     /// the handlers are slow), or half a deeper depth. Fast handlers are
     /// fed in two requests' worth, not four: each request is work for the
     /// server (parsed, queued, answered), and asking for a quarter of 128
-    /// cost a tenth of the end-to-end rate. A large prefetch still takes a
+    /// cost 7 % of the end-to-end rate. A large prefetch still takes a
     /// few requests, not hundreds (the server refuses a consumer's
     /// requests past its `max_waiting`, 512).
     pub(super) fn request_at_most(&self) -> usize {
